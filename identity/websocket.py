@@ -1,0 +1,211 @@
+"""The shared base for every WebSocket consumer of the site.
+
+It does, once, what every socket needs: authenticate the signed token from the query
+string, close with a documented code when that fails, parse and bound incoming JSON
+messages, rate-limit, and answer bad input with an error message while keeping the
+connection up. Subclasses implement ``on_connect`` and ``handle_<type>`` methods
+(``type`` with dashes turned into underscores). Close codes and error codes are
+documented in docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from enum import IntEnum
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+
+from identity.services import Identity
+from identity.tokens import TokenError, verify_token
+
+logger = logging.getLogger(__name__)
+
+PROTOCOL_VERSION = 1
+
+
+class CloseCode(IntEnum):
+    """Application close codes (4000-4999 are reserved for applications by RFC 6455)."""
+
+    TOKEN_MISSING = 4001
+    TOKEN_INVALID = 4002
+    TOKEN_EXPIRED = 4003
+    NOT_FOUND = 4004
+    FORBIDDEN = 4005
+    TOO_MANY_ERRORS = 4008
+    ROOM_FULL = 4009
+    PROTOCOL_VERSION = 4010
+    SERVER_SHUTDOWN = 4011
+
+
+TOKEN_CLOSE_CODES = {
+    "token-missing": CloseCode.TOKEN_MISSING,
+    "token-invalid": CloseCode.TOKEN_INVALID,
+    "token-expired": CloseCode.TOKEN_EXPIRED,
+}
+
+
+class TokenBucket:
+    """A small token bucket: ``burst`` messages at once, refilled at ``rate`` per second."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.updated = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+class ProtocolError(Exception):
+    """Raised by handlers for a bad message; becomes an ``error`` message to the sender."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class AuthenticatedJsonConsumer(AsyncJsonWebsocketConsumer):
+    """Token-authenticated JSON WebSocket consumer; see the module docstring."""
+
+    #: messages per second sustained, and burst size, per connection
+    rate_limit: tuple[float, int] = (20.0, 40)
+    #: consecutive bad messages tolerated before the socket is closed
+    max_consecutive_errors: int = 20
+
+    identity: Identity
+
+    async def connect(self) -> None:
+        """Accept, then authenticate; a refused token is reported and the socket closed.
+
+        Accepting first lets the client learn *why* (an ``error`` message and a close
+        code); a handshake refused before accept is only an opaque HTTP 403.
+        """
+        await self.accept()
+        token = self._query_param("token")
+        try:
+            self.identity = verify_token(token)
+        except TokenError as exc:
+            await self.send_error(exc.code, exc.message)
+            await self.close(code=TOKEN_CLOSE_CODES[exc.code], reason=exc.code)
+            return
+        version = self._query_param("v")
+        if version is not None and version != str(PROTOCOL_VERSION):
+            await self.send_error(
+                "protocol-version", f"This server speaks protocol v{PROTOCOL_VERSION}."
+            )
+            await self.close(code=CloseCode.PROTOCOL_VERSION, reason="protocol-version")
+            return
+        rate, burst = self.rate_limit
+        self._bucket = TokenBucket(rate, burst)
+        self._errors = 0
+        self._authenticated = True
+        await self.on_connect()
+
+    async def on_connect(self) -> None:
+        """Hook: the socket is authenticated (``self.identity`` is set)."""
+
+    @property
+    def authenticated(self) -> bool:
+        return getattr(self, "_authenticated", False)
+
+    def _query_param(self, name: str) -> str | None:
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        values = query.get(name)
+        return values[0] if values else None
+
+    # --- incoming -------------------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None):
+        if not self.authenticated:
+            return
+        if not self._bucket.take():
+            await self._reject("rate-limited", "Too many messages; slow down.")
+            return
+        if text_data is None:
+            await self.receive_bytes(bytes_data or b"")
+            return
+        if len(text_data) > settings.WS_MAX_MESSAGE_BYTES:  # characters ≥ bytes / 4
+            await self._reject("too-large", "Message exceeds the size limit.")
+            return
+        if len(text_data.encode("utf-8")) > settings.WS_MAX_MESSAGE_BYTES:
+            await self._reject("too-large", "Message exceeds the size limit.")
+            return
+        try:
+            content = json.loads(text_data)
+        except (json.JSONDecodeError, RecursionError):
+            await self._reject("bad-message", "Message is not valid JSON.")
+            return
+        if not isinstance(content, dict) or not isinstance(content.get("type"), str):
+            await self._reject("bad-message", "Message must be an object with a string 'type'.")
+            return
+        await self.receive_json(content)
+
+    async def receive_bytes(self, data: bytes) -> None:
+        """Hook for binary frames; refused unless a subclass handles them."""
+        await self._reject("bad-message", "Binary messages are not accepted on this socket.")
+
+    async def receive_json(self, content: dict[str, Any], **kwargs: Any) -> None:
+        msg_type = content["type"]
+        handler = getattr(self, "handle_" + msg_type.replace("-", "_"), None)
+        if handler is None or not msg_type.replace("-", "").isalnum():
+            await self._reject("unknown-type", f"Unknown message type {msg_type[:40]!r}.")
+            return
+        try:
+            await handler(content)
+        except ProtocolError as exc:
+            await self._reject(exc.code, exc.message, ref=msg_type)
+            return
+        self._errors = 0
+
+    async def handle_ping(self, content: dict[str, Any]) -> None:
+        """Application-level keepalive; echoes ``t`` so clients can measure round trips."""
+        reply: dict[str, Any] = {"type": "pong"}
+        if isinstance(content.get("t"), (int, float)):
+            reply["t"] = content["t"]
+        await self.send_json(reply)
+
+    # --- outgoing -------------------------------------------------------------------------
+
+    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
+        """Close with a plain ``int`` code (Daphne/Autobahn refuse IntEnum members)."""
+        await super().close(code=int(code) if isinstance(code, IntEnum) else code, reason=reason)
+
+    async def send_error(self, code: str, message: str, ref: str | None = None) -> None:
+        payload: dict[str, Any] = {"type": "error", "code": code, "message": message}
+        if ref:
+            payload["ref"] = ref
+        await self.send_json(payload)
+
+    async def _reject(self, code: str, message: str, ref: str | None = None) -> None:
+        """Report a bad message; close only after many in a row (a broken or hostile client)."""
+        self._errors += 1
+        logger.info("ws %s from %s: %s", code, getattr(self, "identity", None), message)
+        await self.send_error(code, message, ref)
+        if self._errors >= self.max_consecutive_errors:
+            await self.close(code=CloseCode.TOO_MANY_ERRORS, reason="too-many-errors")
+
+    @classmethod
+    async def encode_json(cls, content: Any) -> str:
+        return json.dumps(content, separators=(",", ":"))
+
+
+class NotFoundConsumer(AuthenticatedJsonConsumer):
+    """Catch-all for unknown WebSocket paths: a clear close instead of a server error."""
+
+    async def connect(self) -> None:
+        await self.accept()
+        await self.send_error("not-found", "No WebSocket endpoint at this path.")
+        await self.close(code=CloseCode.NOT_FOUND, reason="not-found")

@@ -1,0 +1,1 @@
+"""rtcsite: a Django Channels site for real-time media."""

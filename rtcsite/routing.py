@@ -1,0 +1,11 @@
+"""All WebSocket routes of the site, gathered from the apps."""
+
+from django.urls import re_path
+
+from identity.websocket import NotFoundConsumer
+from presence.routing import websocket_urlpatterns as presence_patterns
+
+websocket_urlpatterns = [
+    *presence_patterns,
+    re_path(r"", NotFoundConsumer.as_asgi()),
+]

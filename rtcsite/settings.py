@@ -1,0 +1,175 @@
+"""Django settings for rtcsite, read from the environment.
+
+Every knob has an embedded default that works on a fresh machine (SQLite, in-memory
+channel layer, bundled FFmpeg); setting ``REDIS_URL`` / ``DATABASE_URL`` scales out.
+See README.md ("Configuration") for the full list.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from rtcsite.env import env_bool, env_int, env_json, env_list, env_str
+from rtcsite.ice import validate_ice_servers
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+# --- core ---------------------------------------------------------------------------------
+DEFAULT_SECRET_KEY = "insecure-dev-key-change-me-rtcsite"  # refused when DEBUG=0
+DEBUG = env_bool("DEBUG", True)
+SECRET_KEY = env_str("SECRET_KEY", DEFAULT_SECRET_KEY)
+if not DEBUG and SECRET_KEY == DEFAULT_SECRET_KEY:
+    raise ImproperlyConfigured(
+        "Refusing to start with DEBUG=0 and the default SECRET_KEY: set SECRET_KEY "
+        "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(50))')."
+    )
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "daphne",  # first, so `runserver` is Daphne's ASGI server
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "channels",
+    "rtcsite",
+    "identity",
+    "rooms",
+    "signaling",
+    "presence",
+    "streaming",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "identity.middleware.IdentityMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "rtcsite.urls"
+ASGI_APPLICATION = "rtcsite.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "identity.context_processors.identity",
+            ],
+        },
+    },
+]
+
+# --- database -----------------------------------------------------------------------------
+DATABASE_URL = env_str("DATABASE_URL", "")
+if DATABASE_URL:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": env_str("SQLITE_PATH", str(BASE_DIR / "db.sqlite3")),
+            "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 20},
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- channel layer ------------------------------------------------------------------------
+REDIS_URL = env_str("REDIS_URL", "")
+CHANNEL_LAYER_BACKEND = env_str("CHANNEL_LAYER_BACKEND", "core")  # "core" or "pubsub"
+if REDIS_URL:
+    if CHANNEL_LAYER_BACKEND not in {"core", "pubsub"}:
+        raise ImproperlyConfigured("CHANNEL_LAYER_BACKEND must be 'core' or 'pubsub'.")
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": (
+                "channels_redis.pubsub.RedisPubSubChannelLayer"
+                if CHANNEL_LAYER_BACKEND == "pubsub"
+                else "channels_redis.core.RedisChannelLayer"
+            ),
+            "CONFIG": {
+                "hosts": [REDIS_URL],
+                "prefix": env_str("CHANNEL_LAYER_PREFIX", "rtcsite"),
+            },
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# --- identity / WebSocket tokens ------------------------------------------------------------
+WS_TOKEN_MAX_AGE = env_int("WS_TOKEN_MAX_AGE", 900, minimum=10)  # seconds
+DISPLAY_NAME_MAX_LENGTH = 40
+
+# --- WebRTC -------------------------------------------------------------------------------
+ICE_SERVERS = validate_ice_servers(env_json("ICE_SERVERS", []))
+
+# --- media / FFmpeg -----------------------------------------------------------------------
+MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(BASE_DIR / "media")))
+MEDIA_URL = "/media/"
+FFMPEG_BINARY = env_str("FFMPEG_BINARY", "")  # empty: the binary bundled by imageio-ffmpeg
+
+# --- static files -------------------------------------------------------------------------
+STATIC_URL = "/static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+# Vendored npm files are copied into static/vendor/ by `manage.py vendor_assets`.
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "django.contrib.staticfiles.storage.StaticFilesStorage"
+            if DEBUG
+            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        )
+    },
+}
+WHITENOISE_USE_FINDERS = DEBUG
+
+# --- security -----------------------------------------------------------------------------
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_AGE = 60 * 60 * 24 * 30
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+if not DEBUG:
+    SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", True)
+    CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", True)
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {
+        "django.channels.server": {"level": env_str("ACCESS_LOG_LEVEL", "WARNING")},
+        "daphne": {"level": "WARNING"},
+    },
+}
+
+# --- WebSocket limits -----------------------------------------------------------------------
+WS_MAX_MESSAGE_BYTES = env_int("WS_MAX_MESSAGE_BYTES", 64 * 1024, minimum=1024)
+SESSION_SAVE_EVERY_REQUEST = False

@@ -1,0 +1,1 @@
+"""Live streaming to HLS/DASH (built by the Live streaming feature)."""
