@@ -1,0 +1,101 @@
+"""Shared fixtures: real Daphne servers, a real Redis, real Chromium (Playwright).
+
+Nothing here skips: a missing Chromium or Redis fails the test with a message naming
+what is missing and how to get it (scripts/run-tests installs/starts both).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+
+from tests.support.chromium import ChromiumMissing, chromium_args, chromium_path
+from tests.support.daphne import DaphneServer
+
+
+# --- servers -------------------------------------------------------------------------------
+@pytest.fixture
+def daphne_factory() -> Iterator[Callable[..., DaphneServer]]:
+    """Start Daphne processes on free ports; all are stopped (by PID) after the test."""
+    servers: list[DaphneServer] = []
+
+    def start(env: dict[str, str] | None = None, **kwargs) -> DaphneServer:
+        server = DaphneServer(env=env or {}, **kwargs)
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def live_server_proc() -> Iterator[DaphneServer]:
+    """One Daphne with the embedded defaults (SQLite, in-memory layer), per test module."""
+    server = DaphneServer().start()
+    yield server
+    server.stop()
+
+
+# --- Redis ---------------------------------------------------------------------------------
+@pytest.fixture
+def redis_url() -> str:
+    """A reachable real Redis (``TEST_REDIS_URL``, default 127.0.0.1:6379)."""
+    url = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        pytest.fail(
+            f"No Redis server at {url} ({exc}). Run the suite with scripts/run-tests (it starts "
+            "one), install one with 'apt-get install redis-server', or set TEST_REDIS_URL."
+        )
+    return url
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A unique key prefix; every key under it is deleted afterwards."""
+    prefix = f"rtcsite-test-{uuid.uuid4().hex[:10]}"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+# --- Chromium ------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def chromium_browser():
+    """Debian's Chromium, headless, fake camera/mic, no network beyond 127.0.0.1."""
+    try:
+        executable = chromium_path()
+    except ChromiumMissing as exc:
+        pytest.fail(str(exc))
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=executable, headless=True, args=chromium_args()
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def browser_context(chromium_browser):
+    context = chromium_browser.new_context()
+    context.grant_permissions(["camera", "microphone"])
+    yield context
+    context.close()
+
+
+@pytest.fixture
+def page(browser_context):
+    page = browser_context.new_page()
+    page.set_default_timeout(15_000)
+    yield page
+    page.close()
