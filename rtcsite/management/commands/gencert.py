@@ -103,7 +103,7 @@ class Command(BaseCommand):
         write(f"  Expires: {expires}")
         write(f"  SHA-256 fingerprint: {result.fingerprint}")
         write("")
-        write("Serve HTTPS on all interfaces (from the repo root):")
+        write("Serve HTTPS on all interfaces (from the repo root, in the activated .venv):")
         write("")
         write(f"  export ALLOWED_HOSTS={shlex.quote(','.join(allowed_hosts))}")
         write(f"  export CSRF_TRUSTED_ORIGINS={shlex.quote(','.join(origins))}")
