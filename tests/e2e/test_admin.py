@@ -9,7 +9,12 @@ PASSWORD = "correct-horse-battery-staple-42"
 
 def test_staff_login_and_room_changelist(page, live_server_proc):
     live_server_proc.manage(
-        "createsuperuser", "--noinput", "--username", "admin", "--email", "admin@example.org",
+        "createsuperuser",
+        "--noinput",
+        "--username",
+        "admin",
+        "--email",
+        "admin@example.org",
         extra_env={"DJANGO_SUPERUSER_PASSWORD": PASSWORD},
     )
     # a visitor creates a room from the lobby

@@ -68,7 +68,7 @@ def test_rename_identity(page, live_server_proc):
     expect(page.get_by_test_id("display-name")).to_have_value("Grace Hopper")
     assert page.locator('meta[name="rtc-identity"]').get_attribute("content") == ident_before
     # the new name travels in the new token: the lobby socket greets us by it
-    page.wait_for_function("window.rtcLobbyHello && window.rtcLobbyHello.you.name === 'Grace Hopper'")
+    page.wait_for_function("window.rtcLobbyHello?.you.name === 'Grace Hopper'")
 
 
 def test_unknown_room_is_404(page, live_server_proc):

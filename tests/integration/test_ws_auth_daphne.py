@@ -50,8 +50,11 @@ def test_page_token_opens_lobby_socket(live_server_proc):
     [
         (lambda t: "", "token-missing", CloseCode.TOKEN_MISSING),
         (lambda t: t[:-3] + "abc", "token-invalid", CloseCode.TOKEN_INVALID),
-        (lambda t: old_token({"id": "0123456789abcdef", "name": "x"}), "token-expired",
-         CloseCode.TOKEN_EXPIRED),
+        (
+            lambda t: old_token({"id": "0123456789abcdef", "name": "x"}),
+            "token-expired",
+            CloseCode.TOKEN_EXPIRED,
+        ),
     ],
 )
 def test_refused_tokens(live_server_proc, make_token, code, close):

@@ -64,7 +64,12 @@ class DaphneServer:
         env = self.full_env() | (extra_env or {})
         done = subprocess.run(
             [str(VENV_BIN / "python"), "manage.py", *args],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
         if done.returncode != 0:
             raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
@@ -76,9 +81,20 @@ class DaphneServer:
         self.log_path = self.workdir / "daphne.log"
         log = open(self.log_path, "wb")  # noqa: SIM115 - kept open for the child's lifetime
         self.process = subprocess.Popen(
-            [str(VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(self.port),
-             "--access-log", os.devnull, "rtcsite.asgi:application"],
-            cwd=ROOT, env=self.full_env(), stdout=log, stderr=subprocess.STDOUT,
+            [
+                str(VENV_BIN / "daphne"),
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "--access-log",
+                os.devnull,
+                "rtcsite.asgi:application",
+            ],
+            cwd=ROOT,
+            env=self.full_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

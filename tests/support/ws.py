@@ -10,8 +10,13 @@ from identity.tokens import issue_token
 ORIGIN = b"http://127.0.0.1"
 
 
-def communicator(path: str, *, token: str | None = None, origin: bytes | None = ORIGIN,
-                 identity: Identity | None = None) -> WebsocketCommunicator:
+def communicator(
+    path: str,
+    *,
+    token: str | None = None,
+    origin: bytes | None = ORIGIN,
+    identity: Identity | None = None,
+) -> WebsocketCommunicator:
     """A communicator for the full ASGI app (origin check, session/auth, routing)."""
     from rtcsite.asgi import application
 

@@ -25,8 +25,13 @@ def run_settings(**env: str) -> subprocess.CompletedProcess:
     full = {k: v for k, v in os.environ.items() if k not in SCRUB}
     full.update({"DJANGO_SETTINGS_MODULE": "rtcsite.settings", **env})
     return subprocess.run(
-        [sys.executable, "-c", PROBE], cwd=ROOT, env=full, capture_output=True, text=True,
-        timeout=60, check=False,
+        [sys.executable, "-c", PROBE],
+        cwd=ROOT,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
@@ -48,9 +53,10 @@ def test_redis_url_switches_channel_layer():
     assert load(REDIS_URL="redis://127.0.0.1:6379/3")["layer"] == (
         "channels_redis.core.RedisChannelLayer"
     )
-    assert load(REDIS_URL="redis://127.0.0.1:6379/3", CHANNEL_LAYER_BACKEND="pubsub")[
-        "layer"
-    ] == "channels_redis.pubsub.RedisPubSubChannelLayer"
+    assert (
+        load(REDIS_URL="redis://127.0.0.1:6379/3", CHANNEL_LAYER_BACKEND="pubsub")["layer"]
+        == "channels_redis.pubsub.RedisPubSubChannelLayer"
+    )
 
 
 def test_database_url_switches_to_postgres():
@@ -76,8 +82,10 @@ def test_bad_boolean_is_named(value):
 
 
 def test_ice_servers_from_env():
-    servers = [{"urls": "stun:stun.example.org:3478"},
-               {"urls": ["turn:127.0.0.1:3478"], "username": "u", "credential": "c"}]
+    servers = [
+        {"urls": "stun:stun.example.org:3478"},
+        {"urls": ["turn:127.0.0.1:3478"], "username": "u", "credential": "c"},
+    ]
     values = load(ICE_SERVERS=json.dumps(servers))
     assert values["ice"][0] == {"urls": ["stun:stun.example.org:3478"]}
     assert values["ice"][1]["username"] == "u"
@@ -85,8 +93,14 @@ def test_ice_servers_from_env():
 
 @pytest.mark.parametrize(
     "bad",
-    [{"urls": "stun:x"}, [{"url": "stun:x"}], [{"urls": "http://x"}], [{"urls": []}],
-     [{"urls": "stun:x", "password": "p"}], ["stun:x"]],
+    [
+        {"urls": "stun:x"},
+        [{"url": "stun:x"}],
+        [{"urls": "http://x"}],
+        [{"urls": []}],
+        [{"urls": "stun:x", "password": "p"}],
+        ["stun:x"],
+    ],
 )
 def test_bad_ice_servers_rejected(bad):
     from django.core.exceptions import ImproperlyConfigured
@@ -107,6 +121,11 @@ def test_ffmpeg_default_is_bundled_binary():
     path = Path(ffmpeg_binary())
     assert path.is_file()
     assert "imageio_ffmpeg" in str(path)
-    done = subprocess.run([str(path), "-hide_banner", "-version"], capture_output=True, text=True,
-                          timeout=30, check=True)
+    done = subprocess.run(
+        [str(path), "-hide_banner", "-version"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
     assert "ffmpeg version" in done.stdout

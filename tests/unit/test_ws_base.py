@@ -25,8 +25,10 @@ async def test_valid_token_gets_hello_and_pong():
 
 @pytest.mark.parametrize(
     ("token", "code", "close"),
-    [(None, "token-missing", CloseCode.TOKEN_MISSING),
-     ("nope", "token-invalid", CloseCode.TOKEN_INVALID)],
+    [
+        (None, "token-missing", CloseCode.TOKEN_MISSING),
+        ("nope", "token-invalid", CloseCode.TOKEN_INVALID),
+    ],
 )
 async def test_bad_tokens_closed_with_code(token, code, close):
     comm = communicator("/ws/lobby/", token=token)
