@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import time
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -36,3 +40,32 @@ def validate_ice_servers(value: Any) -> list[dict[str, Any]]:
             )
         servers.append({**entry, "urls": list(urls)})
     return servers
+
+
+def turn_rest_credentials(secret: str, user: str, ttl: int, now: float) -> tuple[str, str]:
+    """TURN REST credentials, as coturn's ``use-auth-secret`` checks them.
+
+    username = "<unix expiry>:<user>", credential = base64(HMAC-SHA1(secret, username)).
+    The TURN server recomputes the HMAC, so only short-lived values reach the browser.
+    """
+    username = f"{int(now) + int(ttl)}:{user}"
+    digest = hmac.new(secret.encode(), username.encode(), hashlib.sha1).digest()
+    return username, base64.b64encode(digest).decode()
+
+
+def client_ice_servers(
+    servers: list[dict[str, Any]], user: str, now: float | None = None
+) -> list[dict[str, Any]]:
+    """The RTCIceServer list for one client: entries with a ``secret`` get derived
+    credentials (default lifetime 1 h); the secret itself is never included."""
+    now = time.time() if now is None else now
+    result: list[dict[str, Any]] = []
+    for entry in servers:
+        public = {k: v for k, v in entry.items() if k not in {"secret", "ttl"}}
+        if "secret" in entry:
+            username, credential = turn_rest_credentials(
+                str(entry["secret"]), user, int(entry.get("ttl", 3600)), now
+            )
+            public.update(username=username, credential=credential)
+        result.append(public)
+    return result
