@@ -1,18 +1,35 @@
-"""The lobby WebSocket.
-
-For now it authenticates and greets (``hello``) and answers ``ping``; the Presence
-feature adds live join/leave deltas to it.
-"""
+"""The lobby WebSocket: a snapshot of who is where, then live join/leave deltas."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from identity.websocket import PROTOCOL_VERSION, AuthenticatedJsonConsumer
+from presence import services
 
 
 class LobbyConsumer(AuthenticatedJsonConsumer):
     """``/ws/lobby/``: one per open lobby page."""
 
     async def on_connect(self) -> None:
+        await self.channel_layer.group_add(services.LOBBY_GROUP, self.channel_name)
+        services.ensure_sweeper()
         await self.send_json(
             {"type": "hello", "protocol": PROTOCOL_VERSION, "you": self.identity.as_dict()}
+        )
+        await self.send_json({"type": "lobby-state", "rooms": await services.lobby_snapshot()})
+
+    async def disconnect(self, code: int) -> None:
+        await self.channel_layer.group_discard(services.LOBBY_GROUP, self.channel_name)
+
+    async def lobby_delta(self, event: dict[str, Any]) -> None:
+        """A join or leave somewhere: forwarded as ``presence``."""
+        await self.send_json(
+            {
+                "type": "presence",
+                "room": event["room"],
+                "event": event["event"],
+                "peer": event["peer"],
+                "count": event["count"],
+            }
         )

@@ -1,20 +1,50 @@
+from contextvars import ContextVar
+
+from asgiref.sync import async_to_sync
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from presence.backends import get_backend
 from rooms.models import Room
 from rooms.services import set_room_open
+
+_room_counts: ContextVar[dict[str, int]] = ContextVar("room_counts", default={})  # noqa: B039
 
 
 @admin.register(Room)
 class RoomAdmin(admin.ModelAdmin):
-    list_display = ("title", "slug", "kind", "capacity", "is_open", "created_by_name", "created_at")
+    list_display = (
+        "title",
+        "slug",
+        "kind",
+        "participants",
+        "capacity",
+        "is_open",
+        "created_by_name",
+        "created_at",
+    )
     list_filter = ("kind", "is_open")
     search_fields = ("title", "slug", "created_by", "created_by_name")
     readonly_fields = ("created_at", "created_by", "created_by_name")
     prepopulated_fields = {"slug": ("title",)}
     actions = ("close_rooms", "open_rooms")
     date_hierarchy = "created_at"
+
+    def changelist_view(self, request: HttpRequest, extra_context=None):
+        # One presence read per page (not per row), visible only to this request.
+        token = _room_counts.set(async_to_sync(get_backend().room_counts)())
+        try:
+            response = super().changelist_view(request, extra_context)
+            if hasattr(response, "render"):
+                response.render()
+            return response
+        finally:
+            _room_counts.reset(token)
+
+    @admin.display(description="in room")
+    def participants(self, room: Room) -> int:
+        return _room_counts.get().get(room.slug, 0)
 
     @admin.action(description="Close selected rooms (refuse new joins)")
     def close_rooms(self, request: HttpRequest, queryset: QuerySet[Room]) -> None:

@@ -4,8 +4,10 @@ from django.urls import re_path
 
 from identity.websocket import NotFoundConsumer
 from presence.routing import websocket_urlpatterns as presence_patterns
+from signaling.routing import websocket_urlpatterns as signaling_patterns
 
 websocket_urlpatterns = [
     *presence_patterns,
+    *signaling_patterns,
     re_path(r"", NotFoundConsumer.as_asgi()),
 ]

@@ -174,3 +174,11 @@ LOGGING = {
 # --- WebSocket limits -----------------------------------------------------------------------
 WS_MAX_MESSAGE_BYTES = env_int("WS_MAX_MESSAGE_BYTES", 64 * 1024, minimum=1024)
 SESSION_SAVE_EVERY_REQUEST = False
+
+# --- presence -------------------------------------------------------------------------------
+PRESENCE_TTL = env_int("PRESENCE_TTL", 30, minimum=3)  # seconds without heartbeat → gone
+PRESENCE_HEARTBEAT_INTERVAL = env_int(
+    "PRESENCE_HEARTBEAT_INTERVAL", max(1, PRESENCE_TTL // 3), minimum=1
+)
+PRESENCE_SWEEP_INTERVAL = env_int("PRESENCE_SWEEP_INTERVAL", 2, minimum=1)
+PRESENCE_KEY_PREFIX = env_str("PRESENCE_KEY_PREFIX", "rtcsite:presence")

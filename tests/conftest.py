@@ -23,10 +23,10 @@ def daphne_factory() -> Iterator[Callable[..., DaphneServer]]:
     """Start Daphne processes on free ports; all are stopped (by PID) after the test."""
     servers: list[DaphneServer] = []
 
-    def start(env: dict[str, str] | None = None, **kwargs) -> DaphneServer:
-        server = DaphneServer(env=env or {}, **kwargs)
+    def start(env: dict[str, str] | None = None, *, migrate: bool = True) -> DaphneServer:
+        server = DaphneServer(env=env or {})
         servers.append(server)
-        return server.start()
+        return server.start(migrate=migrate)
 
     yield start
     for server in servers:
@@ -99,3 +99,16 @@ def page(browser_context):
     page.set_default_timeout(15_000)
     yield page
     page.close()
+
+
+# --- presence ------------------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def fresh_presence_backend():
+    """Each test gets a new presence backend and sweeper (they belong to one event loop)."""
+    from presence import services
+    from presence.backends import reset_backend
+
+    reset_backend()
+    yield
+    services.stop_sweeper()
+    reset_backend()

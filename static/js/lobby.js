@@ -29,8 +29,63 @@ function setupTabs() {
   });
 }
 
+// --- live presence on the room cards ---------------------------------------------------
+const occupancy = new Map(); // slug -> Map(peer id -> name)
+
+function renderCard(slug) {
+  const card = document.querySelector(`.room-card[data-room="${CSS.escape(slug)}"]`);
+  if (!card) return false;
+  const people = occupancy.get(slug) || new Map();
+  const list = card.querySelector(".people");
+  list.replaceChildren(...[...people.values()].map((name) => {
+    const item = document.createElement("li");
+    item.textContent = name;
+    return item;
+  }));
+  card.querySelector(".count").textContent = String(people.size);
+  const full = people.size >= Number(card.dataset.capacity);
+  card.classList.toggle("full", full);
+  card.querySelector(".full-badge").hidden = !full;
+  return true;
+}
+
+// A room created after this page loaded has no card yet: fetch the lobby again and swap
+// in its room lists (no full reload, the socket and the current tab stay).
+let refreshing = null;
+function refreshLists() {
+  refreshing ??= fetch(location.pathname, { credentials: "same-origin" })
+    .then((response) => response.text())
+    .then((html) => {
+      const fresh = new DOMParser().parseFromString(html, "text/html");
+      for (const list of document.querySelectorAll(".room-list")) {
+        const replacement = fresh.querySelector(`[data-testid="${list.dataset.testid}"]`);
+        if (replacement) list.replaceWith(replacement);
+      }
+      for (const slug of occupancy.keys()) renderCard(slug);
+    })
+    .finally(() => { refreshing = null; });
+}
+
 setupTabs();
 const socket = new RtcSocket("/ws/lobby/");
 showStatus(socket);
 socket.on("hello", (msg) => { document.body.dataset.lobby = "connected"; window.rtcLobbyHello = msg; });
+socket.on("lobby-state", (msg) => {
+  const slugs = new Set([...occupancy.keys(), ...Object.keys(msg.rooms)]);
+  occupancy.clear();
+  for (const [slug, room] of Object.entries(msg.rooms)) {
+    occupancy.set(slug, new Map(room.participants.map((p) => [p.peer, p.name])));
+  }
+  let missing = false;
+  for (const slug of slugs) missing = !renderCard(slug) || missing;
+  if (missing) refreshLists();
+});
+socket.on("presence", (msg) => {
+  if (!occupancy.has(msg.room)) occupancy.set(msg.room, new Map());
+  const people = occupancy.get(msg.room);
+  if (msg.event === "join") people.set(msg.peer.peer, msg.peer.name);
+  else people.delete(msg.peer.peer);
+  if (people.size === 0) occupancy.delete(msg.room);
+  if (!renderCard(msg.room)) refreshLists();
+});
 socket.connect();

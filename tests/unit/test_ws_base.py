@@ -18,6 +18,7 @@ async def test_valid_token_gets_hello_and_pong():
     assert connected
     hello = await comm.receive_json_from()
     assert hello == {"type": "hello", "protocol": 1, "you": CAROL.as_dict()}
+    assert (await comm.receive_json_from())["type"] == "lobby-state"
     await comm.send_json_to({"type": "ping", "t": 42})
     assert await comm.receive_json_from() == {"type": "pong", "t": 42}
     await comm.disconnect()
@@ -65,6 +66,7 @@ async def test_bad_messages_answered_and_connection_survives():
     comm = communicator("/ws/lobby/", identity=CAROL)
     await comm.connect()
     await comm.receive_json_from()  # hello
+    await comm.receive_json_from()  # lobby-state
     cases = [
         ("not json", "bad-message"),
         ("[1, 2]", "bad-message"),
@@ -89,6 +91,7 @@ async def test_bad_messages_answered_and_connection_survives():
 async def test_rate_limit_then_close_after_flood():
     comm = communicator("/ws/lobby/", identity=CAROL)
     await comm.connect()
+    await comm.receive_json_from()
     await comm.receive_json_from()
     for _ in range(100):
         await comm.send_json_to({"type": "ping"})

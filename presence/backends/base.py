@@ -1,0 +1,176 @@
+"""The presence backend interface (like ``django.contrib.sessions.backends.base``).
+
+Presence is tracked per *connection*: two tabs of one user are two presences with the same
+``peer_id``; the user is in the room while any of them is live. Every presence carries an expiry
+(``now + ttl``) that heartbeats push forward, so a process that dies without untracking leaves no
+ghost longer than ``ttl``: the ghost stops being listed at once, and ``expire()`` (run by every
+process's sweeper) removes it and hands it to exactly one caller, who announces the leave.
+
+Removal vs. hiding: ``track`` and ``list_room`` *ignore* expired presences but do not delete them,
+so that the sweeper still sees each one and the leave event fires exactly once. Only presences
+dead for longer than a further ``ttl`` (the sweeper clearly is not running) are dropped silently,
+to bound growth.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Joins a room slug and a conn_id into one member of the global expiry index (Redis), so
+#: neither may contain it.
+SEP = "\x1f"
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class Presence:
+    """One live connection in one room."""
+
+    room: str  # room slug (or "lobby"-style key)
+    conn_id: str  # unique per connection (the consumer's channel_name)
+    peer_id: str  # identity id: two tabs of one user = two conn_ids, same peer_id
+    name: str  # display name
+    joined_at: float  # unix time (kept across re-tracks of a still-live connection)
+    process: str  # which server process holds the socket, e.g. "host:pid"
+    media: dict[str, bool] = field(hash=False)  # e.g. {"audio": True, "video": False}
+    expires_at: float
+    # Channel-layer name to reach this connection, when conn_id is a public id instead.
+    channel: str = ""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """What identifies a presence: a connection may be in several rooms."""
+        return (self.room, self.conn_id)
+
+    def is_live(self, now: float) -> bool:
+        return self.expires_at > now
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly copy for server-side use (channel-layer messages, admin); it holds
+        the channel name, so do not forward it to browsers as is."""
+        return {
+            "room": self.room,
+            "conn_id": self.conn_id,
+            "peer_id": self.peer_id,
+            "name": self.name,
+            "joined_at": self.joined_at,
+            "process": self.process,
+            "media": dict(self.media),
+            "expires_at": self.expires_at,
+            "channel": self.channel,
+        }
+
+
+class RoomFull(Exception):
+    """``track`` refused: the room already holds ``capacity`` live connections."""
+
+    def __init__(self, room: str, capacity: int) -> None:
+        super().__init__(f"room {room!r} is full ({capacity} connections)")
+        self.room = room
+        self.capacity = capacity
+
+
+def default_process_id() -> str:
+    """``host:pid`` of this process, for ``Presence.process``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def clean_media(media: Mapping[str, Any] | None) -> dict[str, bool]:
+    """Media flags as plain ``str -> bool`` (they are stored as JSON)."""
+    return {str(k): bool(v) for k, v in (media or {}).items()}
+
+
+def check_ids(room: str, conn_id: str) -> None:
+    """Refuse ids that would be ambiguous in storage keys."""
+    for what, value in (("room", room), ("conn_id", conn_id)):
+        if not value or SEP in value:
+            raise ValueError(f"invalid {what} {value!r}: must be non-empty, without \\x1f")
+
+
+class PresenceBackend(ABC):
+    """Who is in which room, per connection, with expiry.
+
+    ``ttl`` is the expiry window in seconds: a presence not refreshed for ``ttl`` is gone.
+    ``clock`` returns unix time; it is injectable so tests control expiry. Backends shared
+    between processes (Redis) compare times written by different processes, so those
+    processes' clocks must be synchronised (NTP) to well within ``ttl``.
+    """
+
+    def __init__(self, ttl: float = 30.0, clock: Clock = time.time) -> None:
+        if ttl <= 0:
+            raise ValueError("ttl must be positive")
+        self.ttl = float(ttl)
+        self.clock = clock
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> PresenceBackend:
+        """Build from Django settings (``get_backend`` uses this); subclasses read more."""
+        return cls(ttl=presence_ttl(settings))
+
+    @abstractmethod
+    async def track(
+        self,
+        room: str,
+        conn_id: str,
+        *,
+        peer_id: str,
+        name: str,
+        process: str,
+        media: dict[str, bool] | None = None,
+        capacity: int | None = None,
+        channel: str = "",
+    ) -> Presence:
+        """Add (or replace) a connection's presence, atomically checking capacity.
+
+        Expired members do not count. If ``capacity`` is given and the room already has
+        ``>= capacity`` live connections other than ``conn_id``, raise ``RoomFull``.
+        Re-tracking a live ``conn_id`` keeps its ``joined_at`` (and its media if ``media`` is
+        None) and never counts twice. ``channel`` is the channel-layer name for reaching the
+        connection, for callers whose ``conn_id`` is a public id rather than the channel name.
+        """
+
+    @abstractmethod
+    async def refresh(self, room: str, conn_id: str) -> bool:
+        """Heartbeat: push expiry to ``now + ttl``. ``False`` if the presence is gone or
+        already expired, so the caller re-tracks."""
+
+    @abstractmethod
+    async def update_media(
+        self, room: str, conn_id: str, media: dict[str, bool]
+    ) -> Presence | None:
+        """Merge ``media`` into a live presence's flags; ``None`` if it is not live."""
+
+    @abstractmethod
+    async def untrack(self, room: str, conn_id: str) -> Presence | None:
+        """Remove and return the presence (even if expired but not yet swept); ``None`` if
+        already gone, so each leave is announced exactly once."""
+
+    @abstractmethod
+    async def list_room(self, room: str) -> list[Presence]:
+        """Live presences in ``room``, ordered by ``joined_at``."""
+
+    @abstractmethod
+    async def room_counts(self) -> dict[str, int]:
+        """Live connection count of every room that has at least one."""
+
+    @abstractmethod
+    async def expire(self) -> list[Presence]:
+        """Remove every expired presence in every room and return exactly those removed.
+
+        Atomic: concurrent callers (several processes' sweepers) each get a disjoint share.
+        """
+
+    async def close(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
+        """Release connections."""
+
+
+def presence_ttl(settings: Any) -> float:
+    """``settings.PRESENCE_TTL`` (seconds, default 30)."""
+    return float(getattr(settings, "PRESENCE_TTL", 30))

@@ -1,0 +1,142 @@
+"""In-process presence backend: the embedded default (one Daphne process, no Redis).
+
+Plain dicts under a ``threading.Lock`` (never held across an ``await``, so it is safe from any
+event loop or thread). Presence in one process is invisible to others: use Redis to scale out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Callable
+
+from presence.backends.base import (
+    Clock,
+    Presence,
+    PresenceBackend,
+    RoomFull,
+    check_ids,
+    clean_media,
+)
+
+
+class MemoryPresenceBackend(PresenceBackend):
+    """``room -> conn_id -> Presence``; empty rooms are deleted so nothing lingers."""
+
+    def __init__(self, ttl: float = 30.0, clock: Clock = time.time) -> None:
+        super().__init__(ttl=ttl, clock=clock)
+        self._rooms: dict[str, dict[str, Presence]] = {}
+        self._lock = threading.Lock()
+        self._last_purge = clock()
+
+    async def track(
+        self,
+        room: str,
+        conn_id: str,
+        *,
+        peer_id: str,
+        name: str,
+        process: str,
+        media: dict[str, bool] | None = None,
+        capacity: int | None = None,
+        channel: str = "",
+    ) -> Presence:
+        check_ids(room, conn_id)
+        with self._lock:
+            now = self.clock()
+            self._purge_stale(now)
+            members = self._rooms.get(room, {})
+            mine = members.get(conn_id)
+            mine_live = mine is not None and mine.is_live(now)
+            if capacity is not None:
+                live = sum(1 for p in members.values() if p.is_live(now)) - int(mine_live)
+                if live >= capacity:
+                    raise RoomFull(room, capacity)
+            if media is not None:
+                flags = clean_media(media)
+            else:
+                flags = dict(mine.media) if mine is not None and mine_live else {}
+            presence = Presence(
+                room=room,
+                conn_id=conn_id,
+                peer_id=peer_id,
+                name=name,
+                joined_at=mine.joined_at if mine is not None and mine_live else now,
+                process=process,
+                media=flags,
+                expires_at=now + self.ttl,
+                channel=channel,
+            )
+            self._rooms.setdefault(room, {})[conn_id] = presence
+            return presence
+
+    async def refresh(self, room: str, conn_id: str) -> bool:
+        with self._lock:
+            now = self.clock()
+            presence = self._rooms.get(room, {}).get(conn_id)
+            if presence is None or not presence.is_live(now):
+                return False
+            self._rooms[room][conn_id] = dataclasses.replace(presence, expires_at=now + self.ttl)
+            return True
+
+    async def update_media(
+        self, room: str, conn_id: str, media: dict[str, bool]
+    ) -> Presence | None:
+        with self._lock:
+            presence = self._rooms.get(room, {}).get(conn_id)
+            if presence is None or not presence.is_live(self.clock()):
+                return None
+            updated = dataclasses.replace(presence, media={**presence.media, **clean_media(media)})
+            self._rooms[room][conn_id] = updated
+            return updated
+
+    async def untrack(self, room: str, conn_id: str) -> Presence | None:
+        with self._lock:
+            members = self._rooms.get(room)
+            if not members:
+                return None
+            presence = members.pop(conn_id, None)
+            if not members:
+                del self._rooms[room]
+            return presence
+
+    async def list_room(self, room: str) -> list[Presence]:
+        with self._lock:
+            now = self.clock()
+            live = [p for p in self._rooms.get(room, {}).values() if p.is_live(now)]
+        return sorted(live, key=lambda p: (p.joined_at, p.conn_id))
+
+    async def room_counts(self) -> dict[str, int]:
+        with self._lock:
+            now = self.clock()
+            counts = {
+                room: sum(1 for p in members.values() if p.is_live(now))
+                for room, members in self._rooms.items()
+            }
+        return {room: n for room, n in counts.items() if n}
+
+    async def expire(self) -> list[Presence]:
+        with self._lock:
+            now = self.clock()
+            removed = self._remove_where(lambda p: not p.is_live(now))
+        return sorted(removed, key=lambda p: (p.expires_at, p.room, p.conn_id))
+
+    def _purge_stale(self, now: float) -> None:
+        """Drop presences dead for over a further ``ttl`` (no sweeper is running), at most
+        once per ``ttl`` so ``track`` stays cheap in big rooms."""
+        if now - self._last_purge < self.ttl:
+            return
+        self._last_purge = now
+        self._remove_where(lambda p: p.expires_at < now - self.ttl)
+
+    def _remove_where(self, doomed: Callable[[Presence], bool]) -> list[Presence]:
+        """Remove matching presences (caller holds the lock); delete emptied rooms."""
+        removed: list[Presence] = []
+        for room in list(self._rooms):
+            members = self._rooms[room]
+            for conn_id in [c for c, p in members.items() if doomed(p)]:
+                removed.append(members.pop(conn_id))
+            if not members:
+                del self._rooms[room]
+        return removed

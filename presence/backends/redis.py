@@ -1,0 +1,360 @@
+"""Redis presence backend: shared by every process, survives any one of them crashing.
+
+Keys (``P`` = prefix, default ``rtcsite:presence``; ``\\x1f`` = ``SEP``):
+
+* ``P:room:{slug}``             sorted set, ``conn_id`` scored by expiry time
+* ``P:conn:{slug}\\x1f{conn_id}`` hash: the presence's fields (``media`` as JSON)
+* ``P:expiry``                  sorted set of every presence, ``{slug}\\x1f{conn_id}`` by expiry,
+                                so ``expire()`` needs no SCAN
+* ``P:rooms``                   set of slugs with members, so ``room_counts()`` is one ZCOUNT
+                                per room instead of a walk over every presence
+
+Every key has a TTL of ``2 * ttl`` (renewed by ``track``/``refresh``) and sorted sets vanish when
+their last member is removed, so after everyone leaves no key remains and nothing outlives a
+dead deployment. Every mutation is one Lua script, hence atomic across processes; the scripts
+build some key names from the prefix, so this needs a single Redis (not Redis Cluster).
+
+Expiry scores come from each process's own ``clock``: processes sharing a Redis must have
+synchronised clocks (NTP), within a small fraction of ``ttl``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from presence.backends.base import (
+    SEP,
+    Clock,
+    Presence,
+    PresenceBackend,
+    RoomFull,
+    check_ids,
+    clean_media,
+    presence_ttl,
+)
+
+DEFAULT_PREFIX = "rtcsite:presence"
+#: Long-dead presences ``track`` may drop per call (bounds growth when no sweeper runs).
+STALE_PURGE_LIMIT = 64
+#: Expired presences one ``expire`` script removes; ``expire()`` loops, keeping Redis responsive.
+EXPIRE_BATCH = 500
+
+# Shared Lua: split "slug\x1fconn" and remove that presence everywhere, returning its hash.
+_REMOVE = """
+local function remove(prefix, expiry_key, rooms_key, member)
+  local i = string.find(member, '\\31', 1, true)
+  local slug = string.sub(member, 1, i - 1)
+  local conn = string.sub(member, i + 1)
+  local room_key = prefix .. ':room:' .. slug
+  local conn_key = prefix .. ':conn:' .. member
+  local data = redis.call('HGETALL', conn_key)
+  redis.call('DEL', conn_key)
+  redis.call('ZREM', room_key, conn)
+  redis.call('ZREM', expiry_key, member)
+  if redis.call('EXISTS', room_key) == 0 then redis.call('SREM', rooms_key, slug) end
+  return data
+end
+"""
+
+# KEYS: room, conn, expiry, rooms
+# ARGV: prefix, slug, conn_id, now, expires_at, capacity (-1 = none), key_ttl_ms,
+#       stale_before, peer_id, name, process, media_json ('' = keep), stale_limit, channel
+_TRACK = (
+    _REMOVE
+    + """
+local now = tonumber(ARGV[4])
+local member = ARGV[2] .. '\\31' .. ARGV[3]
+local stale = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[8],
+                         'LIMIT', 0, tonumber(ARGV[13]))
+for _, m in ipairs(stale) do remove(ARGV[1], KEYS[3], KEYS[4], m) end
+
+local mine = redis.call('ZSCORE', KEYS[1], ARGV[3])
+local mine_live = mine and tonumber(mine) > now
+if tonumber(ARGV[6]) >= 0 then
+  local live = redis.call('ZCOUNT', KEYS[1], '(' .. ARGV[4], '+inf')
+  if mine_live then live = live - 1 end
+  if live >= tonumber(ARGV[6]) then return {0} end
+end
+
+local joined = ARGV[4]
+local media = ARGV[12]
+if mine_live then
+  local old = redis.call('HMGET', KEYS[2], 'joined_at', 'media')
+  if old[1] then joined = old[1] end
+  if media == '' and old[2] then media = old[2] end
+end
+if media == '' then media = '{}' end
+
+redis.call('HSET', KEYS[2], 'room', ARGV[2], 'conn_id', ARGV[3], 'peer_id', ARGV[9],
+           'name', ARGV[10], 'joined_at', joined, 'process', ARGV[11], 'media', media,
+           'expires_at', ARGV[5], 'channel', ARGV[14])
+redis.call('ZADD', KEYS[1], ARGV[5], ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[5], member)
+redis.call('SADD', KEYS[4], ARGV[2])
+for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[7]) end
+return {1, joined, media}
+"""
+)
+
+# KEYS: room, conn, expiry, rooms   ARGV: conn_id, member, now, expires_at, key_ttl_ms
+_REFRESH = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score or tonumber(score) <= tonumber(ARGV[3]) then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+redis.call('ZADD', KEYS[1], 'XX', ARGV[4], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
+redis.call('HSET', KEYS[2], 'expires_at', ARGV[4])
+for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[5]) end
+return 1
+"""
+
+# KEYS: room, conn   ARGV: conn_id, now, media_json (merged into the stored flags)
+_UPDATE_MEDIA = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score or tonumber(score) <= tonumber(ARGV[2]) then return false end
+local stored = redis.call('HGET', KEYS[2], 'media')
+if not stored then return false end
+local media = cjson.decode(stored)
+for k, v in pairs(cjson.decode(ARGV[3])) do media[k] = v end
+redis.call('HSET', KEYS[2], 'media', cjson.encode(media))
+return redis.call('HGETALL', KEYS[2])
+"""
+
+# KEYS: expiry, rooms   ARGV: prefix, member
+_UNTRACK = (
+    _REMOVE
+    + """
+if not redis.call('ZSCORE', KEYS[1], ARGV[2]) then
+  redis.call('DEL', ARGV[1] .. ':conn:' .. ARGV[2])
+  return false
+end
+local data = remove(ARGV[1], KEYS[1], KEYS[2], ARGV[2])
+if #data == 0 then return false end
+return data
+"""
+)
+
+# KEYS: expiry, rooms   ARGV: prefix, now, batch
+# Returns {members examined, hash, hash, ...}; a presence whose hash already expired is
+# removed without being returned (nothing is left to announce).
+_EXPIRE = (
+    _REMOVE
+    + """
+local members = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2],
+                           'LIMIT', 0, tonumber(ARGV[3]))
+local out = {#members}
+for _, m in ipairs(members) do
+  local data = remove(ARGV[1], KEYS[1], KEYS[2], m)
+  if #data > 0 then table.insert(out, data) end
+end
+return out
+"""
+)
+
+# KEYS: room   ARGV: prefix, slug, now
+_LIST_ROOM = """
+local conns = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[3], '+inf')
+local out = {}
+for _, c in ipairs(conns) do
+  local data = redis.call('HGETALL', ARGV[1] .. ':conn:' .. ARGV[2] .. '\\31' .. c)
+  if #data > 0 then table.insert(out, data) end
+end
+return out
+"""
+
+# KEYS: rooms   ARGV: prefix, now   (forgets slugs whose room key is gone)
+_ROOM_COUNTS = """
+local out = {}
+for _, slug in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local room_key = ARGV[1] .. ':room:' .. slug
+  local n = redis.call('ZCOUNT', room_key, '(' .. ARGV[2], '+inf')
+  if n > 0 then
+    table.insert(out, slug)
+    table.insert(out, n)
+  elseif redis.call('EXISTS', room_key) == 0 then
+    redis.call('SREM', KEYS[1], slug)
+  end
+end
+return out
+"""
+
+
+class RedisPresenceBackend(PresenceBackend):
+    """Presence in Redis (selected when ``REDIS_URL`` is set)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        ttl: float = 30.0,
+        clock: Clock = time.time,
+    ) -> None:
+        super().__init__(ttl=ttl, clock=clock)
+        self.prefix = prefix
+        self.key_ttl_ms = max(1000, math.ceil(2 * self.ttl * 1000))
+        self.redis = aioredis.Redis.from_url(url, decode_responses=True)
+        self._track = self.redis.register_script(_TRACK)
+        self._refresh = self.redis.register_script(_REFRESH)
+        self._update_media = self.redis.register_script(_UPDATE_MEDIA)
+        self._untrack = self.redis.register_script(_UNTRACK)
+        self._expire = self.redis.register_script(_EXPIRE)
+        self._list_room = self.redis.register_script(_LIST_ROOM)
+        self._room_counts = self.redis.register_script(_ROOM_COUNTS)
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> RedisPresenceBackend:
+        url = getattr(settings, "REDIS_URL", "")
+        if not url:
+            raise ValueError("RedisPresenceBackend needs settings.REDIS_URL")
+        prefix = getattr(settings, "PRESENCE_KEY_PREFIX", DEFAULT_PREFIX)
+        return cls(url, prefix=prefix, ttl=presence_ttl(settings))
+
+    # --- keys ----------------------------------------------------------------------------
+    def room_key(self, room: str) -> str:
+        return f"{self.prefix}:room:{room}"
+
+    def conn_key(self, room: str, conn_id: str) -> str:
+        return f"{self.prefix}:conn:{room}{SEP}{conn_id}"
+
+    @property
+    def expiry_key(self) -> str:
+        return f"{self.prefix}:expiry"
+
+    @property
+    def rooms_key(self) -> str:
+        return f"{self.prefix}:rooms"
+
+    def _keys(self, room: str, conn_id: str) -> list[str]:
+        return [
+            self.room_key(room),
+            self.conn_key(room, conn_id),
+            self.expiry_key,
+            self.rooms_key,
+        ]
+
+    # --- interface -----------------------------------------------------------------------
+    async def track(
+        self,
+        room: str,
+        conn_id: str,
+        *,
+        peer_id: str,
+        name: str,
+        process: str,
+        media: dict[str, bool] | None = None,
+        capacity: int | None = None,
+        channel: str = "",
+    ) -> Presence:
+        check_ids(room, conn_id)
+        now = self.clock()
+        expires_at = now + self.ttl
+        result = await self._track(
+            keys=self._keys(room, conn_id),
+            args=[
+                self.prefix,
+                room,
+                conn_id,
+                repr(now),
+                repr(expires_at),
+                -1 if capacity is None else int(capacity),
+                self.key_ttl_ms,
+                repr(now - self.ttl),
+                peer_id,
+                name,
+                process,
+                "" if media is None else json.dumps(clean_media(media)),
+                STALE_PURGE_LIMIT,
+                channel,
+            ],
+        )
+        if int(result[0]) == 0:
+            raise RoomFull(room, int(capacity or 0))
+        return Presence(
+            room=room,
+            conn_id=conn_id,
+            peer_id=peer_id,
+            name=name,
+            joined_at=float(result[1]),
+            process=process,
+            media=json.loads(result[2]),
+            expires_at=expires_at,
+            channel=channel,
+        )
+
+    async def refresh(self, room: str, conn_id: str) -> bool:
+        now = self.clock()
+        result = await self._refresh(
+            keys=self._keys(room, conn_id),
+            args=[
+                conn_id,
+                f"{room}{SEP}{conn_id}",
+                repr(now),
+                repr(now + self.ttl),
+                self.key_ttl_ms,
+            ],
+        )
+        return bool(int(result))
+
+    async def update_media(
+        self, room: str, conn_id: str, media: dict[str, bool]
+    ) -> Presence | None:
+        data = await self._update_media(
+            keys=[self.room_key(room), self.conn_key(room, conn_id)],
+            args=[conn_id, repr(self.clock()), json.dumps(clean_media(media))],
+        )
+        return _presence(data) if data else None
+
+    async def untrack(self, room: str, conn_id: str) -> Presence | None:
+        data = await self._untrack(
+            keys=[self.expiry_key, self.rooms_key],
+            args=[self.prefix, f"{room}{SEP}{conn_id}"],
+        )
+        return _presence(data) if data else None
+
+    async def list_room(self, room: str) -> list[Presence]:
+        rows = await self._list_room(
+            keys=[self.room_key(room)], args=[self.prefix, room, repr(self.clock())]
+        )
+        return sorted(map(_presence, rows), key=lambda p: (p.joined_at, p.conn_id))
+
+    async def room_counts(self) -> dict[str, int]:
+        flat = await self._room_counts(
+            keys=[self.rooms_key], args=[self.prefix, repr(self.clock())]
+        )
+        return {flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+    async def expire(self) -> list[Presence]:
+        now = repr(self.clock())
+        removed: list[Presence] = []
+        while True:
+            result = await self._expire(
+                keys=[self.expiry_key, self.rooms_key], args=[self.prefix, now, EXPIRE_BATCH]
+            )
+            removed.extend(_presence(row) for row in result[1:])
+            if int(result[0]) < EXPIRE_BATCH:
+                return removed
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+
+def _presence(flat: list[str]) -> Presence:
+    """A Presence from HGETALL's flat ``[field, value, ...]`` reply."""
+    data = dict(zip(flat[::2], flat[1::2], strict=True))
+    return Presence(
+        room=data["room"],
+        conn_id=data["conn_id"],
+        peer_id=data["peer_id"],
+        name=data["name"],
+        joined_at=float(data["joined_at"]),
+        process=data["process"],
+        media={str(k): bool(v) for k, v in json.loads(data["media"]).items()},
+        expires_at=float(data["expires_at"]),
+        channel=data.get("channel", ""),
+    )
