@@ -53,3 +53,40 @@ def test_wrong_password_refused(page, live_server_proc):
     page.fill("#id_password", "wrong")
     page.click("input[type=submit]")
     expect(page.locator(".errornote")).to_be_visible()
+
+
+def test_admin_shows_live_presence_and_room_counts(page, browser_context, live_server_proc):
+    live_server_proc.manage(
+        "shell",
+        "-c",
+        "from django.contrib.auth.models import User; "
+        "User.objects.filter(username='watcher').exists() or "
+        "User.objects.create_superuser('watcher', 'w@example.org', 'pw-watcher-123')",
+    )
+    participant = browser_context.browser.new_context()
+    try:
+        guest = participant.new_page()
+        guest.goto(f"{live_server_proc.url}/#mesh")
+        guest.get_by_test_id("display-name").fill("Present Paula")
+        guest.get_by_role("button", name="Rename").click()
+        guest.get_by_test_id("room-name-mesh").fill("Counted Room")
+        guest.get_by_test_id("join-mesh").click()
+        expect(guest.locator('[data-room="counted-room"]')).to_have_attribute("data-joined", "true")
+
+        page.goto(f"{live_server_proc.url}/admin/login/?next=/admin/presence/livepresence/")
+        page.fill("#id_username", "watcher")
+        page.fill("#id_password", "pw-watcher-123")
+        page.click("input[type=submit]")
+        row = page.locator("#result_list tbody tr", has_text="Present Paula")
+        expect(row).to_contain_text("counted-room")
+        expect(row).to_contain_text(":")  # host:pid of the Daphne process
+
+        page.goto(f"{live_server_proc.url}/admin/rooms/room/?q=counted")
+        counted = page.locator("#result_list tbody tr", has_text="Counted Room")
+        expect(counted.locator("td.field-participants")).to_have_text("1")
+
+        guest.close()
+        page.goto(f"{live_server_proc.url}/admin/presence/livepresence/")
+        expect(page.locator("#result_list")).not_to_contain_text("Present Paula")
+    finally:
+        participant.close()
