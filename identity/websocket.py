@@ -117,6 +117,11 @@ class AuthenticatedJsonConsumer(AsyncJsonWebsocketConsumer):
     async def on_connect(self) -> None:
         """Hook: the socket is authenticated (``self.identity`` is set)."""
 
+    def log_context(self) -> str:
+        """Who this socket is, for log lines about it (subclasses add room and peer)."""
+        identity = getattr(self, "identity", None)
+        return f"path={self.scope.get('path')} user={identity.id if identity else '-'}"
+
     @property
     def authenticated(self) -> bool:
         return getattr(self, "_authenticated", False)
@@ -192,7 +197,7 @@ class AuthenticatedJsonConsumer(AsyncJsonWebsocketConsumer):
     async def _reject(self, code: str, message: str, ref: str | None = None) -> None:
         """Report a bad message; close only after many in a row (a broken or hostile client)."""
         self._errors += 1
-        logger.info("ws %s from %s: %s", code, getattr(self, "identity", None), message)
+        logger.info("ws %s (%s): %s", code, self.log_context(), message)
         await self.send_error(code, message, ref)
         if self._errors >= self.max_consecutive_errors:
             await self.close(code=CloseCode.TOO_MANY_ERRORS, reason="too-many-errors")

@@ -25,7 +25,7 @@ MODES: tuple[Mode, ...] = (
         "Mesh rooms",
         "Up to three browsers connect directly to each other (full mesh).",
         "mesh",
-        False,
+        True,
     ),
     Mode(
         "echo",

@@ -9,6 +9,7 @@ own messages (SDP/ICE relay for mesh rooms, the aiortc peer for server rooms).
 
 from __future__ import annotations
 
+import logging
 import secrets
 from typing import Any
 
@@ -21,6 +22,9 @@ from presence.backends.base import RoomFull
 from rooms.models import Room
 from rooms.services import get_room
 from rtcsite.ice import client_ice_servers
+from signaling.messages import clean_candidate, clean_description, clean_peer_id
+
+logger = logging.getLogger(__name__)
 
 MEDIA_KEYS = ("audio", "video")
 
@@ -28,9 +32,14 @@ MEDIA_KEYS = ("audio", "video")
 class RoomConsumer(AuthenticatedJsonConsumer):
     """One participant's connection to one room."""
 
+    #: SDP and trickled ICE come in bursts (an offer and a dozen candidates per peer)
+    rate_limit = (40.0, 120)
+
     room: Room
     peer_id: str
     joined: bool = False
+    #: peer id -> channel name of the others in the room, kept from presence events
+    peers: dict[str, str]
 
     async def on_connect(self) -> None:
         slug = self.scope["url_route"]["kwargs"]["slug"]
@@ -63,6 +72,7 @@ class RoomConsumer(AuthenticatedJsonConsumer):
         self.joined = True
         await self.channel_layer.group_add(presence.room_group(room.slug), self.channel_name)
         others = [p for p in await presence.members(room.slug) if p.conn_id != self.peer_id]
+        self.peers = {p.conn_id: p.channel for p in others}
         await self.send_json(
             {
                 "type": "welcome",
@@ -80,6 +90,17 @@ class RoomConsumer(AuthenticatedJsonConsumer):
         )
 
     async def disconnect(self, code: int) -> None:
+        await self._leave()
+
+    def log_context(self) -> str:
+        room = getattr(self, "room", None)
+        return (
+            f"room={room.slug if room else '-'} peer={getattr(self, 'peer_id', '-')} "
+            f"user={self.identity.id if hasattr(self, 'identity') else '-'}"
+        )
+
+    async def _leave(self) -> None:
+        """Give up the place and announce ``peer-left`` (once, however we got here)."""
         if self.joined:
             self.joined = False
             await self.channel_layer.group_discard(
@@ -96,6 +117,7 @@ class RoomConsumer(AuthenticatedJsonConsumer):
         await super().handle_ping(content)
 
     async def handle_leave(self, content: dict[str, Any]) -> None:
+        await self._leave()
         await self.close(code=1000)
 
     async def handle_media(self, content: dict[str, Any]) -> None:
@@ -104,6 +126,33 @@ class RoomConsumer(AuthenticatedJsonConsumer):
         if not media or not all(isinstance(v, bool) for v in media.values()):
             raise ProtocolError("bad-message", "media needs boolean 'audio' and/or 'video'.")
         await presence.set_media(self.room.slug, self.peer_id, media)
+
+    async def handle_offer(self, content: dict[str, Any]) -> None:
+        await self._relay(content, clean_description(content, "offer"))
+
+    async def handle_answer(self, content: dict[str, Any]) -> None:
+        await self._relay(content, clean_description(content, "answer"))
+
+    async def handle_candidate(self, content: dict[str, Any]) -> None:
+        await self._relay(content, clean_candidate(content))
+
+    async def _relay(self, content: dict[str, Any], message: dict[str, Any]) -> None:
+        """Deliver to the addressed peer only, with ``from`` stamped by the server."""
+        if not self.joined:
+            raise ProtocolError("not-joined", "Join the room before signaling.")
+        target = clean_peer_id(content.get("to"))
+        channel = self.peers.get(target)
+        if channel is None:
+            logger.info(
+                "room %s peer %s: %s to unknown peer %s",
+                self.room.slug,
+                self.peer_id,
+                message["type"],
+                target,
+            )
+            raise ProtocolError("unknown-peer", "No such peer in this room (it may have left).")
+        message["from"] = self.peer_id
+        await self.channel_layer.send(channel, {"type": "signal.relay", "message": message})
 
     async def _rejoin(self) -> None:
         """Our presence expired (e.g. the server was too busy to refresh): take it back."""
@@ -124,12 +173,15 @@ class RoomConsumer(AuthenticatedJsonConsumer):
     # --- group events ---------------------------------------------------------------------
 
     async def presence_joined(self, event: dict[str, Any]) -> None:
-        if event["presence"]["conn_id"] != self.peer_id:
-            await self.send_json({"type": "peer-joined", **_public(event["presence"])})
+        joined = event["presence"]
+        if joined["conn_id"] != self.peer_id and self.joined:
+            self.peers[joined["conn_id"]] = joined["channel"]
+            await self.send_json({"type": "peer-joined", **_public(joined)})
 
     async def presence_left(self, event: dict[str, Any]) -> None:
-        if event["presence"]["conn_id"] == self.peer_id:
+        if event["presence"]["conn_id"] == self.peer_id or not self.joined:
             return
+        self.peers.pop(event["presence"]["conn_id"], None)
         message = {"type": "peer-left", "peer": event["presence"]["conn_id"]}
         if event.get("reason"):
             message["reason"] = event["reason"]
@@ -144,6 +196,11 @@ class RoomConsumer(AuthenticatedJsonConsumer):
                     "media": event["presence"]["media"],
                 }
             )
+
+    async def signal_relay(self, event: dict[str, Any]) -> None:
+        """An offer/answer/candidate addressed to this connection by another peer."""
+        if self.joined:
+            await self.send_json(event["message"])
 
 
 def _public(presence: dict[str, Any]) -> dict[str, Any]:
