@@ -120,6 +120,11 @@ DISPLAY_NAME_MAX_LENGTH = 40
 
 # --- WebRTC -------------------------------------------------------------------------------
 ICE_SERVERS = validate_ice_servers(env_json("ICE_SERVERS", []))
+# "relay" forces browsers through TURN (hides their addresses from each other); "all" is
+# the WebRTC default.
+ICE_TRANSPORT_POLICY = env_str("ICE_TRANSPORT_POLICY", "all")
+if ICE_TRANSPORT_POLICY not in {"all", "relay"}:
+    raise ImproperlyConfigured("ICE_TRANSPORT_POLICY must be 'all' or 'relay'.")
 
 # --- media / FFmpeg -----------------------------------------------------------------------
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(BASE_DIR / "media")))

@@ -19,6 +19,15 @@ fi
 [ -x "$CHROMIUM_PATH" ] || die "Chromium not found at $CHROMIUM_PATH and could not be installed: run 'apt-get install chromium' as root (or set CHROMIUM_PATH). The browser tests need it."
 export CHROMIUM_PATH
 
+# --- coturn (TURN server for the relay-only WebRTC test) --------------------------------
+TURNSERVER_PATH="${TURNSERVER_PATH:-$(command -v turnserver || echo /usr/bin/turnserver)}"
+if [ ! -x "$TURNSERVER_PATH" ]; then
+  apt_install coturn || true
+  TURNSERVER_PATH="$(command -v turnserver || echo /usr/bin/turnserver)"
+fi
+[ -x "$TURNSERVER_PATH" ] || die "coturn's turnserver not found and could not be installed: run 'apt-get install coturn' as root (or set TURNSERVER_PATH). The TURN test needs it."
+export TURNSERVER_PATH
+
 # --- Redis -----------------------------------------------------------------------------
 redis_ok() { .venv/bin/python -c 'import sys, redis; redis.Redis.from_url(sys.argv[1], socket_connect_timeout=1).ping()' "$1" 2>/dev/null; }
 if [ -n "${TEST_REDIS_URL:-}" ] && redis_ok "$TEST_REDIS_URL"; then

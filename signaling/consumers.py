@@ -85,6 +85,7 @@ class RoomConsumer(AuthenticatedJsonConsumer):
                 },
                 "peers": [presence.public_peer(p) for p in others],
                 "ice_servers": client_ice_servers(settings.ICE_SERVERS, self.identity.id),
+                "ice_transport_policy": settings.ICE_TRANSPORT_POLICY,
                 "heartbeat_interval": settings.PRESENCE_HEARTBEAT_INTERVAL,
             }
         )
