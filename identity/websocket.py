@@ -69,12 +69,16 @@ class TokenBucket:
 
 
 class ProtocolError(Exception):
-    """Raised by handlers for a bad message; becomes an ``error`` message to the sender."""
+    """Raised by handlers for a bad message; becomes an ``error`` message to the sender.
 
-    def __init__(self, code: str, message: str) -> None:
+    ``detail`` adds fields to the error message (e.g. which peer was unknown).
+    """
+
+    def __init__(self, code: str, message: str, **detail: Any) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.detail = detail
 
 
 class AuthenticatedJsonConsumer(AsyncJsonWebsocketConsumer):
@@ -171,7 +175,7 @@ class AuthenticatedJsonConsumer(AsyncJsonWebsocketConsumer):
         try:
             await handler(content)
         except ProtocolError as exc:
-            await self._reject(exc.code, exc.message, ref=msg_type)
+            await self._reject(exc.code, exc.message, ref=msg_type, **exc.detail)
             return
         self._errors = 0
 
@@ -188,17 +192,19 @@ class AuthenticatedJsonConsumer(AsyncJsonWebsocketConsumer):
         """Close with a plain ``int`` code (Daphne/Autobahn refuse IntEnum members)."""
         await super().close(code=int(code) if isinstance(code, IntEnum) else code, reason=reason)
 
-    async def send_error(self, code: str, message: str, ref: str | None = None) -> None:
-        payload: dict[str, Any] = {"type": "error", "code": code, "message": message}
+    async def send_error(
+        self, code: str, message: str, ref: str | None = None, **detail: Any
+    ) -> None:
+        payload: dict[str, Any] = {"type": "error", "code": code, "message": message, **detail}
         if ref:
             payload["ref"] = ref
         await self.send_json(payload)
 
-    async def _reject(self, code: str, message: str, ref: str | None = None) -> None:
+    async def _reject(self, code: str, message: str, ref: str | None = None, **detail: Any) -> None:
         """Report a bad message; close only after many in a row (a broken or hostile client)."""
         self._errors += 1
         logger.info("ws %s (%s): %s", code, self.log_context(), message)
-        await self.send_error(code, message, ref)
+        await self.send_error(code, message, ref, **detail)
         if self._errors >= self.max_consecutive_errors:
             await self.close(code=CloseCode.TOO_MANY_ERRORS, reason="too-many-errors")
 

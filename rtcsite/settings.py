@@ -106,7 +106,9 @@ if REDIS_URL:
                 else "channels_redis.core.RedisChannelLayer"
             ),
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                # redis-py 8 defaults socket_timeout to 5 s, exactly the layer's BZPOPMIN
+                # wait: idle consumers would die with TimeoutError. Give reads headroom.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
                 "prefix": env_str("CHANNEL_LAYER_PREFIX", "rtcsite"),
             },
         }

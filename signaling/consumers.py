@@ -22,7 +22,7 @@ from presence.backends.base import RoomFull
 from rooms.models import Room
 from rooms.services import get_room
 from rtcsite.ice import client_ice_servers
-from signaling.messages import clean_candidate, clean_description, clean_peer_id
+from signaling.messages import PEER_ID_RE, clean_candidate, clean_description, clean_peer_id
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ class RoomConsumer(AuthenticatedJsonConsumer):
             return
         self.room = room
         self.peer_id = secrets.token_hex(6)  # per connection: two tabs are two peers
+        await self._release_resumed_place()
         try:
             await presence.join(
                 room.slug,
@@ -90,8 +91,30 @@ class RoomConsumer(AuthenticatedJsonConsumer):
             }
         )
 
+    async def __call__(self, scope, receive, send) -> None:
+        """Give the place back even if a handler crashes (no ``disconnect`` runs then)."""
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._leave()
+
     async def disconnect(self, code: int) -> None:
         await self._leave()
+
+    async def _release_resumed_place(self) -> None:
+        """``?resume=<old peer id>``: a reconnecting client frees its own previous place.
+
+        A dropped connection holds its place until its presence expires; without this a
+        quick reconnect into a full room would be refused by its own ghost. Only a place
+        held by the same identity can be released this way.
+        """
+        old = self._query_param("resume")
+        if not old or not PEER_ID_RE.match(old):
+            return
+        for member in await presence.members(self.room.slug):
+            if member.conn_id == old and member.peer_id == self.identity.id:
+                await presence.leave(self.room.slug, old)
+                return
 
     def log_context(self) -> str:
         room = getattr(self, "room", None)
@@ -151,7 +174,9 @@ class RoomConsumer(AuthenticatedJsonConsumer):
                 message["type"],
                 target,
             )
-            raise ProtocolError("unknown-peer", "No such peer in this room (it may have left).")
+            raise ProtocolError(
+                "unknown-peer", "No such peer in this room (it may have left).", peer=target
+            )
         message["from"] = self.peer_id
         await self.channel_layer.send(channel, {"type": "signal.relay", "message": message})
 

@@ -39,7 +39,8 @@ const el = {
   status: $("mesh-status"),
   mediaError: $("media-error"),
 };
-const iceTransportPolicy = new URLSearchParams(location.search).get("ice") === "relay" ? "relay" : "all";
+// The server decides (welcome.ice_transport_policy); `?ice=relay` forces TURN for a test.
+const forceRelay = new URLSearchParams(location.search).get("ice") === "relay";
 
 let localStream = null; // null: no camera/mic (we still receive)
 let mesh = null;
@@ -288,7 +289,7 @@ function startMesh(welcome) {
     selfId: welcome.you.peer,
     send: (msg) => socket.send(msg),
     iceServers: welcome.ice_servers,
-    iceTransportPolicy,
+    iceTransportPolicy: forceRelay || welcome.ice_transport_policy === "relay" ? "relay" : "all",
     localStream,
   });
   mesh.addEventListener("stream", ({ detail }) => attachStream(ensureTile(detail.peer), detail.stream));
@@ -350,21 +351,27 @@ socket.on("error", (msg) => {
 socket.addEventListener("state", ({ detail }) => {
   const { state, code } = detail;
   if (state === "open") return;
+  const retrying = room.retrying; // decided by RoomPage's listener, which ran first
   serial(() => {
     if (leaving) {
       if (state === "closed") {
         leaving = false;
-        el.rejoin.hidden = false;
-        el.rejoin.disabled = false;
-        renderStatus("You left the room.");
+        showLeft(); // only now: a rejoin before this close would race the old socket
       }
       return;
     }
     teardown();
-    if (state === "closed") {
+    if (state === "closed" && retrying) {
+      renderStatus("Reconnecting…"); // keep the camera: we expect to be back shortly
+    } else if (state === "closed") {
       stopMedia(); // final: refused (full, closed, gone) — release the camera
       renderStatus(code === 4009 ? "The room is full." : "Disconnected.");
       el.leave.disabled = true;
+      // Full: someone may leave soon. Closed room, no such room, old page: no point.
+      if (![4004, 4005, 4010].includes(code)) {
+        el.rejoin.textContent = "Try again";
+        el.rejoin.hidden = false;
+      }
     } else if (state === "reconnecting") {
       renderStatus("Connection lost, reconnecting…");
     }
@@ -377,15 +384,23 @@ el.video.addEventListener("click", () => toggle("video"));
 el.leave.addEventListener(
   "click",
   serial(() => {
-    leaving = true;
+    // Between two reconnection attempts there is no socket whose close we could wait for.
+    const connected = socket.state === "open" || socket.state === "connecting";
+    leaving = connected;
     el.leave.disabled = true;
     socket.send({ type: "leave" });
     socket.close();
     teardown();
     stopMedia();
     room.clear();
+    if (!connected) showLeft();
   }),
 );
+function showLeft() {
+  el.rejoin.textContent = "Rejoin";
+  el.rejoin.hidden = false;
+  renderStatus("You left the room.");
+}
 el.rejoin.addEventListener("click", () => {
   el.rejoin.hidden = true;
   renderStatus("Joining…");

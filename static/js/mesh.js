@@ -31,7 +31,9 @@ export class PeerLink {
     this.initiator = initiator;
     this.makingOffer = false;
     this.ignoreOffer = false;
-    this.pendingCandidates = [];
+    this.pendingCandidates = []; // received before the remote description
+    this.holdCandidates = false; // ours wait until the description they belong to is sent
+    this.outbox = [];
     this.restartPending = false;
     this.restarts = 0; // ICE restarts we started
     this.remoteRestarts = 0; // offers flagged restart received
@@ -57,7 +59,9 @@ export class PeerLink {
 
     pc.addEventListener("negotiationneeded", () => this.onNegotiationNeeded());
     pc.addEventListener("icecandidate", ({ candidate }) => {
-      this.controller.send({ type: "candidate", to: this.peer, candidate: candidate ? candidate.toJSON() : null });
+      const message = { type: "candidate", to: this.peer, candidate: candidate ? candidate.toJSON() : null };
+      if (this.holdCandidates) this.outbox.push(message);
+      else this.controller.send(message);
     });
     pc.addEventListener("icecandidateerror", (event) => {
       // e.g. 401 from a TURN server with a wrong/expired credential; 701 = unreachable
@@ -117,6 +121,7 @@ export class PeerLink {
 
   async makeOffer() {
     if (this.closed || this.makingOffer || this.pc.signalingState !== "stable") return;
+    this.holdCandidates = true;
     try {
       this.makingOffer = true;
       const restart = this.restartPending;
@@ -132,7 +137,13 @@ export class PeerLink {
       this.controller.log(`offer to ${this.peer} failed`, err);
     } finally {
       this.makingOffer = false;
+      this.releaseCandidates();
     }
+  }
+
+  releaseCandidates() {
+    this.holdCandidates = false;
+    for (const message of this.outbox.splice(0)) this.controller.send(message);
   }
 
   async handleDescription(type, sdp, restart) {
@@ -153,8 +164,15 @@ export class PeerLink {
     }
     await this.flushCandidates();
     if (type === "offer") {
-      await pc.setLocalDescription();
-      this.controller.send({ type: "answer", to: this.peer, sdp: pc.localDescription.sdp });
+      this.holdCandidates = true;
+      try {
+        await pc.setLocalDescription();
+        this.controller.send({ type: "answer", to: this.peer, sdp: pc.localDescription.sdp });
+      } catch (err) {
+        this.controller.log(`answer to ${this.peer} failed`, err);
+      } finally {
+        this.releaseCandidates();
+      }
     }
   }
 
@@ -260,6 +278,7 @@ export class MeshController extends EventTarget {
     this.localStream = localStream;
     this.options = { ...DEFAULTS, ...options };
     this.links = new Map(); // peer id -> PeerLink
+    this.earlyCandidates = new Map(); // peer id -> candidates that came before its link
     this.closed = false;
   }
 
@@ -281,6 +300,8 @@ export class MeshController extends EventTarget {
     let link = this.links.get(peer);
     if (!link) {
       link = new PeerLink(this, peer, { initiator });
+      link.pendingCandidates.push(...(this.earlyCandidates.get(peer) ?? []));
+      this.earlyCandidates.delete(peer);
       this.links.set(peer, link);
       link.emitState();
     }
@@ -288,6 +309,7 @@ export class MeshController extends EventTarget {
   }
 
   removePeer(peer) {
+    this.earlyCandidates.delete(peer);
     const link = this.links.get(peer);
     if (!link) return;
     this.links.delete(peer);
@@ -298,9 +320,17 @@ export class MeshController extends EventTarget {
   /** An `offer`, `answer` or `candidate` from the room socket (`from` stamped by the server). */
   async handleSignal(msg) {
     if (this.closed || typeof msg.from !== "string") return;
-    // A message can outrun the peer-joined that announces its sender: start the link then.
-    const link = this.links.get(msg.from) ?? (msg.type === "offer" || msg.type === "candidate" ? this.addPeer(msg.from) : null);
-    if (!link) return;
+    let link = this.links.get(msg.from);
+    if (!link && msg.type === "candidate") {
+      // Before any link to its sender exists: keep it (a few) for the link to come.
+      const early = this.earlyCandidates.get(msg.from) ?? [];
+      if (early.length < 64 && this.earlyCandidates.size < 16) early.push(msg.candidate);
+      this.earlyCandidates.set(msg.from, early);
+      return;
+    }
+    // An offer can outrun the peer-joined that announces its sender: start the link now.
+    if (!link && msg.type === "offer") link = this.addPeer(msg.from);
+    if (!link) return; // a stale answer for a link we already closed
     if (msg.type === "candidate") await link.handleCandidate(msg.candidate);
     else await link.handleDescription(msg.type, msg.sdp, Boolean(msg.restart));
   }

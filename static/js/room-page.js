@@ -13,6 +13,11 @@ export class RoomPage {
     this.banner = document.getElementById("room-banner");
     this.people = new Map(); // peer id -> {name, user, you, media}
     this.you = null;
+    this.heartbeatMs = 10000;
+    this.wasJoined = false; // in the room since the last welcome (not left on purpose)
+    this.retrying = false; // waiting to try again after a room-full on reconnect
+    this.retryUntil = 0;
+    this.retryDelayMs = 1000;
     this.socket = new RtcSocket(`/ws/rooms/${this.slug}/`);
     showStatus(this.socket);
     this.socket.on("welcome", (msg) => this.onWelcome(msg));
@@ -34,14 +39,16 @@ export class RoomPage {
         this.showBanner(msg.message);
       }
     });
-    this.socket.addEventListener("state", (event) => {
-      if (event.detail.state !== "open") this.root.dataset.joined = "false";
-    });
+    this.socket.addEventListener("state", (event) => this.onState(event.detail));
     window.addEventListener("pagehide", () => this.socket.close());
   }
 
   onWelcome(msg) {
     this.you = msg.you;
+    this.wasJoined = true;
+    this.retrying = false;
+    this.retryUntil = 0;
+    this.retryDelayMs = 1000;
     this.people.clear();
     this.people.set(msg.you.peer, { name: msg.you.name, user: msg.you.id, you: true });
     for (const peer of msg.peers) {
@@ -52,17 +59,40 @@ export class RoomPage {
     delete this.root.dataset.refused;
     this.root.dataset.joined = "true";
     this.root.dataset.peer = msg.you.peer;
+    // If this socket drops, the reconnect asks the server to release our old place at
+    // once (same identity only) instead of waiting for it to expire.
+    this.socket.params = { resume: msg.you.peer };
     this.render();
   }
 
-  // The heartbeat interval is only known from `welcome`, after RtcSocket started its
-  // pinger with the default: restart it at the server's pace (pings are the heartbeat).
+  // A reconnect after a dropped connection can find the room "full" of our own previous
+  // connection: the server only forgets it when its heartbeat expires (about three
+  // heartbeat intervals). RtcSocket treats 4009 as final; when we were in the room a
+  // moment ago, keep trying (with backoff) until that ghost must have expired.
+  onState({ state, code }) {
+    if (state !== "open") this.root.dataset.joined = "false";
+    this.retrying = false;
+    if (state !== "closed" || code !== 4009 || !this.wasJoined) return;
+    this.retryUntil ||= Date.now() + 3 * this.heartbeatMs + 5000;
+    if (Date.now() >= this.retryUntil) {
+      this.wasJoined = false; // really full: give up, the banner says why
+      return;
+    }
+    this.retrying = true;
+    const delay = this.retryDelayMs;
+    this.retryDelayMs = Math.min(this.retryDelayMs * 2, 8000);
+    this.showBanner(
+      `Reconnecting: the room still counts your previous connection. Trying again in ${Math.round(delay / 1000)} s…`,
+    );
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => this.socket.connect(), delay);
+  }
+
+  // The heartbeat interval is only known from `welcome` (pings are the heartbeat).
   setHeartbeat(ms) {
     if (!(ms > 0)) return;
-    const socket = this.socket;
-    socket.pingIntervalMs = ms;
-    clearInterval(socket.pinger);
-    socket.pinger = setInterval(() => socket.send({ type: "ping", t: Date.now() }), ms);
+    this.heartbeatMs = ms;
+    this.socket.setPingInterval(ms);
   }
 
   nameOf(peer) {
@@ -83,6 +113,9 @@ export class RoomPage {
 
   /** We left on purpose: nobody is listed any more. */
   clear() {
+    this.wasJoined = false;
+    this.retrying = false;
+    clearTimeout(this.retryTimer);
     this.people.clear();
     this.root.dataset.joined = "false";
     this.render();

@@ -32,6 +32,17 @@ export class RtcSocket extends EventTarget {
     this.state = "idle";
     this.lastClose = null;
     this.handlers = new Map();
+    this.params = {}; // extra query parameters (e.g. resume=<previous peer id>)
+  }
+
+  // Change the keepalive pace now (pings double as presence heartbeats on room sockets).
+  setPingInterval(ms) {
+    if (!(ms > 0)) return;
+    this.pingIntervalMs = ms;
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) {
+      clearInterval(this.pinger);
+      this.pinger = setInterval(() => this.send({ type: "ping", t: Date.now() }), ms);
+    }
   }
 
   on(type, handler) {
@@ -42,7 +53,7 @@ export class RtcSocket extends EventTarget {
 
   url() {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    const query = new URLSearchParams({ token: this.token, v: "1" });
+    const query = new URLSearchParams({ ...this.params, token: this.token, v: "1" });
     return `${scheme}//${location.host}${this.path}?${query}`;
   }
 
