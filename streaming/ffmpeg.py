@@ -1,11 +1,39 @@
-"""Which FFmpeg binary the site runs."""
+"""Which FFmpeg binary the site runs, and the one command a live stream runs.
+
+One FFmpeg process per live stream reads the publisher's WebM from stdin, decodes once,
+splits the video into one scaled copy per ladder rung, encodes each with libx264 (keyframe
+at every segment boundary) plus one AAC track, and hands everything to the dash muxer,
+which writes fMP4 segments (init + ``.m4s``) and *both* a DASH manifest (``manifest.mpd``)
+and HLS playlists (``master.m3u8`` + ``media_<n>.m3u8``) for the same segments.
+
+The command is built with ffmpeg-python (filter graph, maps and per-stream options); the
+reasons for each latency-relevant option are in ``docs/decisions.md`` ("Streaming").
+"""
 
 from __future__ import annotations
 
+import math
 import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
+import ffmpeg
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+
+from streaming.ladder import Rendition
+
+MANIFEST_NAME = "manifest.mpd"
+HLS_MASTER_NAME = "master.m3u8"
+# The dash muxer's own defaults, passed explicitly so media serving can rely on them.
+INIT_SEG_NAME = "init-stream$RepresentationID$.$ext$"
+MEDIA_SEG_NAME = "chunk-stream$RepresentationID$-$Number%05d$.$ext$"
+# ``extra_window_size``: segments kept on disk beyond the live window. The muxer deletes
+# older ones otherwise; we keep every segment (ended streams stay watchable as VOD, the
+# retention policy deletes whole stream folders). Not INT_MAX: the muxer computes
+# ``nb_segments - window_size - extra_window_size`` in a C int.
+KEEP_ALL_SEGMENTS = 1_000_000_000
 
 
 def ffmpeg_binary() -> str:
@@ -23,3 +51,180 @@ def ffmpeg_binary() -> str:
     import imageio_ffmpeg
 
     return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def setting(name: str, default, cast):
+    """``settings.<name>`` (``default`` if absent) converted with ``cast``, or a clear error."""
+    value = getattr(settings, name, default)
+    try:
+        return cast(value)
+    except (TypeError, ValueError) as exc:
+        raise ImproperlyConfigured(f"{name}={value!r} is not a valid {cast.__name__}.") from exc
+
+
+@dataclass(frozen=True)
+class EncoderOptions:
+    """Everything about the encode that is not the ladder (see ``from_settings``)."""
+
+    segment_seconds: float = 1.0
+    fps: int = 30
+    x264_preset: str = "veryfast"
+    live_window_seconds: float = 10.0  # 0: live playlists list every segment
+    low_latency_input: bool = True  # -probesize 32 -analyzeduration 0
+    # -fflags nobuffer drops the packets read while probing: with a real MediaRecorder
+    # stream that can be the first (and for seconds the only) VP8 keyframe, and FFmpeg then
+    # exits ("Decode error rate 1 exceeds maximum"). Off; kept only to measure it.
+    input_nobuffer: bool = False
+    utc_timing_url: str | None = None  # for the MPD's UTCTiming (a later viewer feature)
+    availability_start_ms: int | None = None  # anchor the MPD timeline to capture time
+
+    def __post_init__(self) -> None:
+        if not 0.2 <= self.segment_seconds <= 10:
+            raise ImproperlyConfigured(
+                f"STREAM_SEGMENT_SECONDS={self.segment_seconds}: use 0.2..10 seconds."
+            )
+        if not 1 <= self.fps <= 60:
+            raise ImproperlyConfigured(f"STREAM_FPS={self.fps}: use 1..60.")
+        gop = self.fps * self.segment_seconds
+        if abs(gop - round(gop)) > 1e-6:
+            raise ImproperlyConfigured(
+                f"STREAM_SEGMENT_SECONDS={self.segment_seconds} x STREAM_FPS={self.fps} must be "
+                "a whole number of frames (every segment starts with a keyframe)."
+            )
+        if self.x264_preset not in X264_PRESETS:
+            raise ImproperlyConfigured(
+                f"STREAM_X264_PRESET={self.x264_preset!r}: one of {', '.join(X264_PRESETS)}."
+            )
+        if self.live_window_seconds < 0:
+            raise ImproperlyConfigured("STREAM_LIVE_WINDOW_SECONDS must be >= 0.")
+
+    @property
+    def gop_frames(self) -> int:
+        return round(self.fps * self.segment_seconds)
+
+    @property
+    def window_segments(self) -> int:
+        """Segments listed in the live playlists (0: all). HLS wants >= 3 target durations."""
+        if not self.live_window_seconds:
+            return 0
+        return max(4, math.ceil(self.live_window_seconds / self.segment_seconds))
+
+    @classmethod
+    def from_settings(cls, **overrides) -> EncoderOptions:
+        values = {
+            "segment_seconds": setting("STREAM_SEGMENT_SECONDS", 1.0, float),
+            "fps": setting("STREAM_FPS", 30, int),
+            "x264_preset": setting("STREAM_X264_PRESET", "veryfast", str),
+            "live_window_seconds": setting("STREAM_LIVE_WINDOW_SECONDS", 10.0, float),
+        }
+        values.update(overrides)
+        return cls(**values)
+
+
+X264_PRESETS = (
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+)
+
+
+def audio_kbps_for(renditions: Sequence[Rendition]) -> int:
+    """One AAC track serves every rung: the highest audio bitrate of the selected rungs."""
+    return max(r.audio_kbps for r in renditions)
+
+
+def _fmt_seconds(value: float) -> str:
+    return f"{value:g}"
+
+
+def build_command(
+    output_dir: Path | str,
+    renditions: Sequence[Rendition],
+    *,
+    has_audio: bool = True,
+    options: EncoderOptions | None = None,
+    binary: str | None = None,
+    loglevel: str = "warning",
+) -> list[str]:
+    """The argument list (binary first) for one live stream into ``output_dir``.
+
+    Output stream order: video rung 0..n-1 (highest first), then audio (index n); the dash
+    muxer names files after these indices (``media_0.m3u8``, ``init-stream0.m4s`` ...).
+    """
+    if not renditions:
+        raise ValueError("at least one rendition is needed")
+    options = options or EncoderOptions()
+    seg = options.segment_seconds
+    input_kwargs: dict[str, object] = {"f": "webm"}
+    if options.low_latency_input:
+        # Start decoding from the first bytes instead of probing ~5 s of input first.
+        input_kwargs.update(probesize=32, analyzeduration=0)
+    if options.input_nobuffer:
+        input_kwargs["fflags"] = "nobuffer"
+    source = ffmpeg.input("pipe:0", **input_kwargs)
+
+    video = source.video.filter("fps", fps=options.fps)
+    if len(renditions) > 1:
+        split = video.filter_multi_output("split", len(renditions))
+        branches = [split.stream(i) for i in range(len(renditions))]
+    else:
+        branches = [video]
+    scaled = [
+        branch.filter("scale", -2, rung.height).filter("format", "yuv420p")
+        for branch, rung in zip(branches, renditions, strict=True)
+    ]
+    streams = list(scaled)
+    if has_audio:
+        # Fill timestamp gaps (a skipped chunk) with silence so audio and video stay aligned.
+        streams.append(source.audio.filter("aresample", **{"async": 1}))
+
+    out: dict[str, object] = {
+        "c:v": "libx264",
+        "preset": options.x264_preset,
+        "tune": "zerolatency",
+        "profile:v": "main",
+        "g": options.gop_frames,
+        "keyint_min": options.gop_frames,
+        "sc_threshold": 0,
+        "force_key_frames": f"expr:gte(t,n_forced*{_fmt_seconds(seg)})",
+        "format": "dash",
+        "dash_segment_type": "mp4",
+        "seg_duration": _fmt_seconds(seg),
+        "use_template": 1,
+        "use_timeline": 1,
+        "init_seg_name": INIT_SEG_NAME,
+        "media_seg_name": MEDIA_SEG_NAME,
+        "window_size": options.window_segments,
+        "extra_window_size": KEEP_ALL_SEGMENTS,
+        "remove_at_exit": 0,
+        "hls_playlist": 1,
+        "hls_master_name": HLS_MASTER_NAME,
+        "adaptation_sets": "id=0,streams=v id=1,streams=a" if has_audio else "id=0,streams=v",
+    }
+    for index, rung in enumerate(renditions):
+        out[f"b:v:{index}"] = f"{rung.video_kbps}k"
+        out[f"maxrate:v:{index}"] = f"{round(rung.video_kbps * 1.2)}k"
+        out[f"bufsize:v:{index}"] = f"{rung.video_kbps}k"
+    if has_audio:
+        out.update({"c:a": "aac", "b:a": f"{audio_kbps_for(renditions)}k"})
+    if options.utc_timing_url:
+        out["utc_timing_url"] = options.utc_timing_url
+    if options.availability_start_ms is not None:
+        out["availability_start_time_ms"] = options.availability_start_ms
+
+    manifest = str(Path(output_dir) / MANIFEST_NAME)
+    node = ffmpeg.output(*streams, manifest, **out)
+    args = ffmpeg.get_args(node)
+    # Global options first: ffmpeg-python's global_args() appends them after the output
+    # file, where FFmpeg warns that trailing options may be ignored. -max_error_rate 1:
+    # undecodable frames (e.g. after a skipped gap, until the next keyframe) must not turn
+    # a finished stream into exit code 69; the stream's health is judged by the pipeline.
+    return [
+        binary or ffmpeg_binary(),
+        *("-hide_banner", "-nostats", "-nostdin", "-y", "-loglevel", loglevel),
+        *("-max_error_rate", "1"),
+        *args,
+    ]

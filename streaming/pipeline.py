@@ -1,0 +1,626 @@
+"""One live stream: uploaded WebM chunks → one FFmpeg → CMAF segments, HLS and DASH.
+
+``StreamPipeline`` is plain asyncio (no Django models or views), so ingest endpoints,
+consumers, management commands and tests drive it the same way::
+
+    pipeline = StreamPipeline(output_dir, PipelineConfig.from_settings())
+    await pipeline.feed(0, first_chunk)   # validates the WebM header, starts FFmpeg
+    await pipeline.feed(1, chunk)         # duplicates ignored, early chunks held, ...
+    await pipeline.stop()                 # FFmpeg finalises: #EXT-X-ENDLIST, static MPD
+
+The path of a chunk: sequence check (``chunks.ReorderBuffer``) → WebM structure check
+(``webm.WebMStreamChecker``) → bounded byte queue → writer task → FFmpeg's stdin (one
+continuous stream). When the queue is full ``feed`` raises ``Backpressure`` (or waits up
+to ``wait`` seconds first): memory stays bounded, and the caller tells the publisher to
+slow down. FFmpeg's stderr is kept as a bounded tail; if FFmpeg exits on its own the
+state becomes ``failed`` with that tail as the reason. FFmpeg is always waited for (no
+zombies) and killed if it does not finish in time or the pipeline is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import inspect
+import logging
+import os
+import signal
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from streaming.chunks import Chunk, Gap, HeldBufferFull, Released, ReorderBuffer
+from streaming.ffmpeg import EncoderOptions, build_command, ffmpeg_binary, setting
+from streaming.ladder import Rendition, configured_ladder, renditions_for_source
+from streaming.playlists import finalize_vod, segment_files
+from streaming.webm import WebMError, WebMStreamChecker
+
+logger = logging.getLogger(__name__)
+
+MAX_STDERR_LINE = 400  # characters kept per FFmpeg stderr line
+
+
+class PipelineState(enum.StrEnum):
+    IDLE = "idle"  # created, waiting for the first chunk (FFmpeg not started)
+    LIVE = "live"
+    STOPPING = "stopping"  # stdin closed, FFmpeg finalising
+    ENDED = "ended"
+    FAILED = "failed"
+
+
+class PipelineError(Exception):
+    """Base class: the message is meant for the publisher."""
+
+    status = "error"
+
+
+class Backpressure(PipelineError):
+    """FFmpeg is behind: the chunk was NOT accepted; send it again (same seq) later."""
+
+    status = "busy"
+
+    def __init__(self, queue_bytes: int, limit: int, chunk_bytes: int):
+        self.queue_bytes = queue_bytes
+        self.limit = limit
+        self.chunk_bytes = chunk_bytes
+        super().__init__(
+            f"busy: {queue_bytes} bytes queued for the encoder (limit {limit}); "
+            f"retry this chunk ({chunk_bytes} bytes) shortly"
+        )
+
+
+class InvalidChunk(PipelineError):
+    """The chunk is not (a continuation of) a WebM stream: NOT accepted."""
+
+    status = "invalid"
+
+
+class StreamClosed(PipelineError):
+    """The stream has ended or failed; it takes no more chunks."""
+
+    status = "closed"
+
+
+@dataclass(frozen=True)
+class FeedResult:
+    status: str  # "accepted", "held" (early, waiting for a gap), "duplicate"
+    seq: int
+    released: int  # chunks passed on to the encoder by this call
+    queue_bytes: int
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    ladder: tuple[Rendition, ...]
+    encoder: EncoderOptions = field(default_factory=EncoderOptions)
+    max_queue_bytes: int = 8 << 20  # bytes waiting for FFmpeg's stdin
+    max_chunk_bytes: int = 4 << 20
+    max_held_bytes: int = 8 << 20  # early chunks waiting for a gap to fill
+    gap_timeout: float = 2.0  # seconds to wait for a missing chunk before skipping it
+    idle_timeout: float | None = None  # seconds without chunks → stop as ended
+    stop_timeout: float = 20.0  # seconds FFmpeg may take to finalise after stdin closes
+    start_timeout: float = 30.0  # seconds from creation to the first chunk (with idle_timeout)
+    stderr_lines: int = 40
+    first_seq: int = 0
+    tick: float = 0.1  # housekeeping period (gap and idle timers)
+
+    def __post_init__(self) -> None:
+        if self.max_chunk_bytes > self.max_queue_bytes:
+            raise ValueError("max_chunk_bytes must not exceed max_queue_bytes")
+        if not self.ladder:
+            raise ValueError("the ladder needs at least one rendition")
+
+    @classmethod
+    def from_settings(cls, **overrides: Any) -> PipelineConfig:
+        idle = setting("STREAM_IDLE_TIMEOUT", 30.0, float)
+        values: dict[str, Any] = {
+            "ladder": configured_ladder(),
+            "encoder": EncoderOptions.from_settings(),
+            "max_queue_bytes": setting("STREAM_QUEUE_BYTES", 8 << 20, int),
+            "max_chunk_bytes": setting("STREAM_MAX_CHUNK_BYTES", 4 << 20, int),
+            "gap_timeout": setting("STREAM_GAP_TIMEOUT", 2.0, float),
+            "idle_timeout": idle or None,
+            "stop_timeout": setting("STREAM_STOP_TIMEOUT", 20.0, float),
+        }
+        values.update(overrides)
+        return cls(**values)
+
+
+@dataclass
+class _Counters:
+    bytes_in: int = 0  # bytes of chunks passed the checks
+    bytes_written: int = 0  # bytes written to FFmpeg's stdin
+    rejected: int = 0  # chunks refused as not WebM (first or later)
+    resyncs: int = 0
+    dropped_bytes: int = 0  # bytes dropped while resynchronising after a gap
+    backpressure: int = 0  # feed() calls answered "busy"
+    stderr_lines: int = 0
+
+
+class StreamPipeline:
+    def __init__(
+        self,
+        output_dir: Path | str,
+        config: PipelineConfig | None = None,
+        *,
+        name: str = "",
+        binary: str | None = None,
+        on_state: Callable[[StreamPipeline], Any] | None = None,
+    ):
+        self.output_dir = Path(output_dir)
+        self.config = config or PipelineConfig.from_settings()
+        self.name = name or self.output_dir.name
+        self.binary = binary
+        self.on_state = on_state
+        self.state = PipelineState.IDLE
+        self.reason = ""  # why it ended or failed
+        self.last_error = ""  # the latest refused chunk or skipped gap, for the publisher
+        self.created_at = time.monotonic()
+        self.started_at: datetime | None = None
+        self.ended_at: datetime | None = None
+        self.renditions: tuple[Rendition, ...] = ()
+        self.command: list[str] = []
+        self.process: asyncio.subprocess.Process | None = None
+        self.counters = _Counters()
+        self.stderr_tail: deque[str] = deque(maxlen=self.config.stderr_lines)
+        self._reorder = ReorderBuffer(
+            first_seq=self.config.first_seq,
+            gap_timeout=self.config.gap_timeout,
+            max_held_bytes=self.config.max_held_bytes,
+        )
+        self._checker = WebMStreamChecker(max_element=self.config.max_chunk_bytes)
+        self._queue: deque[bytes] = deque()
+        self._queue_bytes = 0
+        self._data_event = asyncio.Event()  # writer: something to write (or closing)
+        self._space_event = asyncio.Event()  # feed(wait=...): bytes left the queue
+        self._closing = False  # no more input: the writer closes stdin when the queue is empty
+        self._last_chunk_at = time.monotonic()
+        self._start_task: asyncio.Task | None = None
+        self._tasks: set[asyncio.Task] = set()  # fire-and-forget tasks, kept referenced
+        self._monitor: asyncio.Task | None = None
+        self._ticker: asyncio.Task | None = asyncio.get_running_loop().create_task(self._tick())
+        self._finished = asyncio.Event()
+
+    # --- public API --------------------------------------------------------------------
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    @property
+    def queue_bytes(self) -> int:
+        return self._queue_bytes
+
+    @property
+    def closed(self) -> bool:
+        return self.state in (PipelineState.ENDED, PipelineState.FAILED)
+
+    async def feed(self, seq: int, data: bytes, *, wait: float = 0.0) -> FeedResult:
+        """Offer chunk ``seq``. Raises ``Backpressure``, ``InvalidChunk`` or ``StreamClosed``.
+
+        ``wait``: seconds to wait for queue space before answering ``Backpressure`` (this
+        slows the uploader down instead of refusing at once).
+        """
+        if self.state not in (PipelineState.IDLE, PipelineState.LIVE):
+            raise StreamClosed(
+                f"stream is {self.state}" + (f": {self.reason}" if self.reason else "")
+            )
+        if not isinstance(seq, int) or seq < self.config.first_seq:
+            raise InvalidChunk(f"sequence number must be an integer >= {self.config.first_seq}")
+        if not isinstance(data, bytes):
+            data = bytes(data)  # a bytearray/memoryview from the caller must not change later
+        if not data:
+            raise InvalidChunk(f"chunk seq={seq} is empty")
+        if len(data) > self.config.max_chunk_bytes:
+            raise InvalidChunk(
+                f"chunk seq={seq} has {len(data)} bytes (limit {self.config.max_chunk_bytes})"
+            )
+        if self._reorder.seen(seq):
+            self._reorder.push(seq, data, time.monotonic())  # counts and logs the duplicate
+            return FeedResult("duplicate", seq, 0, self._queue_bytes)
+        if not self._has_space(len(data)):
+            if wait > 0:
+                await self._wait_for_space(len(data), wait)
+                if self.state not in (PipelineState.IDLE, PipelineState.LIVE):
+                    raise StreamClosed(f"stream is {self.state}: {self.reason}")
+                if self._reorder.seen(seq):
+                    return FeedResult("duplicate", seq, 0, self._queue_bytes)
+            if not self._has_space(len(data)):
+                self.counters.backpressure += 1
+                raise Backpressure(self._queue_bytes, self.config.max_queue_bytes, len(data))
+
+        # From here to the end of the enqueueing there is no await: feeds are atomic.
+        now = time.monotonic()
+        forward: bytes | None = None
+        if seq == self._reorder.next_seq:
+            try:
+                forward = self._checker.check(data)
+            except WebMError as exc:
+                self.counters.rejected += 1
+                self.last_error = f"chunk seq={seq} refused: {exc}"
+                logger.warning("%s: %s", self.name, self.last_error)
+                raise InvalidChunk(self.last_error) from exc
+        try:
+            released = self._reorder.push(seq, data, now)
+        except HeldBufferFull as exc:
+            self.counters.backpressure += 1
+            raise Backpressure(
+                self._reorder.held_bytes, self.config.max_held_bytes, len(data)
+            ) from exc
+        self._last_chunk_at = now
+        count = 0
+        if forward is not None:
+            # The first released item is this very chunk, already checked.
+            released = released[1:]
+            self._enqueue(forward, len(data))
+            count += 1
+        count += self._process(released)
+        status = "accepted" if seq < self._reorder.next_seq else "held"
+        if self.state == PipelineState.IDLE and self._checker.info is not None:
+            await self._ensure_started()
+        return FeedResult(status, seq, count, self._queue_bytes)
+
+    async def stop(self, reason: str = "stopped by the publisher") -> PipelineState:
+        """End the stream: flush, close FFmpeg's stdin, wait for it to finalise the outputs."""
+        if self.closed:
+            return self.state
+        if self._start_task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._start_task)
+        if self.state == PipelineState.IDLE:
+            self.reason = reason
+            self._set_state(PipelineState.ENDED)
+            await self._cleanup_tasks()
+            self._finished.set()
+            return self.state
+        if self.state == PipelineState.LIVE:
+            self.reason = reason
+            self._process(self._reorder.flush())
+            self._set_state(PipelineState.STOPPING)
+            self._closing = True
+            self._data_event.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._finished.wait()), self.config.stop_timeout)
+        except TimeoutError:
+            logger.error(
+                "%s: FFmpeg did not finish within %ss; killing it",
+                self.name,
+                self.config.stop_timeout,
+            )
+            limit = self.config.stop_timeout
+            await self._kill(f"FFmpeg did not finish within {limit:g} s after the end of input")
+        except asyncio.CancelledError:
+            await self._kill("cancelled while stopping")
+            raise
+        return self.state
+
+    async def abort(self, reason: str = "aborted") -> PipelineState:
+        """Kill FFmpeg now (no finalisation); the state becomes ``failed``."""
+        if not self.closed:
+            if self.process is None:
+                self.reason = reason
+                self._set_state(PipelineState.FAILED)
+                await self._cleanup_tasks()
+                self._finished.set()
+            else:
+                await self._kill(reason)
+        return self.state
+
+    async def wait_closed(self) -> PipelineState:
+        """Wait until the stream has ended or failed (FFmpeg reaped, outputs final)."""
+        await self._finished.wait()
+        return self.state
+
+    def segments_written(self) -> dict[int, int]:
+        """Finished ``.m4s`` segments per representation (0..n-1 video rungs, n audio)."""
+        return {
+            rep: len(numbers) for rep, numbers in sorted(segment_files(self.output_dir).items())
+        }
+
+    def stats(self) -> dict[str, Any]:
+        reorder = self._reorder.stats
+        segments = self.segments_written()
+        video_reps = range(len(self.renditions))
+        return {
+            "state": str(self.state),
+            "reason": self.reason,
+            "last_error": self.last_error,
+            "pid": self.pid,
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "ended_at": self.ended_at.isoformat() if self.ended_at else None,
+            "renditions": [r.name for r in self.renditions],
+            "bytes_in": self.counters.bytes_in,
+            "bytes_written": self.counters.bytes_written,
+            "chunks": reorder.accepted,
+            "duplicates": reorder.duplicates,
+            "reordered": reorder.reordered,
+            "gaps": reorder.gaps,
+            "missing_chunks": reorder.missing,
+            "late_chunks": reorder.late,
+            "rejected_chunks": self.counters.rejected,
+            "resyncs": self.counters.resyncs,
+            "dropped_bytes": self.counters.dropped_bytes,
+            "backpressure": self.counters.backpressure,
+            "queue_bytes": self._queue_bytes,
+            "queue_chunks": len(self._queue),
+            "queue_limit": self.config.max_queue_bytes,
+            "held_bytes": self._reorder.held_bytes,
+            "held_chunks": self._reorder.held_count,
+            "segments": max((segments.get(i, 0) for i in video_reps), default=0),
+            "segments_by_representation": segments,
+        }
+
+    async def __aenter__(self) -> StreamPipeline:
+        return self
+
+    async def __aexit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            await self.stop()
+        else:
+            await self.abort(f"aborted: {exc_type.__name__}")
+
+    # --- chunk processing --------------------------------------------------------------
+    def _has_space(self, n: int) -> bool:
+        return not self._queue or self._queue_bytes + n <= self.config.max_queue_bytes
+
+    def _enqueue(self, data: bytes, received: int) -> None:
+        self.counters.bytes_in += received
+        if data:
+            self._queue.append(data)
+            self._queue_bytes += len(data)
+            self._data_event.set()
+
+    async def _wait_for_space(self, n: int, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.closed:
+            self._space_event.clear()
+            if self._has_space(n):
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            try:
+                await asyncio.wait_for(self._space_event.wait(), remaining)
+            except TimeoutError:
+                return
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _process(self, released: list[Released]) -> int:
+        """Check and enqueue released chunks; a gap (or a refused chunk) → resync."""
+        count = 0
+        for item in released:
+            if isinstance(item, Gap):
+                self.last_error = (
+                    f"chunks seq={item.first}..{item.last} missing ({item.reason}): skipped"
+                )
+                self._resync()
+                continue
+            assert isinstance(item, Chunk)
+            try:
+                forward = self._checker.check(item.data)
+            except WebMError as exc:
+                self.counters.rejected += 1
+                self.last_error = f"chunk seq={item.seq} refused: {exc}"
+                logger.warning(
+                    "%s: %s (held chunk; treated as missing)", self.name, self.last_error
+                )
+                self._resync()
+                continue
+            dropped = len(item.data) - len(forward)
+            if dropped > 0:
+                self.counters.dropped_bytes += dropped
+                logger.info(
+                    "%s: seq=%d: %d bytes dropped while resynchronising",
+                    self.name,
+                    item.seq,
+                    dropped,
+                )
+            self._enqueue(forward, len(item.data))
+            count += 1
+        return count
+
+    def _resync(self) -> None:
+        self.counters.resyncs += 1
+        filler = self._checker.resync()
+        if filler:
+            self._enqueue(filler, 0)
+
+    # --- FFmpeg process ----------------------------------------------------------------
+    async def _ensure_started(self) -> None:
+        if self._start_task is None:
+            self._start_task = asyncio.get_running_loop().create_task(self._start())
+        await asyncio.shield(self._start_task)
+
+    async def _start(self) -> None:
+        info = self._checker.info
+        assert info is not None and info.video is not None
+        try:
+            self.renditions = renditions_for_source(self.config.ladder, info.video.height)
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            self.command = build_command(
+                self.output_dir,
+                self.renditions,
+                has_audio=info.audio is not None,
+                options=self.config.encoder,
+                binary=self.binary or ffmpeg_binary(),
+            )
+            logger.info(
+                "%s: starting FFmpeg for %s %sx%s (%s) → %s",
+                self.name,
+                info.video.codec,
+                info.video.width,
+                info.video.height,
+                ", ".join(r.name for r in self.renditions),
+                self.output_dir,
+            )
+            self.process = await asyncio.create_subprocess_exec(
+                *self.command,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+                # Own session: a Ctrl-C aimed at the server does not kill FFmpeg before it
+                # finalises; if the server dies, FFmpeg sees EOF on stdin and exits.
+                start_new_session=True,
+            )
+        except Exception as exc:  # a bad setting, an unwritable folder, no binary
+            self.reason = f"could not start FFmpeg: {exc}"
+            logger.error("%s: %s", self.name, self.reason)
+            self._set_state(PipelineState.FAILED)
+            await self._cleanup_tasks()
+            self._finished.set()
+            raise StreamClosed(self.reason) from exc
+        self.started_at = datetime.now(UTC)
+        self._set_state(PipelineState.LIVE)
+        loop = asyncio.get_running_loop()
+        self._writer_task = loop.create_task(self._writer())
+        self._stderr_task = loop.create_task(self._read_stderr())
+        self._monitor = loop.create_task(self._watch())
+
+    async def _writer(self) -> None:
+        proc = self.process
+        assert proc is not None and proc.stdin is not None
+        try:
+            while True:
+                while not self._queue:
+                    if self._closing:
+                        proc.stdin.close()  # EOF: FFmpeg flushes and finalises the outputs
+                        await proc.stdin.wait_closed()
+                        return
+                    self._data_event.clear()
+                    await self._data_event.wait()
+                data = self._queue[0]
+                proc.stdin.write(data)
+                await proc.stdin.drain()
+                self._queue.popleft()
+                self._queue_bytes -= len(data)
+                self.counters.bytes_written += len(data)
+                self._space_event.set()
+        except (BrokenPipeError, ConnectionResetError):
+            logger.info("%s: FFmpeg's stdin is closed", self.name)
+
+    async def _read_stderr(self) -> None:
+        proc = self.process
+        assert proc is not None and proc.stderr is not None
+        partial = b""
+        while True:
+            block = await proc.stderr.read(4096)
+            if not block:
+                break
+            lines = (partial + block).split(b"\n")
+            partial = lines.pop()[-MAX_STDERR_LINE:]
+            for line in lines:
+                self._stderr_line(line)
+        if partial:
+            self._stderr_line(partial)
+
+    def _stderr_line(self, raw: bytes) -> None:
+        text = raw.decode("utf-8", "replace").strip()
+        if text:
+            self.counters.stderr_lines += 1
+            self.stderr_tail.append(text[:MAX_STDERR_LINE])
+            logger.debug("%s: ffmpeg: %s", self.name, text)
+
+    async def _watch(self) -> None:
+        proc = self.process
+        assert proc is not None
+        try:
+            code = await proc.wait()
+        except asyncio.CancelledError:
+            await self._kill_process()
+            raise
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._stderr_task, 5)
+        if self.state == PipelineState.STOPPING and code == 0:
+            try:
+                await asyncio.to_thread(finalize_vod, self.output_dir)
+            except Exception as exc:  # the live outputs stay as FFmpeg wrote them
+                logger.warning("%s: VOD playlists not rewritten: %s", self.name, exc)
+                self.last_error = f"VOD playlists not rewritten: {exc}"
+            self._set_state(PipelineState.ENDED)
+        elif self.state != PipelineState.FAILED:
+            tail = " | ".join(self.stderr_tail) or "(no output)"
+            how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+            when = "while finishing" if self.state == PipelineState.STOPPING else "unexpectedly"
+            self.reason = f"FFmpeg {how} {when}: {tail}"
+            logger.error("%s: %s", self.name, self.reason)
+            self._set_state(PipelineState.FAILED)
+        self._closing = True
+        self._data_event.set()
+        self._space_event.set()
+        await self._cleanup_tasks()
+        self._queue.clear()  # nothing will read it any more: free the memory
+        self._queue_bytes = 0
+        self._finished.set()
+
+    async def _kill(self, reason: str) -> None:
+        if not self.closed:
+            self.reason = reason
+            self._set_state(PipelineState.FAILED)
+        await self._kill_process()
+        if self._monitor is not None and not self._monitor.done():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.shield(self._monitor)
+        self._finished.set()
+
+    async def _kill_process(self) -> None:
+        proc = self.process
+        if proc is None:
+            return
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+        # Always reap: a killed child that is never waited for stays a zombie.
+        await asyncio.shield(proc.wait())
+
+    async def _cleanup_tasks(self) -> None:
+        current = asyncio.current_task()
+        for task in [self._ticker, getattr(self, "_writer_task", None)]:
+            if task is not None and task is not current and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    # --- housekeeping ------------------------------------------------------------------
+    async def _tick(self) -> None:
+        """Gap timer (skip missing chunks) and idle timer (end abandoned streams)."""
+        while True:
+            await asyncio.sleep(self.config.tick)
+            now = time.monotonic()
+            if self.state == PipelineState.LIVE:
+                released = self._reorder.poll(now)
+                if released:
+                    self._process(released)
+            idle = self.config.idle_timeout
+            if idle and self.state in (PipelineState.IDLE, PipelineState.LIVE):
+                limit = (
+                    idle
+                    if self.state == PipelineState.LIVE
+                    else max(idle, self.config.start_timeout)
+                )
+                if now - self._last_chunk_at > limit:
+                    logger.info("%s: no chunk for %.0f s: ending the stream", self.name, limit)
+                    self._spawn(self.stop(f"idle: no data for {limit:g} s"))
+                    return
+
+    def _set_state(self, state: PipelineState) -> None:
+        if state == self.state:
+            return
+        self.state = state
+        if state in (PipelineState.ENDED, PipelineState.FAILED):
+            self.ended_at = datetime.now(UTC)
+        logger.info("%s: %s%s", self.name, state, f" ({self.reason})" if self.reason else "")
+        if self.on_state is not None:
+            try:
+                result = self.on_state(self)
+                if inspect.isawaitable(result):
+                    self._spawn(result)
+            except Exception:
+                logger.exception("%s: on_state callback failed", self.name)

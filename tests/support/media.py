@@ -1,0 +1,93 @@
+"""Test media made with the real FFmpeg: WebM clips like a browser's MediaRecorder sends.
+
+``make_webm`` encodes a lavfi test pattern (``testsrc2``) and tone (``sine``) to VP8 +
+Opus WebM, written as a live stream (unknown-size Segment, no Cues), like MediaRecorder.
+``mediarecorder_chunks`` cuts it the way Chromium's MediaRecorder does with a timeslice:
+at time boundaries, right *after* the 1-byte ID of the next frame element (seen in real
+Chromium recordings: every chunk after the first starts with a SimpleBlock's size), so
+chunks are not self-contained and element headers straddle chunks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from streaming.ffmpeg import ffmpeg_binary
+from streaming.webm import WebMStreamChecker
+
+EBML_ID_LENGTH = 1  # SimpleBlock (0xA3)
+
+
+def make_webm(
+    path: Path,
+    *,
+    seconds: float = 8,
+    size: str = "640x480",
+    fps: int = 30,
+    audio: bool = True,
+    keyframe_every: int = 60,
+) -> Path:
+    """Encode a test clip (VP8 + Opus WebM) with the real FFmpeg; returns ``path``."""
+    cmd = [
+        ffmpeg_binary(),
+        *("-hide_banner", "-nostdin", "-loglevel", "error", "-y"),
+        *("-f", "lavfi", "-i", f"testsrc2=size={size}:rate={fps}:duration={seconds}"),
+    ]
+    if audio:
+        cmd += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}"]
+    cmd += [
+        *("-c:v", "libvpx", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "1M"),
+        *("-g", str(keyframe_every), "-auto-alt-ref", "0"),
+    ]
+    if audio:
+        cmd += ["-c:a", "libopus", "-b:a", "64k"]
+    cmd += ["-f", "webm", "-live", "1", "-cluster_time_limit", "1000", "pipe:1"]
+    done = subprocess.run(cmd, capture_output=True, timeout=120, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"FFmpeg could not make the test clip: {done.stderr.decode()[-2000:]}")
+    path.write_bytes(done.stdout)
+    return path
+
+
+def cached_webm(directory: Path, **params) -> bytes:
+    """``make_webm(**params)`` once per parameter set (and FFmpeg binary) in ``directory``."""
+    key = json.dumps({"ffmpeg": Path(ffmpeg_binary()).name, **params}, sort_keys=True)
+    path = directory / f"clip-{hashlib.sha256(key.encode()).hexdigest()[:16]}.webm"
+    if not path.exists() or path.stat().st_size == 0:
+        tmp = path.with_suffix(".tmp")
+        make_webm(tmp, **params)
+        tmp.replace(path)
+    return path.read_bytes()
+
+
+@dataclass(frozen=True)
+class TimedChunk:
+    data: bytes
+    end_ms: int  # media time of the last frame that starts in this chunk
+
+
+def mediarecorder_chunks(webm: bytes, timeslice_ms: int = 250) -> list[TimedChunk]:
+    """Cut a WebM stream into MediaRecorder-like chunks of ``timeslice_ms`` of media."""
+    checker = WebMStreamChecker(collect_blocks=True)
+    if checker.check(webm) != webm:
+        raise ValueError("not a clean WebM stream")
+    blocks = checker.blocks
+    cuts: list[tuple[int, int]] = []  # (byte offset, media ms of the last frame before)
+    boundary = timeslice_ms
+    for previous, block in itertools.pairwise(blocks):
+        if block.timestamp_ms >= boundary:
+            cuts.append((block.offset + EBML_ID_LENGTH, previous.timestamp_ms))
+            while boundary <= block.timestamp_ms:
+                boundary += timeslice_ms
+    chunks = []
+    start = 0
+    for offset, end_ms in cuts:
+        chunks.append(TimedChunk(webm[start:offset], end_ms))
+        start = offset
+    chunks.append(TimedChunk(webm[start:], blocks[-1].timestamp_ms))
+    return chunks
