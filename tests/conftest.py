@@ -68,9 +68,13 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
 
 
 # --- Chromium ------------------------------------------------------------------------------
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium_browser():
-    """Debian's Chromium, headless, fake camera/mic, no network beyond 127.0.0.1."""
+    """Debian's Chromium, headless, fake camera/mic, no network beyond 127.0.0.1.
+
+    Module-scoped on purpose: Playwright's sync API keeps an event loop running in the
+    main thread while it is open, which would break every asyncio test after it.
+    """
     try:
         executable = chromium_path()
     except ChromiumMissing as exc:
