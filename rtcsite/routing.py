@@ -5,9 +5,11 @@ from django.urls import re_path
 from identity.websocket import NotFoundConsumer
 from presence.routing import websocket_urlpatterns as presence_patterns
 from signaling.routing import websocket_urlpatterns as signaling_patterns
+from streaming.routing import websocket_urlpatterns as streaming_patterns
 
 websocket_urlpatterns = [
     *presence_patterns,
     *signaling_patterns,
+    *streaming_patterns,
     re_path(r"", NotFoundConsumer.as_asgi()),
 ]

@@ -8,4 +8,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("identity.urls")),
     path("", include("rooms.urls")),
+    path("", include("streaming.urls")),
 ]

@@ -1,0 +1,101 @@
+from datetime import timedelta
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html
+
+from streaming.models import Stream
+from streaming.services import rotate_publish_key
+
+
+def _format_duration(value: timedelta | None) -> str:
+    if value is None:
+        return "—"
+    seconds = int(value.total_seconds())
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+
+
+def _format_bytes(value: int) -> str:
+    size = float(value)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(value)
+
+
+@admin.register(Stream)
+class StreamAdmin(admin.ModelAdmin):
+    list_display = (
+        "title",
+        "slug",
+        "status",
+        "owner_name",
+        "live_duration_display",
+        "bytes_display",
+        "segments_written",
+        "ladder",
+        "links",
+        "created_at",
+    )
+    list_filter = ("status", "created_at")
+    search_fields = ("title", "slug", "owner_id", "owner_name")
+    readonly_fields = (
+        "slug",  # the media folder is named after it
+        "status",
+        "reason",
+        "created_at",
+        "started_at",
+        "ended_at",
+        "updated_at",
+        "renditions",
+        "bytes_received",
+        "chunks_received",
+        "segments_written",
+        "worker",
+        "files_purged_at",
+        "owner_id",
+        "owner_name",
+        "links",
+    )
+    fields = ("title", *readonly_fields)
+    actions = ("rotate_keys",)
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # streams are created from /streams/ so the key is shown to its publisher
+
+    @admin.display(description="live for")
+    def live_duration_display(self, stream: Stream) -> str:
+        return _format_duration(stream.live_duration())
+
+    @admin.display(description="received", ordering="bytes_received")
+    def bytes_display(self, stream: Stream) -> str:
+        return _format_bytes(stream.bytes_received)
+
+    @admin.display(description="ladder")
+    def ladder(self, stream: Stream) -> str:
+        return ", ".join(stream.renditions) or "—"
+
+    @admin.display(description="links")
+    def links(self, stream: Stream) -> str:
+        return format_html(
+            '<a href="{}">viewer</a> · <a href="{}">HLS</a> · <a href="{}">DASH</a>',
+            stream.get_absolute_url(),
+            stream.hls_url,
+            stream.dash_url,
+        )
+
+    @admin.action(description="Rotate the publish key (the new key is shown once)")
+    def rotate_keys(self, request: HttpRequest, queryset: QuerySet[Stream]) -> None:
+        for stream in queryset:
+            key = rotate_publish_key(stream)
+            self.message_user(
+                request,
+                f"New publish key for “{stream.title}” ({stream.slug}): {key} — copy it now, "
+                "it is stored hashed and will not be shown again.",
+                messages.WARNING,
+            )

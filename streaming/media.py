@@ -1,0 +1,191 @@
+"""Serving ``MEDIA_ROOT/streams/<slug>/<file>``: HLS/DASH playlists, manifests, segments.
+
+For development and small sites; in production nginx serves ``MEDIA_ROOT`` directly with
+the same headers (docs/deploy.md). Rules:
+
+* only ``<slug>/<name>`` with a plain file name and a known extension: no sub-folders, no
+  ``..`` (decoded or not), no absolute paths, no hidden or temporary files;
+* the resolved real path must stay inside the stream's folder (a symlink out is refused);
+* MIME types: ``.m3u8`` ``application/vnd.apple.mpegurl``, ``.mpd`` ``application/dash+xml``,
+  init segments and ``.mp4`` ``video/mp4``, media segments ``.m4s`` ``video/iso.segment``;
+* Cache-Control: playlists/manifests ``no-cache`` (they change while live), segments
+  ``public, max-age=31536000, immutable``;
+* single byte ranges (206, 416 with ``Content-Range: bytes */size``), ``Accept-Ranges``;
+* CORS: ``Access-Control-Allow-Origin: *`` on GET/HEAD, preflight answered for ``Range``.
+
+The body is streamed in blocks read in a worker thread: the event loop never blocks on
+disk reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from email.utils import formatdate
+from pathlib import Path
+
+from django.conf import settings
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    HttpResponseNotAllowed,
+    HttpResponseNotFound,
+    StreamingHttpResponse,
+)
+from django.views.decorators.csrf import csrf_exempt
+
+BLOCK = 64 * 1024
+SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,46}[a-z0-9])?$")
+NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}$")
+RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+PLAYLIST_CACHE = "no-cache"
+SEGMENT_CACHE = "public, max-age=31536000, immutable"
+TYPES = {
+    ".m3u8": ("application/vnd.apple.mpegurl", PLAYLIST_CACHE),
+    ".mpd": ("application/dash+xml", PLAYLIST_CACHE),
+    ".mp4": ("video/mp4", SEGMENT_CACHE),
+    ".m4s": ("video/iso.segment", SEGMENT_CACHE),
+    ".m4a": ("audio/mp4", SEGMENT_CACHE),
+}
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Expose-Headers": "Content-Length, Content-Range, Accept-Ranges",
+}
+
+
+def content_type_and_cache(name: str) -> tuple[str, str] | None:
+    ext = os.path.splitext(name)[1].lower()
+    found = TYPES.get(ext)
+    if found is None:
+        return None
+    if ext == ".m4s" and name.startswith("init"):
+        return "video/mp4", SEGMENT_CACHE  # an initialization segment is a plain MP4 header
+    return found
+
+
+def resolve(path: str) -> tuple[Path, str] | None:
+    """``<slug>/<name>`` → the real file inside ``MEDIA_ROOT/streams/<slug>``, or ``None``."""
+    if "\\" in path or "\x00" in path or "%" in path:
+        return None  # no backslashes, NULs, or still-encoded (double-encoded) names
+    parts = path.split("/")
+    if len(parts) != 2:
+        return None
+    slug, name = parts
+    if not SLUG_RE.match(slug) or not NAME_RE.match(name) or ".." in name:
+        return None
+    if content_type_and_cache(name) is None:
+        return None
+    base = Path(settings.MEDIA_ROOT) / "streams" / slug
+    try:
+        real_base = base.resolve(strict=True)
+        real = (base / name).resolve(strict=True)
+    except (OSError, RuntimeError):
+        return None
+    if real.parent != real_base or not real.is_file():
+        return None  # a symlink pointing out of the stream's folder, or not a file
+    return real, name
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | bool | None:
+    """A single byte range as (start, end inclusive); ``None`` = whole file; ``False`` = 416."""
+    if not header:
+        return None
+    match = RANGE_RE.match(header.strip())
+    if not match:
+        return None  # multiple ranges or another unit: ignore, send the whole file (RFC 9110)
+    first, last = match.groups()
+    if not first and not last:
+        return None
+    if not first:  # suffix: the last N bytes
+        length = int(last)
+        if length == 0 or size == 0:
+            return False
+        return max(0, size - length), size - 1
+    start = int(first)
+    end = int(last) if last else size - 1
+    if last and end < start:
+        return None  # syntactically invalid: ignore the header
+    if start >= size:
+        return False
+    return start, min(end, size - 1)
+
+
+async def _read_blocks(path: Path, start: int, length: int):
+    handle = await asyncio.to_thread(open, path, "rb")
+    try:
+        await asyncio.to_thread(handle.seek, start)
+        remaining = length
+        while remaining > 0:
+            block = await asyncio.to_thread(handle.read, min(BLOCK, remaining))
+            if not block:
+                break  # the file shrank under us: end the body early
+            remaining -= len(block)
+            yield block
+    finally:
+        await asyncio.to_thread(handle.close)
+
+
+def _with_headers(response: HttpResponse, headers: dict[str, str]) -> HttpResponse:
+    for key, value in headers.items():
+        response[key] = value
+    return response
+
+
+@csrf_exempt  # read-only: other methods get a plain 405, not a CSRF page
+async def serve_stream_file(request: HttpRequest, path: str) -> HttpResponse:
+    """``GET|HEAD|OPTIONS /media/streams/<slug>/<name>``."""
+    if request.method == "OPTIONS":
+        response = HttpResponse(status=204)
+        return _with_headers(
+            response,
+            {
+                **CORS_HEADERS,
+                "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
+                "Access-Control-Allow-Headers": "Range",
+                "Access-Control-Max-Age": "86400",
+            },
+        )
+    if request.method not in ("GET", "HEAD"):
+        return HttpResponseNotAllowed(["GET", "HEAD", "OPTIONS"])
+    if ".." in path.split("/") or path.startswith("/"):
+        return HttpResponseBadRequest("Bad media path.", content_type="text/plain")
+    found = await asyncio.to_thread(resolve, path)
+    if found is None:
+        return HttpResponseNotFound("No such media file.", content_type="text/plain")
+    real, name = found
+    content_type, cache = content_type_and_cache(name)  # type: ignore[misc]
+    try:
+        stat = await asyncio.to_thread(os.stat, real)
+    except OSError:
+        return HttpResponseNotFound("No such media file.", content_type="text/plain")
+    size = stat.st_size
+    headers = {
+        **CORS_HEADERS,
+        "Cache-Control": cache,
+        "Accept-Ranges": "bytes",
+        "Last-Modified": formatdate(stat.st_mtime, usegmt=True),
+        "X-Content-Type-Options": "nosniff",
+    }
+    byte_range = parse_range(request.headers.get("Range"), size)
+    if byte_range is False:
+        response = HttpResponse(status=416, content_type="text/plain")
+        return _with_headers(response, {**headers, "Content-Range": f"bytes */{size}"})
+    if byte_range is None:
+        start, end, status = 0, size - 1, 200
+    else:
+        start, end = byte_range  # type: ignore[misc]
+        status = 206
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    length = max(0, end - start + 1)
+    headers["Content-Length"] = str(length)
+    if request.method == "HEAD" or length == 0:
+        response = HttpResponse(status=status, content_type=content_type)
+        response = _with_headers(response, headers)
+        return response
+    response = StreamingHttpResponse(
+        _read_blocks(real, start, length), status=status, content_type=content_type
+    )
+    return _with_headers(response, headers)

@@ -1,0 +1,153 @@
+"""Stream pages and the HTTP ingest endpoints: parse the request, call streaming.services.
+
+Ingest (``POST /streams/<slug>/ingest/``, ``POST /streams/<slug>/stop/``) authenticates with
+the publish key (``Authorization: Bearer <key>``), not with cookies, so it is CSRF-exempt
+and usable by non-browser publishers. Replies are JSON; see docs/protocol.md ("Live
+stream ingest").
+"""
+
+from __future__ import annotations
+
+import logging
+
+from asgiref.sync import sync_to_async
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from streaming import services
+
+logger = logging.getLogger(__name__)
+
+SESSION_NEW_KEYS = "rtcsite_new_stream_keys"
+MULTIPART_OVERHEAD = 16 * 1024  # boundaries, part headers and the seq field
+
+
+def publish_key_from(request: HttpRequest) -> str | None:
+    auth = request.headers.get("Authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip() or None
+    return request.headers.get("X-Publish-Key") or None
+
+
+def error_response(exc: services.IngestError) -> JsonResponse:
+    body = {"error": exc.code, "message": exc.message, **exc.detail}
+    response = JsonResponse(body, status=exc.http_status)
+    if exc.http_status in (429, 503):
+        response["Retry-After"] = str(exc.detail.get("retry_after", 1))
+    return response
+
+
+# --- pages -------------------------------------------------------------------------------
+def index(request: HttpRequest) -> HttpResponse:
+    """``/streams/``: the streams and a form to create one."""
+    return render(request, "streaming/index.html", {"streams": services.list_streams()})
+
+
+@require_POST
+def create(request: HttpRequest) -> HttpResponse:
+    try:
+        stream, key = services.create_stream(request.POST.get("title", ""), request.identity)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect("streaming:index")
+    # Shown once, on the next publisher page of this browser, then forgotten.
+    keys = request.session.get(SESSION_NEW_KEYS, {})
+    keys[stream.slug] = key
+    request.session[SESSION_NEW_KEYS] = keys
+    return redirect(stream.get_publish_url())
+
+
+def detail(request: HttpRequest, slug: str) -> HttpResponse:
+    """``/streams/<slug>/``: status and playlist links (the players come with the viewer pages)."""
+    stream = services.get_stream(slug)
+    if stream is None:
+        raise Http404("No such stream.")
+    return render(request, "streaming/detail.html", {"stream": stream})
+
+
+def publish(request: HttpRequest, slug: str) -> HttpResponse:
+    """``/streams/<slug>/publish/``: camera preview and chunk upload (static/js/publish.js)."""
+    stream = services.get_stream(slug)
+    if stream is None:
+        raise Http404("No such stream.")
+    keys = request.session.get(SESSION_NEW_KEYS) or {}
+    new_key = keys.pop(slug, "")
+    if new_key:
+        request.session[SESSION_NEW_KEYS] = keys
+    is_owner = bool(stream.owner_id) and stream.owner_id == request.identity.id
+    return render(
+        request,
+        "streaming/publish.html",
+        {"stream": stream, "new_key": new_key, "is_owner": is_owner},
+    )
+
+
+@require_GET
+def status(request: HttpRequest, slug: str) -> HttpResponse:
+    data = services.status(slug)
+    if data is None:
+        return JsonResponse({"error": "not-found", "message": "No such stream."}, status=404)
+    response = JsonResponse(data)
+    response["Cache-Control"] = "no-cache"
+    return response
+
+
+# --- ingest ------------------------------------------------------------------------------
+@csrf_exempt
+async def ingest(request: HttpRequest, slug: str) -> HttpResponse:
+    """``POST`` multipart: ``seq`` (integer) and ``chunk`` (a file: the WebM bytes)."""
+    if request.method != "POST":
+        return JsonResponse({"error": "method", "message": "Use POST."}, status=405)
+    limit = services.max_chunk_bytes()
+    try:
+        declared = int(request.headers.get("Content-Length") or 0)
+    except ValueError:
+        declared = 0
+    if declared > limit + MULTIPART_OVERHEAD:
+        return error_response(
+            services.ChunkTooLarge(f"Request of {declared} bytes is over the chunk limit {limit}.")
+        )
+    key = publish_key_from(request)
+    try:
+        stream = await services.authenticate(slug, key)  # before parsing the body
+        seq_raw, data = await sync_to_async(_read_multipart, thread_sensitive=False)(request)
+        try:
+            seq = int(seq_raw)
+        except (TypeError, ValueError):
+            raise services.BadChunk("'seq' must be an integer >= 0.") from None
+        reply = await services.feed_chunk(slug, key, seq, data, stream=stream)
+    except services.IngestError as exc:
+        if exc.http_status >= 500 or exc.code in ("invalid", "too-large"):
+            logger.info("ingest %s: %s %s", slug, exc.code, exc.message)
+        return error_response(exc)
+    return JsonResponse(reply, status=202 if reply["status"] != "duplicate" else 200)
+
+
+def _read_multipart(request: HttpRequest) -> tuple[str | None, bytes]:
+    try:
+        upload = request.FILES.get("chunk")
+        seq = request.POST.get("seq")
+    except Exception as exc:  # malformed multipart, too many fields, …
+        raise services.BadChunk(f"Malformed upload: {exc}") from exc
+    if upload is None:
+        raise services.BadChunk("Send the chunk as a multipart file field named 'chunk'.")
+    if upload.size > services.max_chunk_bytes():
+        raise services.ChunkTooLarge(
+            f"Chunk of {upload.size} bytes is over the limit of {services.max_chunk_bytes()}."
+        )
+    return seq, upload.read()
+
+
+@csrf_exempt
+async def stop(request: HttpRequest, slug: str) -> HttpResponse:
+    if request.method != "POST":
+        return JsonResponse({"error": "method", "message": "Use POST."}, status=405)
+    try:
+        reply = await services.stop_stream(slug, publish_key_from(request))
+    except services.IngestError as exc:
+        return error_response(exc)
+    return JsonResponse(reply)
