@@ -278,6 +278,7 @@ class WsClient(asyncio.Protocol):
             self.ready.set_exception(WsError(f"closed before ready ({exc or 'eof'})"))
         if self._waiter and not self._waiter[0].done():
             self._waiter[0].set_exception(WsError("closed"))
+            self._waiter[0].exception()  # mark retrieved: an abandoned waiter is no error
         if not self.closed.done():
             self.closed.set_result(None)
 
@@ -427,9 +428,12 @@ def raw_server_main() -> None:
     hello = json.dumps({"type": "hello"})
 
     async def handler(ws: Any) -> None:
-        await ws.send(hello)
-        async for message in ws:
-            await ws.send(message)
+        try:
+            await ws.send(hello)
+            async for message in ws:
+                await ws.send(message)
+        except websockets.ConnectionClosed:
+            pass
 
     async def main() -> None:
         async with websockets.serve(handler, HOST, port):

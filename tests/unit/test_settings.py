@@ -51,7 +51,11 @@ def test_embedded_defaults():
 
 def test_redis_url_switches_channel_layer():
     assert load(REDIS_URL="redis://127.0.0.1:6379/3")["layer"] == (
-        "channels_redis.core.RedisChannelLayer"
+        "channels_redis.pubsub.RedisPubSubChannelLayer"
+    )
+    assert (
+        load(REDIS_URL="redis://127.0.0.1:6379/3", CHANNEL_LAYER_BACKEND="core")["layer"]
+        == "channels_redis.core.RedisChannelLayer"
     )
     assert (
         load(REDIS_URL="redis://127.0.0.1:6379/3", CHANNEL_LAYER_BACKEND="pubsub")["layer"]

@@ -1,7 +1,7 @@
 """Mesh signaling through the room socket, against the in-memory layer AND a real Redis.
 
-Every test runs twice: with the embedded defaults (InMemoryChannelLayer, memory presence)
-and with channels-redis + the Redis presence backend on a real server.
+Every test runs three times: with the embedded defaults (InMemoryChannelLayer, memory
+presence) and with each channels-redis layer + the Redis presence backend on a real server.
 """
 
 import asyncio
@@ -22,20 +22,29 @@ PEOPLE = [Identity(id=f"{i:016x}", name=f"user{i}") for i in range(1, 6)]
 SDP = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
 
 
-@pytest.fixture(params=["memory", "redis"])
+LAYER_CLASSES = {
+    "redis-core": "channels_redis.core.RedisChannelLayer",
+    "redis-pubsub": "channels_redis.pubsub.RedisPubSubChannelLayer",
+}
+
+
+@pytest.fixture(params=["memory", "redis-core", "redis-pubsub"])
 def layer(request, settings):
     """Switch channel layer and presence backend for one test."""
     from presence.backends import reset_backend
 
-    if request.param == "redis":
+    if request.param in LAYER_CLASSES:
         url = request.getfixturevalue("redis_url")
         prefix = request.getfixturevalue("redis_prefix")
         settings.REDIS_URL = url
         settings.PRESENCE_KEY_PREFIX = f"{prefix}:presence"
         settings.CHANNEL_LAYERS = {
             "default": {
-                "BACKEND": "channels_redis.core.RedisChannelLayer",
-                "CONFIG": {"hosts": [url], "prefix": f"{prefix}:layer"},
+                "BACKEND": LAYER_CLASSES[request.param],
+                "CONFIG": {
+                    "hosts": [{"address": url, "socket_timeout": 30}],
+                    "prefix": f"{prefix}:layer",
+                },
             }
         }
     else:

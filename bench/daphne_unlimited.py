@@ -1,0 +1,40 @@
+"""Daphne with the room socket's per-connection rate limit lifted: for benchmarks only.
+
+``RoomConsumer.rate_limit`` (bursts of 120, 40 messages/s sustained) is a class attribute
+read when a socket connects, so it can only be changed inside the server process. This
+wrapper imports the application, replaces the attribute, prints a marker line (which the
+benchmark checks in the server log) and then runs Daphne's own command line with the same
+arguments as the ``daphne`` script::
+
+    python -m bench.daphne_unlimited -b 127.0.0.1 -p 8123 rtcsite.asgi:application
+
+Nothing else differs from ``daphne``: same ASGI application, same settings from the
+environment. Never use it to serve anything but a benchmark.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+#: (messages per second sustained, burst): effectively no limit
+LIFTED_RATE_LIMIT = (1e9, 10**9)
+MARKER = "bench: RoomConsumer.rate_limit lifted to"
+
+
+def main() -> None:
+    # daphne.cli imports daphne.server, which installs Twisted's asyncio reactor: first.
+    from daphne.cli import CommandLineInterface
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rtcsite.settings")
+    import rtcsite.asgi  # noqa: F401  (sets Django up; Daphne later imports the same module)
+    from signaling.consumers import RoomConsumer
+
+    RoomConsumer.rate_limit = LIFTED_RATE_LIMIT
+    print(f"{MARKER} {RoomConsumer.rate_limit!r} (was bursts of 120, 40/s)", flush=True)
+    sys.argv[0] = "daphne"
+    CommandLineInterface.entrypoint()
+
+
+if __name__ == "__main__":
+    main()
