@@ -133,9 +133,10 @@ async def test_capacity_race_admits_exactly_three(layer):
     assert kinds == ["error", "welcome", "welcome", "welcome"]
     refused = next(comm for comm, first in results if first["type"] == "error")
     assert (await refused.receive_output(timeout=5))["code"] == CloseCode.ROOM_FULL
-    for comm, first in results:
-        if first["type"] == "welcome":
-            await comm.disconnect()
+    # disconnect every communicator, refused ones too: a consumer left waiting on a Redis
+    # read must not be cancelled at loop shutdown (redis-py can swallow that cancel)
+    for comm, _ in results:
+        await comm.disconnect()
 
 
 @pytest.mark.parametrize(
@@ -200,6 +201,7 @@ async def test_peer_that_left_is_unknown(layer):
     (a, _pa), (b, pb) = await full_room(2)
     await b.send_json_to({"type": "leave"})
     assert (await b.receive_output(timeout=5))["type"] == "websocket.close"
+    await b.disconnect()
     left = await a.receive_json_from(timeout=5)
     assert left == {"type": "peer-left", "peer": pb}
     await a.send_json_to({"type": "offer", "to": pb, "sdp": SDP})
@@ -213,6 +215,8 @@ async def test_bad_token_and_foreign_origin_refused(layer):
     await comm.connect()
     assert (await comm.receive_json_from())["code"] == "token-invalid"
     assert (await comm.receive_output())["code"] == CloseCode.TOKEN_INVALID
+    await comm.disconnect()
     comm = communicator("/ws/rooms/mesh1/", identity=PEOPLE[0], origin=b"http://evil.example")
     connected, _ = await comm.connect()
     assert not connected
+    await comm.disconnect()
