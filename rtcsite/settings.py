@@ -12,7 +12,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from rtcsite.env import env_bool, env_int, env_json, env_list, env_str
+from rtcsite.env import env_bool, env_float, env_int, env_json, env_list, env_str
 from rtcsite.ice import validate_ice_servers
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -196,33 +196,20 @@ PRESENCE_KEY_PREFIX = env_str("PRESENCE_KEY_PREFIX", "rtcsite:presence")
 # Read by streaming/ (pipeline, ffmpeg, ladder, services) with getattr and a default.
 
 
-def _env_float(name: str, default: float, *, minimum: float | None = None) -> float:
-    raw = env_str(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise ImproperlyConfigured(f"{name}={raw!r} is not a number.") from exc
-    if minimum is not None and value < minimum:
-        raise ImproperlyConfigured(f"{name}={value} must be >= {minimum}.")
-    return value
-
-
 STREAM_LADDER = env_str("STREAM_LADDER", "720,360")  # heights, or height:kbps[:audio kbps]
-STREAM_SEGMENT_SECONDS = _env_float("STREAM_SEGMENT_SECONDS", 1.0, minimum=0.2)
+STREAM_SEGMENT_SECONDS = env_float("STREAM_SEGMENT_SECONDS", 1.0, minimum=0.2)
 STREAM_FPS = env_int("STREAM_FPS", 30, minimum=1)
 STREAM_X264_PRESET = env_str("STREAM_X264_PRESET", "veryfast")
-STREAM_LIVE_WINDOW_SECONDS = _env_float("STREAM_LIVE_WINDOW_SECONDS", 10.0, minimum=0)
+STREAM_LIVE_WINDOW_SECONDS = env_float("STREAM_LIVE_WINDOW_SECONDS", 10.0, minimum=0)
 STREAM_QUEUE_BYTES = env_int("STREAM_QUEUE_BYTES", 8 << 20, minimum=64 * 1024)
 STREAM_MAX_CHUNK_BYTES = env_int("STREAM_MAX_CHUNK_BYTES", 4 << 20, minimum=1024)
 if STREAM_MAX_CHUNK_BYTES > STREAM_QUEUE_BYTES:
     raise ImproperlyConfigured("STREAM_MAX_CHUNK_BYTES must not exceed STREAM_QUEUE_BYTES.")
-STREAM_GAP_TIMEOUT = _env_float("STREAM_GAP_TIMEOUT", 2.0, minimum=0.1)
-STREAM_IDLE_TIMEOUT = _env_float("STREAM_IDLE_TIMEOUT", 30.0, minimum=0)  # 0: never
-STREAM_STOP_TIMEOUT = _env_float("STREAM_STOP_TIMEOUT", 20.0, minimum=1)
-STREAM_FEED_WAIT = _env_float("STREAM_FEED_WAIT", 2.0, minimum=0)  # wait for queue space
-STREAM_RATE_LIMIT = _env_float("STREAM_RATE_LIMIT", 20.0, minimum=0.1)  # chunks/s per stream
-STREAM_RETENTION_HOURS = _env_float("STREAM_RETENTION_HOURS", 72.0, minimum=0)
+STREAM_GAP_TIMEOUT = env_float("STREAM_GAP_TIMEOUT", 2.0, minimum=0.1)
+STREAM_IDLE_TIMEOUT = env_float("STREAM_IDLE_TIMEOUT", 30.0, minimum=0)  # 0: never
+STREAM_STOP_TIMEOUT = env_float("STREAM_STOP_TIMEOUT", 20.0, minimum=1)
+STREAM_FEED_WAIT = env_float("STREAM_FEED_WAIT", 2.0, minimum=0)  # wait for queue space
+STREAM_RATE_LIMIT = env_float("STREAM_RATE_LIMIT", 20.0, minimum=0.1)  # chunks/s per stream
+STREAM_RETENTION_HOURS = env_float("STREAM_RETENTION_HOURS", 72.0, minimum=0)
 # Uploaded chunks are parsed in memory up to this size (Django's default is 2.5 MB).
 FILE_UPLOAD_MAX_MEMORY_SIZE = max(2_621_440, STREAM_MAX_CHUNK_BYTES + 1)

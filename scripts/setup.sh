@@ -66,7 +66,7 @@ if [ ! -f "$STAMP" ] || ! cmp -s package-lock.json "$STAMP"; then
   npm ci --no-audit --no-fund --loglevel=error >/dev/null || die "npm ci failed (see above). The npm registry must be reachable."
   cp package-lock.json "$STAMP"
 fi
-.venv/bin/python manage.py vendor_assets -v0 >/dev/null || die "manage.py vendor_assets failed."
+.venv/bin/python manage.py vendor_assets --skip-checks -v0 >/dev/null || die "manage.py vendor_assets failed."
 
 # --- database --------------------------------------------------------------------------
 .venv/bin/python manage.py migrate --noinput -v0 || die "manage.py migrate failed (DATABASE_URL=${DATABASE_URL:-<sqlite>})."
