@@ -59,7 +59,7 @@ def test_lobby_on_one_process_sees_joins_and_crash_leaves_on_the_other(two_serve
         lobby = await websockets.connect(
             f"{first.ws_url}/ws/lobby/?token={token1}", origin=first.url
         )
-        await recv_until(lobby, lambda m: m["type"] == "lobby-state", 10)
+        await recv_until(lobby, lambda m: m["type"] == "lobby-state", 30)
 
         room_sockets = []
         for _ in range(2):
@@ -67,12 +67,12 @@ def test_lobby_on_one_process_sees_joins_and_crash_leaves_on_the_other(two_serve
             ws = await websockets.connect(
                 f"{second.ws_url}/ws/rooms/crash/?token={token2}", origin=second.url
             )
-            welcome = await recv_until(ws, lambda m: m["type"] == "welcome", 10)
+            welcome = await recv_until(ws, lambda m: m["type"] == "welcome", 30)
             room_sockets.append((ws, welcome["you"]["peer"]))
 
         joined = set()
         while len(joined) < 2:
-            delta = await recv_until(lobby, lambda m: m["type"] == "presence", 10)
+            delta = await recv_until(lobby, lambda m: m["type"] == "presence", 30)
             assert delta["event"] == "join"
             joined.add(delta["peer"]["peer"])
         assert joined == {peer for _, peer in room_sockets}
@@ -81,7 +81,7 @@ def test_lobby_on_one_process_sees_joins_and_crash_leaves_on_the_other(two_serve
         killed_at = time.monotonic()
         left = set()
         while len(left) < 2:
-            delta = await recv_until(lobby, lambda m: m["type"] == "presence", TTL + 10)
+            delta = await recv_until(lobby, lambda m: m["type"] == "presence", TTL + 30)
             assert delta["event"] == "leave"
             left.add(delta["peer"]["peer"])
         elapsed = time.monotonic() - killed_at
@@ -91,7 +91,7 @@ def test_lobby_on_one_process_sees_joins_and_crash_leaves_on_the_other(two_serve
         async with websockets.connect(
             f"{first.ws_url}/ws/lobby/?token={token3}", origin=first.url
         ) as fresh:
-            state = await recv_until(fresh, lambda m: m["type"] == "lobby-state", 10)
+            state = await recv_until(fresh, lambda m: m["type"] == "lobby-state", 30)
         await lobby.close()
         return state, elapsed
 
