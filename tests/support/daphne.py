@@ -75,7 +75,7 @@ class DaphneServer:
             raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
         return done.stdout
 
-    def start(self, *, migrate: bool = True, timeout: float = 30.0) -> DaphneServer:
+    def start(self, *, migrate: bool = True, timeout: float = 90.0) -> DaphneServer:
         if migrate:
             self.manage("migrate", "--noinput", "-v0")
         self.log_path = self.workdir / "daphne.log"
