@@ -144,6 +144,16 @@ INIT_SCRIPT = r"""
       try { return await gum(constraints); } finally { B.gum.push([start, clock()]); }
     };
   }
+
+  // main-thread tasks over 50 ms: a message "in flight" may really be waiting for these
+  B.longtasks = [];
+  try {
+    new PerformanceObserver((list) => {
+      for (const e of list.getEntries()) {
+        B.longtasks.push([performance.timeOrigin + e.startTime, e.duration]);
+      }
+    }).observe({ type: "longtask", buffered: true });
+  } catch (err) { /* no Long Tasks API: the list stays empty */ }
 })();
 """
 
@@ -172,7 +182,7 @@ SNAPSHOT_JS = """() => {
     links: c ? [...c.links].map(([peer, l]) => ({ peer, pc: l.pc.__bench?.id ?? null,
       state: l.pc.connectionState, offersSent: l.offersSent, offersReceived: l.offersReceived,
       restarts: l.restarts })) : [],
-    pcs: B.pcs, sockets: B.sockets, msgs: B.msgs, gum: B.gum,
+    pcs: B.pcs, sockets: B.sockets, msgs: B.msgs, gum: B.gum, longtasks: B.longtasks,
   };
 }"""
 MARK_JS = "() => { window.__bench.msgs.length = 0; window.__bench.gum.length = 0; \
@@ -271,6 +281,11 @@ async () => {
 def first_state(changes: list[list[Any]], state: str, after: float = 0.0) -> float | None:
     """Time of the first ``state`` in a ``[[t, state], ...]`` list at or after ``after``."""
     return next((t for t, s in changes if s == state and t >= after), None)
+
+
+def overlap(tasks: list[list[float]], start: float, end: float) -> float:
+    """Milliseconds of ``[start, end]`` covered by long tasks ``[[t0, duration], ...]``."""
+    return sum(max(0.0, min(end, t0 + d) - max(start, t0)) for t0, d in tasks)
 
 
 def stats(values: list[float]) -> dict[str, float]:
@@ -428,6 +443,8 @@ class MeshRig:
         gum_start = min((g[0] for g in three["gum"] if g[0] >= welcome - 1), default=None)
         # one hop through the server (ws send in one page -> message event in the other)
         relay_ms: dict[str, list[float]] = {"offer": [], "answer": []}
+        # part of each hop during which the receiving page's main thread ran a long task
+        blocked_ms: dict[str, list[float]] = {"offer": [], "answer": []}
         for snap in (one, two):
             peer_k = snap["self"]
             sent = next((m["t"] for m in out3 if m["type"] == "offer" and m["to"] == peer_k), None)
@@ -452,8 +469,10 @@ class MeshRig:
             )
             if sent and got:
                 relay_ms["offer"].append(got - sent)
+                blocked_ms["offer"].append(overlap(snap["longtasks"], sent, got))
             if ans_out and ans_in:
                 relay_ms["answer"].append(ans_in - ans_out)
+                blocked_ms["answer"].append(overlap(three["longtasks"], ans_out, ans_in))
         candidates_out = sum(1 for m in out3 if m["type"] == "candidate")
         offers = sum(1 for m in out3 if m["type"] == "offer")
         offers += sum(
@@ -481,6 +500,11 @@ class MeshRig:
             ),
             "last_answer_to_all_connected_ms": r1(end - last_answer) if last_answer else None,
             "relay_one_way_ms": {k: [r1(v) for v in vs] for k, vs in relay_ms.items()},
+            "relay_receiver_longtask_ms": {k: [r1(v) for v in vs] for k, vs in blocked_ms.items()},
+            "page3_longtask_ms": r1(overlap(three["longtasks"], sock["created"], end)),
+            "pages12_longtask_ms": [
+                r1(overlap(s["longtasks"], sock["created"], end)) for s in (one, two)
+            ],
             "ice_to_dtls_ms": {
                 k: r1(connected[k] - ice_connected[k]) if ice_connected[k] else None
                 for k in connected
@@ -668,6 +692,10 @@ def summarise(config: dict[str, Any]) -> dict[str, Any]:
             out[mode][f"relay_{kind}_ms"] = stats(
                 [v for r in rounds for v in r["relay_one_way_ms"][kind]]
             )
+            out[mode][f"relay_{kind}_receiver_longtask_ms"] = stats(
+                [v for r in rounds for v in r["relay_receiver_longtask_ms"][kind]]
+            )
+        out[mode]["page3_longtask_ms"] = stats([r["page3_longtask_ms"] for r in rounds])
         out[mode]["ice_to_dtls_ms"] = stats(
             [v for r in rounds for v in r["ice_to_dtls_ms"].values() if v is not None]
         )
@@ -743,6 +771,11 @@ def rows_for(label: str, config: dict[str, Any], summary: dict[str, Any]) -> lis
         [v for r in nav for v in r["relay_one_way_ms"]["answer"]],
     )
     row(
+        "  answer hop: page 3 main thread in long tasks",
+        [v for r in nav for v in r["relay_receiver_longtask_ms"]["answer"]],
+    )
+    row("  page 3 long tasks, socket -> all connected", [r["page3_longtask_ms"] for r in nav])
+    row(
         "  ICE connected -> connected (DTLS), per link",
         [v for r in nav for v in r["ice_to_dtls_ms"].values() if v is not None],
     )
@@ -772,6 +805,12 @@ def rows_for(label: str, config: dict[str, Any], summary: dict[str, Any]) -> lis
     return rows
 
 
+def channel_layer_of(server: Any) -> str:
+    """The channel layer class the server's settings resolve to (same env as the server)."""
+    code = "from django.conf import settings; print(settings.CHANNEL_LAYERS['default']['BACKEND'])"
+    return server.manage("shell", "-c", code).strip().splitlines()[-1]
+
+
 def run(quick: bool) -> dict[str, Any]:
     from playwright.sync_api import sync_playwright
 
@@ -781,6 +820,7 @@ def run(quick: bool) -> dict[str, Any]:
     load_start = os.getloadavg()
     configs: list[dict[str, Any]] = []
     redis_prefix: str | None = None
+    layers: dict[str, str] = {}
     rooms = p.warmup_rounds + p.rounds  # a fresh room per round: no ghost of a previous one
     notes: list[str] = []
     with sync_playwright() as playwright:
@@ -798,6 +838,7 @@ def run(quick: bool) -> dict[str, Any]:
                 else:
                     env, redis_prefix = redis_setup
                     servers["redis"] = stack.enter_context(daphne_site(env, rooms, 3))
+                layers = {label: channel_layer_of(server) for label, server in servers.items()}
                 configs = list(run_rounds(browser, servers, p).values())
         finally:
             browser.close()
@@ -835,6 +876,7 @@ def run(quick: bool) -> dict[str, Any]:
             "seen_in_page_ms": SEEN_IN_PAGE_MS,
             "seen_trivial_relay_ms": SEEN_TRIVIAL_RELAY_MS,
             "configs": [c["label"] for c in configs],
+            "channel_layers": layers,
             "redis": {"url": redis_url(), "key_prefix": redis_prefix, "deleted_after": True}
             if redis_prefix
             else None,

@@ -40,6 +40,7 @@ from bench.support import (
     close_all,
     daphne_site,
     delete_keys,
+    exit_cleanly_on_sigterm,
     make_tokens,
     ms,
     percentile,
@@ -243,6 +244,9 @@ async def latency_part(sites: dict[str, Site], p: Params) -> dict[str, Any]:
                 if batch_join:
                     site.batch_p99_ms.append(ms(percentile(batch_join, 99)))
         servers = {name: process_figures(site.pid) for name, site in sites.items()}
+        for name, site in sites.items():  # closed by the server while the client held them
+            servers[name]["background_closed"] = sum(c.closed.done() for c in site.background)
+            servers[name]["background_held"] = len(site.background)
     finally:
         for task in beats:
             task.cancel()
@@ -271,11 +275,14 @@ def run_latency(p: Params) -> dict[str, Any]:
     tag = unique_tag("presence")
     rooms = math.ceil(p.clients / p.per_room)
     envs = {"redis": redis_env(tag), "memory": dict(EMBEDDED_ENV)}
+    logs: dict[str, dict[str, Any]] = {name: {} for name in SETUPS}
     try:
         with contextlib.ExitStack() as stack:
             sites = {}
             for name in SETUPS:
-                server = stack.enter_context(daphne_site(envs[name], rooms, p.room_capacity))
+                server = stack.enter_context(
+                    daphne_site(envs[name], rooms, p.room_capacity, report=logs[name])
+                )
                 sites[name] = Site(name, server.port, server.pid, Lobby(p.lobby_observers))
             extra = asyncio.run(latency_part(sites, p))
     finally:
@@ -284,6 +291,7 @@ def run_latency(p: Params) -> dict[str, Any]:
         "summary": {name: latency_summary(site) for name, site in sites.items()},
         "rooms": rooms,
         "redis_keys_deleted_after": deleted,
+        "server_log_errors": {name: log["log_errors"] for name, log in logs.items()},
         **extra,
     }
 
@@ -432,6 +440,11 @@ def median_field(samples: list[dict[str, Any]], key: str) -> float:
 
 
 def run(quick: bool) -> dict[str, Any]:
+    with exit_cleanly_on_sigterm():
+        return _run(quick)
+
+
+def _run(quick: bool) -> dict[str, Any]:
     p = QUICK if quick else FULL
     soft, hard = raise_nofile()
     load_start = os.getloadavg()
@@ -461,6 +474,16 @@ def run(quick: bool) -> dict[str, Any]:
                     row["goal"] = f"<= {TARGET_P99_MS:g} ms"
                     row["met"] = s[key]["p99_ms"] <= TARGET_P99_MS
                 rows.append(row)
+        server = latency["servers"][setup]
+        rows.append(
+            {
+                "metric": "background sockets closed by the server",
+                "value": server["background_closed"],
+                "unit": "sockets",
+                "target": setup,
+                "of": server["background_held"],
+            }
+        )
     for name, label in (
         ("presence_redis", "presence ops/s (track+refresh+untrack)"),
         ("zadd_pipelined", f"ZADD pipelined (depth {p.pipeline_depth}) ops/s"),

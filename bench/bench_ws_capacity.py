@@ -41,6 +41,7 @@ from bench.support import (
     cpu_seconds,
     daphne_site,
     delete_keys,
+    exit_cleanly_on_sigterm,
     make_tokens,
     ms,
     percentile,
@@ -59,6 +60,7 @@ NAME = "ws_capacity"
 #: The heartbeat load is measured separately (``heartbeat_round``).
 PRESENCE_TTL_S = 3600
 DEFAULT_HEARTBEAT_S = 10  # the default PRESENCE_TTL (30 s) // 3
+PING_REPLY_LIMIT_S = 10.0  # paced round: a ping unanswered this long counts as lost
 
 #: The issue's targets, and what was measured before any code (issue 3).
 TARGETS = {"sockets": 20_000, "kb_per_socket": 40.0, "connect_rate_vs_raw": 0.7}
@@ -206,8 +208,8 @@ async def _ping_round(
                     return
                 future = client.expect(_is_reply)
                 client.send_json({"type": "ping", "t": 1})
-                try:
-                    await asyncio.wait_for(future, remaining)
+                try:  # a lost reply must not stall this runner until the deadline
+                    await asyncio.wait_for(future, min(remaining, PING_REPLY_LIMIT_S))
                 except Exception:  # timed out, or the socket closed
                     continue
                 answered += 1
@@ -282,17 +284,20 @@ def raw_server() -> Iterator[tuple[int, int]]:
 
 
 @contextmanager
-def site_server(setup: str, rooms: int, capacity: int) -> Iterator[tuple[int, int]]:
-    """Daphne in the embedded or Redis setup; yields (port, pid); Redis keys removed after."""
+def site_server(
+    setup: str, rooms: int, capacity: int, report: dict[str, Any]
+) -> Iterator[tuple[int, int]]:
+    """Daphne in the embedded or Redis setup; yields (port, pid); Redis keys removed after.
+    ``report`` receives the exception names counted in the server's log."""
     tag = unique_tag("cap")
     env = redis_env(tag) if setup == "redis" else dict(EMBEDDED_ENV)
     env["PRESENCE_TTL"] = str(PRESENCE_TTL_S)
     try:
-        with daphne_site(env, rooms=rooms, capacity=capacity) as server:
+        with daphne_site(env, rooms=rooms, capacity=capacity, report=report) as server:
             yield server.port, server.pid
     finally:
         if setup == "redis":
-            delete_keys(tag)
+            report["redis_keys_deleted_after"] = delete_keys(tag)
 
 
 # --- one phase --------------------------------------------------------------------------------
@@ -463,6 +468,11 @@ def _rows(phases: dict[str, dict[str, Any]], raw_rate: float, raw_kb: float) -> 
 
 
 def run(quick: bool) -> dict[str, Any]:
+    with exit_cleanly_on_sigterm():
+        return _run(quick)
+
+
+def _run(quick: bool) -> dict[str, Any]:
     p = QUICK if quick else FULL
     soft, hard = raise_nofile()
     warm_rooms = math.ceil(p.warmup / p.room_capacity)
@@ -475,6 +485,7 @@ def run(quick: bool) -> dict[str, Any]:
     workers = Workers(p.workers)
     try:
         for label in order:
+            server_report: dict[str, Any] = {}
             tokens = make_tokens(p.sockets + p.warmup)  # fresh: tokens expire after 15 min
             fill_tokens, warm_tokens = tokens[: p.sockets], tokens[p.sockets :]
             if label.startswith("raw"):
@@ -484,16 +495,17 @@ def run(quick: bool) -> dict[str, Any]:
             elif label == "lobby":
                 paths = [f"/ws/lobby/?token={t}" for t in fill_tokens]
                 warm = [f"/ws/lobby/?token={t}" for t in warm_tokens]
-                server = site_server("embedded", 0, p.room_capacity)
+                server = site_server("embedded", 0, p.room_capacity, server_report)
                 ready = READY["lobby"]
             else:
                 paths = room_paths(fill_tokens, 0, p.room_capacity)
                 warm = room_paths(warm_tokens, fill_rooms, p.room_capacity)
                 setup = "redis" if label == "rooms_redis" else "embedded"
-                server = site_server(setup, rooms, p.room_capacity)
+                server = site_server(setup, rooms, p.room_capacity, server_report)
                 ready = READY["room"]
             with server as (port, pid):
                 phases[label] = run_phase(workers, label, port, pid, paths, warm, ready, p)
+            phases[label]["server_report"] = server_report
             phases[label]["loadavg_after"] = os.getloadavg()
             print(
                 f"  [{label}] {phases[label]['connected']} sockets, "

@@ -17,11 +17,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import resource
 import secrets
 import shutil
+import signal
 import sys
+import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -122,6 +126,21 @@ def make_tokens(count: int, prefix: str = "bench") -> list[str]:
     ]
 
 
+@contextmanager
+def exit_cleanly_on_sigterm() -> Iterator[None]:
+    """Turn SIGTERM into ``SystemExit`` while benchmarking, so ``finally`` blocks still stop
+    the servers we started (by PID) and delete our Redis keys if this process is stopped."""
+
+    def handler(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 # --- Redis --------------------------------------------------------------------------------------
 
 
@@ -167,10 +186,24 @@ def redis_host_port(url: str) -> tuple[str, int]:
 # --- servers ------------------------------------------------------------------------------------
 
 
+_ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception))\b", re.M)
+
+
+def log_error_counts(text: str, top: int = 8) -> dict[str, int]:
+    """Exception class names starting lines of a server log (tracebacks' last lines)."""
+    return dict(Counter(m.group(1) for m in _ERROR_LINE.finditer(text)).most_common(top))
+
+
 @contextmanager
-def daphne_site(env: dict[str, str], rooms: int = 0, capacity: int = 4) -> Iterator[Any]:
+def daphne_site(
+    env: dict[str, str],
+    rooms: int = 0,
+    capacity: int = 4,
+    report: dict[str, Any] | None = None,
+) -> Iterator[Any]:
     """A Daphne serving the site with its own SQLite (migrated), ``rooms`` mesh rooms
-    ``bench-00000``... of ``capacity``; stopped by PID and its temp dir removed afterwards."""
+    ``bench-00000``... of ``capacity``; stopped by PID and its temp dir removed afterwards.
+    ``report`` (if given) receives ``log_errors``: exception names counted in its log."""
     from tests.support.daphne import DaphneServer
 
     server = DaphneServer(env={**env, "LOG_LEVEL": "WARNING"})
@@ -181,6 +214,11 @@ def daphne_site(env: dict[str, str], rooms: int = 0, capacity: int = 4) -> Itera
         server.start(migrate=False, timeout=60)
         yield server
     finally:
+        if report is not None:  # before stopping: shutdown cancellations are not findings
+            time.sleep(1.0)  # let the last disconnect handlers log
+            log = getattr(server, "log_path", None)
+            text = log.read_text(errors="replace") if log and log.exists() else ""
+            report["log_errors"] = log_error_counts(text)
         server.stop()
         shutil.rmtree(server.workdir, ignore_errors=True)
 
