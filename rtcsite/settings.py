@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "signaling",
     "presence",
     "streaming",
+    "faces",
 ]
 
 MIDDLEWARE = [
@@ -213,3 +214,11 @@ STREAM_RATE_LIMIT = env_float("STREAM_RATE_LIMIT", 20.0, minimum=0.1)  # chunks/
 STREAM_RETENTION_HOURS = env_float("STREAM_RETENTION_HOURS", 72.0, minimum=0)
 # Uploaded chunks are parsed in memory up to this size (Django's default is 2.5 MB).
 FILE_UPLOAD_MAX_MEMORY_SIZE = max(2_621_440, STREAM_MAX_CHUNK_BYTES + 1)
+
+# --- face detection (faces/detector.py: one OpenCV detector for every feature) ---
+FACE_SCALE_FACTOR = env_float("FACE_SCALE_FACTOR", 1.1, minimum=1.01)
+FACE_MIN_NEIGHBORS = env_int("FACE_MIN_NEIGHBORS", 5, minimum=0)
+FACE_MIN_SIZE = env_int("FACE_MIN_SIZE", 30, minimum=8)  # pixels, source coordinates
+FACE_DETECT_WIDTH = env_int("FACE_DETECT_WIDTH", 320, minimum=0)  # resize before; 0: full size
+FACE_EQUALIZE = env_bool("FACE_EQUALIZE", False)  # histogram equalisation before detecting
+FACE_OPENCV_THREADS = env_int("FACE_OPENCV_THREADS", 1, minimum=0)  # 0: OpenCV's default

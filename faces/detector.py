@@ -1,0 +1,224 @@
+"""The one OpenCV face detector of the site.
+
+Used by the echo room (boxes drawn on returned video), by pushed-frame detection and by
+the live-stream overlay, so loading, pre-processing, parameters and box scaling live here
+once. OpenCV's Haar frontal-face cascade is small and needs no download (it ships in
+``opencv-python-headless``).
+
+Why it looks like this:
+
+* **No histogram equalisation by default.** On the astronaut test image it made the
+  cascade find a second, false face at every resize tried below 480 px.
+* **Resize before detecting.** Cost grows with pixels; faces in a webcam frame are large,
+  so detecting on a ``detect_width``-wide copy (default 320 px) and scaling the boxes back
+  is several times cheaper at the same hit rate.
+* **Grayscale in, no colour conversion when avoidable.** A YUV frame's Y plane *is* the
+  grayscale image: callers holding YUV pass it directly (2-D array) and skip a conversion.
+* **One warm cascade per thread.** ``CascadeClassifier`` is not documented as thread-safe;
+  detection runs in pool threads off the event loop, so each thread loads its own once
+  (a few ms) and reuses it.
+* **OpenCV's own thread pool is capped** (``FACE_OPENCV_THREADS``, default 1): callers
+  parallelise across sessions; letting every call fan out over all cores as well makes
+  sessions fight each other and starves the event loop.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import cv2
+import numpy as np
+
+CASCADE_FILE = "haarcascade_frontalface_default.xml"
+
+#: Box colour drawn into video, BGR order (pure green: survives chroma subsampling well
+#: enough to be read back from decoded pixels; tests and pages look for it).
+BOX_BGR: tuple[int, int, int] = (0, 255, 0)
+BOX_THICKNESS = 4
+
+
+class BadImage(ValueError):
+    """The bytes are not an image we can decode, or it is too large."""
+
+
+@dataclass(frozen=True)
+class Box:
+    """A face rectangle in source-image pixel coordinates."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DetectorParams:
+    """Detection parameters; ``validated()`` refuses values OpenCV would misbehave on."""
+
+    scale_factor: float = 1.1
+    min_neighbors: int = 5
+    min_size: int = 30  # pixels, in source coordinates
+    detect_width: int = 320  # 0: detect at full size
+    equalize: bool = False  # histogram equalisation: measured to add false positives here
+
+    LIMITS = {
+        "scale_factor": (1.01, 2.0),
+        "min_neighbors": (0, 50),
+        "min_size": (8, 2000),
+        "detect_width": (0, 4096),
+    }
+
+    def validated(self) -> DetectorParams:
+        if not isinstance(self.equalize, bool):
+            raise ValueError("equalize must be true or false")
+        for name, (low, high) in self.LIMITS.items():
+            value = getattr(self, name)
+            kind = float if name == "scale_factor" else int
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"{name} must be a number")
+            if kind is int and not float(value).is_integer():
+                raise ValueError(f"{name} must be a whole number")
+            if not low <= value <= high:
+                raise ValueError(f"{name} must be between {low} and {high}")
+        if 0 < self.detect_width < 64:
+            raise ValueError("detect_width must be 0 (full size) or at least 64")
+        return self
+
+    def with_overrides(self, overrides: Mapping[str, Any] | None) -> DetectorParams:
+        """A copy with client-supplied overrides, validated (unknown names refused)."""
+        if not overrides:
+            return self
+        unknown = set(overrides) - {*self.LIMITS, "equalize"}
+        if unknown:
+            raise ValueError(f"unknown detection parameter(s): {', '.join(sorted(unknown))}")
+        return replace(self, **dict(overrides)).validated()
+
+    @classmethod
+    def from_settings(cls) -> DetectorParams:
+        from django.conf import settings
+
+        return cls(
+            scale_factor=settings.FACE_SCALE_FACTOR,
+            min_neighbors=settings.FACE_MIN_NEIGHBORS,
+            min_size=settings.FACE_MIN_SIZE,
+            detect_width=settings.FACE_DETECT_WIDTH,
+            equalize=settings.FACE_EQUALIZE,
+        ).validated()
+
+
+class FaceDetector:
+    """Thread-safe Haar-cascade face detector (one warm classifier per thread)."""
+
+    def __init__(self, params: DetectorParams | None = None, opencv_threads: int = 1) -> None:
+        self.params = (params or DetectorParams()).validated()
+        self._local = threading.local()
+        self._path = cv2.data.haarcascades + CASCADE_FILE
+        if opencv_threads > 0:
+            cv2.setNumThreads(opencv_threads)
+        self._cascade()  # fail now, not on the first frame, if the file is missing
+
+    def _cascade(self) -> cv2.CascadeClassifier:
+        cascade = getattr(self._local, "cascade", None)
+        if cascade is None:
+            cascade = cv2.CascadeClassifier(self._path)
+            if cascade.empty():
+                raise RuntimeError(f"could not load the face cascade {self._path}")
+            self._local.cascade = cascade
+        return cascade
+
+    def detect(self, image: np.ndarray, params: DetectorParams | None = None) -> list[Box]:
+        """Faces in ``image``: a 2-D grayscale array (e.g. a Y plane) or H x W x 3 BGR."""
+        p = params or self.params
+        gray = to_gray(image)
+        height, width = gray.shape[:2]
+        scale = 1.0
+        if p.detect_width and width > p.detect_width:
+            scale = width / p.detect_width
+            gray = cv2.resize(
+                gray, (p.detect_width, round(height / scale)), interpolation=cv2.INTER_AREA
+            )
+        if p.equalize:
+            gray = cv2.equalizeHist(gray)
+        min_side = max(8, round(p.min_size / scale))
+        found = self._cascade().detectMultiScale(
+            gray,
+            scaleFactor=p.scale_factor,
+            minNeighbors=p.min_neighbors,
+            minSize=(min_side, min_side),
+        )
+        return scale_boxes(found, scale, width, height)
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 2:
+        return np.ascontiguousarray(image, dtype=np.uint8)
+    if image.ndim == 3 and image.shape[2] == 3:
+        return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY)
+    raise ValueError(f"unsupported image shape {image.shape}")
+
+
+def scale_boxes(found: Iterable[Iterable[int]], scale: float, width: int, height: int) -> list[Box]:
+    """Boxes from a resized detection back in source coordinates, clipped to the image."""
+    boxes = []
+    for x, y, w, h in found:
+        x0, y0 = max(0, round(x * scale)), max(0, round(y * scale))
+        x1, y1 = min(width, round((x + w) * scale)), min(height, round((y + h) * scale))
+        if x1 > x0 and y1 > y0:
+            boxes.append(Box(x0, y0, x1 - x0, y1 - y0))
+    return boxes
+
+
+def draw_boxes(
+    image: np.ndarray,
+    boxes: Iterable[Box],
+    colour: tuple[int, int, int] = BOX_BGR,
+    thickness: int = BOX_THICKNESS,
+) -> np.ndarray:
+    """Draw ``boxes`` into a BGR ``image`` in place (and return it)."""
+    for box in boxes:
+        cv2.rectangle(image, (box.x, box.y), (box.x + box.w, box.y + box.h), colour, thickness)
+    return image
+
+
+def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
+    """Decode JPEG/PNG/WebP bytes to BGR, refusing non-images and oversized images.
+
+    Callers cap the byte size first; OpenCV's own pixel cap (``OPENCV_IO_MAX_IMAGE_PIXELS``,
+    2^30 by default) bounds what a small compressed file can expand to.
+    """
+    if not data:
+        raise BadImage("empty frame")
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    image = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+    if image is None:
+        raise BadImage("not a decodable image (JPEG, PNG or WebP expected)")
+    height, width = image.shape[:2]
+    if width * height > max_pixels:
+        raise BadImage(f"image is {width}x{height}; at most {max_pixels} pixels are accepted")
+    return image
+
+
+_shared: FaceDetector | None = None
+_shared_lock = threading.Lock()
+
+
+def get_detector() -> FaceDetector:
+    """The process-wide detector with parameters from settings (created once, warm)."""
+    global _shared
+    if _shared is None:
+        with _shared_lock:
+            if _shared is None:
+                from django.conf import settings
+
+                _shared = FaceDetector(
+                    DetectorParams.from_settings(), opencv_threads=settings.FACE_OPENCV_THREADS
+                )
+    return _shared
