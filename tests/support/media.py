@@ -16,6 +16,10 @@ import json
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 from streaming.ffmpeg import ffmpeg_binary
 from streaming.webm import WebMStreamChecker
@@ -91,3 +95,55 @@ def mediarecorder_chunks(webm: bytes, timeslice_ms: int = 250) -> list[TimedChun
         start = offset
     chunks.append(TimedChunk(webm[start:], blocks[-1].timestamp_ms))
     return chunks
+
+
+# --- a fake camera that shows a face ---------------------------------------------------------
+#: Where OpenCV finds the astronaut's face in ``skimage.data.astronaut()`` (512x512).
+ASTRONAUT_FACE = (177, 66, 95, 95)
+
+Rect = tuple[int, int, int, int]  # x, y, w, h
+
+
+def astronaut_frame(width: int = 640, height: int = 480) -> tuple[np.ndarray, Rect]:
+    """The astronaut photo fitted (aspect kept, centred on grey) into a ``width`` x ``height``
+    BGR frame, and where its face lands in that frame as ``(x, y, w, h)``.
+    """
+    import cv2
+    import numpy as np
+    import skimage.data
+
+    photo = cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR)
+    scale = min(width / photo.shape[1], height / photo.shape[0])
+    w, h = round(photo.shape[1] * scale), round(photo.shape[0] * scale)
+    x0, y0 = (width - w) // 2, (height - h) // 2
+    frame = np.full((height, width, 3), 128, dtype=np.uint8)
+    frame[y0 : y0 + h, x0 : x0 + w] = cv2.resize(photo, (w, h), interpolation=cv2.INTER_AREA)
+    fx, fy, fw, fh = ASTRONAUT_FACE
+    face = (x0 + round(fx * scale), y0 + round(fy * scale), round(fw * scale), round(fh * scale))
+    return frame, face
+
+
+def astronaut_y4m(
+    path: Path, width: int = 640, height: int = 480, frames: int = 10, fps: int = 20
+) -> tuple[Path, Rect]:
+    """Write a still ``.y4m`` clip of the astronaut for ``--use-file-for-fake-video-capture``.
+
+    Chromium loops the file, so a few identical frames make an endless still camera. Returns
+    ``(path, face)``, ``face`` being the face rectangle in clip pixels (see astronaut_frame).
+    Written once per size: an existing complete file is reused.
+    """
+    import cv2
+
+    frame, face = astronaut_frame(width, height)
+    header = f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode()
+    planes = cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420).tobytes()
+    size = len(header) + frames * (len(b"FRAME\n") + len(planes))
+    if not (path.exists() and path.stat().st_size == size):
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("wb") as out:
+            out.write(header)
+            for _ in range(frames):
+                out.write(b"FRAME\n")
+                out.write(planes)
+        tmp.replace(path)
+    return path, face
