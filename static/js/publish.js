@@ -2,6 +2,11 @@
 // uploaded in order with a sequence number, by HTTP POST (multipart, like FormData with a
 // File) or over a WebSocket (binary frame: 4-byte big-endian seq + bytes). Protocol:
 // docs/protocol.md, "Live stream ingest".
+//
+// The upload part is exported for other pages (the face page publishes a canvas with boxes):
+// `new Publisher(ui, target)` with `ui` holding the same elements as this page (any may be a
+// stand-in), `target` = { ingestUrl, stopUrl, wsPath }; set `publisher.stream` to any
+// MediaStream before `start()`. This page's own wiring runs only when #publisher exists.
 
 import { fetchToken } from "./socket.js";
 
@@ -10,7 +15,7 @@ const FINAL_ERRORS = new Set(["bad-key", "key-missing", "not-found", "closed", "
 
 const root = document.getElementById("publisher");
 const $ = (id) => document.getElementById(id);
-const ui = {
+const ui = root && {
   key: $("publish-key"), transport: $("transport"), timeslice: $("timeslice"),
   start: $("start"), stop: $("stop"), preview: $("preview"), state: $("pub-state"),
   sent: $("pub-sent"), queue: $("pub-queue"), bitrate: $("pub-bitrate"),
@@ -24,13 +29,13 @@ class FinalError extends Error {}
 
 // --- transports: send(seq, blob) resolves with the server's reply or throws ----------------
 class HttpTransport {
-  constructor(key) { this.key = key; }
+  constructor(key, target) { this.key = key; this.target = target; }
   async open() {}
   async send(seq, blob) {
     const form = new FormData();
     form.append("seq", String(seq));
     form.append("chunk", new File([blob], `chunk-${seq}.webm`, { type: "video/webm" }));
-    const response = await fetch(root.dataset.ingestUrl, {
+    const response = await fetch(this.target.ingestUrl, {
       method: "POST", body: form, headers: { Authorization: `Bearer ${this.key}` },
     });
     const body = await response.json().catch(() => ({ error: "http", message: `HTTP ${response.status}` }));
@@ -39,7 +44,7 @@ class HttpTransport {
              retryAfter: Number(response.headers.get("Retry-After") || 1) };
   }
   async stop() {
-    const response = await fetch(root.dataset.stopUrl, {
+    const response = await fetch(this.target.stopUrl, {
       method: "POST", headers: { Authorization: `Bearer ${this.key}` },
     });
     return response.json();
@@ -48,11 +53,13 @@ class HttpTransport {
 }
 
 class WsTransport {
-  constructor(key) { this.key = key; this.pending = new Map(); this.ws = null; }
+  constructor(key, target, onError) {
+    this.key = key; this.target = target; this.onError = onError; this.pending = new Map(); this.ws = null;
+  }
   async open() {
     const token = await fetchToken();
     const scheme = location.protocol === "https:" ? "wss" : "ws";
-    const url = `${scheme}://${location.host}${root.dataset.wsPath}?token=${encodeURIComponent(token)}&v=1`;
+    const url = `${scheme}://${location.host}${this.target.wsPath}?token=${encodeURIComponent(token)}&v=1`;
     this.ws = new WebSocket(url);
     this.ws.binaryType = "arraybuffer";
     await new Promise((resolve, reject) => {
@@ -76,7 +83,7 @@ class WsTransport {
     const key = msg.type === "stopped" ? "stop" : msg.seq;
     const resolve = this.pending.get(key);
     if (!resolve) {
-      if (msg.type === "error") ui.error.textContent = `${msg.code}: ${msg.message}`;
+      if (msg.type === "error") this.onError(`${msg.code}: ${msg.message}`);
       return;
     }
     this.pending.delete(key);
@@ -102,8 +109,10 @@ class WsTransport {
 }
 
 // --- the publisher ----------------------------------------------------------------------------
-class Publisher {
-  constructor() {
+export class Publisher {
+  constructor(ui, target) {
+    this.ui = ui;
+    this.target = target;
     this.stream = null;
     this.recorder = null;
     this.queue = [];
@@ -115,31 +124,33 @@ class Publisher {
     this.wake = null;
   }
 
-  setState(state) { ui.state.textContent = state; root.dataset.pubState = state; }
-  setError(message) { ui.error.textContent = message || "—"; }
+  setState(state) { this.ui.state.textContent = state; this.ui.root.dataset.pubState = state; }
+  setError(message) { this.ui.error.textContent = message || "—"; }
 
   async preview() {
     try {
       this.stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: true });
-      ui.preview.srcObject = this.stream;
+      this.ui.preview.srcObject = this.stream;
     } catch (error) {
       this.setError(`camera: ${error.message}`);
     }
   }
 
   async start() {
-    const key = ui.key.value.trim();
+    const key = this.ui.key.value.trim();
     if (!key) { this.setError("enter the publish key"); return; }
     if (!this.stream) await this.preview();
     if (!this.stream) return;
     if (!MediaRecorder.isTypeSupported(MIME)) { this.setError(`${MIME} is not supported here`); return; }
-    this.transport = ui.transport.value === "ws" ? new WsTransport(key) : new HttpTransport(key);
-    ui.start.disabled = true;
+    this.transport = this.ui.transport.value === "ws"
+      ? new WsTransport(key, this.target, (message) => this.setError(message))
+      : new HttpTransport(key, this.target);
+    this.ui.start.disabled = true;
     this.setState("connecting");
     try {
       await this.transport.open();
     } catch (error) {
-      this.setError(error.message); this.setState("failed"); ui.start.disabled = false; return;
+      this.setError(error.message); this.setState("failed"); this.ui.start.disabled = false; return;
     }
     this.running = true;
     this.seq = 0;
@@ -151,8 +162,8 @@ class Publisher {
       this.render();
       if (this.wake) this.wake();
     };
-    this.recorder.start(Number(ui.timeslice.value) || 250);
-    ui.stop.disabled = false;
+    this.recorder.start(Number(this.ui.timeslice.value) || 250);
+    this.ui.stop.disabled = false;
     this.setState("live");
     this.pump();
   }
@@ -184,8 +195,8 @@ class Publisher {
       } else {
         this.sent += 1;
         this.acked.push([performance.now(), item.blob.size]);
-        ui.serverQueue.textContent = `${Math.round(reply.queue_bytes / 1024)} KB / ${Math.round(reply.queue_limit / 1024)} KB`;
-        ui.segments.textContent = String(reply.segments);
+        this.ui.serverQueue.textContent = `${Math.round(reply.queue_bytes / 1024)} KB / ${Math.round(reply.queue_limit / 1024)} KB`;
+        this.ui.segments.textContent = String(reply.segments);
         if (reply.last_error) this.setError(reply.last_error);
       }
       this.render();
@@ -193,16 +204,16 @@ class Publisher {
   }
 
   render() {
-    ui.sent.textContent = String(this.sent);
-    ui.queue.textContent = `${this.queue.length} chunks / ${Math.round(this.queueBytes / 1024)} KB`;
+    this.ui.sent.textContent = String(this.sent);
+    this.ui.queue.textContent = `${this.queue.length} chunks / ${Math.round(this.queueBytes / 1024)} KB`;
     const now = performance.now();
     this.acked = this.acked.filter(([t]) => now - t < 3000);
     const bytes = this.acked.reduce((sum, [, n]) => sum + n, 0);
-    ui.bitrate.textContent = this.acked.length ? `${Math.round((bytes * 8) / 3 / 1000)} kbit/s` : "—";
+    this.ui.bitrate.textContent = this.acked.length ? `${Math.round((bytes * 8) / 3 / 1000)} kbit/s` : "—";
   }
 
   async stop() {
-    ui.stop.disabled = true;
+    this.ui.stop.disabled = true;
     this.setState("stopping");
     if (this.recorder && this.recorder.state !== "inactive") {
       const stopped = new Promise((resolve) => { this.recorder.onstop = resolve; });
@@ -220,7 +231,7 @@ class Publisher {
     if (this.recorder && this.recorder.state !== "inactive") this.recorder.stop();
     try {
       const reply = await this.transport.stop();
-      if (reply && reply.state) ui.status.textContent = reply.state;
+      if (reply && reply.state) this.ui.status.textContent = reply.state;
     } catch (error) {
       this.setError(`stop: ${error.message}`);
     }
@@ -229,13 +240,18 @@ class Publisher {
     this.queueBytes = 0;
     this.render();
     this.setState(state);
-    ui.stop.disabled = true;
-    ui.start.disabled = true; // a stream goes live once; create a new one to publish again
+    this.ui.stop.disabled = true;
+    this.ui.start.disabled = true; // a stream goes live once; create a new one to publish again
   }
 }
 
-const publisher = new Publisher();
-ui.start.addEventListener("click", () => publisher.start());
-ui.stop.addEventListener("click", () => publisher.stop());
-publisher.preview();
-window.rtcPublisher = publisher; // for tests and debugging
+if (root) {
+  ui.root = root;
+  const publisher = new Publisher(ui, {
+    ingestUrl: root.dataset.ingestUrl, stopUrl: root.dataset.stopUrl, wsPath: root.dataset.wsPath,
+  });
+  ui.start.addEventListener("click", () => publisher.start());
+  ui.stop.addEventListener("click", () => publisher.stop());
+  publisher.preview();
+  window.rtcPublisher = publisher; // for tests and debugging
+}
