@@ -11,6 +11,8 @@ from presence import services
 class LobbyConsumer(AuthenticatedJsonConsumer):
     """``/ws/lobby/``: one per open lobby page."""
 
+    close_db_per_message = False  # no database access at all
+
     async def on_connect(self) -> None:
         await self.channel_layer.group_add(services.LOBBY_GROUP, self.channel_name)
         services.ensure_sweeper()
@@ -31,5 +33,16 @@ class LobbyConsumer(AuthenticatedJsonConsumer):
                 "event": event["event"],
                 "peer": event["peer"],
                 "count": event["count"],
+            }
+        )
+
+    async def lobby_stream(self, event: dict[str, Any]) -> None:
+        """A live stream went live, ended or failed (streaming.services.announce_status)."""
+        await self.send_json(
+            {
+                "type": "stream",
+                "slug": event["slug"],
+                "status": event["status"],
+                "reason": event.get("reason", ""),
             }
         )

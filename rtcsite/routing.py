@@ -2,6 +2,7 @@
 
 from django.urls import re_path
 
+from faces.routing import websocket_urlpatterns as faces_patterns
 from identity.websocket import NotFoundConsumer
 from presence.routing import websocket_urlpatterns as presence_patterns
 from signaling.routing import websocket_urlpatterns as signaling_patterns
@@ -11,5 +12,6 @@ websocket_urlpatterns = [
     *presence_patterns,
     *signaling_patterns,
     *streaming_patterns,
+    *faces_patterns,
     re_path(r"", NotFoundConsumer.as_asgi()),
 ]

@@ -130,6 +130,11 @@ ICE_SERVERS = validate_ice_servers(env_json("ICE_SERVERS", []))
 ICE_TRANSPORT_POLICY = env_str("ICE_TRANSPORT_POLICY", "all")
 if ICE_TRANSPORT_POLICY not in {"all", "relay"}:
     raise ImproperlyConfigured("ICE_TRANSPORT_POLICY must be 'all' or 'relay'.")
+# Server rooms (signaling/media/): aiortc peers in this process, face detection in a pool.
+SERVER_ROOM_MAX_PEERS = env_int("SERVER_ROOM_MAX_PEERS", 16, minimum=1)  # per process
+SERVER_ROOM_FACE_WORKERS = env_int("SERVER_ROOM_FACE_WORKERS", 1, minimum=1)  # detection threads
+SERVER_ROOM_DETECT_FPS = env_float("SERVER_ROOM_DETECT_FPS", 5.0, minimum=0)  # per echo; 0: max
+SERVER_ROOM_STATS_INTERVAL = env_float("SERVER_ROOM_STATS_INTERVAL", 1.0, minimum=0.1)
 
 # --- media / FFmpeg -----------------------------------------------------------------------
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(BASE_DIR / "media")))
@@ -217,8 +222,13 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = max(2_621_440, STREAM_MAX_CHUNK_BYTES + 1)
 
 # --- face detection (faces/detector.py: one OpenCV detector for every feature) ---
 FACE_SCALE_FACTOR = env_float("FACE_SCALE_FACTOR", 1.1, minimum=1.01)
-FACE_MIN_NEIGHBORS = env_int("FACE_MIN_NEIGHBORS", 5, minimum=0)
+FACE_MIN_NEIGHBORS = env_int("FACE_MIN_NEIGHBORS", 8, minimum=0)
 FACE_MIN_SIZE = env_int("FACE_MIN_SIZE", 30, minimum=8)  # pixels, source coordinates
 FACE_DETECT_WIDTH = env_int("FACE_DETECT_WIDTH", 320, minimum=0)  # resize before; 0: full size
 FACE_EQUALIZE = env_bool("FACE_EQUALIZE", False)  # histogram equalisation before detecting
 FACE_OPENCV_THREADS = env_int("FACE_OPENCV_THREADS", 1, minimum=0)  # 0: OpenCV's default
+# Pushed frames (faces/services.py): limits per client, detection threads (0: one per core).
+FACE_MAX_FRAME_BYTES = env_int("FACE_MAX_FRAME_BYTES", 512 * 1024, minimum=1024)
+FACE_MAX_FRAME_PIXELS = env_int("FACE_MAX_FRAME_PIXELS", 1920 * 1080, minimum=64 * 64)
+FACE_MAX_FPS = env_float("FACE_MAX_FPS", 30.0, minimum=0.001)  # frames/s per connection
+FACE_DETECT_THREADS = env_int("FACE_DETECT_THREADS", 0, minimum=0)

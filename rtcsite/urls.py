@@ -9,4 +9,5 @@ urlpatterns = [
     path("", include("identity.urls")),
     path("", include("rooms.urls")),
     path("", include("streaming.urls")),
+    path("", include("faces.urls")),
 ]

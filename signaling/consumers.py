@@ -4,7 +4,9 @@ Every kind of room uses it: joining tracks this connection's presence (capacity
 enforced atomically by the presence backend), the server assigns the peer id, sends
 ``welcome`` with the people already there, and tells them ``peer-joined``. Leaving,
 disconnecting or missing heartbeats produces ``peer-left``. The media features add their
-own messages (SDP/ICE relay for mesh rooms, the aiortc peer for server rooms).
+own messages: SDP/ICE relay between browsers in mesh rooms; in echo and relay rooms the
+same ``offer``/``candidate`` messages go to this connection's server peer
+(``signaling.media.rooms.MediaSession``), which answers.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from presence.backends.base import RoomFull
 from rooms.models import Room
 from rooms.services import get_room
 from rtcsite.ice import client_ice_servers
+from signaling.media.peer import NegotiationError
+from signaling.media.rooms import SERVER_KINDS, MediaSession, joined_elsewhere
 from signaling.messages import PEER_ID_RE, clean_candidate, clean_description, clean_peer_id
 
 logger = logging.getLogger(__name__)
@@ -34,12 +38,16 @@ class RoomConsumer(AuthenticatedJsonConsumer):
 
     #: SDP and trickled ICE come in bursts (an offer and a dozen candidates per peer)
     rate_limit = (40.0, 120)
+    #: the only query (the room) goes through database_sync_to_async
+    close_db_per_message = False
 
     room: Room
     peer_id: str
     joined: bool = False
     #: peer id -> channel name of the others in the room, kept from presence events
     peers: dict[str, str]
+    #: the server peer's session in echo/relay rooms
+    media: MediaSession | None = None
 
     async def on_connect(self) -> None:
         slug = self.scope["url_route"]["kwargs"]["slug"]
@@ -72,7 +80,17 @@ class RoomConsumer(AuthenticatedJsonConsumer):
             return
         self.joined = True
         await self.channel_layer.group_add(presence.room_group(room.slug), self.channel_name)
-        others = [p for p in await presence.members(room.slug) if p.conn_id != self.peer_id]
+        members = await presence.members(room.slug)
+        if joined_elsewhere(room.kind, self.peer_id, members, presence.process_id()):
+            await self._leave()
+            await self.send_error(
+                "media-elsewhere",
+                "The other participant of this relay room is connected to another server "
+                "process; try again (the load balancer should route a room to one process).",
+            )
+            await self.close(code=CloseCode.WRONG_PROCESS, reason="media-elsewhere")
+            return
+        others = [p for p in members if p.conn_id != self.peer_id]
         self.peers = {p.conn_id: p.channel for p in others}
         await self.send_json(
             {
@@ -90,6 +108,8 @@ class RoomConsumer(AuthenticatedJsonConsumer):
                 "heartbeat_interval": settings.PRESENCE_HEARTBEAT_INTERVAL,
             }
         )
+        if room.kind in SERVER_KINDS:
+            self.media = MediaSession(room.kind, room.slug, self.peer_id, self.send_json)
 
     async def __call__(self, scope, receive, send) -> None:
         """Give the place back even if a handler crashes (no ``disconnect`` runs then)."""
@@ -125,6 +145,9 @@ class RoomConsumer(AuthenticatedJsonConsumer):
 
     async def _leave(self) -> None:
         """Give up the place and announce ``peer-left`` (once, however we got here)."""
+        media, self.media = self.media, None
+        if media is not None:
+            await media.close()
         if self.joined:
             self.joined = False
             await self.channel_layer.group_discard(
@@ -152,13 +175,48 @@ class RoomConsumer(AuthenticatedJsonConsumer):
         await presence.set_media(self.room.slug, self.peer_id, media)
 
     async def handle_offer(self, content: dict[str, Any]) -> None:
-        await self._relay(content, clean_description(content, "offer"))
+        offer = clean_description(content, "offer")
+        if self._server_room():
+            await self._media_call(self._media().offer(offer["sdp"]))
+        else:
+            await self._relay(content, offer)
 
     async def handle_answer(self, content: dict[str, Any]) -> None:
+        if self._server_room():
+            raise ProtocolError("bad-message", "In server rooms the browser offers and the server answers.")
         await self._relay(content, clean_description(content, "answer"))
 
     async def handle_candidate(self, content: dict[str, Any]) -> None:
-        await self._relay(content, clean_candidate(content))
+        candidate = clean_candidate(content)
+        if self._server_room():
+            await self._media_call(self._media().candidate(candidate["candidate"]))
+        else:
+            await self._relay(content, candidate)
+
+    async def handle_echo_options(self, content: dict[str, Any]) -> None:
+        """``{"type": "echo-options", "faces": bool}``: boxes drawn into the echo."""
+        faces = content.get("faces")
+        if not isinstance(faces, bool):
+            raise ProtocolError("bad-message", "echo-options needs a boolean 'faces'.")
+        if not self._server_room() or self.room.kind != "echo":
+            raise ProtocolError("bad-message", "echo-options is for echo rooms only.")
+        self._media().set_faces(faces)
+
+    def _server_room(self) -> bool:
+        return hasattr(self, "room") and self.room.kind in SERVER_KINDS
+
+    def _media(self) -> MediaSession:
+        if not self.joined or self.media is None:
+            raise ProtocolError("not-joined", "Join the room before signaling.")
+        return self.media
+
+    async def _media_call(self, call) -> None:
+        """Run a media-session call; its refusals become ``error`` messages."""
+        try:
+            await call
+        except NegotiationError as exc:
+            logger.info("room %s peer %s: %s", self.room.slug, self.peer_id, exc.message)
+            raise ProtocolError(exc.code, exc.message) from exc
 
     async def _relay(self, content: dict[str, Any], message: dict[str, Any]) -> None:
         """Deliver to the addressed peer only, with ``from`` stamped by the server."""

@@ -1,0 +1,275 @@
+"""Face detection on frames pushed by a browser (WebSocket or HTTP), with per-client limits.
+
+The consumer (``faces/consumers.py``) and the view (``faces/views.py``) only parse and
+reply; everything else is here, so both transports enforce the same rules:
+
+* **size before work**: a frame's byte size is checked before anything else, its pixel
+  count from the image *header* (Pillow reads only the header) before it is decoded, so a
+  small file that expands to a huge bitmap is refused without allocating it;
+* **at most one frame in flight per client** (``FrameSession``): a frame arriving while the
+  previous one is still being detected is answered ``busy`` at once — dropped, never queued,
+  so a slow server makes the page's frame rate drop instead of its latency grow;
+* **frames per second per client** (token bucket, ``FACE_MAX_FPS``);
+* **detection off the event loop**, in a small dedicated thread pool
+  (``FACE_DETECT_THREADS``): a slow detection delays only its own client, never signaling or
+  other sockets, and cannot exhaust the default executor that ``sync_to_async`` uses.
+
+Errors carry a protocol ``code`` and an HTTP status (docs/protocol.md, "Face detection").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import math
+import os
+import threading
+import time
+import warnings
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from PIL import Image
+
+from faces.detector import BadImage, Box, DetectorParams, decode_image, get_detector
+from identity.websocket import TokenBucket
+
+FRAME_TYPES = ("image/webp", "image/jpeg", "image/png")
+
+
+# --- errors ----------------------------------------------------------------------------
+class FrameError(Exception):
+    """A refused frame or parameter set; the message is meant for the user."""
+
+    code = "error"
+    http_status = 400
+
+    def __init__(self, message: str, **detail: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+
+
+class BadFrame(FrameError):
+    code = "bad-image"
+
+
+class FrameTooLarge(FrameError):
+    code, http_status = "too-large", 413
+
+
+class TooManyPixels(FrameError):
+    code, http_status = "too-many-pixels", 413
+
+
+class BadParams(FrameError):
+    code = "bad-params"
+
+
+class RateLimited(FrameError):
+    code, http_status = "rate-limited", 429
+
+
+class Busy(FrameError):
+    code, http_status = "busy", 429
+
+
+# --- settings --------------------------------------------------------------------------
+def max_frame_bytes() -> int:
+    return int(getattr(settings, "FACE_MAX_FRAME_BYTES", 512 * 1024))
+
+
+def max_frame_pixels() -> int:
+    return int(getattr(settings, "FACE_MAX_FRAME_PIXELS", 1920 * 1080))
+
+
+def max_fps() -> float:
+    return float(getattr(settings, "FACE_MAX_FPS", 30.0))
+
+
+def limits() -> dict[str, Any]:
+    """What a client may send (told to it up front, so a page can size its frames)."""
+    return {
+        "max_frame_bytes": max_frame_bytes(),
+        "max_frame_pixels": max_frame_pixels(),
+        "max_fps": max_fps(),
+        "types": list(FRAME_TYPES),
+    }
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def detection_pool() -> ThreadPoolExecutor:
+    """The process-wide detection threads (``FACE_DETECT_THREADS``; 0: one per core)."""
+    global _pool
+    if _pool is None:
+        with _pool_lock:
+            if _pool is None:
+                threads = int(getattr(settings, "FACE_DETECT_THREADS", 0)) or os.cpu_count() or 1
+                _pool = ThreadPoolExecutor(threads, thread_name_prefix="face-detect")
+    return _pool
+
+
+def reset_detection_pool() -> None:
+    """Forget the pool (after ``FACE_DETECT_THREADS`` changed, e.g. in tests); running work
+    finishes in the old threads."""
+    global _pool
+    with _pool_lock:
+        old, _pool = _pool, None
+    if old is not None:
+        old.shutdown(wait=False)
+
+
+# --- parameters ------------------------------------------------------------------------
+def parse_params(overrides: Any) -> DetectorParams:
+    """The configured parameters with a client's overrides (a JSON object), validated."""
+    base = get_detector().params
+    if overrides is None:
+        return base
+    if not isinstance(overrides, Mapping):
+        raise BadParams("'params' must be an object of detection parameters.")
+    try:
+        return base.with_overrides(overrides)
+    except (TypeError, ValueError) as exc:
+        raise BadParams(f"Bad detection parameters: {exc}.") from exc
+
+
+def params_from_query(query: Mapping[str, str]) -> DetectorParams:
+    """Overrides from an HTTP query string (``?min_neighbors=3&equalize=true``)."""
+    overrides: dict[str, Any] = {}
+    for name, raw in query.items():
+        text = raw.strip().lower()
+        if text in ("true", "false"):
+            overrides[name] = text == "true"
+            continue
+        try:
+            number = float(text)
+        except ValueError:
+            raise BadParams(f"Bad detection parameters: {name} must be a number.") from None
+        if not math.isfinite(number):
+            raise BadParams(f"Bad detection parameters: {name} must be a finite number.")
+        overrides[name] = int(number) if number.is_integer() and "." not in text else number
+    return parse_params(overrides or None)
+
+
+# --- one frame -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Detection:
+    """The answer to one frame: boxes in the frame's own pixel coordinates."""
+
+    width: int
+    height: int
+    boxes: list[Box]
+    detect_ms: float  # decode + detect, measured in the worker thread
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "width": self.width,
+            "height": self.height,
+            "boxes": [box.as_dict() for box in self.boxes],
+            "detect_ms": round(self.detect_ms, 2),
+        }
+
+
+def check_frame(data: bytes) -> tuple[int, int]:
+    """Refuse oversized, non-image or too-large-bitmap frames before decoding them."""
+    limit = max_frame_bytes()
+    if not data:
+        raise BadFrame("Empty frame: send the image bytes (WebP, JPEG or PNG).")
+    if len(data) > limit:
+        raise FrameTooLarge(
+            f"Frame has {len(data)} bytes; at most {limit} are accepted.", limit=limit
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as header:
+                width, height = header.size
+                kind = header.format
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise TooManyPixels(f"Frame is far too large: {exc}", limit=max_frame_pixels()) from exc
+    except Exception as exc:  # Pillow raises many kinds for garbage
+        raise BadFrame("Not an image: send WebP, JPEG or PNG bytes.") from exc
+    if kind not in ("WEBP", "JPEG", "PNG"):
+        raise BadFrame(f"{kind} images are not accepted: send WebP, JPEG or PNG.")
+    pixels = max_frame_pixels()
+    if width * height > pixels:
+        raise TooManyPixels(
+            f"Frame is {width}x{height}; at most {pixels} pixels are accepted.", limit=pixels
+        )
+    return width, height
+
+
+def detect_frame(data: bytes, params: DetectorParams | None = None) -> Detection:
+    """Check, decode and detect one frame (blocking: call from a worker thread)."""
+    started = time.perf_counter()
+    check_frame(data)
+    try:
+        image = decode_image(data, max_frame_pixels())
+    except BadImage as exc:  # e.g. a truncated file whose header was fine
+        raise BadFrame(f"Could not decode the frame: {exc}.") from exc
+    boxes = get_detector().detect(image, params)
+    height, width = image.shape[:2]
+    return Detection(width, height, boxes, (time.perf_counter() - started) * 1000)
+
+
+# --- one client ------------------------------------------------------------------------
+@dataclass
+class FrameSession:
+    """One client's limits: a frame-rate bucket and the one-frame-in-flight rule."""
+
+    params: DetectorParams = field(default_factory=lambda: get_detector().params)
+    bucket: TokenBucket = field(
+        default_factory=lambda: TokenBucket(max_fps(), max(1, round(max_fps())))
+    )
+    in_flight: bool = False
+    frames: int = 0  # frames received (numbers the replies)
+    dropped: int = 0  # frames answered busy or rate-limited
+
+    def admit(self) -> int:
+        """Take a frame or refuse it (``Busy``/``RateLimited``); returns its number."""
+        self.frames += 1
+        if self.in_flight:
+            self.dropped += 1
+            raise Busy("Busy with the previous frame: wait for its answer before sending.")
+        if not self.bucket.take():
+            self.dropped += 1
+            raise RateLimited(
+                f"More than {max_fps():g} frames per second: slow down.", retry_after=1
+            )
+        self.in_flight = True
+        return self.frames
+
+    def set_params(self, overrides: Any) -> DetectorParams:
+        self.params = parse_params(overrides)
+        return self.params
+
+    async def detect(self, data: bytes, params: DetectorParams | None = None) -> Detection:
+        """Detect an admitted frame in the detection pool; the session is free afterwards."""
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                detection_pool(), detect_frame, data, params or self.params
+            )
+        finally:
+            self.in_flight = False
+
+
+# HTTP clients have no connection: their sessions are kept per identity, in this process.
+_http_sessions: dict[str, FrameSession] = {}
+MAX_HTTP_SESSIONS = 10_000
+
+
+def http_session(identity_id: str) -> FrameSession:
+    session = _http_sessions.get(identity_id)
+    if session is None:
+        if len(_http_sessions) >= MAX_HTTP_SESSIONS:  # bounded: forget idle ones
+            for key in [k for k, s in _http_sessions.items() if not s.in_flight]:
+                del _http_sessions[key]
+        session = _http_sessions[identity_id] = FrameSession()
+    return session

@@ -1,0 +1,102 @@
+"""Face detection page and the HTTP frame endpoint (docs/protocol.md, "Face detection").
+
+``POST /faces/detect/`` takes the raw image bytes as the body and answers JSON. It is
+authenticated by the same signed token as the WebSocket (``Authorization: Bearer <token>``
+from ``/me/token/``), not by the session cookie: both transports then identify a client the
+same way and share one set of limits, non-browser clients (the benchmark) need no cookie
+jar, and it is safely CSRF-exempt — a cross-site page can make a browser send cookies but
+cannot make it add an ``Authorization`` header.
+"""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from faces import services
+from identity.tokens import TokenError, verify_token
+
+
+def index(request: HttpRequest) -> HttpResponse:
+    """``/faces/``: camera, browser (face-api) and server (OpenCV) detection, publishing."""
+    from streaming.services import get_stream
+    from streaming.views import SESSION_NEW_KEYS
+
+    stream = None
+    key = ""
+    slug = request.GET.get("stream", "")
+    if slug:
+        stream = get_stream(slug)
+        keys = request.session.get(SESSION_NEW_KEYS) or {}
+        key = keys.get(slug, "")  # kept until the publisher page shows it (same browser)
+    return render(
+        request,
+        "faces/index.html",
+        {
+            "limits": services.limits(),
+            "params": services.parse_params(None),
+            "stream": stream,
+            "new_key": key,
+        },
+    )
+
+
+@require_POST
+def new_stream(request: HttpRequest) -> HttpResponse:
+    """Create a stream to publish the face-api canvas to, then come back to ``/faces/``."""
+    from django.contrib import messages
+    from django.core.exceptions import ValidationError
+
+    from streaming.services import create_stream
+    from streaming.views import SESSION_NEW_KEYS
+
+    try:
+        stream, key = create_stream(request.POST.get("title", ""), request.identity)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect("faces:index")
+    keys = request.session.get(SESSION_NEW_KEYS, {})
+    keys[stream.slug] = key
+    request.session[SESSION_NEW_KEYS] = keys
+    return redirect(f"{reverse('faces:index')}?stream={stream.slug}")
+
+
+def error_response(exc: services.FrameError) -> JsonResponse:
+    response = JsonResponse(
+        {"error": exc.code, "message": exc.message, **exc.detail}, status=exc.http_status
+    )
+    if exc.http_status == 429:
+        response["Retry-After"] = str(exc.detail.get("retry_after", 1))
+    return response
+
+
+@csrf_exempt
+async def detect(request: HttpRequest) -> HttpResponse:
+    """``POST`` the image bytes; query parameters override detection parameters."""
+    if request.method != "POST":
+        return JsonResponse({"error": "method", "message": "Use POST."}, status=405)
+    auth = request.headers.get("Authorization", "")
+    try:
+        identity = verify_token(auth[7:].strip() if auth.lower().startswith("bearer ") else None)
+    except TokenError as exc:
+        return JsonResponse({"error": exc.code, "message": exc.message}, status=401)
+    try:
+        declared = int(request.headers.get("Content-Length") or 0)
+    except ValueError:
+        declared = 0
+    limit = services.max_frame_bytes()
+    try:
+        if declared > limit:  # before Django reads the body into memory
+            raise services.FrameTooLarge(
+                f"Frame has {declared} bytes; at most {limit} are accepted.", limit=limit
+            )
+        params = services.params_from_query(request.GET)
+        session = services.http_session(identity.id)
+        number = session.admit()
+        result = await session.detect(request.body, params)
+    except services.FrameError as exc:
+        return error_response(exc)
+    return JsonResponse({"frame": number, **result.as_dict()})
