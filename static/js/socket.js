@@ -118,6 +118,15 @@ export class RtcSocket extends EventTarget {
     return false;
   }
 
+  // Binary frames (e.g. images for face detection); false when not connected.
+  sendBinary(data) {
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) {
+      this.ws.send(data);
+      return true;
+    }
+    return false;
+  }
+
   close() {
     this.stopped = true;
     clearTimeout(this.retryTimer);

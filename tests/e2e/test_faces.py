@@ -1,0 +1,122 @@
+"""The face page in real Chromium, its fake camera playing the astronaut (tests/support/media.py).
+
+Server detection (OpenCV) over both transports and browser detection (face-api) must each put
+one box near the astronaut's face — checked in the page's box list and in the canvas pixels
+(the box colour on the box's edge). Publishing the canvas and the server-side overlay are in
+test_face_streams.py.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.support.chromium import ChromiumMissing, chromium_args, chromium_path
+from tests.support.media import astronaut_y4m
+
+WAIT_MS = 60_000  # generous: a shared 2-core machine, face-api on the CPU
+
+# The pixel at the middle of a box's top edge (where the 4-px line is drawn).
+EDGE_PIXEL_JS = """([x, y, w]) => {
+  const canvas = document.querySelector('[data-testid="face-canvas"]');
+  return [...canvas.getContext('2d').getImageData(Math.round(x + w / 2), Math.round(y), 1, 1).data];
+}"""
+
+
+@pytest.fixture(scope="module")
+def astronaut_clip(tmp_path_factory) -> tuple[Path, tuple[int, int, int, int]]:
+    return astronaut_y4m(tmp_path_factory.mktemp("faces") / "astronaut.y4m")
+
+
+@pytest.fixture(scope="module")
+def face_browser(astronaut_clip) -> Iterator[Browser]:
+    """Chromium whose fake camera shows the astronaut (module scope: see tests/conftest.py)."""
+    try:
+        executable = chromium_path()
+    except ChromiumMissing as exc:
+        pytest.fail(str(exc))
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=executable, headless=True, args=chromium_args(astronaut_clip[0])
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def face_page(face_browser) -> Iterator[Page]:
+    context = face_browser.new_context()
+    context.grant_permissions(["camera", "microphone"])
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    yield page
+    context.close()
+
+
+def near(box: list[int], expected: tuple[int, int, int, int], tolerance: int = 16) -> bool:
+    return all(abs(a - b) <= tolerance for a, b in zip(box, expected, strict=True))
+
+
+def around(box: list[int], face: tuple[int, int, int, int]) -> bool:
+    """``box`` is centred inside ``face`` and of a similar size (within a factor of 2)."""
+    cx, cy = box[0] + box[2] / 2, box[1] + box[3] / 2
+    inside = face[0] <= cx <= face[0] + face[2] and face[1] <= cy <= face[1] + face[3]
+    return inside and all(0.5 <= a / b <= 2 for a, b in zip(box[2:], face[2:], strict=True))
+
+
+def wait_for_one_box(page: Page, row: str, frames: int = 3) -> list[int]:
+    """Wait for ``frames`` answers on ``row``, the latest with exactly one box; returns it."""
+    page.wait_for_function(
+        """([row, n]) => {
+          const cell = document.querySelector(`[data-testid="frames-${row}"]`);
+          const frames = Number(cell.textContent);
+          return frames >= n && document.getElementById('faces').dataset.boxes === '1';
+        }""",
+        arg=[row, frames],
+        timeout=WAIT_MS,
+    )
+    boxes = json.loads(page.get_by_test_id("face-boxes").inner_text())
+    assert len(boxes) == 1, boxes
+    return boxes[0]
+
+
+def assert_box_drawn(page: Page, box: list[int]) -> None:
+    r, g, b, _ = page.evaluate(EDGE_PIXEL_JS, box[:3])
+    assert g > 180 and r < 100 and b < 100, (box, (r, g, b))
+
+
+def test_server_detection_over_websocket_and_http(face_page, live_server_proc, astronaut_clip):
+    page, face = face_page, astronaut_clip[1]
+    page.goto(f"{live_server_proc.url}/faces/")
+    expect(page.locator("#faces")).to_have_attribute("data-camera", "on")
+    page.get_by_test_id("face-transport").select_option("ws")
+    page.get_by_test_id("face-detector").select_option("server")
+    box = wait_for_one_box(page, "ws")
+    assert near(box, face), (box, face)
+    assert_box_drawn(page, box)
+    assert "ms" in page.get_by_test_id("rtt-ws").inner_text()
+    assert "fps" in page.get_by_test_id("fps-ws").inner_text()
+
+    page.get_by_test_id("face-transport").select_option("http")
+    box = wait_for_one_box(page, "http")
+    assert near(box, face), (box, face)
+    assert_box_drawn(page, box)
+    assert "ms" in page.get_by_test_id("rtt-http").inner_text()
+    assert page.get_by_test_id("face-error").inner_text() == "—"
+
+
+def test_browser_detection_with_face_api(face_page, live_server_proc, astronaut_clip):
+    page, face = face_page, astronaut_clip[1]
+    page.goto(f"{live_server_proc.url}/faces/")
+    expect(page.locator("#faces")).to_have_attribute("data-camera", "on")
+    page.get_by_test_id("face-detector").select_option("browser")
+    box = wait_for_one_box(page, "browser", frames=2)
+    # face-api's box is its own shape (wider than OpenCV's): centred on the same face.
+    assert around(box, face), (box, face)
+    assert_box_drawn(page, box)
+    assert "face-api on" in page.get_by_test_id("face-backend").inner_text()
+    assert "fps" in page.get_by_test_id("fps-browser").inner_text()
