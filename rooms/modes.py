@@ -54,7 +54,7 @@ MODES: tuple[Mode, ...] = (
         "Face detection",
         "Face boxes found in the browser (face-api) or on the server (OpenCV), and streamed live.",
         None,
-        False,
+        True,
     ),
 )
 
