@@ -118,6 +118,9 @@ if REDIS_URL:
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+# Relay offers/answers/candidates between peers on the same process directly, not through
+# the layer (signaling/local.py; measured in bench/bench_signaling.py).
+SIGNALING_LOCAL_DELIVERY = env_bool("SIGNALING_LOCAL_DELIVERY", True)
 
 # --- identity / WebSocket tokens ------------------------------------------------------------
 WS_TOKEN_MAX_AGE = env_int("WS_TOKEN_MAX_AGE", 900, minimum=10)  # seconds

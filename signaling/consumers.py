@@ -24,6 +24,7 @@ from presence.backends.base import RoomFull
 from rooms.models import Room
 from rooms.services import get_room
 from rtcsite.ice import client_ice_servers
+from signaling import local
 from signaling.media.peer import NegotiationError
 from signaling.media.rooms import SERVER_KINDS, MediaSession, joined_elsewhere
 from signaling.messages import PEER_ID_RE, clean_candidate, clean_description, clean_peer_id
@@ -79,6 +80,7 @@ class RoomConsumer(AuthenticatedJsonConsumer):
             await self.close(code=CloseCode.ROOM_FULL, reason="room-full")
             return
         self.joined = True
+        local.register(self.channel_name, self)
         await self.channel_layer.group_add(presence.room_group(room.slug), self.channel_name)
         members = await presence.members(room.slug)
         if joined_elsewhere(room.kind, self.peer_id, members, presence.process_id()):
@@ -150,6 +152,7 @@ class RoomConsumer(AuthenticatedJsonConsumer):
             await media.close()
         if self.joined:
             self.joined = False
+            local.unregister(self.channel_name)
             await self.channel_layer.group_discard(
                 presence.room_group(self.room.slug), self.channel_name
             )
@@ -236,7 +239,11 @@ class RoomConsumer(AuthenticatedJsonConsumer):
                 "unknown-peer", "No such peer in this room (it may have left).", peer=target
             )
         message["from"] = self.peer_id
-        await self.channel_layer.send(channel, {"type": "signal.relay", "message": message})
+        target = local.lookup(channel) if settings.SIGNALING_LOCAL_DELIVERY else None
+        if target is not None:
+            await target.deliver_local(message)
+        else:
+            await self.channel_layer.send(channel, {"type": "signal.relay", "message": message})
 
     async def _rejoin(self) -> None:
         """Our presence expired (e.g. the server was too busy to refresh): take it back."""
@@ -285,6 +292,14 @@ class RoomConsumer(AuthenticatedJsonConsumer):
         """An offer/answer/candidate addressed to this connection by another peer."""
         if self.joined:
             await self.send_json(event["message"])
+
+    async def deliver_local(self, message: dict[str, Any]) -> None:
+        """The same, from a peer on this process (``signaling.local``), in its task: a
+        failure here (our socket is closing) must not break the sender's connection."""
+        try:
+            await self.signal_relay({"type": "signal.relay", "message": message})
+        except Exception:
+            logger.info("local delivery to %s failed", self.log_context(), exc_info=True)
 
 
 def _public(presence: dict[str, Any]) -> dict[str, Any]:

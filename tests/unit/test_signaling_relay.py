@@ -1,7 +1,11 @@
 """Mesh signaling through the room socket, against the in-memory layer AND a real Redis.
 
-Every test runs three times: with the embedded defaults (InMemoryChannelLayer, memory
-presence) and with each channels-redis layer + the Redis presence backend on a real server.
+Every test runs four times: with the embedded defaults (InMemoryChannelLayer, memory
+presence, same-process delivery), with the in-memory layer carrying the relay, and with each
+channels-redis layer + the Redis presence backend on a real server. The Redis runs turn
+same-process delivery off (``SIGNALING_LOCAL_DELIVERY``): every consumer of a test lives in
+this process, and those runs are there to prove delivery *through Redis*, as between two
+Daphne processes.
 """
 
 import asyncio
@@ -14,6 +18,7 @@ from channels.layers import channel_layers
 from identity.services import Identity
 from identity.websocket import CloseCode
 from rooms.models import Room, RoomKind
+from signaling import local
 from tests.support.ws import communicator
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -28,11 +33,12 @@ LAYER_CLASSES = {
 }
 
 
-@pytest.fixture(params=["memory", "redis-core", "redis-pubsub"])
+@pytest.fixture(params=["memory", "memory-layer", "redis-core", "redis-pubsub"])
 def layer(request, settings):
-    """Switch channel layer and presence backend for one test."""
+    """Switch channel layer, presence backend and same-process delivery for one test."""
     from presence.backends import reset_backend
 
+    settings.SIGNALING_LOCAL_DELIVERY = request.param == "memory"
     if request.param in LAYER_CLASSES:
         url = request.getfixturevalue("redis_url")
         prefix = request.getfixturevalue("redis_prefix")
@@ -116,7 +122,9 @@ async def test_addressed_delivery_only_to_target_with_stamped_from(layer):
         "from": pc,
     }
     assert await a.receive_nothing(timeout=0.2)
+    assert local.registered() == 3
     await close_all([(a, pa), (b, pb), (c, pc)])
+    assert local.registered() == 0  # nothing kept for sockets that have gone
 
 
 async def test_capacity_race_admits_exactly_three(layer):
