@@ -186,7 +186,9 @@ class RoomConsumer(AuthenticatedJsonConsumer):
 
     async def handle_answer(self, content: dict[str, Any]) -> None:
         if self._server_room():
-            raise ProtocolError("bad-message", "In server rooms the browser offers and the server answers.")
+            raise ProtocolError(
+                "bad-message", "In server rooms the browser offers and the server answers."
+            )
         await self._relay(content, clean_description(content, "answer"))
 
     async def handle_candidate(self, content: dict[str, Any]) -> None:
