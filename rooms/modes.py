@@ -33,14 +33,14 @@ MODES: tuple[Mode, ...] = (
         "A server-side WebRTC peer sends your own video back, "
         "optionally with face boxes drawn by OpenCV.",
         "echo",
-        False,
+        True,
     ),
     Mode(
         "relay",
         "Server relay",
         "Two people whose media is relayed through the server.",
         "relay",
-        False,
+        True,
     ),
     Mode(
         "streams",

@@ -8,11 +8,11 @@
 //
 // Test hooks: tiles carry data-peer / data-state / data-audio / data-video / data-kbps,
 // and window.rtcMesh.peers() returns per-link figures from getStats().
+import { describeMediaError, openLocalMedia } from "./local-media.js";
 import { MeshController } from "./mesh.js";
 import { RoomPage } from "./room-page.js";
 import { StatsSampler, drawSparkline, formatKbps } from "./stats.js";
 
-const VIDEO_CONSTRAINTS = { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 20 } };
 const STATS_INTERVAL_MS = 1000;
 const STATE_LABELS = {
   new: "waiting",
@@ -57,27 +57,6 @@ function serial(handler) {
 }
 
 // --- local media ------------------------------------------------------------------------
-function describeMediaError(err) {
-  if (!window.isSecureContext || !navigator.mediaDevices?.getUserMedia) {
-    return "this page is not a secure context (https:// or localhost), so the browser offers no camera or microphone";
-  }
-  switch (err?.name) {
-    case "NotAllowedError":
-      return "access to the camera and microphone was denied (by you, the browser or a site setting)";
-    case "NotFoundError":
-      return "no camera or microphone was found";
-    case "NotReadableError":
-    case "AbortError":
-      return "the camera or microphone is in use by another application, or failed to start";
-    case "OverconstrainedError":
-      return "no camera matches the requested settings";
-    case "SecurityError":
-      return "camera access is blocked for this page (permissions policy)";
-    default:
-      return `the camera or microphone could not be opened (${err?.name ?? "error"}: ${err?.message ?? err})`;
-  }
-}
-
 function showMediaError(text) {
   el.mediaError.textContent = text;
   el.mediaError.hidden = !text;
@@ -90,17 +69,9 @@ async function acquireMedia() {
     showMediaError(`You joined without camera or microphone: ${describeMediaError(null)}. You can still see and hear the others; they cannot see or hear you.`);
     return;
   }
-  let firstError = null;
-  // Both, else whichever of the two exists (a laptop without a mic still shows video).
-  for (const constraints of [{ audio: true, video: VIDEO_CONSTRAINTS }, { video: VIDEO_CONSTRAINTS }, { audio: true }]) {
-    try {
-      localStream = await navigator.mediaDevices.getUserMedia(constraints);
-      break;
-    } catch (err) {
-      firstError ??= err;
-      if (err.name === "NotAllowedError" || err.name === "SecurityError") break; // asking again won't help
-    }
-  }
+  const opened = await openLocalMedia();
+  localStream = opened.stream;
+  const firstError = opened.error;
   if (!localStream) {
     showMediaError(`You joined without camera or microphone: ${describeMediaError(firstError)}. You can still see and hear the others; they cannot see or hear you.`);
   } else if (firstError) {

@@ -1,0 +1,228 @@
+// Echo and relay room pages: your camera goes to the server's aiortc peer, which sends
+// back either your own video (echo, optionally with face boxes drawn by OpenCV) or the
+// other participant's (relay).
+//
+// The room socket (RoomPage) carries presence and signaling; ServerLink (server-room.js)
+// owns the RTCPeerConnection; this module turns both into DOM. Messages are handled one
+// at a time, in order. The camera is opened only once the room has accepted us.
+//
+// Test hooks: the article carries data-link (connection state) and data-partner (relay:
+// "present"/"none"); window.rtcServerRoom exposes the last media-stats and inbound stats.
+import { describeMediaError, openLocalMedia } from "./local-media.js";
+import { RoomPage } from "./room-page.js";
+import { ServerLink } from "./server-room.js";
+import { StatsSampler, formatKbps } from "./stats.js";
+
+const STATS_INTERVAL_MS = 1000;
+
+const room = new RoomPage();
+const socket = room.socket;
+const kind = room.root.dataset.kind; // "echo" | "relay"
+const $ = (id) => document.getElementById(id);
+const el = {
+  localVideo: $("local-video"),
+  serverVideo: $("server-video"),
+  serverCaption: $("server-caption"),
+  faces: $("faces-toggle"),
+  serverStats: $("server-stats"),
+  inboundStats: $("inbound-stats"),
+  leave: $("leave"),
+  rejoin: $("rejoin"),
+  status: $("server-status"),
+  mediaError: $("media-error"),
+};
+
+let localStream = null;
+let link = null;
+let leaving = false;
+let lastStats = null;
+const sampler = new StatsSampler();
+
+let chain = Promise.resolve();
+function serial(handler) {
+  return (msg) => {
+    chain = chain.then(() => handler(msg)).catch((err) => console.error("server room:", err));
+    return chain;
+  };
+}
+
+function status(text) {
+  el.status.textContent = text;
+}
+
+function showMediaError(text) {
+  el.mediaError.textContent = text;
+  el.mediaError.hidden = !text;
+}
+
+async function acquireMedia() {
+  if (localStream && localStream.getTracks().some((t) => t.readyState === "live")) return;
+  const { stream, error } = await openLocalMedia();
+  localStream = stream;
+  const lost = kind === "echo" ? "The server has nothing to send back." : "The other participant cannot see or hear you.";
+  if (!stream) showMediaError(`No camera or microphone: ${describeMediaError(error)}. ${lost}`);
+  else if (error) showMediaError(`Not everything is shared: ${describeMediaError(error)}.`);
+  else showMediaError("");
+  el.localVideo.srcObject = stream;
+}
+
+function stopMedia() {
+  for (const track of localStream?.getTracks() ?? []) track.stop();
+  localStream = null;
+  el.localVideo.srcObject = null;
+}
+
+function attachStream(stream) {
+  if (el.serverVideo.srcObject === stream) return; // resetting it would abort play()
+  el.serverVideo.srcObject = stream;
+  el.serverVideo.play().catch(() => {
+    el.serverVideo.muted = true; // autoplay with sound refused: play muted
+    el.serverVideo.play().catch(() => {});
+  });
+}
+
+function renderPartner() {
+  if (kind !== "relay") return;
+  const others = [...room.people.entries()].filter(([, person]) => !person.you);
+  room.root.dataset.partner = others.length ? "present" : "none";
+  el.serverCaption.textContent = others.length
+    ? `${others[0][1].name} (through the server)`
+    : "Waiting for someone to join…";
+}
+
+function renderServerStats(msg) {
+  lastStats = msg;
+  const parts = [`server ${msg.fps_in} fps in · ${msg.fps_out} fps out`];
+  if (msg.faces) {
+    const ms = msg.detect_ms != null ? `${msg.detect_ms} ms` : "…";
+    parts.push(`detection ${ms} · ${msg.boxes.length} face${msg.boxes.length === 1 ? "" : "s"}`);
+  }
+  el.serverStats.textContent = parts.join(" · ");
+}
+
+function teardown() {
+  link?.close();
+  link = null;
+  el.serverVideo.srcObject = null;
+  delete room.root.dataset.link;
+}
+
+function startLink(welcome) {
+  link = new ServerLink({
+    send: (msg) => socket.send(msg),
+    iceServers: welcome.ice_servers,
+    iceTransportPolicy: welcome.ice_transport_policy === "relay" ? "relay" : "all",
+    localStream,
+  });
+  link.addEventListener("stream", ({ detail }) => attachStream(detail.stream));
+  link.addEventListener("state", ({ detail }) => {
+    room.root.dataset.link = detail.state;
+    const label = { connecting: "Connecting to the server…", connected: "Connected to the server.", failed: "Media connection failed." };
+    status([label[detail.state] ?? detail.state, detail.problem].filter(Boolean).join(" "));
+  });
+  return link.start();
+}
+
+socket.on(
+  "welcome",
+  serial(async (msg) => {
+    teardown();
+    await acquireMedia();
+    if (socket.state !== "open" || leaving) return;
+    renderPartner();
+    if (kind === "echo" && el.faces.checked) socket.send({ type: "echo-options", faces: true });
+    await startLink(msg);
+    el.leave.disabled = false;
+    el.rejoin.hidden = true;
+  }),
+);
+socket.on("answer", serial((msg) => link?.handleAnswer(msg)));
+socket.on("server-peer", serial((msg) => link?.handleServerState(msg.state)));
+socket.on("media-stats", (msg) => renderServerStats(msg));
+socket.on("peer-joined", serial(() => renderPartner()));
+socket.on("peer-left", serial(() => renderPartner()));
+socket.on("error", (msg) => {
+  if (msg.ref) console.warn(`server room: server said ${msg.code}: ${msg.message}`);
+  link?.handleError(msg);
+});
+socket.addEventListener("state", ({ detail }) => {
+  const { state, code } = detail;
+  if (state === "open") return;
+  const retrying = room.retrying;
+  serial(() => {
+    if (leaving) {
+      if (state === "closed") {
+        leaving = false;
+        showLeft();
+      }
+      return;
+    }
+    teardown();
+    if (state === "closed" && retrying) {
+      status("Reconnecting…");
+    } else if (state === "closed") {
+      stopMedia();
+      status(code === 4009 ? "The room is full." : "Disconnected.");
+      el.leave.disabled = true;
+      if (![4004, 4005, 4010].includes(code)) {
+        el.rejoin.textContent = "Try again";
+        el.rejoin.hidden = false;
+      }
+    } else if (state === "reconnecting") {
+      status("Connection lost, reconnecting…");
+    }
+  })();
+});
+
+el.faces?.addEventListener("change", () => {
+  socket.send({ type: "echo-options", faces: el.faces.checked });
+});
+el.leave.addEventListener(
+  "click",
+  serial(() => {
+    const connected = socket.state === "open" || socket.state === "connecting";
+    leaving = connected;
+    el.leave.disabled = true;
+    socket.send({ type: "leave" });
+    socket.close();
+    teardown();
+    stopMedia();
+    room.clear();
+    if (!connected) showLeft();
+  }),
+);
+function showLeft() {
+  el.rejoin.textContent = "Rejoin";
+  el.rejoin.hidden = false;
+  status("You left the room.");
+}
+el.rejoin.addEventListener("click", () => {
+  el.rejoin.hidden = true;
+  status("Joining…");
+  socket.connect();
+});
+window.addEventListener("pagehide", () => {
+  link?.close();
+  stopMedia();
+});
+
+setInterval(async () => {
+  if (!link?.pc) return;
+  const sample = await sampler.sample(link.pc);
+  const size = sample.width ? ` · ${sample.width}×${sample.height} · ${Math.round(sample.fps)} fps` : "";
+  el.inboundStats.textContent = `received ${formatKbps(sample.kbps)}${size}`;
+}, STATS_INTERVAL_MS);
+
+window.rtcServerRoom = {
+  get link() {
+    return link;
+  },
+  get serverStats() {
+    return lastStats;
+  },
+  get inbound() {
+    return sampler.latest;
+  },
+};
+
+room.connect();
