@@ -121,6 +121,23 @@ class EncoderOptions:
         return cls(**values)
 
 
+@dataclass(frozen=True)
+class RawInput:
+    """Raw frames on stdin instead of WebM (the face overlay, ``streaming/overlay.py``).
+
+    Video: ``pix_fmt`` frames of ``width`` x ``height`` at ``fps`` on ``pipe:0``. Audio (when
+    the source has it): signed 16-bit PCM on the inherited descriptor ``audio_fd``.
+    """
+
+    width: int
+    height: int
+    fps: int
+    pix_fmt: str = "yuv420p"
+    audio_fd: int | None = None
+    sample_rate: int = 48000
+    channels: int = 2
+
+
 X264_PRESETS = (
     "ultrafast",
     "superfast",
@@ -148,6 +165,7 @@ def build_command(
     options: EncoderOptions | None = None,
     binary: str | None = None,
     loglevel: str = "warning",
+    raw_input: RawInput | None = None,
 ) -> list[str]:
     """The argument list (binary first) for one live stream into ``output_dir``.
 
@@ -165,6 +183,24 @@ def build_command(
     if options.input_nobuffer:
         input_kwargs["fflags"] = "nobuffer"
     source = ffmpeg.input("pipe:0", **input_kwargs)
+    audio_source = source
+    if raw_input is not None:
+        raw = raw_input
+        source = ffmpeg.input(
+            "pipe:0",
+            f="rawvideo",
+            pix_fmt=raw.pix_fmt,
+            s=f"{raw.width}x{raw.height}",
+            framerate=raw.fps,
+        )
+        if has_audio:
+            audio_source = ffmpeg.input(
+                f"pipe:{raw.audio_fd}",
+                f="s16le",
+                ar=raw.sample_rate,
+                ac=raw.channels,
+                thread_queue_size=1024,
+            )
 
     video = source.video.filter("fps", fps=options.fps)
     if len(renditions) > 1:
@@ -179,7 +215,7 @@ def build_command(
     streams = list(scaled)
     if has_audio:
         # Fill timestamp gaps (a skipped chunk) with silence so audio and video stay aligned.
-        streams.append(source.audio.filter("aresample", **{"async": 1}))
+        streams.append(audio_source.audio.filter("aresample", **{"async": 1}))
 
     out: dict[str, object] = {
         "c:v": "libx264",

@@ -39,6 +39,9 @@ class StreamStatus(models.TextChoices):
 class Stream(models.Model):
     slug = models.SlugField(max_length=48, unique=True, validators=[slug_validator])
     title = models.CharField(max_length=80)
+    face_overlay = models.BooleanField(
+        default=False, help_text="Draw server-side face boxes (OpenCV) into the renditions."
+    )
     owner_id = models.CharField(
         max_length=16, blank=True, help_text="Identity id of the visitor who created it."
     )

@@ -164,6 +164,7 @@ class StreamPipeline:
         self.started_at: datetime | None = None
         self.ended_at: datetime | None = None
         self.renditions: tuple[Rendition, ...] = ()
+        self.face_overlay = False  # draw server-side face boxes (streaming/overlay.py)
         self.command: list[str] = []
         self.process: asyncio.subprocess.Process | None = None
         self.counters = _Counters()
@@ -445,12 +446,23 @@ class StreamPipeline:
         try:
             self.renditions = renditions_for_source(self.config.ladder, info.video.height)
             self.output_dir.mkdir(parents=True, exist_ok=True)
+            plan = None
+            if self.face_overlay:  # decode → face boxes → encode (streaming/overlay.py)
+                from streaming.overlay import OverlayPlan
+
+                plan = OverlayPlan.for_source(
+                    info.video.width or 640,
+                    info.video.height or 480,
+                    self.config.encoder.fps,
+                    info.audio is not None,
+                )
             self.command = build_command(
                 self.output_dir,
                 self.renditions,
                 has_audio=info.audio is not None,
                 options=self.config.encoder,
                 binary=self.binary or ffmpeg_binary(),
+                raw_input=plan.raw if plan else None,
             )
             logger.info(
                 "%s: starting FFmpeg for %s %sx%s (%s) → %s",
@@ -461,7 +473,8 @@ class StreamPipeline:
                 ", ".join(r.name for r in self.renditions),
                 self.output_dir,
             )
-            self.process = await asyncio.create_subprocess_exec(
+            spawn = plan.spawn if plan else asyncio.create_subprocess_exec
+            self.process = await spawn(
                 *self.command,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.DEVNULL,

@@ -126,7 +126,9 @@ def _new_slug(title: str) -> str:
     return f"{base}-{get_random_string(6, 'abcdefghijklmnopqrstuvwxyz0123456789')}"
 
 
-def create_stream(title: str, owner: Identity | None) -> tuple[Stream, str]:
+def create_stream(
+    title: str, owner: Identity | None, *, face_overlay: bool = False
+) -> tuple[Stream, str]:
     """A new idle stream and its publish key: the key is returned here once, never stored."""
     title = clean_title(title)
     key = new_publish_key()
@@ -136,6 +138,7 @@ def create_stream(title: str, owner: Identity | None) -> tuple[Stream, str]:
             title=title,
             owner_id=owner.id if owner else "",
             owner_name=owner.name if owner else "",
+            face_overlay=face_overlay,
         )
         stream.set_publish_key(key)
         stream.full_clean()
@@ -295,6 +298,7 @@ def _start(stream: Stream) -> Running:
     pipeline = StreamPipeline(
         output, PipelineConfig.from_settings(), name=f"stream {stream.slug}", on_state=None
     )
+    pipeline.face_overlay = stream.face_overlay  # streaming/overlay.py
     rate, burst = rate_limit()
     entry = Running(stream.pk, stream.slug, pipeline, TokenBucket(rate, burst))
     holder.append(entry)

@@ -50,7 +50,11 @@ def index(request: HttpRequest) -> HttpResponse:
 @require_POST
 def create(request: HttpRequest) -> HttpResponse:
     try:
-        stream, key = services.create_stream(request.POST.get("title", ""), request.identity)
+        stream, key = services.create_stream(
+            request.POST.get("title", ""),
+            request.identity,
+            face_overlay=request.POST.get("face_overlay") == "on",
+        )
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
         return redirect("streaming:index")

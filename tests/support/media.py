@@ -35,12 +35,20 @@ def make_webm(
     fps: int = 30,
     audio: bool = True,
     keyframe_every: int = 60,
+    video_input: list[str] | None = None,
 ) -> Path:
-    """Encode a test clip (VP8 + Opus WebM) with the real FFmpeg; returns ``path``."""
+    """Encode a test clip (VP8 + Opus WebM) with the real FFmpeg; returns ``path``.
+
+    ``video_input``: FFmpeg input arguments replacing the ``testsrc2`` pattern (e.g. a looped
+    ``.y4m``, see ``astronaut_webm``).
+    """
+    video = video_input or [
+        *("-f", "lavfi", "-i", f"testsrc2=size={size}:rate={fps}:duration={seconds}"),
+    ]
     cmd = [
         ffmpeg_binary(),
         *("-hide_banner", "-nostdin", "-loglevel", "error", "-y"),
-        *("-f", "lavfi", "-i", f"testsrc2=size={size}:rate={fps}:duration={seconds}"),
+        *video,
     ]
     if audio:
         cmd += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}"]
@@ -50,6 +58,7 @@ def make_webm(
     ]
     if audio:
         cmd += ["-c:a", "libopus", "-b:a", "64k"]
+    cmd += ["-t", str(seconds), "-r", str(fps)]
     cmd += ["-f", "webm", "-live", "1", "-cluster_time_limit", "1000", "pipe:1"]
     done = subprocess.run(cmd, capture_output=True, timeout=120, check=False)
     if done.returncode != 0:
@@ -147,3 +156,16 @@ def astronaut_y4m(
                 out.write(planes)
         tmp.replace(path)
     return path, face
+
+
+def astronaut_webm(directory: Path, seconds: float = 6, fps: int = 30) -> tuple[bytes, Rect]:
+    """A MediaRecorder-like WebM (VP8 + Opus tone) of the still astronaut at 640x480, made
+    once per parameter set in ``directory``; returns its bytes and the face rectangle."""
+    clip, face = astronaut_y4m(directory / "astronaut-640x480.y4m")
+    path = directory / f"astronaut-{seconds:g}s-{fps}fps.webm"
+    if not path.exists() or path.stat().st_size == 0:
+        tmp = path.with_suffix(".tmp")
+        loop = ["-stream_loop", "-1", "-i", str(clip)]
+        make_webm(tmp, seconds=seconds, fps=fps, keyframe_every=fps, video_input=loop)
+        tmp.replace(path)
+    return path.read_bytes(), face
