@@ -24,6 +24,7 @@ const el = {
   serverVideo: $("server-video"),
   serverCaption: $("server-caption"),
   faces: $("faces-toggle"),
+  hear: $("hear-toggle"),
   serverStats: $("server-stats"),
   inboundStats: $("inbound-stats"),
   leave: $("leave"),
@@ -77,6 +78,7 @@ function attachStream(stream) {
   el.serverVideo.srcObject = stream;
   el.serverVideo.play().catch(() => {
     el.serverVideo.muted = true; // autoplay with sound refused: play muted
+    if (el.hear) el.hear.checked = false;
     el.serverVideo.play().catch(() => {});
   });
 }
@@ -174,6 +176,13 @@ socket.addEventListener("state", ({ detail }) => {
   })();
 });
 
+// Echo rooms start muted: your own voice from the speakers would feed back into the mic.
+if (el.hear) {
+  el.serverVideo.muted = true;
+  el.hear.addEventListener("change", () => {
+    el.serverVideo.muted = !el.hear.checked;
+  });
+}
 el.faces?.addEventListener("change", () => {
   socket.send({ type: "echo-options", faces: el.faces.checked });
 });

@@ -1,0 +1,458 @@
+"""Server rooms: echo CPU/fps/latency with and without face boxes vs a plain aiortc echo,
+signaling isolation under echo load, and how many echo sessions with boxes stay ≥ 15 fps.
+
+* **Peer (the limit), same run:** a bare aiortc peer in a process of its own that echoes
+  the client's tracks straight back (``pc.addTrack(MediaRelay().subscribe(track))``, the
+  aiortc example server): no Django, no signaling socket, no latest-frame plumbing.
+* **Ours:** the site's echo room in one Daphne (embedded defaults), negotiated over the
+  room socket by ``signaling.media.client.ServerRoomClient``.
+* **Client:** this process, one ``ServerRoomClient`` per session sending the astronaut
+  (tests/support/media.py) at 640x480, 20 fps, each frame numbered in its top rows; the
+  number read back from returned frames gives the round trip (send → echoed frame decoded).
+  The client's own encode/decode shares the 2 cores with the server: its CPU is recorded.
+* **CPU** of the server (or the plain peer) from ``/proc`` over the measuring window, as a
+  share of one core, divided by sessions.
+* **Isolation:** two sockets in a mesh room on the same Daphne; A sends offers to B paced at
+  25/s (under the production rate limit), one-way latency each; p50/p99 with no echo
+  sessions and with N echo sessions with boxes running.
+* **Capacity:** echo sessions with boxes added one at a time; each level measured; the
+  highest level at which the server sends every session ≥ 15 fps (its ``media-stats``
+  ``fps_out``) is the figure; what the client received is recorded next to it (the client
+  decodes and encodes every session on the same 2 cores, so it is a pessimistic figure).
+* **Isolation** runs the echo load in a child process, so the probe's own event loop is
+  idle and its latency is the server's (and the shared machine's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+from bench.support import (
+    HOST,
+    REPO,
+    cpu_seconds,
+    daphne_site,
+    make_tokens,
+    ms,
+    percentile,
+    room_slug,
+)
+
+NAME = "server_rooms"
+FPS = 20
+SIZE = (640, 480)
+TARGET_CORE_WITH_BOXES = 0.35
+TARGET_ISOLATION_P99_GROWTH = 2.0
+SUSTAIN_FPS = 15.0
+
+
+def echo_rooms_code(count: int) -> str:
+    return (
+        "from rooms.models import Room\n"
+        "Room.objects.bulk_create([Room(slug=f'echo-{i:03d}', title=f'Echo {i}', kind='echo', "
+        f"capacity=1) for i in range({count})])\n"
+    )
+
+
+# --- the plain aiortc echo peer (its own process) ------------------------------------------------
+
+
+def plain_echo_main(port: int) -> None:
+    """A bare aiortc echo: one offer per WebSocket, answered; tracks sent straight back."""
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+    from aiortc.contrib.media import MediaRelay
+    from websockets.asyncio.server import serve
+
+    relay = MediaRelay()
+    peers: set[RTCPeerConnection] = set()
+
+    async def handler(ws) -> None:
+        offer = json.loads(await ws.recv())
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        peers.add(pc)
+
+        @pc.on("track")
+        def on_track(track) -> None:
+            pc.addTrack(relay.subscribe(track))
+
+        await pc.setRemoteDescription(RTCSessionDescription(offer["sdp"], "offer"))
+        await pc.setLocalDescription(await pc.createAnswer())
+        await ws.send(json.dumps({"type": "answer", "sdp": pc.localDescription.sdp}))
+        with contextlib.suppress(Exception):
+            await ws.wait_closed()
+        await pc.close()
+        peers.discard(pc)
+
+    async def main() -> None:
+        async with serve(handler, HOST, port):
+            print("plain echo ready", flush=True)
+            await asyncio.Future()
+
+    asyncio.run(main())
+
+
+# --- a session: one client, one socket ------------------------------------------------------------
+
+
+class Session:
+    """One ServerRoomClient over a real WebSocket (room socket or plain peer)."""
+
+    def __init__(self, url: str, origin: str, picture) -> None:
+        self.url, self.origin, self.picture = url, origin, picture
+        self.ws = None
+        self.client = None
+        self.latencies: list[float] = []
+
+    async def start(self, *, room: bool, faces: bool = False) -> None:
+        from websockets.asyncio.client import connect
+
+        from signaling.media.client import PatternTrack, ServerRoomClient, read_stamp
+
+        self.ws = await connect(self.url, origin=self.origin, max_size=2**20, ping_interval=None)
+        if room:
+            welcome = json.loads(await self.ws.recv())
+            if welcome.get("type") != "welcome":
+                raise RuntimeError(f"not welcomed: {welcome}")
+        track = PatternTrack(self.picture, FPS)
+        from aiortc.mediastreams import AudioStreamTrack
+
+        async def send(message: dict[str, Any]) -> None:
+            await self.ws.send(json.dumps(message))
+
+        self.client = ServerRoomClient(
+            send, [track, AudioStreamTrack()], trickle=room, keep_frames=False
+        )
+
+        def on_frame(kind: str, frame) -> None:
+            if kind == "video" and self.client.received["video"].frames % 4 == 0:
+                number = read_stamp(frame)
+                sent = track.sent_at.get(number)
+                if sent is not None:
+                    self.latencies.append(time.monotonic() - sent)
+
+        self.client.on_frame = on_frame
+
+        async def receive() -> dict[str, Any]:
+            return json.loads(await self.ws.recv())
+
+        self.client.pump(receive)
+        if faces:
+            await send({"type": "echo-options", "faces": True})
+        await self.client.offer()
+        await self.client.wait_frames("video", 20, 60)
+
+    def mark(self) -> tuple[int, float]:
+        got = self.client.received.get("video")
+        self.latencies.clear()
+        return (got.frames if got else 0), time.monotonic()
+
+    def fps_since(self, mark: tuple[int, float]) -> float:
+        frames, at = mark
+        got = self.client.received.get("video")
+        return ((got.frames if got else 0) - frames) / max(1e-6, time.monotonic() - at)
+
+    def detect_ms(self) -> float | None:
+        stats = [s["detect_ms"] for s in self.client.stats[-5:] if s.get("detect_ms")]
+        return statistics.median(stats) if stats else None
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+        if self.ws is not None:
+            with contextlib.suppress(Exception):
+                await self.ws.close()
+
+
+async def measure(sessions: list[Session], pid: int, seconds: float) -> dict[str, Any]:
+    """Received fps per session, round-trip latency, CPU share of ``pid`` over a window."""
+    marks = [s.mark() for s in sessions]
+    cpu0, wall0, client0 = cpu_seconds(pid), time.monotonic(), time.process_time()
+    await asyncio.sleep(seconds)
+    cpu1, wall1, client1 = cpu_seconds(pid), time.monotonic(), time.process_time()
+    fps = [s.fps_since(m) for s, m in zip(sessions, marks, strict=True)]
+    latencies = [x for s in sessions for x in s.latencies]
+    core = (cpu1 - cpu0) / (wall1 - wall0)
+    detect = [d for s in sessions if (d := s.detect_ms()) is not None]
+    server_fps = [s.client.stats[-1]["fps_out"] for s in sessions if s.client.stats]
+    return {
+        "sessions": len(sessions),
+        "server_core": round(core, 3),
+        "core_per_session": round(core / max(1, len(sessions)), 3),
+        "client_core": round((client1 - client0) / (wall1 - wall0), 3),
+        "fps_min": round(min(fps), 1) if fps else 0.0,
+        "fps_median": round(statistics.median(fps), 1) if fps else 0.0,
+        "server_fps_min": min(server_fps) if server_fps else None,
+        "rtt_p50_ms": ms(percentile(latencies, 50)) if latencies else None,
+        "rtt_p99_ms": ms(percentile(latencies, 99)) if latencies else None,
+        "detect_ms": round(statistics.median(detect), 1) if detect else None,
+    }
+
+
+# --- echo load in a process of its own (so the probe's client loop stays idle) --------------------
+
+
+def load_main(port: int, urls_json: str, faces: bool) -> None:
+    """Run one echo session per URL until stdin closes; print "ready" once all play."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rtcsite.settings")
+    from tests.support.media import astronaut_frame
+
+    picture, _ = astronaut_frame(*SIZE)
+    origin = f"http://{HOST}:{port}"
+
+    async def main() -> None:
+        sessions = [Session(url, origin, picture) for url in json.loads(urls_json)]
+        try:
+            for session in sessions:
+                await session.start(room=True, faces=faces)
+            print("ready", flush=True)
+            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        finally:
+            for session in sessions:
+                await session.close()
+
+    asyncio.run(main())
+
+
+def start_echo_load(port: int, urls: list[str], faces: bool) -> subprocess.Popen:
+    """``load_main`` in a child process; returns once every session plays."""
+    code = (
+        "from bench.bench_server_rooms import load_main; import sys; "
+        "load_main(int(sys.argv[1]), sys.argv[2], sys.argv[3] == '1')"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(port), json.dumps(urls), "1" if faces else "0"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        cwd=REPO,
+    )
+    assert proc.stdout is not None
+    if b"ready" not in proc.stdout.readline():
+        stop_echo_load(proc)
+        raise RuntimeError("the echo load did not start")
+    return proc
+
+
+def stop_echo_load(proc: subprocess.Popen) -> None:
+    """Closing stdin ends the sessions cleanly; killed if that takes too long."""
+    if proc.stdin is not None:
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+# --- signaling probe (the Mesh benchmark's client) -----------------------------------------------
+
+
+async def signaling_probe(port: int, tokens: list[str], count: int) -> dict[str, Any]:
+    from bench.bench_signaling import Endpoint, connect, offer_text
+
+    slug = room_slug(0)
+    a = await connect("A", Endpoint(port, slug, tokens[0]), 30)
+    b = await connect("B", Endpoint(port, slug, tokens[1]), 30)
+    try:
+        texts = [offer_text(b.peer_id, i) for i in range(count)]
+        latencies = []
+        for text in texts:
+            arrived = b.arm(1)
+            start = time.perf_counter()
+            await a.ws.send(text)
+            async with asyncio.timeout(30):
+                latencies.append(await arrived - start)
+            await asyncio.sleep(0.04)  # 25 msg/s: under the room socket's rate limit
+    finally:
+        await a.close()
+        await b.close()
+    return {
+        "n": len(latencies),
+        "p50_ms": ms(percentile(latencies, 50)),
+        "p99_ms": ms(percentile(latencies, 99)),
+    }
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+async def run_all(server, plain_port: int, plain_pid: int, quick: bool) -> dict[str, Any]:
+    from tests.support.media import astronaut_frame
+
+    picture, _ = astronaut_frame(*SIZE)
+    window = 4.0 if quick else 12.0
+    settle = 2.0 if quick else 4.0
+    probe_n = 60 if quick else 300
+    isolation_n = 2 if quick else 3
+    max_sessions = 3 if quick else 8
+    tokens = make_tokens(2 + max_sessions, "bench-echo")
+    origin = f"http://{HOST}:{server.port}"
+    results: dict[str, Any] = {}
+
+    def room_url(i: int) -> str:
+        return f"ws://{HOST}:{server.port}/ws/rooms/echo-{i:03d}/?token={tokens[2 + i]}&v=1"
+
+    async def one(kind: str) -> dict[str, Any]:
+        if kind == "plain":
+            session = Session(f"ws://{HOST}:{plain_port}/", origin, picture)
+            await session.start(room=False)
+            pid = plain_pid
+        else:
+            session = Session(room_url(0), origin, picture)
+            await session.start(room=True, faces=kind == "boxes")
+            pid = server.pid
+        try:
+            await asyncio.sleep(settle)
+            return await measure([session], pid, window)
+        finally:
+            await session.close()
+            await asyncio.sleep(1.0)
+
+    for kind in ("plain", "echo", "boxes"):
+        results[kind] = await one(kind)
+
+    # isolation: the signaling relay alone, then with N echo sessions with boxes
+    results["probe_idle"] = await signaling_probe(server.port, tokens, probe_n)
+    loop = asyncio.get_running_loop()
+    urls = [room_url(i) for i in range(isolation_n)]
+    load = await loop.run_in_executor(None, start_echo_load, server.port, urls, True)
+    try:
+        await asyncio.sleep(settle)
+        cpu0, wall0 = cpu_seconds(server.pid), time.monotonic()
+        results["probe_loaded"] = await signaling_probe(server.port, tokens, probe_n)
+        results["probe_loaded"]["echo_sessions"] = isolation_n
+        results["probe_loaded"]["server_core"] = round(
+            (cpu_seconds(server.pid) - cpu0) / (time.monotonic() - wall0), 3
+        )
+    finally:
+        await loop.run_in_executor(None, stop_echo_load, load)
+    await asyncio.sleep(2.0)
+
+    # capacity: add echo sessions with boxes until one drops under SUSTAIN_FPS
+    levels = []
+    running: list[Session] = []
+    try:
+        for n in range(1, max_sessions + 1):
+            session = Session(room_url(n - 1), origin, picture)
+            running.append(session)
+            try:
+                await session.start(room=True, faces=True)
+            except Exception as exc:  # no first frames in time: the machine is saturated
+                levels.append({"sessions": n, "failed": str(exc)[:120], "server_fps_min": 0})
+                break
+            await asyncio.sleep(settle)
+            level = await measure(running, server.pid, window)
+            levels.append(level)
+            if (level["server_fps_min"] or 0) < SUSTAIN_FPS:
+                break
+    finally:
+        for session in running:
+            await session.close()
+    results["capacity"] = levels
+    return results
+
+
+def run(quick: bool) -> dict[str, Any]:
+    from tests.support.ports import free_port
+
+    load_before = os.getloadavg()
+    plain_port = free_port()
+    plain = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"from bench.bench_server_rooms import plain_echo_main; plain_echo_main({plain_port})",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        cwd=REPO,
+    )
+    try:
+        assert plain.stdout is not None
+        if b"ready" not in plain.stdout.readline():
+            raise RuntimeError("the plain aiortc echo did not start")
+        report: dict[str, Any] = {}
+        with daphne_site({"REDIS_URL": "", "DATABASE_URL": ""}, rooms=1, report=report) as site:
+            site.manage("shell", "-c", echo_rooms_code(10))
+            results = asyncio.run(run_all(site, plain_port, plain.pid, quick))
+    finally:
+        plain.terminate()
+        try:
+            plain.wait(10)
+        except subprocess.TimeoutExpired:
+            plain.kill()
+    load_after = os.getloadavg()
+    return summarise(results, quick, load_before, load_after, report)
+
+
+def summarise(results, quick, load_before, load_after, report) -> dict[str, Any]:
+    plain, echo, boxes = results["plain"], results["echo"], results["boxes"]
+    idle, loaded = results["probe_idle"], results["probe_loaded"]
+    levels = results["capacity"]
+    sustained = max(
+        (lv["sessions"] for lv in levels if (lv.get("server_fps_min") or 0) >= SUSTAIN_FPS),
+        default=0,
+    )
+    growth = round(loaded["p99_ms"] / idle["p99_ms"], 2) if idle["p99_ms"] else None
+    rows = []
+    for label, figures in (("plain aiortc echo", plain), ("echo", echo), ("echo + boxes", boxes)):
+        rows += [
+            {"metric": f"{label}: server CPU", "value": figures["server_core"], "unit": "core"},
+            {"metric": f"{label}: received fps", "value": figures["fps_median"], "unit": "fps"},
+            {"metric": f"{label}: round trip p50", "value": figures["rtt_p50_ms"], "unit": "ms"},
+        ]
+    rows += [
+        {"metric": "echo + boxes: detection", "value": boxes["detect_ms"], "unit": "ms"},
+        {"metric": "signaling relay p99, idle", "value": idle["p99_ms"], "unit": "ms"},
+        {
+            "metric": f"signaling relay p99, {loaded['echo_sessions']} echo+boxes",
+            "value": loaded["p99_ms"],
+            "unit": "ms",
+        },
+        {"metric": "signaling p99 growth under echo load", "value": growth, "unit": "x"},
+        {
+            "metric": f"echo+boxes sessions sustained >= {SUSTAIN_FPS:.0f} fps",
+            "value": sustained,
+            "unit": "sessions",
+        },
+    ]
+    core_verdict = "meets" if boxes["server_core"] <= TARGET_CORE_WITH_BOXES else "misses"
+    iso_verdict = (
+        "meets" if growth is not None and growth < TARGET_ISOLATION_P99_GROWTH else "misses"
+    )
+    headline = (
+        f"echo+boxes {boxes['server_core']:.2f} core at {boxes['fps_median']} fps ({core_verdict} "
+        f"the {TARGET_CORE_WITH_BOXES} core target; plain aiortc echo {plain['server_core']:.2f}, "
+        f"our echo {echo['server_core']:.2f}); round trip p50 {boxes['rtt_p50_ms']} ms vs plain "
+        f"{plain['rtt_p50_ms']} ms; signaling p99 {idle['p99_ms']} -> {loaded['p99_ms']} ms with "
+        f"{loaded['echo_sessions']} echo+boxes sessions ({growth}x, {iso_verdict} the <"
+        f"{TARGET_ISOLATION_P99_GROWTH}x target); {sustained} echo+boxes sessions sustain "
+        f">= {SUSTAIN_FPS:.0f} fps; load avg {load_before[0]:.1f} before, {load_after[0]:.1f} after"
+    )
+    return {
+        "name": NAME,
+        "rows": rows,
+        "ratio": growth,
+        "headline": headline,
+        "parameters": {
+            "fps": FPS,
+            "size": list(SIZE),
+            "picture": "astronaut (tests/support/media.py), frame number in the top rows",
+            "peer": "bare aiortc echo in its own process (MediaRelay subscribe, no Django)",
+            "server_env": {"DEBUG": "1", "embedded": True},
+            "load_avg_before": [round(x, 2) for x in load_before],
+            "load_avg_after": [round(x, 2) for x in load_after],
+            "cpu_count": os.cpu_count(),
+        },
+        "phases": results,
+        "log_errors": report.get("log_errors"),
+    }
