@@ -24,6 +24,11 @@ class LobbyConsumer(AuthenticatedJsonConsumer):
     async def disconnect(self, code: int) -> None:
         await self.channel_layer.group_discard(services.LOBBY_GROUP, self.channel_name)
 
+    async def lobby_frames(self, event: dict[str, Any]) -> None:
+        """Coalesced ``presence`` deltas (``services.LobbyBatcher``), already JSON."""
+        for frame in event["frames"]:
+            await self.send(text_data=frame)
+
     async def lobby_delta(self, event: dict[str, Any]) -> None:
         """A join or leave somewhere: forwarded as ``presence``."""
         await self.send_json(

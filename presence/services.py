@@ -10,7 +10,9 @@ clean leaves, so clients cannot tell the difference.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import math
 import os
 import socket
 from typing import Any
@@ -61,8 +63,32 @@ async def join(
 
     Raises ``RoomFull`` when the room has no place; nothing is announced then.
     """
+    presence, _ = await join_and_list(
+        room,
+        conn_id,
+        channel=channel,
+        user_id=user_id,
+        name=name,
+        capacity=capacity,
+        media=media,
+    )
+    return presence
+
+
+async def join_and_list(
+    room: str,
+    conn_id: str,
+    *,
+    channel: str,
+    user_id: str,
+    name: str,
+    capacity: int | None,
+    media: dict[str, bool] | None = None,
+) -> tuple[Presence, list[Presence]]:
+    """``join``, also returning the room's members as of the join (this one included):
+    one backend round trip instead of a join and a read."""
     ensure_sweeper()
-    presence = await get_backend().track(
+    presence, members = await get_backend().track_and_list(
         room,
         conn_id,
         peer_id=user_id,
@@ -72,15 +98,15 @@ async def join(
         media=media,
         capacity=capacity,
     )
-    await _announce(presence, "join")
-    return presence
+    await _announce(presence, "join", count=len(members))
+    return presence, members
 
 
 async def leave(room: str, conn_id: str) -> Presence | None:
     """Untrack and announce; ``None`` (and no announcement) if it was already gone."""
-    presence = await get_backend().untrack(room, conn_id)
+    presence, count = await get_backend().untrack_and_count(room, conn_id)
     if presence is not None:
-        await _announce(presence, "leave")
+        await _announce(presence, "leave", count=count)
     return presence
 
 
@@ -104,14 +130,10 @@ async def members(room: str) -> list[Presence]:
 
 async def lobby_snapshot() -> dict[str, dict[str, Any]]:
     """Every occupied room with its count and participants, for a new lobby client."""
-    backend = get_backend()
-    counts = await backend.room_counts()
-    rooms: dict[str, dict[str, Any]] = {}
-    for slug in counts:
-        people = await backend.list_room(slug)
-        if people:
-            rooms[slug] = {"count": len(people), "participants": [public_peer(p) for p in people]}
-    return rooms
+    return {
+        slug: {"count": len(people), "participants": [public_peer(p) for p in people]}
+        for slug, people in (await get_backend().snapshot()).items()
+    }
 
 
 async def announce_left(presences: list[Presence]) -> None:
@@ -126,9 +148,12 @@ async def announce_left(presences: list[Presence]) -> None:
         await _announce(presence, "leave", reason="timeout")
 
 
-async def _announce(presence: Presence, event: str, reason: str | None = None) -> None:
+async def _announce(
+    presence: Presence, event: str, reason: str | None = None, count: int | None = None
+) -> None:
     layer = get_channel_layer()
-    count = len(await get_backend().list_room(presence.room))
+    if count is None:
+        count = len(await get_backend().list_room(presence.room))
     member_event: dict[str, Any] = {
         "type": "presence.joined" if event == "join" else "presence.left",
         "presence": presence.as_dict(),
@@ -136,16 +161,77 @@ async def _announce(presence: Presence, event: str, reason: str | None = None) -
     if reason:
         member_event["reason"] = reason
     await layer.group_send(room_group(presence.room), member_event)
-    await layer.group_send(
-        LOBBY_GROUP,
-        {
-            "type": "lobby.delta",
-            "room": presence.room,
-            "event": event,
-            "peer": public_peer(presence),
-            "count": count,
-        },
-    )
+    delta = {
+        "type": "presence",
+        "room": presence.room,
+        "event": event,
+        "peer": public_peer(presence),
+        "count": count,
+    }
+    _lobby_batcher().add(json.dumps(delta, separators=(",", ":")))
+
+
+class LobbyBatcher:
+    """Coalesce lobby deltas once they come fast: then one ``group_send`` per ``interval``.
+
+    Every join and leave goes to every lobby socket, so a burst of joins costs (joins x
+    lobby sockets) deliveries. The first ``burst`` deltas of an interval go out at once
+    (deltas on the same loop tick share one send), so a normal site adds no delay; later
+    ones wait for the interval's end and go out together. Deltas are encoded to JSON once
+    here, not once per lobby socket; each still reaches clients as its own ``presence``
+    frame, in order.
+    """
+
+    def __init__(self, interval: float, burst: int = 2) -> None:
+        self.interval = interval
+        self.burst = burst
+        self.frames: list[str] = []
+        self.window_start = -math.inf
+        self.sent_in_window = 0
+        self.task: asyncio.Task[None] | None = None
+        self.loop = asyncio.get_running_loop()
+
+    def add(self, frame: str) -> None:
+        self.frames.append(frame)
+        if self.task is None or self.task.done():
+            self.task = self.loop.create_task(self._send_soon())
+
+    async def _send_soon(self) -> None:
+        now = self.loop.time()
+        if now - self.window_start >= self.interval:
+            self.window_start, self.sent_in_window = now, 0
+        elif self.sent_in_window >= self.burst:
+            await asyncio.sleep(self.window_start + self.interval - now)
+            self.window_start, self.sent_in_window = self.loop.time(), 0
+        self.sent_in_window += 1
+        frames, self.frames = self.frames, []
+        if frames:
+            try:
+                await get_channel_layer().group_send(
+                    LOBBY_GROUP, {"type": "lobby.frames", "frames": frames}
+                )
+            except Exception:
+                logger.exception("lobby deltas lost (%d)", len(frames))
+
+
+_batcher: LobbyBatcher | None = None
+
+
+def _lobby_batcher() -> LobbyBatcher:
+    """This process's batcher, on the running loop (tests run several loops)."""
+    global _batcher
+    loop = asyncio.get_running_loop()
+    if _batcher is None or _batcher.loop is not loop:
+        from django.conf import settings
+
+        _batcher = LobbyBatcher(float(getattr(settings, "LOBBY_DELTA_INTERVAL", 0.05)))
+    return _batcher
+
+
+async def flush_lobby() -> None:
+    """Wait until queued lobby deltas are sent (tests, shutdown)."""
+    while _batcher is not None and _batcher.task is not None and not _batcher.task.done():
+        await asyncio.shield(_batcher.task)
 
 
 _sweeper: asyncio.Task | None = None

@@ -5,6 +5,7 @@ Views and consumers call these; they hold the rules (naming, kinds, who may clos
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
@@ -80,6 +81,47 @@ def get_or_create_room(name: str, kind: str, creator: Identity) -> JoinResult:
 
 def get_room(slug: str) -> Room | None:
     return Room.objects.filter(slug=slug).first()
+
+
+#: slug -> (fetched at, room): rooms read by sockets, kept briefly (see ``cached_room``)
+_room_cache: dict[str, tuple[float, Room]] = {}
+
+
+def cached_room(slug: str) -> Room | None:
+    """The room if this process read it less than ``ROOM_CACHE_SECONDS`` ago, else None.
+
+    Every room socket connect needs its room; a query per connect (a thread hop, a new
+    SQLite connection) was a sixth of a Daphne process's connect-time CPU (py-spy). Saves
+    and deletes in this process drop the entry at once (signals, ``rooms/apps.py``); another
+    process's change (an admin closing the room elsewhere) is seen within the TTL. Misses
+    are never cached, so a room created anywhere is joinable at once.
+    """
+    from django.conf import settings
+
+    hit = _room_cache.get(slug)
+    if hit is None:
+        return None
+    if time.monotonic() - hit[0] >= settings.ROOM_CACHE_SECONDS:
+        _room_cache.pop(slug, None)
+        return None
+    return hit[1]
+
+
+def remember_room(room: Room) -> None:
+    from django.conf import settings
+
+    if settings.ROOM_CACHE_SECONDS > 0:
+        if len(_room_cache) >= 10_000:  # bounded: forget everything rather than grow
+            _room_cache.clear()
+        _room_cache[room.slug] = (time.monotonic(), room)
+
+
+def forget_room(slug: str | None = None) -> None:
+    """Drop one cached room (or all): called on save/delete/migrate."""
+    if slug is None:
+        _room_cache.clear()
+    else:
+        _room_cache.pop(slug, None)
 
 
 def list_rooms(kind: str | None = None, *, include_closed: bool = False) -> list[Room]:

@@ -121,6 +121,8 @@ else:
 # Relay offers/answers/candidates between peers on the same process directly, not through
 # the layer (signaling/local.py; measured in bench/bench_signaling.py).
 SIGNALING_LOCAL_DELIVERY = env_bool("SIGNALING_LOCAL_DELIVERY", True)
+# Seconds a process reuses a room it read for a socket connect (rooms/services.cached_room).
+ROOM_CACHE_SECONDS = env_float("ROOM_CACHE_SECONDS", 5.0, minimum=0)
 
 # --- identity / WebSocket tokens ------------------------------------------------------------
 WS_TOKEN_MAX_AGE = env_int("WS_TOKEN_MAX_AGE", 900, minimum=10)  # seconds
@@ -200,6 +202,8 @@ PRESENCE_HEARTBEAT_INTERVAL = env_int(
 )
 PRESENCE_SWEEP_INTERVAL = env_int("PRESENCE_SWEEP_INTERVAL", 2, minimum=1)
 PRESENCE_KEY_PREFIX = env_str("PRESENCE_KEY_PREFIX", "rtcsite:presence")
+# Lobby join/leave deltas: at most one fan-out per this many seconds (presence.services).
+LOBBY_DELTA_INTERVAL = env_float("LOBBY_DELTA_INTERVAL", 0.05, minimum=0)
 
 # --- live streaming -------------------------------------------------------------------------
 # Read by streaming/ (pipeline, ffmpeg, ladder, services) with getattr and a default.

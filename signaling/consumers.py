@@ -22,7 +22,7 @@ from identity.websocket import AuthenticatedJsonConsumer, CloseCode, ProtocolErr
 from presence import services as presence
 from presence.backends.base import RoomFull
 from rooms.models import Room
-from rooms.services import get_room
+from rooms.services import cached_room, get_room, remember_room
 from rtcsite.ice import client_ice_servers
 from signaling import local
 from signaling.media.peer import NegotiationError
@@ -52,7 +52,11 @@ class RoomConsumer(AuthenticatedJsonConsumer):
 
     async def on_connect(self) -> None:
         slug = self.scope["url_route"]["kwargs"]["slug"]
-        room = await database_sync_to_async(get_room)(slug)
+        room = cached_room(slug)
+        if room is None:
+            room = await database_sync_to_async(get_room)(slug)
+            if room is not None:
+                remember_room(room)
         if room is None:
             await self.send_error("not-found", "No such room.")
             await self.close(code=CloseCode.NOT_FOUND, reason="not-found")
@@ -64,8 +68,12 @@ class RoomConsumer(AuthenticatedJsonConsumer):
         self.room = room
         self.peer_id = secrets.token_hex(6)  # per connection: two tabs are two peers
         await self._release_resumed_place()
+        # In the room's group *before* tracking: whoever tracks after us is then either in
+        # our member list or announced to us (events wait until this handler returns).
+        group = presence.room_group(room.slug)
+        await self.channel_layer.group_add(group, self.channel_name)
         try:
-            await presence.join(
+            _, members = await presence.join_and_list(
                 room.slug,
                 self.peer_id,
                 channel=self.channel_name,
@@ -74,6 +82,7 @@ class RoomConsumer(AuthenticatedJsonConsumer):
                 capacity=room.capacity,
             )
         except RoomFull:
+            await self.channel_layer.group_discard(group, self.channel_name)
             await self.send_error(
                 "room-full", f"“{room.title}” is full ({room.capacity} participants)."
             )
@@ -81,8 +90,6 @@ class RoomConsumer(AuthenticatedJsonConsumer):
             return
         self.joined = True
         local.register(self.channel_name, self)
-        await self.channel_layer.group_add(presence.room_group(room.slug), self.channel_name)
-        members = await presence.members(room.slug)
         if joined_elsewhere(room.kind, self.peer_id, members, presence.process_id()):
             await self._leave()
             await self.send_error(
@@ -267,9 +274,12 @@ class RoomConsumer(AuthenticatedJsonConsumer):
 
     async def presence_joined(self, event: dict[str, Any]) -> None:
         joined = event["presence"]
-        if joined["conn_id"] != self.peer_id and self.joined:
-            self.peers[joined["conn_id"]] = joined["channel"]
-            await self.send_json({"type": "peer-joined", **_public(joined)})
+        if joined["conn_id"] == self.peer_id or not self.joined:
+            return
+        if self.peers.get(joined["conn_id"]) == joined["channel"]:
+            return  # already in our welcome list (it joined while we did)
+        self.peers[joined["conn_id"]] = joined["channel"]
+        await self.send_json({"type": "peer-joined", **_public(joined)})
 
     async def presence_left(self, event: dict[str, Any]) -> None:
         if event["presence"]["conn_id"] == self.peer_id or not self.joined:

@@ -167,6 +167,50 @@ class PresenceBackend(ABC):
         Atomic: concurrent callers (several processes' sweepers) each get a disjoint share.
         """
 
+    # --- combined operations: one round trip where the backend can ------------------------
+    # A join needs the room's members right after tracking (the ``welcome`` list and the
+    # lobby count) and a leave needs the count left; a lobby client needs every room. The
+    # defaults compose the primitives; the Redis backend does each in one script.
+
+    async def track_and_list(
+        self,
+        room: str,
+        conn_id: str,
+        *,
+        peer_id: str,
+        name: str,
+        process: str,
+        media: dict[str, bool] | None = None,
+        capacity: int | None = None,
+        channel: str = "",
+    ) -> tuple[Presence, list[Presence]]:
+        """``track``, then the room's live members (this one included), as of the track."""
+        presence = await self.track(
+            room,
+            conn_id,
+            peer_id=peer_id,
+            name=name,
+            process=process,
+            media=media,
+            capacity=capacity,
+            channel=channel,
+        )
+        return presence, await self.list_room(room)
+
+    async def untrack_and_count(self, room: str, conn_id: str) -> tuple[Presence | None, int]:
+        """``untrack``, and how many live connections the room has left."""
+        presence = await self.untrack(room, conn_id)
+        return presence, len(await self.list_room(room))
+
+    async def snapshot(self) -> dict[str, list[Presence]]:
+        """Every room with live members, and them (ordered as ``list_room``)."""
+        rooms: dict[str, list[Presence]] = {}
+        for room in await self.room_counts():
+            people = await self.list_room(room)
+            if people:
+                rooms[room] = people
+        return rooms
+
     async def close(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
         """Release connections."""
 

@@ -20,12 +20,15 @@ synchronised clocks (NTP), within a small fraction of ``ttl``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import time
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 from presence.backends.base import (
     SEP,
@@ -184,6 +187,114 @@ return out
 """
 
 
+# _TRACK, then the room's live members (as _LIST_ROOM): {1, joined, media, hash, hash, ...}
+_TRACK_LIST = _TRACK.replace(
+    "return {1, joined, media}\n",
+    """local out = {1, joined, media}
+for _, c in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[4], '+inf')) do
+  local data = redis.call('HGETALL', ARGV[1] .. ':conn:' .. ARGV[2] .. '\\31' .. c)
+  if #data > 0 then table.insert(out, data) end
+end
+return out
+""",
+)
+
+# KEYS: expiry, rooms   ARGV: prefix, member, now  -> {hash or {}, live count left}
+_UNTRACK_COUNT = (
+    _REMOVE
+    + """
+local i = string.find(ARGV[2], '\\31', 1, true)
+local room_key = ARGV[1] .. ':room:' .. string.sub(ARGV[2], 1, i - 1)
+local data = {}
+if redis.call('ZSCORE', KEYS[1], ARGV[2]) then
+  data = remove(ARGV[1], KEYS[1], KEYS[2], ARGV[2])
+else
+  redis.call('DEL', ARGV[1] .. ':conn:' .. ARGV[2])
+end
+return {data, redis.call('ZCOUNT', room_key, '(' .. ARGV[3], '+inf')}
+"""
+)
+
+# KEYS: rooms   ARGV: prefix, now  -> {slug, {hash, ...}, slug, {hash, ...}, ...}
+_SNAPSHOT = """
+local out = {}
+for _, slug in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local room_key = ARGV[1] .. ':room:' .. slug
+  local rows = {}
+  for _, c in ipairs(redis.call('ZRANGEBYSCORE', room_key, '(' .. ARGV[2], '+inf')) do
+    local data = redis.call('HGETALL', ARGV[1] .. ':conn:' .. slug .. '\\31' .. c)
+    if #data > 0 then table.insert(rows, data) end
+  end
+  if #rows > 0 then
+    table.insert(out, slug)
+    table.insert(out, rows)
+  elseif redis.call('EXISTS', room_key) == 0 then
+    redis.call('SREM', KEYS[1], slug)
+  end
+end
+return out
+"""
+
+
+class _AutoPipeline:
+    """Send the script calls made while a batch is in flight together, as the next batch.
+
+    One presence operation is one EVALSHA; redis-py's per-command cost (pool checkout,
+    encode, parse) dominates, not Redis. Under load (heartbeats of thousands of sockets,
+    joins in bursts) calls queue here and go out as one pipeline per round trip; alone, a
+    call goes out at once (no timer, so no added latency). Each call keeps its own result
+    or error; a connection failure fails the batch it hit.
+    """
+
+    def __init__(self, redis: aioredis.Redis, scripts: list[AsyncScript]) -> None:
+        self.redis = redis
+        self.scripts = scripts
+        self.pending: list[tuple[AsyncScript, list[Any], list[Any], asyncio.Future[Any]]] = []
+        self.task: asyncio.Task[None] | None = None
+        self.loaded = False
+
+    async def call(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self.pending.append((script, keys, args, future))
+        if self.task is None or self.task.done():
+            self.task = loop.create_task(self._run())
+        return await future
+
+    async def _run(self) -> None:
+        while self.pending:
+            batch, self.pending = self.pending, []
+            try:
+                if not self.loaded:  # EVALSHA needs the scripts on the server
+                    for script in self.scripts:
+                        await self.redis.script_load(script.script)
+                    self.loaded = True
+                pipe = self.redis.pipeline(transaction=False)
+                for script, keys, args, _ in batch:
+                    pipe.evalsha(script.sha, len(keys), *keys, *args)
+                results = await pipe.execute(raise_on_error=False)
+            except BaseException as exc:
+                for *_, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            for (script, keys, args, future), result in zip(batch, results, strict=True):
+                if isinstance(result, NoScriptError):  # SCRIPT FLUSH since: load, retry
+                    self.loaded = False
+                    try:
+                        result = await script(keys=keys, args=args)
+                    except Exception as exc:
+                        result = exc
+                if future.done():  # the caller was cancelled
+                    continue
+                if isinstance(result, Exception):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+
+
 class RedisPresenceBackend(PresenceBackend):
     """Presence in Redis (selected when ``REDIS_URL`` is set)."""
 
@@ -206,6 +317,24 @@ class RedisPresenceBackend(PresenceBackend):
         self._expire = self.redis.register_script(_EXPIRE)
         self._list_room = self.redis.register_script(_LIST_ROOM)
         self._room_counts = self.redis.register_script(_ROOM_COUNTS)
+        self._track_list = self.redis.register_script(_TRACK_LIST)
+        self._untrack_count = self.redis.register_script(_UNTRACK_COUNT)
+        self._snapshot = self.redis.register_script(_SNAPSHOT)
+        self._pipeline = _AutoPipeline(
+            self.redis,
+            [
+                self._track,
+                self._refresh,
+                self._update_media,
+                self._untrack,
+                self._list_room,
+                self._room_counts,
+                self._track_list,
+                self._untrack_count,
+                self._snapshot,
+                self._expire,
+            ],
+        )
 
     @classmethod
     def from_settings(cls, settings: Any) -> RedisPresenceBackend:
@@ -239,6 +368,36 @@ class RedisPresenceBackend(PresenceBackend):
         ]
 
     # --- interface -----------------------------------------------------------------------
+    def _track_args(
+        self,
+        room: str,
+        conn_id: str,
+        now: float,
+        expires_at: float,
+        peer_id: str,
+        name: str,
+        process: str,
+        media: dict[str, bool] | None,
+        capacity: int | None,
+        channel: str,
+    ) -> list[Any]:
+        return [
+            self.prefix,
+            room,
+            conn_id,
+            repr(now),
+            repr(expires_at),
+            -1 if capacity is None else int(capacity),
+            self.key_ttl_ms,
+            repr(now - self.ttl),
+            peer_id,
+            name,
+            process,
+            "" if media is None else json.dumps(clean_media(media)),
+            STALE_PURGE_LIMIT,
+            channel,
+        ]
+
     async def track(
         self,
         room: str,
@@ -251,31 +410,49 @@ class RedisPresenceBackend(PresenceBackend):
         capacity: int | None = None,
         channel: str = "",
     ) -> Presence:
+        presence, _ = await self._track_call(
+            self._track, room, conn_id, peer_id, name, process, media, capacity, channel
+        )
+        return presence
+
+    async def track_and_list(
+        self,
+        room: str,
+        conn_id: str,
+        *,
+        peer_id: str,
+        name: str,
+        process: str,
+        media: dict[str, bool] | None = None,
+        capacity: int | None = None,
+        channel: str = "",
+    ) -> tuple[Presence, list[Presence]]:
+        return await self._track_call(
+            self._track_list, room, conn_id, peer_id, name, process, media, capacity, channel
+        )
+
+    async def _track_call(
+        self,
+        script: AsyncScript,
+        room: str,
+        conn_id: str,
+        peer_id: str,
+        name: str,
+        process: str,
+        media: dict[str, bool] | None,
+        capacity: int | None,
+        channel: str,
+    ) -> tuple[Presence, list[Presence]]:
         check_ids(room, conn_id)
         now = self.clock()
         expires_at = now + self.ttl
-        result = await self._track(
-            keys=self._keys(room, conn_id),
-            args=[
-                self.prefix,
-                room,
-                conn_id,
-                repr(now),
-                repr(expires_at),
-                -1 if capacity is None else int(capacity),
-                self.key_ttl_ms,
-                repr(now - self.ttl),
-                peer_id,
-                name,
-                process,
-                "" if media is None else json.dumps(clean_media(media)),
-                STALE_PURGE_LIMIT,
-                channel,
-            ],
+        args = self._track_args(
+            room, conn_id, now, expires_at, peer_id, name, process, media, capacity, channel
         )
+        result = await self._pipeline.call(script, self._keys(room, conn_id), args)
         if int(result[0]) == 0:
             raise RoomFull(room, int(capacity or 0))
-        return Presence(
+        presence = Presence(
             room=room,
             conn_id=conn_id,
             peer_id=peer_id,
@@ -286,12 +463,14 @@ class RedisPresenceBackend(PresenceBackend):
             expires_at=expires_at,
             channel=channel,
         )
+        return presence, _ordered(map(_presence, result[3:]))
 
     async def refresh(self, room: str, conn_id: str) -> bool:
         now = self.clock()
-        result = await self._refresh(
-            keys=self._keys(room, conn_id),
-            args=[
+        result = await self._pipeline.call(
+            self._refresh,
+            self._keys(room, conn_id),
+            [
                 conn_id,
                 f"{room}{SEP}{conn_id}",
                 repr(now),
@@ -304,37 +483,53 @@ class RedisPresenceBackend(PresenceBackend):
     async def update_media(
         self, room: str, conn_id: str, media: dict[str, bool]
     ) -> Presence | None:
-        data = await self._update_media(
-            keys=[self.room_key(room), self.conn_key(room, conn_id)],
-            args=[conn_id, repr(self.clock()), json.dumps(clean_media(media))],
+        data = await self._pipeline.call(
+            self._update_media,
+            [self.room_key(room), self.conn_key(room, conn_id)],
+            [conn_id, repr(self.clock()), json.dumps(clean_media(media))],
         )
         return _presence(data) if data else None
 
     async def untrack(self, room: str, conn_id: str) -> Presence | None:
-        data = await self._untrack(
-            keys=[self.expiry_key, self.rooms_key],
-            args=[self.prefix, f"{room}{SEP}{conn_id}"],
+        data = await self._pipeline.call(
+            self._untrack,
+            [self.expiry_key, self.rooms_key],
+            [self.prefix, f"{room}{SEP}{conn_id}"],
         )
         return _presence(data) if data else None
 
-    async def list_room(self, room: str) -> list[Presence]:
-        rows = await self._list_room(
-            keys=[self.room_key(room)], args=[self.prefix, room, repr(self.clock())]
+    async def untrack_and_count(self, room: str, conn_id: str) -> tuple[Presence | None, int]:
+        data, count = await self._pipeline.call(
+            self._untrack_count,
+            [self.expiry_key, self.rooms_key],
+            [self.prefix, f"{room}{SEP}{conn_id}", repr(self.clock())],
         )
-        return sorted(map(_presence, rows), key=lambda p: (p.joined_at, p.conn_id))
+        return (_presence(data) if data else None), int(count)
+
+    async def list_room(self, room: str) -> list[Presence]:
+        rows = await self._pipeline.call(
+            self._list_room, [self.room_key(room)], [self.prefix, room, repr(self.clock())]
+        )
+        return _ordered(map(_presence, rows))
 
     async def room_counts(self) -> dict[str, int]:
-        flat = await self._room_counts(
-            keys=[self.rooms_key], args=[self.prefix, repr(self.clock())]
+        flat = await self._pipeline.call(
+            self._room_counts, [self.rooms_key], [self.prefix, repr(self.clock())]
         )
         return {flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+    async def snapshot(self) -> dict[str, list[Presence]]:
+        flat = await self._pipeline.call(
+            self._snapshot, [self.rooms_key], [self.prefix, repr(self.clock())]
+        )
+        return {flat[i]: _ordered(map(_presence, flat[i + 1])) for i in range(0, len(flat), 2)}
 
     async def expire(self) -> list[Presence]:
         now = repr(self.clock())
         removed: list[Presence] = []
         while True:
-            result = await self._expire(
-                keys=[self.expiry_key, self.rooms_key], args=[self.prefix, now, EXPIRE_BATCH]
+            result = await self._pipeline.call(
+                self._expire, [self.expiry_key, self.rooms_key], [self.prefix, now, EXPIRE_BATCH]
             )
             removed.extend(_presence(row) for row in result[1:])
             if int(result[0]) < EXPIRE_BATCH:
@@ -342,6 +537,10 @@ class RedisPresenceBackend(PresenceBackend):
 
     async def close(self) -> None:
         await self.redis.aclose()
+
+
+def _ordered(presences: Any) -> list[Presence]:
+    return sorted(presences, key=lambda p: (p.joined_at, p.conn_id))
 
 
 def _presence(flat: list[str]) -> Presence:

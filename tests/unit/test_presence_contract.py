@@ -331,6 +331,50 @@ class TestPresenceContract:
         [removed] = await sweep_once(env.backend, on_expired)
         assert removed.conn_id == "c1" and got == [[removed]]
 
+    async def test_combined_operations_match_the_primitives(self, env: Env) -> None:
+        """track_and_list / untrack_and_count / snapshot: one round trip on Redis, same
+        answers as track + list_room, untrack + list_room, room_counts + list_room."""
+        b = env.backend
+        a = await track(b, "r1", "a")
+        await track(b, "r2", "x")
+        env.clock.advance(1)
+        await track(b, "r1", "ghost")
+        env.clock.advance(TTL - 0.5)  # a and x expire (not swept), ghost is live
+        await b.refresh("r1", "ghost")
+        me, members = await b.track_and_list(
+            "r1", "me", peer_id="u", name="Me", process="h:1", capacity=2
+        )
+        assert conns(members) == ["ghost", "me"] and members[1] == me
+        with pytest.raises(RoomFull):
+            await b.track_and_list("r1", "late", peer_id="u", name="L", process="h", capacity=2)
+        assert conns(members) == conns(await b.list_room("r1"))
+        snap = await b.snapshot()
+        assert {room: conns(people) for room, people in snap.items()} == {"r1": ["ghost", "me"]}
+        assert snap["r1"] == await b.list_room("r1")
+        assert await b.untrack_and_count("r1", "me") == (me, 1)
+        assert await b.untrack_and_count("r1", "me") == (None, 1)  # once only
+        assert (await b.untrack_and_count("r1", "a"))[0] == a  # expired, unswept: reported
+        ghost, left = await b.untrack_and_count("r1", "ghost")
+        assert ghost is not None and ghost.conn_id == "ghost" and left == 0
+        await b.untrack("r2", "x")
+        assert await b.snapshot() == {}
+        assert await env.leftovers() == []
+
+    async def test_many_concurrent_calls_each_get_their_answer(self, env: Env) -> None:
+        """Concurrent calls (batched into pipelines on Redis) are not mixed up."""
+        b = env.backend
+        tracked = await asyncio.gather(*(track(b, f"r{i % 7}", f"c{i}") for i in range(200)))
+        assert [p.conn_id for p in tracked] == [f"c{i}" for i in range(200)]
+        refreshed = await asyncio.gather(
+            *(b.refresh(f"r{i % 7}", f"c{i}" if i % 2 else "missing") for i in range(200))
+        )
+        assert refreshed == [bool(i % 2) for i in range(200)]
+        counts = await asyncio.gather(
+            *(b.untrack_and_count(f"r{i % 7}", f"c{i}") for i in range(200))
+        )
+        assert [p.conn_id for p, _ in counts if p] == [f"c{i}" for i in range(200)]
+        assert await env.leftovers() == []
+
 
 # --- Redis-specific ------------------------------------------------------------------------
 @pytest.mark.redis

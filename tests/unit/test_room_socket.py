@@ -144,3 +144,24 @@ async def test_lobby_snapshot_and_deltas():
     assert (left["event"], left["count"]) == ("leave", 0)
     await lobby.disconnect()
     await late.disconnect()
+
+
+async def test_lobby_gets_every_delta_of_a_burst_in_order():
+    """Deltas beyond the burst allowance are coalesced (LOBBY_DELTA_INTERVAL), never lost or
+    reordered: each still arrives as its own ``presence`` message."""
+    for i in range(5):
+        await make_room(f"b{i}", capacity=2)
+    lobby = communicator("/ws/lobby/", identity=PEOPLE[4])
+    await lobby.connect()
+    await lobby.receive_json_from()
+    await lobby.receive_json_from()
+    joined = await asyncio.gather(*(join(f"b{i}", PEOPLE[i]) for i in range(4)))
+    for comm, _ in joined:
+        await comm.disconnect()
+    events = [await lobby.receive_json_from(timeout=5) for _ in range(8)]
+    peers = {welcome["you"]["peer"]: f"b{i}" for i, (_, welcome) in enumerate(joined)}
+    for peer, room in peers.items():
+        mine = [(e["event"], e["room"], e["count"]) for e in events if e["peer"]["peer"] == peer]
+        assert mine == [("join", room, 1), ("leave", room, 0)]
+    assert await lobby.receive_nothing(timeout=0.2)
+    await lobby.disconnect()
