@@ -25,6 +25,7 @@ from typing import Any
 
 from django.conf import settings
 
+from identity.websocket import TokenBucket
 from presence.backends.base import Presence
 from signaling.media.faces import FaceOverlay
 from signaling.media.peer import MEDIA_KINDS, NegotiationError, ServerPeer, live_peers
@@ -34,6 +35,12 @@ logger = logging.getLogger(__name__)
 SERVER_KINDS = ("echo", "relay")
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+#: Offers per socket: each one builds a new RTCPeerConnection and gathers ICE (binds UDP
+#: sockets), far costlier than a relayed message, so they get their own small budget.
+OFFER_RATE = (0.5, 8)  # sustained per second, burst
+#: Remote candidates per session: a browser trickles a handful; each one adds ICE pairs.
+MAX_CANDIDATES = 40
 
 
 class RelayRoom:
@@ -116,11 +123,18 @@ class MediaSession:
         self.peer: ServerPeer | None = None
         self.overlay: FaceOverlay | None = FaceOverlay() if kind == "echo" else None
         self._stats_task: asyncio.Task | None = None
+        self._offers = TokenBucket(*OFFER_RATE)
+        self._candidates = 0
         self._last_counts: tuple[int, int, float] | None = None
 
     async def offer(self, sdp: str) -> None:
         """Answer an offer with a new server peer (closing any previous one)."""
+        if not self._offers.take():
+            raise NegotiationError(
+                "rate-limited", "Too many offers: each one starts a new media session."
+            )
         await self._close_peer()
+        self._candidates = 0
         if len(live_peers()) >= settings.SERVER_ROOM_MAX_PEERS:
             raise NegotiationError(
                 "server-busy",
@@ -150,6 +164,11 @@ class MediaSession:
         if self.peer is None:
             raise NegotiationError(
                 "no-session", "No media session: send an offer before ICE candidates."
+            )
+        self._candidates += 1
+        if self._candidates > MAX_CANDIDATES:
+            raise NegotiationError(
+                "too-many-candidates", f"At most {MAX_CANDIDATES} ICE candidates per session."
             )
         await self.peer.add_candidate(candidate)
 

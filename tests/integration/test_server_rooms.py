@@ -358,4 +358,21 @@ async def test_bad_offers_and_candidates_get_clear_errors_and_the_room_carries_o
         await bad.send({"type": "echo-options", "faces": "yes"})
         assert (await next_error(bad, 9))["code"] == "bad-message"
         await bad.wait_frames("video", 5, WAIT)
+
+        # floods: candidates beyond the per-session cap, offers beyond their own budget
+        flood = {"candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host", "sdpMid": "0"}
+        for _ in range(45):
+            await bad.send({"type": "candidate", "candidate": flood})
+        await wait_for(
+            lambda: any(e["code"] == "too-many-candidates" for e in bad.errors),
+            "too-many-candidates",
+        )
+        for _ in range(12):
+            await bad.send({"type": "offer", "sdp": BAD_OFFERS["no-media"]})
+        await wait_for(
+            lambda: any(e["code"] == "rate-limited" and e["ref"] == "offer" for e in bad.errors),
+            "offers rate-limited",
+        )
+        await good.wait_frames("video", 10, WAIT)
+        assert not good.errors
     assert not peer_module.live_peers()
