@@ -85,6 +85,10 @@ class FrameSource:
                 return seq, frame
         return None
 
+    async def wait_ended(self) -> None:
+        """Until the incoming track has ended and every frame of it was read."""
+        await asyncio.shield(self._task)
+
     async def close(self) -> None:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -1,0 +1,87 @@
+"""The server peers' frame plumbing with real aiortc tracks and PyAV frames (no network)."""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+
+import cv2
+import numpy as np
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from av import VideoFrame
+
+from faces.detector import BOX_BGR, Box
+from signaling.media.faces import draw_boxes_i420
+from signaling.media.tracks import FrameSource, SlotTrack
+
+
+class CountingTrack(MediaStreamTrack):
+    """Frames numbered 0, 1, 2… as fast as they are asked for (pts = number), ``limit`` in all."""
+
+    kind = "video"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.made = 0
+
+    async def recv(self) -> VideoFrame:
+        if self.made >= self.limit:
+            raise MediaStreamError
+        await asyncio.sleep(0)
+        frame = VideoFrame(64, 48, "yuv420p")
+        frame.pts = self.made
+        frame.time_base = fractions.Fraction(1, 90_000)
+        self.made += 1
+        return frame
+
+
+async def test_a_slow_consumer_gets_the_newest_frame_and_nothing_queues():
+    track = CountingTrack(limit=200)
+    source = FrameSource(track, "t")
+    seq, _first = await source.next_frame(0)
+    await source.wait_ended()  # a slow consumer: the reader keeps draining meanwhile
+    assert track.made == 200  # the incoming track was read to the end: no backlog in aiortc
+    got = await source.next_frame(seq)
+    assert got is not None
+    newer_seq, newest = got
+    assert newer_seq == 200 and newest.pts == 199  # skipped to the newest, not the next
+    assert await source.next_frame(newer_seq) is None  # ended: no more frames
+    await source.close()
+
+
+async def test_slot_timestamps_never_go_back_when_the_source_changes():
+    slot = SlotTrack("video")
+    first = FrameSource(CountingTrack(limit=10_000), "a")
+    slot.plug(first)
+    stamps = [(await slot.recv()).pts for _ in range(5)]
+    second = FrameSource(CountingTrack(limit=10_000), "b")  # a rejoin: pts start at 0 again
+    slot.plug(second)
+    await asyncio.sleep(0.01)
+    stamps += [(await slot.recv()).pts for _ in range(5)]
+    assert stamps == sorted(stamps) and stamps[-1] > stamps[4]
+    slot.plug(None)
+    waiting = asyncio.create_task(slot.recv())
+    await asyncio.sleep(0.05)
+    assert not waiting.done()  # nothing plugged: nothing sent
+    slot.stop()
+    try:
+        await waiting
+    except MediaStreamError:
+        pass
+    else:
+        raise AssertionError("a stopped slot must end recv()")
+    await first.close()
+    await second.close()
+
+
+def test_boxes_drawn_in_i420_come_back_as_the_box_colour():
+    height, width = 120, 160
+    grey = np.full((height, width, 3), 128, dtype=np.uint8)
+    planes = cv2.cvtColor(grey, cv2.COLOR_BGR2YUV_I420)
+    draw_boxes_i420(planes, width, height, [Box(40, 30, 60, 50)])
+    bgr = VideoFrame.from_ndarray(planes, format="yuv420p").to_ndarray(format="bgr24")
+    edge = bgr[30, 70].astype(int)  # middle of the top edge
+    assert np.abs(edge - np.array(BOX_BGR)).max() < 40, edge
+    inside = bgr[55, 70].astype(int)
+    assert np.abs(inside - 128).max() < 10, inside  # only the outline is drawn
