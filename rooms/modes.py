@@ -47,7 +47,7 @@ MODES: tuple[Mode, ...] = (
         "Live streams",
         "Publish your camera from the browser; anyone watches it as HLS or MPEG-DASH.",
         None,
-        False,
+        True,
     ),
     Mode(
         "faces",

@@ -213,6 +213,7 @@ STREAM_LADDER = env_str("STREAM_LADDER", "720,360")  # heights, or height:kbps[:
 STREAM_SEGMENT_SECONDS = env_float("STREAM_SEGMENT_SECONDS", 1.0, minimum=0.2)
 STREAM_FPS = env_int("STREAM_FPS", 30, minimum=1)
 STREAM_X264_PRESET = env_str("STREAM_X264_PRESET", "veryfast")
+STREAM_LOW_LATENCY_INPUT = env_bool("STREAM_LOW_LATENCY_INPUT", True)  # -probesize 32 ...
 STREAM_LIVE_WINDOW_SECONDS = env_float("STREAM_LIVE_WINDOW_SECONDS", 10.0, minimum=0)
 STREAM_QUEUE_BYTES = env_int("STREAM_QUEUE_BYTES", 8 << 20, minimum=64 * 1024)
 STREAM_MAX_CHUNK_BYTES = env_int("STREAM_MAX_CHUNK_BYTES", 4 << 20, minimum=1024)

@@ -116,6 +116,7 @@ class EncoderOptions:
             "fps": setting("STREAM_FPS", 30, int),
             "x264_preset": setting("STREAM_X264_PRESET", "veryfast", str),
             "live_window_seconds": setting("STREAM_LIVE_WINDOW_SECONDS", 10.0, float),
+            "low_latency_input": setting("STREAM_LOW_LATENCY_INPUT", True, bool),
         }
         values.update(overrides)
         return cls(**values)

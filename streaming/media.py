@@ -36,10 +36,13 @@ from django.http import (
 )
 from django.views.decorators.csrf import csrf_exempt
 
+from streaming.clock import anchor_hls_playlist, read_clock
+
 BLOCK = 64 * 1024
 SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,46}[a-z0-9])?$")
 NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}$")
 RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+MEDIA_PLAYLIST_RE = re.compile(r"^media_\d+\.m3u8$")
 
 PLAYLIST_CACHE = "no-cache"
 SEGMENT_CACHE = "public, max-age=31536000, immutable"
@@ -134,6 +137,44 @@ def _with_headers(response: HttpResponse, headers: dict[str, str]) -> HttpRespon
     return response
 
 
+def _anchored_playlist_text(real: Path) -> str:
+    text = real.read_text(errors="replace")
+    return anchor_hls_playlist(text, real.parent, read_clock(real.parent))
+
+
+async def _anchored_playlist(
+    request: HttpRequest, real: Path, content_type: str, cache: str
+) -> HttpResponse:
+    """An HLS media playlist with PROGRAM-DATE-TIME on the capture clock (streaming/clock.py).
+
+    Small and rewritten per request: built in memory, then ranged like any file.
+    """
+    try:
+        body = (await asyncio.to_thread(_anchored_playlist_text, real)).encode()
+    except OSError:
+        return HttpResponseNotFound("No such media file.", content_type="text/plain")
+    headers = {
+        **CORS_HEADERS,
+        "Cache-Control": cache,
+        "Accept-Ranges": "bytes",
+        "X-Content-Type-Options": "nosniff",
+    }
+    status = 200
+    byte_range = parse_range(request.headers.get("Range"), len(body))
+    if byte_range is False:
+        response = HttpResponse(status=416, content_type="text/plain")
+        return _with_headers(response, {**headers, "Content-Range": f"bytes */{len(body)}"})
+    if byte_range is not None:
+        start, end = byte_range  # type: ignore[misc]
+        headers["Content-Range"] = f"bytes {start}-{end}/{len(body)}"
+        body, status = body[start : end + 1], 206
+    headers["Content-Length"] = str(len(body))
+    response = HttpResponse(
+        b"" if request.method == "HEAD" else body, status=status, content_type=content_type
+    )
+    return _with_headers(response, headers)
+
+
 @csrf_exempt  # read-only: other methods get a plain 405, not a CSRF page
 async def serve_stream_file(request: HttpRequest, path: str) -> HttpResponse:
     """``GET|HEAD|OPTIONS /media/streams/<slug>/<name>``."""
@@ -157,6 +198,8 @@ async def serve_stream_file(request: HttpRequest, path: str) -> HttpResponse:
         return HttpResponseNotFound("No such media file.", content_type="text/plain")
     real, name = found
     content_type, cache = content_type_and_cache(name)  # type: ignore[misc]
+    if MEDIA_PLAYLIST_RE.match(name):
+        return await _anchored_playlist(request, real, content_type, cache)
     try:
         stat = await asyncio.to_thread(os.stat, real)
     except OSError:

@@ -121,3 +121,11 @@ class Stream(models.Model):
 
     def get_publish_url(self) -> str:
         return reverse("streaming:publish", args=[self.slug])
+
+    @property
+    def hls_watch_url(self) -> str:
+        return reverse("streaming:watch", kwargs={"slug": self.slug, "player": "hls"})
+
+    @property
+    def dash_watch_url(self) -> str:
+        return reverse("streaming:watch", kwargs={"slug": self.slug, "player": "dash"})

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import inspect
 import logging
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from streaming.chunks import Chunk, Gap, HeldBufferFull, Released, ReorderBuffer
+from streaming.clock import StreamClock, now_ms, write_clock
 from streaming.ffmpeg import EncoderOptions, build_command, ffmpeg_binary, setting
 from streaming.ladder import Rendition, configured_ladder, renditions_for_source
 from streaming.playlists import finalize_vod, segment_files
@@ -165,6 +167,10 @@ class StreamPipeline:
         self.ended_at: datetime | None = None
         self.renditions: tuple[Rendition, ...] = ()
         self.face_overlay = False  # draw server-side face boxes (streaming/overlay.py)
+        # Wall-clock ms of media time 0 as the publisher captured it (set before the first
+        # chunk); None: the first chunk's arrival is used. See streaming/clock.py.
+        self.capture_ms: int | None = None
+        self.clock: StreamClock | None = None
         self.command: list[str] = []
         self.process: asyncio.subprocess.Process | None = None
         self.counters = _Counters()
@@ -446,6 +452,14 @@ class StreamPipeline:
         try:
             self.renditions = renditions_for_source(self.config.ladder, info.video.height)
             self.output_dir.mkdir(parents=True, exist_ok=True)
+            if self.capture_ms is not None:
+                self.clock = StreamClock(self.capture_ms, "publisher")
+            else:
+                self.clock = StreamClock(now_ms(), "server")
+            write_clock(self.output_dir, self.clock)
+            options = self.config.encoder
+            if options.availability_start_ms is None:
+                options = dataclasses.replace(options, availability_start_ms=self.clock.capture_ms)
             plan = None
             if self.face_overlay:  # decode → face boxes → encode (streaming/overlay.py)
                 from streaming.overlay import OverlayPlan
@@ -460,7 +474,7 @@ class StreamPipeline:
                 self.output_dir,
                 self.renditions,
                 has_audio=info.audio is not None,
-                options=self.config.encoder,
+                options=options,
                 binary=self.binary or ffmpeg_binary(),
                 raw_input=plan.raw if plan else None,
             )

@@ -39,7 +39,7 @@ for _prefix, _uri in (
     ET.register_namespace(_prefix, _uri)
 
 SEGMENT_RE = re.compile(r"^chunk-stream(?P<rep>\d+)-(?P<num>\d+)\.m4s$")
-TARGETDURATION_RE = re.compile(r"^#EXT-X-TARGETDURATION:(\d+)\s*$", re.MULTILINE)
+TARGETDURATION_RE = re.compile(r"^#EXT-X-TARGETDURATION:(\d+)[ \t\r]*$", re.MULTILINE)
 
 
 def segment_files(output_dir: Path) -> dict[int, dict[int, Path]]:

@@ -22,15 +22,20 @@ from datetime import timedelta
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, close_old_connections, transaction
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.crypto import get_random_string
 from django.utils.text import slugify
 
 from identity.services import Identity
 from identity.websocket import TokenBucket
+from presence import services as presence
+from streaming.clock import ClockError, check_capture_ms, read_clock
+from streaming.ffmpeg import EncoderOptions
 from streaming.models import Stream, StreamStatus, new_publish_key
 from streaming.pipeline import (
     Backpressure,
@@ -261,6 +266,12 @@ def _on_state(entry_holder: list[Running]):
         await _persist(entry)
         if pipeline.closed and _running.get(entry.slug) is entry:
             del _running[entry.slug]
+        if pipeline.closed and pipeline.started_at is None:
+            status = StreamStatus.ENDED if entry.stopped_by_publisher else StreamStatus.IDLE
+        else:
+            status = _fields_from_pipeline(entry).get("status")
+        if status and pipeline.state != PipelineState.STOPPING:  # still live while stopping
+            await announce_status(entry.slug, str(status), pipeline.reason)
 
     return on_state
 
@@ -295,8 +306,13 @@ def _start(stream: Stream) -> Running:
     if stream.status == StreamStatus.IDLE and output.exists():
         shutil.rmtree(output, ignore_errors=True)  # refused attempts never produce media
     holder: list[Running] = []
+    # dash.js syncs its clock to this server (the MPD's UTCTiming) to compute the live edge.
+    encoder = EncoderOptions.from_settings(utc_timing_url=reverse("streaming:time"))
     pipeline = StreamPipeline(
-        output, PipelineConfig.from_settings(), name=f"stream {stream.slug}", on_state=None
+        output,
+        PipelineConfig.from_settings(encoder=encoder),
+        name=f"stream {stream.slug}",
+        on_state=None,
     )
     pipeline.face_overlay = stream.face_overlay  # streaming/overlay.py
     rate, burst = rate_limit()
@@ -334,11 +350,20 @@ def _entry_for(stream: Stream) -> Running:
 
 
 async def feed_chunk(
-    slug: str, key: str | None, seq: Any, data: bytes, *, stream: Stream | None = None
+    slug: str,
+    key: str | None,
+    seq: Any,
+    data: bytes,
+    *,
+    stream: Stream | None = None,
+    capture_ms: Any = None,
 ) -> dict[str, Any]:
     """Authenticate, rate-limit and feed one chunk; returns the publisher's status reply.
 
     ``stream``: already authenticated with ``key`` by the caller in this request.
+    ``capture_ms``: the publisher's capture clock (epoch ms of media time 0, synced with
+    ``/streams/time/``), sent with the first chunk; it anchors the HLS/DASH timelines
+    (streaming/clock.py). Ignored once the encoder runs.
     """
     if stream is None or stream.slug != slug:
         stream = await authenticate(slug, key)
@@ -353,6 +378,11 @@ async def feed_chunk(
     if not entry.bucket.take():
         raise RateLimited("Too many chunks for this stream; slow down.")
     pipeline = entry.pipeline
+    if capture_ms is not None and pipeline.state == PipelineState.IDLE:
+        try:
+            pipeline.capture_ms = check_capture_ms(capture_ms)
+        except ClockError as exc:
+            raise BadChunk(str(exc), seq=seq) from exc
     try:
         result = await pipeline.feed(seq, data, wait=feed_wait())
     except Backpressure as exc:
@@ -385,6 +415,7 @@ async def stop_stream(slug: str, key: str | None) -> dict[str, Any]:
                 stream.pk,
                 {"status": StreamStatus.ENDED, "ended_at": timezone.now(), "reason": "stopped"},
             )
+            await announce_status(stream.slug, StreamStatus.ENDED, "stopped before going live")
             return {"state": StreamStatus.ENDED, "reason": "stopped before going live"}
         if stream.status == StreamStatus.LIVE and stream.worker != WORKER_ID:
             raise WrongProcess(f"This stream is running in another process ({stream.worker}).")
@@ -416,8 +447,41 @@ def status(slug: str) -> dict[str, Any] | None:
         "segments": stream.segments_written,
         "hls": stream.hls_url,
         "dash": stream.dash_url,
+        "started_at": stream.started_at.isoformat() if stream.started_at else None,
+        "ended_at": stream.ended_at.isoformat() if stream.ended_at else None,
+        "purged": stream.files_purged_at is not None,
     }
+    clock = read_clock(stream.media_dir())
+    data["clock"] = clock.as_dict() if clock else None
     return data
+
+
+# --- viewers -----------------------------------------------------------------------------
+# Viewers are presences in a room without capacity named ``stream.<slug>`` (room slugs
+# have no dots, so no clash): the presence backends count them, expire ghosts, and the
+# lobby gets their join/leave deltas like any room's.
+def viewer_room(slug: str) -> str:
+    return f"stream.{slug}"
+
+
+def viewer_group(slug: str) -> str:
+    """The channel-layer group of a stream's viewer sockets (presence and status events)."""
+    return presence.room_group(viewer_room(slug))
+
+
+async def viewer_count(slug: str) -> int:
+    return len(await presence.members(viewer_room(slug)))
+
+
+async def announce_status(slug: str, status: str, reason: str = "") -> None:
+    """Tell the stream's viewers and every lobby that a stream went live, ended or failed."""
+    event = {"type": "stream.status", "slug": slug, "status": status, "reason": reason}
+    layer = get_channel_layer()
+    try:
+        await layer.group_send(viewer_group(slug), event)
+        await layer.group_send(presence.LOBBY_GROUP, {**event, "type": "lobby.stream"})
+    except Exception:  # a layer hiccup must not break ingest or the pipeline
+        logger.exception("stream %s: could not announce status %s", slug, status)
 
 
 async def stop_all(reason: str = "server shutting down") -> None:

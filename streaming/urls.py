@@ -7,10 +7,12 @@ app_name = "streaming"
 urlpatterns = [
     path("streams/", views.index, name="index"),
     path("streams/new/", views.create, name="create"),
+    path("streams/time/", views.server_time, name="time"),
     path("streams/<slug:slug>/", views.detail, name="detail"),
     path("streams/<slug:slug>/publish/", views.publish, name="publish"),
     path("streams/<slug:slug>/status/", views.status, name="status"),
     path("streams/<slug:slug>/ingest/", views.ingest, name="ingest"),
     path("streams/<slug:slug>/stop/", views.stop, name="stop"),
+    re_path(r"^streams/(?P<slug>[-a-zA-Z0-9_]+)/(?P<player>hls|dash)/$", views.watch, name="watch"),
     re_path(r"^media/streams/(?P<path>.*)$", media.serve_stream_file, name="media"),
 ]

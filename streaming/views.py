@@ -19,6 +19,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from streaming import services
+from streaming.clock import iso_ms, now_ms
 
 logger = logging.getLogger(__name__)
 
@@ -66,11 +67,39 @@ def create(request: HttpRequest) -> HttpResponse:
 
 
 def detail(request: HttpRequest, slug: str) -> HttpResponse:
-    """``/streams/<slug>/``: status and playlist links (the players come with the viewer pages)."""
+    """``/streams/<slug>/``: status, links to both players and the playlists."""
     stream = services.get_stream(slug)
     if stream is None:
         raise Http404("No such stream.")
     return render(request, "streaming/detail.html", {"stream": stream})
+
+
+PLAYERS = {"hls": "HLS (hls.js)", "dash": "MPEG-DASH (dash.js)"}
+
+
+def watch(request: HttpRequest, slug: str, player: str) -> HttpResponse:
+    """``/streams/<slug>/hls/`` and ``/dash/``: the viewer page (static/js/viewer.js)."""
+    stream = services.get_stream(slug)
+    if stream is None or player not in PLAYERS:
+        raise Http404("No such stream.")
+    return render(
+        request,
+        "streaming/watch.html",
+        {"stream": stream, "player": player, "player_label": PLAYERS[player]},
+    )
+
+
+@require_GET
+def server_time(request: HttpRequest) -> HttpResponse:
+    """``/streams/time/``: the server's UTC time, ISO 8601 with milliseconds.
+
+    dash.js reads it through the MPD's ``UTCTiming`` (http-xsdate); the viewer and the
+    publisher pages sync their clocks with it, so latency is measured on one clock.
+    """
+    response = HttpResponse(iso_ms(now_ms()), content_type="text/plain; charset=utf-8")
+    response["Cache-Control"] = "no-store"
+    response["Access-Control-Allow-Origin"] = "*"
+    return response
 
 
 def publish(request: HttpRequest, slug: str) -> HttpResponse:
@@ -118,12 +147,16 @@ async def ingest(request: HttpRequest, slug: str) -> HttpResponse:
     key = publish_key_from(request)
     try:
         stream = await services.authenticate(slug, key)  # before parsing the body
-        seq_raw, data = await sync_to_async(_read_multipart, thread_sensitive=False)(request)
+        seq_raw, data, capture_ms = await sync_to_async(_read_multipart, thread_sensitive=False)(
+            request
+        )
         try:
             seq = int(seq_raw)
         except (TypeError, ValueError):
             raise services.BadChunk("'seq' must be an integer >= 0.") from None
-        reply = await services.feed_chunk(slug, key, seq, data, stream=stream)
+        reply = await services.feed_chunk(
+            slug, key, seq, data, stream=stream, capture_ms=capture_ms
+        )
     except services.IngestError as exc:
         if exc.http_status >= 500 or exc.code in ("invalid", "too-large"):
             logger.info("ingest %s: %s %s", slug, exc.code, exc.message)
@@ -131,10 +164,11 @@ async def ingest(request: HttpRequest, slug: str) -> HttpResponse:
     return JsonResponse(reply, status=202 if reply["status"] != "duplicate" else 200)
 
 
-def _read_multipart(request: HttpRequest) -> tuple[str | None, bytes]:
+def _read_multipart(request: HttpRequest) -> tuple[str | None, bytes, str | None]:
     try:
         upload = request.FILES.get("chunk")
         seq = request.POST.get("seq")
+        capture_ms = request.POST.get("capture_ms") or None
     except Exception as exc:  # malformed multipart, too many fields, …
         raise services.BadChunk(f"Malformed upload: {exc}") from exc
     if upload is None:
@@ -143,7 +177,7 @@ def _read_multipart(request: HttpRequest) -> tuple[str | None, bytes]:
         raise services.ChunkTooLarge(
             f"Chunk of {upload.size} bytes is over the limit of {services.max_chunk_bytes()}."
         )
-    return seq, upload.read()
+    return seq, upload.read(), capture_ms
 
 
 @csrf_exempt

@@ -32,7 +32,16 @@ function setupTabs() {
 // --- live presence on the room cards ---------------------------------------------------
 const occupancy = new Map(); // slug -> Map(peer id -> name)
 
+// Viewers of live streams are presences in rooms named "stream.<slug>".
+function renderStreamCard(slug) {
+  const card = document.querySelector(`.room-card[data-stream="${CSS.escape(slug)}"]`);
+  const count = card && card.querySelector(".viewer-count");
+  if (count) count.textContent = String((occupancy.get(`stream.${slug}`) || new Map()).size);
+  return true; // streams not listed (failed, purged) need no refresh
+}
+
 function renderCard(slug) {
+  if (slug.startsWith("stream.")) return renderStreamCard(slug.slice("stream.".length));
   const card = document.querySelector(`.room-card[data-room="${CSS.escape(slug)}"]`);
   if (!card) return false;
   const people = occupancy.get(slug) || new Map();
@@ -51,9 +60,15 @@ function renderCard(slug) {
 
 // A room created after this page loaded has no card yet: fetch the lobby again and swap
 // in its room lists (no full reload, the socket and the current tab stay).
+// A change announced while a fetch is in flight may not be in its HTML: fetch once more.
 let refreshing = null;
+let refreshAgain = false;
 function refreshLists() {
-  refreshing ??= fetch(location.pathname, { credentials: "same-origin" })
+  if (refreshing) {
+    refreshAgain = true;
+    return refreshing;
+  }
+  refreshing = fetch(location.pathname, { credentials: "same-origin" })
     .then((response) => response.text())
     .then((html) => {
       const fresh = new DOMParser().parseFromString(html, "text/html");
@@ -63,7 +78,13 @@ function refreshLists() {
       }
       for (const slug of occupancy.keys()) renderCard(slug);
     })
-    .finally(() => { refreshing = null; });
+    .finally(() => {
+      refreshing = null;
+      if (refreshAgain) {
+        refreshAgain = false;
+        refreshLists();
+      }
+    });
 }
 
 setupTabs();
@@ -88,4 +109,6 @@ socket.on("presence", (msg) => {
   if (people.size === 0) occupancy.delete(msg.room);
   if (!renderCard(msg.room)) refreshLists();
 });
+// A stream went live, ended or failed: fetch the lists again (status, watch links).
+socket.on("stream", () => refreshLists());
 socket.connect();

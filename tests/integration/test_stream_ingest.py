@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import struct
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import uuid
-from http.cookiejar import CookieJar
 from pathlib import Path
 
 import m3u8
@@ -25,6 +22,15 @@ import websockets
 from websockets.exceptions import ConnectionClosed
 
 from identity.websocket import CloseCode
+from tests.support.ingest import (
+    media_dir,
+    new_stream,
+    page_token,
+    post_chunk,
+    stop_http,
+    stream_status,
+    ws_recv,
+)
 from tests.support.media import cached_webm, mediarecorder_chunks
 
 pytestmark = pytest.mark.timeout(180)
@@ -58,69 +64,6 @@ def server():
     srv.stop()
 
 
-def new_stream(server, title: str = "Test show") -> tuple[str, str]:
-    """Create a stream as a browser does (form + CSRF) and read the key shown once."""
-    jar = CookieJar()
-    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
-    opener.open(server.url + "/streams/").read()
-    csrf = next(c.value for c in jar if c.name == "csrftoken")
-    form = urllib.parse.urlencode({"title": title, "csrfmiddlewaretoken": csrf}).encode()
-    request = urllib.request.Request(
-        server.url + "/streams/new/", data=form, headers={"Referer": server.url + "/streams/"}
-    )
-    with opener.open(request) as response:  # redirected to the publisher page
-        slug = response.url.rstrip("/").split("/")[-2]
-        html = response.read().decode()
-    key = re.search(r'data-testid="new-key">(sk_[^<]+)<', html).group(1)
-    return slug, key
-
-
-def multipart(fields: dict[str, str], file_bytes: bytes) -> tuple[bytes, str]:
-    boundary = uuid.uuid4().hex
-    parts = []
-    for name, value in fields.items():
-        disposition = f'Content-Disposition: form-data; name="{name}"'
-        parts.append(f"--{boundary}\r\n{disposition}\r\n\r\n{value}\r\n".encode())
-    parts.append(
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="chunk"; '
-            'filename="chunk.webm"\r\nContent-Type: video/webm\r\n\r\n'
-        ).encode()
-        + file_bytes
-        + b"\r\n"
-    )
-    parts.append(f"--{boundary}--\r\n".encode())
-    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
-
-
-def http(method: str, url: str, *, body: bytes | None = None, headers=None) -> tuple[int, dict]:
-    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read() or b"{}")
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
-
-
-def post_chunk(server, slug: str, key: str, seq, data: bytes) -> tuple[int, dict]:
-    body, content_type = multipart({"seq": str(seq)}, data)
-    headers = {"Content-Type": content_type, "Authorization": f"Bearer {key}"}
-    return http("POST", f"{server.url}/streams/{slug}/ingest/", body=body, headers=headers)
-
-
-def stop_http(server, slug: str, key: str) -> tuple[int, dict]:
-    headers = {"Authorization": f"Bearer {key}"}
-    return http("POST", f"{server.url}/streams/{slug}/stop/", body=b"", headers=headers)
-
-
-def media_dir(server, slug: str) -> Path:
-    return server.workdir / "media" / "streams" / slug
-
-
-def stream_status(server, slug: str) -> dict:
-    return http("GET", f"{server.url}/streams/{slug}/status/")[1]
-
-
 def check_ended_outputs(server, slug: str) -> None:
     out = media_dir(server, slug)
     master = m3u8.load(str(out / "master.m3u8"))
@@ -139,12 +82,6 @@ def check_ended_outputs(server, slug: str) -> None:
     assert status["status"] == "ended", status
     assert status["renditions"] == ["480p", "360p"]
     assert status["segments"] >= CLIP_SECONDS
-
-
-def page_token(server) -> str:
-    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
-    html = opener.open(server.url + "/streams/").read().decode()
-    return re.search(r'name="rtc-ws-token" content="([^"]+)"', html).group(1)
 
 
 # --- HTTP POST ingest --------------------------------------------------------------------
@@ -214,10 +151,6 @@ def test_http_idle_timeout_ends_an_abandoned_stream(daphne_factory, chunks):
 
 
 # --- WebSocket ingest --------------------------------------------------------------------
-async def ws_recv(ws) -> dict:
-    return json.loads(await asyncio.wait_for(ws.recv(), 15))
-
-
 async def ws_publish(server, chunks, slug: str, key: str) -> list[dict]:
     token = page_token(server)
     url = f"{server.ws_url}/ws/streams/{slug}/ingest/?token={token}&v=1"

@@ -114,8 +114,14 @@ def test_lobby_streams_tab_lists_streams_honestly():
     stream, _ = create_stream("Lobby show", ALICE)
     html = Client().get("/").content.decode()
     assert f'data-stream="{stream.slug}"' in html
-    assert 'data-testid="unavailable-streams"' in html  # players not built: still flagged
-    assert 'data-testid="streams-status"' in html
+    assert 'data-testid="unavailable-streams"' not in html  # the viewer pages exist
+    assert f'data-testid="viewers-{stream.slug}"' in html
+    assert f"/streams/{stream.slug}/hls/" not in html  # idle: nothing to watch yet
+    stream.status = "live"
+    stream.save()
+    html = Client().get("/").content.decode()
+    assert f'href="/streams/{stream.slug}/hls/"' in html
+    assert f'href="/streams/{stream.slug}/dash/"' in html
 
 
 def test_status_endpoint_and_detail_page():

@@ -1,0 +1,239 @@
+// Viewer page: hls.js (or native HLS) or dash.js, a live indicator, a quality selector
+// (auto + each ladder rung), an honest latency readout and the viewer count.
+//
+// Latency = server-synced now − wall-clock capture time of the frame on screen. The
+// capture time comes from the publisher's capture clock, which the server writes into
+// the HLS playlists (EXT-X-PROGRAM-DATE-TIME per segment: hls.playingDate) and the MPD
+// (availabilityStartTime: capture clock + currentTime) — not from the players' own
+// estimates, which count from when FFmpeg started. Protocol: docs/protocol.md.
+
+import { RtcSocket, showStatus } from "./socket.js";
+import { ServerClock } from "./clock.js";
+
+const root = document.getElementById("viewer");
+const video = document.getElementById("video");
+const $ = (id) => document.getElementById(id);
+const ui = {
+  indicator: $("live-indicator"), quality: $("quality"), qualityNow: $("quality-now"),
+  latency: $("latency"), latencyNote: $("latency-note"), viewers: $("viewers"),
+  playerState: $("player-state"),
+};
+const params = new URLSearchParams(location.search);
+const num = (name, fallback) => (params.has(name) ? Number(params.get(name)) : fallback);
+
+// Player live-sync settings (docs/decisions.md, "Viewer latency"); the query string can
+// override them for measurements (bench/bench_stream_latency.py).
+const PLAYER_DEFAULTS = params.get("player_defaults") === "1"; // measure the players' own
+const HLS_CONFIG = PLAYER_DEFAULTS ? {} : {
+  liveSyncDuration: num("live_sync", 1.5),
+  liveMaxLatencyDuration: num("live_max", 4),
+  maxLiveSyncPlaybackRate: num("max_rate", 1.5),
+  lowLatencyMode: false, // no LL-HLS parts from FFmpeg's dash muxer
+  backBufferLength: 30,
+};
+const DASH_SETTINGS = PLAYER_DEFAULTS ? {} : {
+  streaming: {
+    delay: { liveDelay: num("live_delay", 1.5) },
+    liveCatchup: { enabled: true, maxDrift: num("max_drift", 2), playbackRate: { min: -0.3, max: 0.5 } },
+  },
+};
+
+const clock = new ServerClock();
+const state = { status: root.dataset.status, reason: "", clock: null, started: false, player: null };
+window.rtcViewer = state; // for tests and the latency benchmark
+
+function setStatus(status, reason = "") {
+  state.status = status;
+  state.reason = reason;
+  root.dataset.state = status;
+  const labels = { idle: "waiting for the publisher", live: "● LIVE", ended: "ended", failed: "failed" };
+  ui.indicator.textContent = (labels[status] || status) + (reason && status === "failed" ? `: ${reason}` : "");
+  ui.indicator.className = `live-indicator status-${status}`;
+  if ((status === "live" || status === "ended") && !state.started) startPlayer();
+}
+
+function setPlayerState(text) { ui.playerState.textContent = text; root.dataset.playerState = text; }
+
+async function refreshStatus() {
+  const response = await fetch(root.dataset.statusUrl, { cache: "no-store" });
+  if (!response.ok) return null;
+  const info = await response.json();
+  state.clock = info.clock;
+  return info;
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function waitForManifest(url) {
+  for (;;) {
+    const response = await fetch(url, { method: "HEAD", cache: "no-store" }).catch(() => null);
+    if (response && response.ok) return;
+    await sleep(500);
+  }
+}
+
+// --- quality selector ---------------------------------------------------------------------
+// ``heights``: the player's list (its own order); shown highest first, values = indices.
+function fillQualities(heights, onChange) {
+  ui.quality.replaceChildren(new Option("auto", "-1"));
+  const order = heights.map((height, index) => ({ height, index })).sort((a, b) => b.height - a.height);
+  for (const { height, index } of order) ui.quality.add(new Option(`${height}p`, String(index)));
+  ui.quality.onchange = () => onChange(Number(ui.quality.value));
+  root.dataset.rungs = order.map(({ height }) => `${height}p`).join(",");
+}
+
+// --- players ------------------------------------------------------------------------------
+async function startHls(url) {
+  const { default: Hls } = await import(root.dataset.hlsModule);
+  if (!Hls.isSupported()) {
+    if (!video.canPlayType("application/vnd.apple.mpegurl")) {
+      setPlayerState("this browser plays neither hls.js nor native HLS");
+      return null;
+    }
+    video.src = url; // Safari: native HLS; the quality is chosen by the browser
+    fillQualities([], () => {});
+    ui.quality.disabled = true;
+    return { kind: "native", wallClockMs: () => {
+      const start = video.getStartDate ? video.getStartDate().getTime() : NaN;
+      return Number.isNaN(start) ? null : start + video.currentTime * 1000;
+    }, estimate: () => null };
+  }
+  const hls = new Hls(HLS_CONFIG);
+  hls.on(Hls.Events.MANIFEST_PARSED, (_event, data) => {
+    fillQualities(data.levels.map((level) => level.height), (index) => { hls.currentLevel = index; });
+  });
+  hls.on(Hls.Events.LEVEL_SWITCHED, (_event, data) => {
+    const level = hls.levels[data.level];
+    ui.qualityNow.textContent = level ? `playing ${level.height}p` : "";
+  });
+  hls.on(Hls.Events.ERROR, (_event, data) => {
+    if (!data.fatal) return;
+    setPlayerState(`error: ${data.details} (recovering)`);
+    if (data.type === Hls.ErrorTypes.MEDIA_ERROR) hls.recoverMediaError();
+    else setTimeout(() => hls.startLoad(), 1000);
+  });
+  hls.loadSource(url);
+  hls.attachMedia(video);
+  return {
+    kind: "hls.js", hls,
+    wallClockMs: () => (hls.playingDate ? hls.playingDate.getTime() : null),
+    estimate: () => (Number.isFinite(hls.latency) ? hls.latency : null),
+  };
+}
+
+async function startDash(url) {
+  const dashjs = await import(root.dataset.dashModule);
+  const player = dashjs.MediaPlayer().create();
+  player.updateSettings(DASH_SETTINGS);
+  const events = dashjs.MediaPlayer.events;
+  player.on(events.STREAM_INITIALIZED, () => {
+    const reps = player.getRepresentationsByType("video");
+    fillQualities(reps.map((rep) => rep.height), (index) => {
+      const auto = index < 0;
+      player.updateSettings({ streaming: { abr: { autoSwitchBitrate: { video: auto } } } });
+      if (!auto) player.setRepresentationForTypeByIndex("video", index, true);
+    });
+  });
+  player.on(events.QUALITY_CHANGE_RENDERED, (event) => {
+    if (event.mediaType !== "video") return;
+    const rep = event.newRepresentation;
+    ui.qualityNow.textContent = rep && rep.height ? `playing ${rep.height}p` : "";
+  });
+  player.on(events.ERROR, (event) => {
+    setPlayerState(`error: ${event.error && (event.error.message || event.error.code)}`);
+  });
+  player.initialize(video, url, true);
+  return {
+    kind: "dash.js", player,
+    // availabilityStartTime is the capture clock: media time t was captured at clock + t.
+    wallClockMs: () => (state.clock ? state.clock.capture_ms + video.currentTime * 1000 : null),
+    estimate: () => {
+      const value = player.getCurrentLiveLatency();
+      return Number.isFinite(value) && value > 0 ? value : null;
+    },
+  };
+}
+
+async function startPlayer() {
+  state.started = true;
+  if (root.querySelector("[data-testid=purged]")) { setPlayerState("recording removed"); return; }
+  const kind = root.dataset.player;
+  const url = kind === "hls" ? root.dataset.hlsUrl : root.dataset.dashUrl;
+  setPlayerState("waiting for the first segments");
+  // Two finished segments first: a player that joins with a one-segment window (dash.js)
+  // was seen to stall at 0 s.
+  await waitForManifest(url.replace(/[^/]+$/, "chunk-stream0-00002.m4s"));
+  await waitForManifest(url);
+  if (kind === "hls") await waitForManifest(url.replace(/master\.m3u8$/, "media_0.m3u8"));
+  await refreshStatus();
+  state.player = kind === "hls" ? await startHls(url) : await startDash(url);
+  if (state.player) {
+    state.player.startedAt = performance.now();
+    setPlayerState(`${state.player.kind}: loading`);
+  }
+}
+
+// A player that has not shown a frame 45 s after loading (seen once with dash.js
+// joining at the first segment) is started again.
+function restartIfStuck() {
+  const player = state.player;
+  if (!player || video.currentTime > 0 || video.readyState >= 2) return;
+  if (performance.now() - player.startedAt < 45000) return;
+  console.warn(`rtcsite: ${player.kind} showed no frame in 45 s; restarting it`);
+  if (player.hls) player.hls.destroy();
+  if (player.player) player.player.reset();
+  state.player = null;
+  state.restarts = (state.restarts || 0) + 1;
+  startPlayer();
+}
+
+// --- readouts -----------------------------------------------------------------------------
+function tick() {
+  restartIfStuck();
+  const player = state.player;
+  if (!player) return;
+  const playing = video.readyState >= 2 && !video.paused;
+  setPlayerState(`${player.kind}: ${playing ? "playing" : video.ended ? "finished" : "buffering"}`);
+  root.dataset.videoWidth = String(video.videoWidth);
+  root.dataset.currentTime = video.currentTime.toFixed(2);
+  if (state.status !== "live") {
+    ui.latency.textContent = "— (recording)";
+    delete root.dataset.latencyMs;
+    return;
+  }
+  const shown = player.wallClockMs();
+  if (!playing || shown === null) return;
+  const latency = clock.now() - shown;
+  root.dataset.latencyMs = String(Math.round(latency));
+  ui.latency.textContent = `${(latency / 1000).toFixed(1)} s`;
+  const estimate = player.estimate();
+  const notes = [];
+  if (estimate !== null) notes.push(`${player.kind} estimates ${estimate.toFixed(1)} s`);
+  if (state.clock && state.clock.source !== "publisher") notes.push("anchored to the server's receipt: upload delay not counted");
+  ui.latencyNote.textContent = notes.length ? `(${notes.join("; ")})` : "";
+}
+
+// --- socket: status and viewer count -------------------------------------------------------
+const socket = new RtcSocket(root.dataset.wsPath);
+showStatus(socket);
+socket.on("welcome", (msg) => {
+  ui.viewers.textContent = String(msg.viewers);
+  root.dataset.viewers = String(msg.viewers);
+  if (msg.heartbeat_interval) socket.setPingInterval(msg.heartbeat_interval * 1000);
+  state.clock = msg.stream.clock;
+  setStatus(msg.stream.status, msg.stream.reason);
+});
+socket.on("viewers", (msg) => {
+  ui.viewers.textContent = String(msg.count);
+  root.dataset.viewers = String(msg.count);
+});
+socket.on("stream", async (msg) => {
+  if (msg.status === "live") await refreshStatus();
+  setStatus(msg.status, msg.reason);
+});
+socket.on("error", (msg) => setPlayerState(`${msg.code}: ${msg.message}`));
+
+setStatus(state.status);
+clock.sync().then(() => { root.dataset.clockOffset = String(Math.round(clock.offset)); });
+setInterval(tick, 500);
+socket.connect();

@@ -1,0 +1,176 @@
+"""Anchoring a stream's media timeline to capture time, so latency readouts are true.
+
+FFmpeg stamps its outputs with its *own* clock: the MPD's ``availabilityStartTime`` is
+when FFmpeg started (unless ``-availability_start_time_ms`` is given) and the HLS
+``#EXT-X-PROGRAM-DATE-TIME`` is FFmpeg's start in whole seconds plus the segment
+durations. Neither says when the camera captured the frames, so a player computing
+"now - wall-clock time of the playing frame" under-reports the delay by the chunking,
+upload and start-up time (measured: dash.js said ~1.3 s while the clock drawn in the
+frames said ~3.5 s).
+
+The publisher sends its capture clock with the first chunk: the wall-clock time (ms
+since the epoch, synced to this server with ``/streams/time/``) of media time 0. The
+pipeline writes it to ``clock.json`` in the stream's folder and passes it to FFmpeg as
+``availabilityStartTime``; the HLS media playlists are rewritten when served, each
+segment's ``PROGRAM-DATE-TIME`` = capture clock + the segment's own decode time (its
+``tfdt``) — exact to the millisecond, whatever FFmpeg wrote. A publisher that sends no
+clock gets the server's time at the first chunk (``source: "server"``: the readout then
+misses the chunk and upload delay, and viewers are told so).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import re
+import struct
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from streaming.playlists import _boxes, fix_target_duration
+
+logger = logging.getLogger(__name__)
+
+CLOCK_FILE = "clock.json"
+#: A capture clock further from the server's time than this is not believed.
+MAX_CLOCK_PAST_MS = 10 * 60 * 1000  # the first chunk may wait in the publisher's queue
+MAX_CLOCK_FUTURE_MS = 10 * 1000  # clock sync error allowance
+SEGMENT_URI_RE = re.compile(r"^chunk-stream(\d+)-(\d+)\.m4s$")
+HEADER_BYTES = 16 * 1024  # a segment's moof (with tfdt) is at its start and small
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def iso_ms(ms: int) -> str:
+    """``2026-01-02T03:04:05.678Z``: ISO 8601 UTC with milliseconds (HLS, DASH, dash.js)."""
+    moment = datetime.fromtimestamp(ms / 1000, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+class ClockError(ValueError):
+    """The publisher's capture clock is not an integer or is far from the server's time."""
+
+
+def check_capture_ms(value: object, server_ms: int | None = None) -> int:
+    """Validate a publisher's capture clock (epoch ms); raises ``ClockError`` with why."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ClockError("capture_ms must be an integer (milliseconds since the epoch)")
+    server_ms = now_ms() if server_ms is None else server_ms
+    if not server_ms - MAX_CLOCK_PAST_MS <= value <= server_ms + MAX_CLOCK_FUTURE_MS:
+        raise ClockError(
+            f"capture_ms={value} is {(server_ms - value) / 1000:+.1f} s from the server's "
+            "clock; sync with /streams/time/ first"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class StreamClock:
+    capture_ms: int  # wall-clock ms (epoch) of media time 0
+    source: str  # "publisher" (sent with the first chunk) or "server" (first chunk's arrival)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "capture_ms": self.capture_ms,
+            "capture_time": iso_ms(self.capture_ms),
+            "source": self.source,
+        }
+
+
+def write_clock(output_dir: Path, clock: StreamClock) -> None:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    tmp = output_dir / (CLOCK_FILE + ".tmp")
+    tmp.write_text(json.dumps(clock.as_dict()))
+    os.replace(tmp, output_dir / CLOCK_FILE)
+
+
+def read_clock(output_dir: Path) -> StreamClock | None:
+    try:
+        data = json.loads((output_dir / CLOCK_FILE).read_text())
+        return StreamClock(int(data["capture_ms"]), str(data.get("source", "")))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+# --- fMP4 header reading (segments are immutable once FFmpeg renamed them: cache) ------
+@functools.lru_cache(maxsize=4096)
+def _segment_tfdt(path: str, size: int) -> int | None:
+    with open(path, "rb") as handle:
+        data = handle.read(HEADER_BYTES)
+    for kind, start, end in _boxes(data, 0, len(data)):
+        if kind != b"moof":
+            continue
+        for kind2, start2, end2 in _boxes(data, start, end):
+            if kind2 != b"traf":
+                continue
+            for kind3, start3, _end3 in _boxes(data, start2, end2):
+                if kind3 == b"tfdt" and start3 + 12 <= len(data):
+                    if data[start3] == 1:
+                        return struct.unpack(">Q", data[start3 + 4 : start3 + 12])[0]
+                    return struct.unpack(">I", data[start3 + 4 : start3 + 8])[0]
+    return None
+
+
+@functools.lru_cache(maxsize=256)
+def _init_timescale(path: str, size: int) -> int | None:
+    data = Path(path).read_bytes()
+    for kind, start, end in _boxes(data, 0, len(data)):
+        if kind != b"moov":
+            continue
+        for kind2, start2, end2 in _boxes(data, start, end):
+            if kind2 != b"trak":
+                continue
+            for kind3, start3, end3 in _boxes(data, start2, end2):
+                if kind3 != b"mdia":
+                    continue
+                for kind4, start4, _end4 in _boxes(data, start3, end3):
+                    if kind4 == b"mdhd":
+                        offset = start4 + (20 if data[start4] == 1 else 12)
+                        return struct.unpack(">I", data[offset : offset + 4])[0]
+    return None
+
+
+def media_time_ms(output_dir: Path, rep: int, number: int) -> float | None:
+    """Start of segment ``number`` of representation ``rep`` in media ms (its tfdt)."""
+    segment = output_dir / f"chunk-stream{rep}-{number:05d}.m4s"
+    init = output_dir / f"init-stream{rep}.m4s"
+    try:
+        tfdt = _segment_tfdt(str(segment), segment.stat().st_size)
+        timescale = _init_timescale(str(init), init.stat().st_size)
+    except OSError:
+        return None
+    if tfdt is None or not timescale:
+        return None
+    return tfdt * 1000 / timescale
+
+
+def anchor_hls_playlist(text: str, output_dir: Path, clock: StreamClock | None) -> str:
+    """An FFmpeg media playlist with every ``PROGRAM-DATE-TIME`` on the capture clock.
+
+    Each segment gets ``#EXT-X-PROGRAM-DATE-TIME`` = capture clock + its tfdt, right
+    before its URI; FFmpeg's own (whole-second, FFmpeg-start based) tags are dropped. A
+    segment whose header cannot be read keeps no tag (players interpolate from the
+    previous one). Also fixes FFmpeg's ``TARGETDURATION:0`` for sub-second segments.
+    """
+    text = fix_target_duration(text)
+    if clock is None:
+        return text
+    out: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("#EXT-X-PROGRAM-DATE-TIME:"):
+            continue
+        match = SEGMENT_URI_RE.match(line.strip())
+        if match:
+            start = media_time_ms(output_dir, int(match[1]), int(match[2]))
+            if start is not None:
+                out.append(f"#EXT-X-PROGRAM-DATE-TIME:{iso_ms(clock.capture_ms + round(start))}")
+        out.append(line)
+    return "\n".join(out) + "\n"

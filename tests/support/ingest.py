@@ -1,0 +1,115 @@
+"""Publishing helpers for tests against a real Daphne: create a stream, push chunks, stop.
+
+Shared by the ingest, clock and viewer tests (HTTP multipart like the browser's
+``FormData``, and the WebSocket ingest's JSON replies).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from http.cookiejar import CookieJar
+from pathlib import Path
+
+
+def new_stream(server, title: str = "Test show") -> tuple[str, str]:
+    """Create a stream as a browser does (form + CSRF) and read the key shown once."""
+    jar = CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    opener.open(server.url + "/streams/").read()
+    csrf = next(c.value for c in jar if c.name == "csrftoken")
+    form = urllib.parse.urlencode({"title": title, "csrfmiddlewaretoken": csrf}).encode()
+    request = urllib.request.Request(
+        server.url + "/streams/new/", data=form, headers={"Referer": server.url + "/streams/"}
+    )
+    with opener.open(request) as response:  # redirected to the publisher page
+        slug = response.url.rstrip("/").split("/")[-2]
+        html = response.read().decode()
+    key = re.search(r'data-testid="new-key">(sk_[^<]+)<', html).group(1)
+    return slug, key
+
+
+def multipart(fields: dict[str, str], file_bytes: bytes) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    parts = []
+    for name, value in fields.items():
+        disposition = f'Content-Disposition: form-data; name="{name}"'
+        parts.append(f"--{boundary}\r\n{disposition}\r\n\r\n{value}\r\n".encode())
+    parts.append(
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="chunk"; '
+            'filename="chunk.webm"\r\nContent-Type: video/webm\r\n\r\n'
+        ).encode()
+        + file_bytes
+        + b"\r\n"
+    )
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+def http(method: str, url: str, *, body: bytes | None = None, headers=None) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def post_chunk(server, slug: str, key: str, seq, data: bytes, **fields: str) -> tuple[int, dict]:
+    """One chunk by HTTP POST (extra form fields, e.g. ``capture_ms``, as keywords)."""
+    body, content_type = multipart({"seq": str(seq), **fields}, data)
+    headers = {"Content-Type": content_type, "Authorization": f"Bearer {key}"}
+    return http("POST", f"{server.url}/streams/{slug}/ingest/", body=body, headers=headers)
+
+
+def stop_http(server, slug: str, key: str) -> tuple[int, dict]:
+    headers = {"Authorization": f"Bearer {key}"}
+    return http("POST", f"{server.url}/streams/{slug}/stop/", body=b"", headers=headers)
+
+
+def media_dir(server, slug: str) -> Path:
+    return server.workdir / "media" / "streams" / slug
+
+
+def stream_status(server, slug: str) -> dict:
+    return http("GET", f"{server.url}/streams/{slug}/status/")[1]
+
+
+def page_token(server) -> str:
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
+    html = opener.open(server.url + "/streams/").read().decode()
+    return re.search(r'name="rtc-ws-token" content="([^"]+)"', html).group(1)
+
+
+async def ws_recv(ws) -> dict:
+    return json.loads(await asyncio.wait_for(ws.recv(), 15))
+
+
+def start_publishing_in_page(page, server, title: str, transport: str, query: str = "") -> str:
+    """Create a stream on the site's form, start the publisher page; returns the slug.
+
+    ``query`` is added to the publisher page's URL (e.g. ``source=clock``).
+    """
+    from playwright.sync_api import expect
+
+    page.goto(f"{server.url}/streams/")
+    page.get_by_test_id("stream-title").fill(title)
+    page.get_by_test_id("create-stream").click()
+    expect(page).to_have_url(re.compile(r"/streams/[a-z0-9-]+/publish/$"))
+    slug = page.url.rstrip("/").split("/")[-2]
+    key = page.get_by_test_id("new-key").inner_text()
+    assert key.startswith("sk_")
+    if query:  # the key was shown once; keep it in the field across the reload
+        page.goto(f"{page.url}?{query}")
+        page.get_by_test_id("publish-key").fill(key)
+    expect(page.get_by_test_id("publish-key")).to_have_value(key)
+    page.get_by_test_id("transport").select_option(transport)
+    page.get_by_test_id("start").click()
+    expect(page.locator("#publisher")).to_have_attribute("data-pub-state", "live")
+    return slug
