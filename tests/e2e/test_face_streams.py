@@ -20,7 +20,9 @@ from tests.e2e.test_faces import WAIT_MS, around, astronaut_clip, face_browser, 
 
 __all__ = ["astronaut_clip", "face_browser"]  # module-scoped fixtures shared with test_faces
 
-pytestmark = pytest.mark.timeout(400)
+pytestmark = pytest.mark.timeout(600)
+
+STREAM_WAIT_MS = 150_000  # going live and writing segments on a loaded 2-core machine
 
 # Is there green within a few pixels of the middle of the box's top edge in the frame the
 # <video> shows now? (box in 640x480 source pixels; the rung may be smaller)
@@ -53,9 +55,9 @@ def context(face_browser):
 def watch_until_green(viewer: Page, url: str, box: list[int]) -> None:
     viewer.goto(url)
     expect(viewer.locator("#viewer")).to_have_attribute(
-        "data-video-width", re.compile(r"^[1-9]\d*$"), timeout=90_000
+        "data-video-width", re.compile(r"^[1-9]\d*$"), timeout=STREAM_WAIT_MS
     )
-    viewer.wait_for_function(GREEN_EDGE_JS, arg=box[:3], timeout=90_000, polling=250)
+    viewer.wait_for_function(GREEN_EDGE_JS, arg=box[:3], timeout=STREAM_WAIT_MS, polling=250)
 
 
 def test_face_api_canvas_published_shows_boxes_to_hls_viewers(
@@ -76,10 +78,10 @@ def test_face_api_canvas_published_shows_boxes_to_hls_viewers(
     page.get_by_test_id("fp-transport").select_option("ws")
     page.get_by_test_id("fp-start").click()
     expect(page.locator("#face-publisher")).to_have_attribute(
-        "data-pub-state", "live", timeout=WAIT_MS
+        "data-pub-state", "live", timeout=STREAM_WAIT_MS
     )
     expect(page.get_by_test_id("fp-segments")).to_have_text(
-        re.compile(r"^([3-9]|\d\d+)$"), timeout=WAIT_MS
+        re.compile(r"^([3-9]|\d\d+)$"), timeout=STREAM_WAIT_MS
     )
     box = json.loads(page.get_by_test_id("face-boxes").inner_text())[0]  # as drawn now
 
@@ -87,7 +89,7 @@ def test_face_api_canvas_published_shows_boxes_to_hls_viewers(
     assert page.get_by_test_id("fp-error").inner_text() == "—"
     page.get_by_test_id("fp-stop").click()
     expect(page.locator("#face-publisher")).to_have_attribute(
-        "data-pub-state", "ended", timeout=WAIT_MS
+        "data-pub-state", "ended", timeout=STREAM_WAIT_MS
     )
 
 
@@ -104,11 +106,15 @@ def test_camera_stream_with_server_side_boxes_shows_them_to_hls_viewers(
     slug = page.url.rstrip("/").split("/")[-2]
     page.get_by_test_id("transport").select_option("http")
     page.get_by_test_id("start").click()
-    expect(page.locator("#publisher")).to_have_attribute("data-pub-state", "live", timeout=WAIT_MS)
+    expect(page.locator("#publisher")).to_have_attribute(
+        "data-pub-state", "live", timeout=STREAM_WAIT_MS
+    )
     expect(page.get_by_test_id("pub-segments")).to_have_text(
-        re.compile(r"^([3-9]|\d\d+)$"), timeout=WAIT_MS
+        re.compile(r"^([3-9]|\d\d+)$"), timeout=STREAM_WAIT_MS
     )
 
     watch_until_green(context.new_page(), f"{server.url}/streams/{slug}/hls/", list(face))
     page.get_by_test_id("stop").click()
-    expect(page.locator("#publisher")).to_have_attribute("data-pub-state", "ended", timeout=WAIT_MS)
+    expect(page.locator("#publisher")).to_have_attribute(
+        "data-pub-state", "ended", timeout=STREAM_WAIT_MS
+    )
