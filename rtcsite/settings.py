@@ -140,6 +140,7 @@ SERVER_ROOM_MAX_PEERS = env_int("SERVER_ROOM_MAX_PEERS", 16, minimum=1)  # per p
 SERVER_ROOM_FACE_WORKERS = env_int("SERVER_ROOM_FACE_WORKERS", 1, minimum=1)  # detection threads
 SERVER_ROOM_DETECT_FPS = env_float("SERVER_ROOM_DETECT_FPS", 5.0, minimum=0)  # per echo; 0: max
 SERVER_ROOM_STATS_INTERVAL = env_float("SERVER_ROOM_STATS_INTERVAL", 1.0, minimum=0.1)
+SERVER_ROOM_RECORDINGS = env_bool("SERVER_ROOM_RECORDINGS", False)  # pages may record sessions
 
 # --- media / FFmpeg -----------------------------------------------------------------------
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(BASE_DIR / "media")))

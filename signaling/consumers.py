@@ -115,6 +115,8 @@ class RoomConsumer(AuthenticatedJsonConsumer):
                 "ice_servers": client_ice_servers(settings.ICE_SERVERS, self.identity.id),
                 "ice_transport_policy": settings.ICE_TRANSPORT_POLICY,
                 "heartbeat_interval": settings.PRESENCE_HEARTBEAT_INTERVAL,
+                "recording_available": room.kind in SERVER_KINDS
+                and settings.SERVER_ROOM_RECORDINGS,
             }
         )
         if room.kind in SERVER_KINDS:
@@ -213,6 +215,17 @@ class RoomConsumer(AuthenticatedJsonConsumer):
         if not self._server_room() or self.room.kind != "echo":
             raise ProtocolError("bad-message", "echo-options is for echo rooms only.")
         self._media().set_faces(faces)
+
+    async def handle_record(self, content: dict[str, Any]) -> None:
+        """``{"type": "record", "on": bool}``: server-side recording of what we send."""
+        on = content.get("on")
+        if not isinstance(on, bool):
+            raise ProtocolError("bad-message", "record needs a boolean 'on'.")
+        if not self._server_room():
+            raise ProtocolError("bad-message", "record is for echo and relay rooms only.")
+        await self._media_call(
+            self._media().set_recording(on, self.identity.id, self.identity.name)
+        )
 
     def _server_room(self) -> bool:
         return hasattr(self, "room") and self.room.kind in SERVER_KINDS

@@ -29,6 +29,7 @@ from identity.websocket import TokenBucket
 from presence.backends.base import Presence
 from signaling.media.faces import FaceOverlay
 from signaling.media.peer import MEDIA_KINDS, NegotiationError, ServerPeer, live_peers
+from signaling.media.recording import ActiveRecording, begin_recording, finish_recording
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +125,7 @@ class MediaSession:
         self.overlay: FaceOverlay | None = FaceOverlay() if kind == "echo" else None
         self._stats_task: asyncio.Task | None = None
         self._offers = TokenBucket(*OFFER_RATE)
+        self.recording: ActiveRecording | None = None
         self._candidates = 0
         self._last_counts: tuple[int, int, float] | None = None
 
@@ -176,6 +178,36 @@ class MediaSession:
         if self.overlay is None:
             raise NegotiationError("bad-message", "Face boxes are an option of echo rooms only.")
         self.overlay.set_enabled(enabled)
+
+    async def set_recording(self, on: bool, user_id: str, name: str) -> None:
+        """Start or stop recording this participant's incoming media (if switched on)."""
+        if not settings.SERVER_ROOM_RECORDINGS:
+            raise NegotiationError(
+                "recording-disabled", "Recording is switched off on this server."
+            )
+        if on and self.recording is None:
+            if self.peer is None or not self.peer.sources:
+                raise NegotiationError("no-session", "Start the media session before recording.")
+            self.recording = await begin_recording(
+                self.peer.sources, self.room_slug, self.kind, user_id, name
+            )
+            await self.send({"type": "recording", "on": True})
+        elif not on and self.recording is not None:
+            await self._stop_recording()
+
+    async def _stop_recording(self) -> None:
+        active, self.recording = self.recording, None
+        if active is not None:
+            await finish_recording(active)
+            await self.send(
+                {
+                    "type": "recording",
+                    "on": False,
+                    "status": active.row.status,
+                    "seconds": active.row.duration_s,
+                    "bytes": active.row.size_bytes,
+                }
+            )
 
     async def _on_peer_state(self, state: str) -> None:
         if state in ("failed", "closed") and self.kind == "relay" and self.peer is not None:
@@ -233,6 +265,10 @@ class MediaSession:
                 return
 
     async def _close_peer(self) -> None:
+        try:
+            await self._stop_recording()
+        except Exception:  # the socket may be gone already; the row is saved first
+            logger.info("recording of %s ended with the socket", self.participant)
         peer, self.peer = self.peer, None
         self._last_counts = None
         if peer is None:

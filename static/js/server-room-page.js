@@ -25,6 +25,8 @@ const el = {
   serverCaption: $("server-caption"),
   faces: $("faces-toggle"),
   hear: $("hear-toggle"),
+  recordOption: $("record-option"),
+  record: $("record-toggle"),
   serverStats: $("server-stats"),
   inboundStats: $("inbound-stats"),
   leave: $("leave"),
@@ -132,6 +134,8 @@ socket.on(
     await acquireMedia();
     if (socket.state !== "open" || leaving) return;
     renderPartner();
+    el.recordOption.hidden = !msg.recording_available;
+    el.record.checked = false;
     if (kind === "echo" && el.faces.checked) socket.send({ type: "echo-options", faces: true });
     await startLink(msg);
     el.leave.disabled = false;
@@ -141,6 +145,10 @@ socket.on(
 socket.on("answer", serial((msg) => link?.handleAnswer(msg)));
 socket.on("server-peer", serial((msg) => link?.handleServerState(msg.state)));
 socket.on("media-stats", (msg) => renderServerStats(msg));
+socket.on("recording", (msg) => {
+  el.record.checked = msg.on;
+  if (!msg.on && msg.status) status(`Recording ${msg.status}: ${msg.seconds} s saved on the server.`);
+});
 socket.on("peer-joined", serial(() => renderPartner()));
 socket.on("peer-left", serial(() => renderPartner()));
 socket.on("error", (msg) => {
@@ -183,6 +191,9 @@ if (el.hear) {
     el.serverVideo.muted = !el.hear.checked;
   });
 }
+el.record.addEventListener("change", () => {
+  socket.send({ type: "record", on: el.record.checked });
+});
 el.faces?.addEventListener("change", () => {
   socket.send({ type: "echo-options", faces: el.faces.checked });
 });

@@ -113,6 +113,7 @@ def test_echo_plays_back_with_and_without_face_boxes(
         expect_playing(ada)
         expect(page.get_by_test_id("server-stats")).to_contain_text("fps out")
         assert green_around(page, face) == 0  # no boxes unless asked for
+        expect(page.get_by_test_id("record-toggle")).to_be_hidden()  # recording is off here
 
         page.get_by_test_id("faces-toggle").check()
         page.wait_for_function(

@@ -376,3 +376,46 @@ async def test_bad_offers_and_candidates_get_clear_errors_and_the_room_carries_o
         await good.wait_frames("video", 10, WAIT)
         assert not good.errors
     assert not peer_module.live_peers()
+
+
+# --- recording ----------------------------------------------------------------------------
+async def test_recording_writes_a_playable_webm_listed_as_a_recording(settings, tmp_path):
+    import av
+
+    from signaling.models import Recording
+
+    settings.SERVER_ROOM_RECORDINGS = True
+    settings.MEDIA_ROOT = tmp_path
+    await make_room("echo-rec", RoomKind.ECHO)
+    baseline = baseline_footprint()
+    async with participant(PEOPLE[0], "echo-rec") as client:
+        assert client.welcome["recording_available"] is True
+        await client.send({"type": "record", "on": True})
+        assert (await next_error(client))["code"] == "no-session"  # nothing to record yet
+        await client.offer()
+        await client.wait_frames("video", 5, WAIT)
+        await client.send({"type": "record", "on": True})
+        await wait_for(lambda: {"type": "recording", "on": True} in client.other, "recording on")
+        await client.wait_frames("video", 40, WAIT)
+        await client.send({"type": "record", "on": False})
+        await wait_for(
+            lambda: any(m.get("type") == "recording" and not m["on"] for m in client.other),
+            "recording off",
+        )
+    await expect_back_to(baseline)  # the recorder's thread and tasks are gone too
+    row = await database_sync_to_async(Recording.objects.get)(room_slug="echo-rec")
+    assert row.status == "done", row.error
+    assert row.video_frames > 10 and row.audio_frames > 10 and row.size_bytes > 1000
+    with av.open(str(tmp_path / row.file.name)) as container:
+        kinds = sorted(stream.type for stream in container.streams)
+        assert kinds == ["audio", "video"]
+        frames = list(container.decode(video=0))
+    assert len(frames) > 10 and (frames[0].width, frames[0].height) == (640, 480)
+
+
+async def test_recording_is_refused_when_switched_off():
+    await make_room("echo-norec", RoomKind.ECHO)
+    async with participant(PEOPLE[0], "echo-norec") as client:
+        assert client.welcome["recording_available"] is False
+        await client.send({"type": "record", "on": True})
+        assert (await next_error(client))["code"] == "recording-disabled"
