@@ -15,6 +15,14 @@ Rounds alternate between the transports, so other load on the machine hits both 
 Reported: round-trip median/p90, frames/s, and the server's own decode+detect time
 (``detect_ms`` in each answer): round trip minus that is the transport's overhead.
 
+Part 3, the live-stream overlay (``streaming/overlay.py``): a 640x480 30 fps WebM of the
+astronaut (VP8 + Opus, ``tests.support.media.astronaut_webm``) fed as MediaRecorder-like
+chunks as fast as the pipeline takes them, through the real ``StreamPipeline`` with
+``face_overlay`` on and off (rounds alternate; default ladder: 480p + 360p). Reported: the
+speed as a multiple of real time (media seconds / wall seconds from first chunk to
+finalised playlists; >= 1 means it keeps up with a live camera) and the overlay's
+detections per second of video. The plain pipeline on the same input is the peer.
+
 The comparison in the same run: each transport against the other, and both against the
 in-process detection time (the limit a transport can approach). The load average at start
 and end is recorded: the machine is shared.
@@ -27,9 +35,11 @@ import http.client
 import json
 import os
 import statistics
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bench.support import (
@@ -48,10 +58,12 @@ class Params:
     detect_frames: int
     push_frames: int  # per round and transport
     rounds: int
+    overlay_seconds: int  # clip length for part 3
+    overlay_rounds: int
 
 
-FULL = Params(detect_frames=300, push_frames=100, rounds=3)
-QUICK = Params(detect_frames=20, push_frames=10, rounds=1)
+FULL = Params(detect_frames=300, push_frames=100, rounds=3, overlay_seconds=10, overlay_rounds=2)
+QUICK = Params(detect_frames=20, push_frames=10, rounds=1, overlay_seconds=3, overlay_rounds=1)
 
 
 def _frame_and_webp() -> tuple[Any, bytes]:
@@ -183,6 +195,58 @@ def push_part(p: Params, webp: bytes) -> dict[str, Any]:
     return {"summary": summary, "log_errors": report.get("log_errors", {})}
 
 
+# --- part 3: the overlay in the live pipeline ---------------------------------------------------
+async def pipeline_round(webm: bytes, out: Path, face_overlay: bool) -> dict[str, Any]:
+    from streaming.ffmpeg import EncoderOptions
+    from streaming.pipeline import PipelineConfig, StreamPipeline
+    from tests.support.media import mediarecorder_chunks
+
+    config = PipelineConfig.from_settings(encoder=EncoderOptions(live_window_seconds=0))
+    pipeline = StreamPipeline(out, config)
+    pipeline.face_overlay = face_overlay
+    chunks = mediarecorder_chunks(webm, timeslice_ms=250)
+    started = time.perf_counter()
+    for seq, chunk in enumerate(chunks):
+        await pipeline.feed(seq, chunk.data, wait=60)
+    state = await pipeline.stop()
+    elapsed = time.perf_counter() - started
+    result = {
+        "elapsed_s": round(elapsed, 3),
+        "media_s": chunks[-1].end_ms / 1000,
+        "state": str(state),
+        "segments": pipeline.segments_written(),
+    }
+    if face_overlay and pipeline.process is not None:
+        result["overlay"] = pipeline.process.stats.as_dict()
+    return result
+
+
+def overlay_part(p: Params) -> dict[str, Any]:
+    from tests.support.media import astronaut_webm
+
+    rounds: dict[str, list[dict[str, Any]]] = {"plain": [], "overlay": []}
+    with tempfile.TemporaryDirectory(prefix="bench-faces-") as tmp:
+        work = Path(tmp)
+        webm, _face = astronaut_webm(work, seconds=p.overlay_seconds)
+        for i in range(p.overlay_rounds):
+            for name in ("plain", "overlay"):
+                out = work / f"{name}-{i}"
+                rounds[name].append(asyncio.run(pipeline_round(webm, out, name == "overlay")))
+    summary: dict[str, Any] = {}
+    for name, results in rounds.items():
+        speeds = [r["media_s"] / r["elapsed_s"] for r in results]
+        summary[name] = {"x_real_time": round(statistics.median(speeds), 2), "rounds": results}
+    overlay = [r["overlay"] for r in rounds["overlay"] if "overlay" in r]
+    if overlay:
+        media = rounds["overlay"][0]["media_s"]
+        summary["overlay"]["detections_per_media_s"] = round(
+            statistics.median(o["detections"] for o in overlay) / media, 1
+        )
+        means = [o["detect_ms_mean"] for o in overlay if o["detect_ms_mean"] is not None]
+        summary["overlay"]["detect_ms_mean"] = statistics.median(means) if means else None
+    return summary
+
+
 # --- the run ---------------------------------------------------------------------------------
 def run(quick: bool) -> dict[str, Any]:
     with exit_cleanly_on_sigterm():
@@ -199,6 +263,7 @@ def _run(quick: bool) -> dict[str, Any]:
     frame, webp = _frame_and_webp()
     detect = detector_part(p, frame)
     push = push_part(p, webp)
+    overlay = overlay_part(p)
     load_end = os.getloadavg()
 
     rows: list[dict[str, Any]] = []
@@ -221,6 +286,16 @@ def _run(quick: bool) -> dict[str, Any]:
             {"metric": "transport overhead (rtt - server time)",
              "value": s.get("overhead_median_ms"), "unit": "ms", "target": label},
         ]  # fmt: skip
+    for name, label in (("plain", "plain pipeline"), ("overlay", "with face overlay")):
+        rows.append(
+            {"metric": "live pipeline speed (640x480 30 fps in)",
+             "value": overlay[name]["x_real_time"], "unit": "x real time", "target": label}
+        )  # fmt: skip
+    rows.append(
+        {"metric": "overlay detections per second of video",
+         "value": overlay["overlay"].get("detections_per_media_s"), "unit": "detections/s",
+         "target": "with face overlay", "detect_ms_mean": overlay["overlay"].get("detect_ms_mean")}
+    )  # fmt: skip
     full, small = detect["640x480 full size"], detect["320-px resize"]
     ws, http_ = push["summary"]["ws"], push["summary"]["http"]
     ratio = {
@@ -228,12 +303,17 @@ def _run(quick: bool) -> dict[str, Any]:
         "http_rtt_over_ws_rtt": round(http_["rtt_median_ms"] / ws["rtt_median_ms"], 2),
         "ws_fps_over_http_fps": round(ws["fps"] / http_["fps"], 2),
         "ws_rtt_over_in_process_detect": round(ws["rtt_median_ms"] / small["median_ms"], 2),
+        "overlay_speed_over_plain": round(
+            overlay["overlay"]["x_real_time"] / overlay["plain"]["x_real_time"], 2
+        ),
     }
     headline = (
         f"detect {small['median_ms']:.1f} ms/frame at 320 px ({full['median_ms']:.1f} ms full "
         f"640x480), {small['frames_per_cpu_s']:.0f} frames/s per core; push round trip "
         f"WS {ws['rtt_median_ms']:.1f} ms ({ws['fps']:.0f} fps) vs HTTP "
-        f"{http_['rtt_median_ms']:.1f} ms ({http_['fps']:.0f} fps); load "
+        f"{http_['rtt_median_ms']:.1f} ms ({http_['fps']:.0f} fps); live overlay "
+        f"{overlay['overlay']['x_real_time']:.1f}x real time (plain "
+        f"{overlay['plain']['x_real_time']:.1f}x); load "
         f"{load_start[0]:.2f}→{load_end[0]:.2f}"
     )
     return {
@@ -251,5 +331,6 @@ def _run(quick: bool) -> dict[str, Any]:
         "headline": headline,
         "detector": detect,
         "push": push,
+        "overlay": overlay,
         "load_average": {"start": list(load_start), "end": list(load_end)},
     }
