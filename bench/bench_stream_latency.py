@@ -1,0 +1,222 @@
+"""Glass-to-glass latency of a live stream, HLS (hls.js) and DASH (dash.js), in Chromium.
+
+The publisher page publishes a canvas (``?source=clock``: static/js/frameclock.js) whose
+frames carry the wall clock at drawing time as two rows of black/white blocks (24 bits of
+ms, and their complement as a check). Each viewer page decodes the block rows of every
+presented frame (``requestVideoFrameCallback`` → ``drawImage`` → pixels) and subtracts
+them from ``Date.now()``: capture → MediaRecorder chunk → upload → FFmpeg → segment →
+playlist → player → screen. All pages run in one Chromium on this machine, so they share
+one clock. The viewer page's own readout (``data-latency-ms``: server-synced now - capture
+clock anchored in the playlist/MPD) is sampled at the same moments, to show it tells the
+truth; the players' own estimates are sampled too.
+
+Configurations (one Daphne each, same run): the site's standard settings, and variations
+that isolate one choice each (players at their defaults, segment length, MediaRecorder
+timeslice, FFmpeg's input probing). The figures feed docs/decisions.md ("Viewer
+latency").
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from typing import Any
+
+from bench.support import EMBEDDED_ENV, daphne_site, percentile
+
+NAME = "stream_latency"
+TARGET_P50_S = 2.5
+
+# name → (server env, publisher query, viewer query)
+STANDARD: dict[str, Any] = {"env": {}, "publisher": "", "viewer": ""}
+CONFIGS: dict[str, dict[str, Any]] = {
+    "standard": STANDARD,
+    "players_default": {"env": {}, "publisher": "", "viewer": "player_defaults=1"},
+    "segment_1s": {"env": {"STREAM_SEGMENT_SECONDS": "1"}, "publisher": "", "viewer": ""},
+    "timeslice_500": {"env": {}, "publisher": "timeslice=500", "viewer": ""},
+    "default_probing": {
+        "env": {"STREAM_LOW_LATENCY_INPUT": "0"},
+        "publisher": "",
+        "viewer": "",
+    },
+}
+
+MEASURE_JS = """
+async () => {
+  const { readClock, clockDelay } = await import('/static/js/frameclock.js');
+  const video = document.getElementById('video');
+  const canvas = document.createElement('canvas');
+  const ctx = canvas.getContext('2d', { willReadFrequently: true });
+  window.__g2g = [];
+  window.__g2gBad = 0;
+  const root = document.getElementById('viewer');
+  const onFrame = () => {
+    const now = Date.now();
+    if (video.videoWidth && !video.paused) {
+      // Scaled back to the publisher's 640x480 canvas, whatever rung is playing.
+      canvas.width = 640; canvas.height = 480;
+      ctx.drawImage(video, 0, 0, 640, 480);
+      const value = readClock(ctx, 640);
+      if (value === null) window.__g2gBad += 1;
+      else {
+        const player = window.rtcViewer.player;
+        window.__g2g.push({
+          t: now, delay: clockDelay(value, now),
+          readout: root.dataset.latencyMs ? Number(root.dataset.latencyMs) : null,
+          estimate: player ? player.estimate() : null,
+          width: video.videoWidth,
+        });
+      }
+    }
+    video.requestVideoFrameCallback(onFrame);
+  };
+  video.requestVideoFrameCallback(onFrame);
+}
+"""
+
+CHROMIUM_EXTRA = [
+    "--disable-background-timer-throttling",
+    "--disable-renderer-backgrounding",
+    "--disable-backgrounding-occluded-windows",
+]
+
+
+def _stats(values: list[float]) -> dict[str, Any]:
+    if not values:
+        return {"n": 0}
+    return {
+        "n": len(values),
+        "p50_s": round(percentile(values, 50) / 1000, 3),
+        "p95_s": round(percentile(values, 95) / 1000, 3),
+        "mean_s": round(statistics.fmean(values) / 1000, 3),
+    }
+
+
+def measure(browser, config: dict[str, Any], warmup_s: float, sample_s: float) -> dict[str, Any]:
+    from tests.support.ingest import start_publishing_in_page
+
+    report: dict[str, Any] = {}
+    with daphne_site({**EMBEDDED_ENV, **config["env"]}, report=report) as server:
+        context = browser.new_context(viewport={"width": 800, "height": 700})
+        context.grant_permissions(["camera", "microphone"])
+        try:
+            publisher = context.new_page()
+            publisher.set_default_timeout(60_000)
+            query = "source=clock" + (f"&{config['publisher']}" if config["publisher"] else "")
+            slug = start_publishing_in_page(publisher, server, "Latency", "ws", query)
+            viewers = {}
+            for player in ("hls", "dash"):
+                page = context.new_page()
+                page.set_default_timeout(90_000)
+                extra = f"?{config['viewer']}" if config["viewer"] else ""
+                page.goto(f"{server.url}/streams/{slug}/{player}/{extra}")
+                viewers[player] = page
+            for page in viewers.values():
+                page.wait_for_function(
+                    "document.getElementById('video').currentTime > 1", timeout=90_000
+                )
+            time.sleep(warmup_s)  # players settle at their live-sync point
+            for page in viewers.values():
+                page.evaluate(MEASURE_JS)
+            time.sleep(sample_s)
+            out: dict[str, Any] = {}
+            for player, page in viewers.items():
+                samples = page.evaluate("window.__g2g")
+                bad = page.evaluate("window.__g2gBad")
+                stalls = page.evaluate("window.rtcViewer.restarts || 0")
+                delays = [s["delay"] for s in samples]
+                errors = [s["readout"] - s["delay"] for s in samples if s["readout"] is not None]
+                estimates = [s["estimate"] * 1000 for s in samples if s["estimate"]]
+                out[player] = {
+                    "glass_to_glass": _stats(delays),
+                    "readout_minus_measured_ms": {
+                        "n": len(errors),
+                        "p50": round(percentile(errors, 50)) if errors else None,
+                        "p95_abs": round(percentile([abs(e) for e in errors], 95))
+                        if errors
+                        else None,
+                    },
+                    "player_estimate": _stats(estimates),
+                    "undecodable_frames": bad,
+                    "player_restarts": stalls,
+                }
+            publisher.get_by_test_id("stop").click()
+            publisher.wait_for_function(
+                "document.getElementById('publisher').dataset.pubState === 'ended'"
+            )
+        finally:
+            context.close()
+    out["server_log_errors"] = report.get("log_errors", {})
+    return out
+
+
+def run(quick: bool) -> dict[str, Any]:
+    from playwright.sync_api import sync_playwright
+
+    from tests.support.chromium import chromium_args, chromium_path
+
+    names = ["standard", "players_default"] if quick else list(CONFIGS)
+    warmup_s, sample_s = (5.0, 8.0) if quick else (12.0, 40.0)
+    load_start = os.getloadavg()
+    results: dict[str, Any] = {}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=chromium_path(),
+            headless=True,
+            args=[*chromium_args(), *CHROMIUM_EXTRA],
+        )
+        try:
+            for name in names:
+                results[name] = measure(browser, CONFIGS[name], warmup_s, sample_s)
+                print(
+                    f"  {name}: hls {results[name]['hls']['glass_to_glass']}, "
+                    f"dash {results[name]['dash']['glass_to_glass']}",
+                    flush=True,
+                )
+        finally:
+            browser.close()
+    load_end = os.getloadavg()
+
+    rows = []
+    for name, result in results.items():
+        for player in ("hls", "dash"):
+            g2g = result[player]["glass_to_glass"]
+            rows.append(
+                {
+                    "metric": f"{name} {player} glass-to-glass p50",
+                    "value": g2g.get("p50_s"),
+                    "unit": "s",
+                    "p95_s": g2g.get("p95_s"),
+                    "frames": g2g.get("n"),
+                    "readout_error_p50_ms": result[player]["readout_minus_measured_ms"]["p50"],
+                    "player_estimate_p50_s": result[player]["player_estimate"].get("p50_s"),
+                }
+            )
+    std = results["standard"]
+    hls_p50 = std["hls"]["glass_to_glass"].get("p50_s")
+    dash_p50 = std["dash"]["glass_to_glass"].get("p50_s")
+    met = all(v is not None and v <= TARGET_P50_S for v in (hls_p50, dash_p50))
+    headline = (
+        f"glass-to-glass (standard): hls.js p50 {hls_p50} s / p95 "
+        f"{std['hls']['glass_to_glass'].get('p95_s')} s, dash.js p50 {dash_p50} s / p95 "
+        f"{std['dash']['glass_to_glass'].get('p95_s')} s "
+        f"({'meets' if met else 'misses'} the {TARGET_P50_S} s p50 target); load "
+        f"{load_start[0]:.1f}->{load_end[0]:.1f} on a shared 2-core machine"
+    )
+    return {
+        "name": NAME,
+        "rows": rows,
+        "headline": headline,
+        "ratio": None,
+        "parameters": {
+            "configs": {n: CONFIGS[n] for n in names},
+            "warmup_s": warmup_s,
+            "sample_s": sample_s,
+            "transport": "ws",
+            "source": "640x480 canvas at 30 fps with a 24-bit ms clock, silent audio",
+            "target_p50_s": TARGET_P50_S,
+        },
+        "results": results,
+        "loadavg": {"start": list(load_start), "end": list(load_end)},
+    }
