@@ -187,7 +187,7 @@ def run(quick: bool) -> dict[str, Any]:
     from tests.support.media import make_webm, mediarecorder_chunks
 
     seconds = 6 if quick else 20
-    rounds = 1 if quick else 3
+    rounds = 1 if quick else 6
     options = EncoderOptions.from_settings(live_window_seconds=0)
     load_start = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="rtcsite-bench-pipeline-"))
@@ -197,7 +197,8 @@ def run(quick: bool) -> dict[str, Any]:
         clip = make_webm(work / "clip.webm", seconds=seconds, size="640x480", fps=30)
         chunks = mediarecorder_chunks(clip.read_bytes(), timeslice_ms=250)
         for i in range(rounds):
-            for kind, fn in (("plain", plain_fast), ("ours", ours_fast)):
+            order = (("plain", plain_fast), ("ours", ours_fast))
+            for kind, fn in order if i % 2 == 0 else order[::-1]:  # ABBA: drift cancels
                 out = work / f"fast-{kind}-{i}"
                 arg = clip if kind == "plain" else chunks
                 samples[kind].append(fn(arg, out, options))
@@ -211,16 +212,22 @@ def run(quick: bool) -> dict[str, Any]:
         shutil.rmtree(work, ignore_errors=True)
     load_end = os.getloadavg()
 
+    # Medians, and the best (minimum) of the rounds: other jobs on a shared machine only
+    # ever add time, so the minimum is the least disturbed figure of each side.
     fast = {
         kind: {
             "wall_s": _median([s["wall_s"] for s in samples[kind]]),
             "cpu_s": _median([s["cpu_s"] for s in samples[kind]]),
+            "best_wall_s": round(min(s["wall_s"] for s in samples[kind]), 3),
+            "best_cpu_s": round(min(s["cpu_s"] for s in samples[kind]), 3),
         }
         for kind in samples
     }
     fast["ours"]["python_cpu_s"] = _median([s["python_cpu_s"] for s in samples["ours"]])
     cpu_overhead = fast["ours"]["cpu_s"] / fast["plain"]["cpu_s"] - 1
     wall_overhead = fast["ours"]["wall_s"] / fast["plain"]["wall_s"] - 1
+    best_cpu_overhead = fast["ours"]["best_cpu_s"] / fast["plain"]["best_cpu_s"] - 1
+    best_wall_overhead = fast["ours"]["best_wall_s"] / fast["plain"]["best_wall_s"] - 1
     live = {}
     for kind in paced:
         delays = [d for run_ in paced[kind] for d in run_["delays"]]
@@ -251,8 +258,18 @@ def run(quick: bool) -> dict[str, Any]:
             "unit": "s",
         },
         {"metric": "our Python CPU", "value": fast["ours"]["python_cpu_s"], "unit": "s"},
-        {"metric": "CPU overhead", "value": round(cpu_overhead * 100, 1), "unit": "%"},
-        {"metric": "wall overhead", "value": round(wall_overhead * 100, 1), "unit": "%"},
+        {"metric": "CPU overhead (medians)", "value": round(cpu_overhead * 100, 1), "unit": "%"},
+        {"metric": "wall overhead (medians)", "value": round(wall_overhead * 100, 1), "unit": "%"},
+        {
+            "metric": "CPU overhead (best of rounds)",
+            "value": round(best_cpu_overhead * 100, 1),
+            "unit": "%",
+        },
+        {
+            "metric": "wall overhead (best of rounds)",
+            "value": round(best_wall_overhead * 100, 1),
+            "unit": "%",
+        },
         {
             "metric": "1x: chunk-in -> segment p50, plain",
             "value": live["plain"]["delay_p50_s"],
@@ -270,7 +287,8 @@ def run(quick: bool) -> dict[str, Any]:
     met = cpu_overhead <= TARGET_OVERHEAD and wall_overhead <= TARGET_OVERHEAD
     headline = (
         f"pipeline vs plain ffmpeg ({seconds} s 480p clip, 480p+360p ladder): CPU "
-        f"{cpu_overhead * 100:+.1f}%, wall {wall_overhead * 100:+.1f}% "
+        f"{cpu_overhead * 100:+.1f}% (best {best_cpu_overhead * 100:+.1f}%), wall "
+        f"{wall_overhead * 100:+.1f}% (best {best_wall_overhead * 100:+.1f}%) "
         f"({'meets' if met else 'misses'} the 5% target); 1x chunk-in -> segment p50 "
         f"{live['ours']['delay_p50_s']} s (plain {live['plain']['delay_p50_s']} s); load "
         f"{load_start[0]:.1f}->{load_end[0]:.1f}"

@@ -211,7 +211,7 @@ LOBBY_DELTA_INTERVAL = env_float("LOBBY_DELTA_INTERVAL", 0.05, minimum=0)
 
 
 STREAM_LADDER = env_str("STREAM_LADDER", "720,360")  # heights, or height:kbps[:audio kbps]
-STREAM_SEGMENT_SECONDS = env_float("STREAM_SEGMENT_SECONDS", 1.0, minimum=0.2)
+STREAM_SEGMENT_SECONDS = env_float("STREAM_SEGMENT_SECONDS", 0.5, minimum=0.2)
 STREAM_FPS = env_int("STREAM_FPS", 30, minimum=1)
 STREAM_X264_PRESET = env_str("STREAM_X264_PRESET", "veryfast")
 STREAM_LOW_LATENCY_INPUT = env_bool("STREAM_LOW_LATENCY_INPUT", True)  # -probesize 32 ...

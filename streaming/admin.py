@@ -41,7 +41,7 @@ class StreamAdmin(admin.ModelAdmin):
         "links",
         "created_at",
     )
-    list_filter = ("status", "created_at")
+    list_filter = ("status", "face_overlay", "created_at")
     search_fields = ("title", "slug", "owner_id", "owner_name")
     readonly_fields = (
         "slug",  # the media folder is named after it
@@ -61,7 +61,7 @@ class StreamAdmin(admin.ModelAdmin):
         "owner_name",
         "links",
     )
-    fields = ("title", *readonly_fields)
+    fields = ("title", "face_overlay", *readonly_fields)  # face_overlay: read at go-live
     actions = ("rotate_keys",)
     date_hierarchy = "created_at"
 
@@ -83,8 +83,11 @@ class StreamAdmin(admin.ModelAdmin):
     @admin.display(description="links")
     def links(self, stream: Stream) -> str:
         return format_html(
-            '<a href="{}">viewer</a> · <a href="{}">HLS</a> · <a href="{}">DASH</a>',
+            '<a href="{}">page</a> · watch: <a href="{}">hls.js</a> · <a href="{}">dash.js</a>'
+            ' · files: <a href="{}">m3u8</a> · <a href="{}">mpd</a>',
             stream.get_absolute_url(),
+            stream.hls_watch_url,
+            stream.dash_watch_url,
             stream.hls_url,
             stream.dash_url,
         )

@@ -112,7 +112,7 @@ class EncoderOptions:
     @classmethod
     def from_settings(cls, **overrides) -> EncoderOptions:
         values = {
-            "segment_seconds": setting("STREAM_SEGMENT_SECONDS", 1.0, float),
+            "segment_seconds": setting("STREAM_SEGMENT_SECONDS", 0.5, float),
             "fps": setting("STREAM_FPS", 30, int),
             "x264_preset": setting("STREAM_X264_PRESET", "veryfast", str),
             "live_window_seconds": setting("STREAM_LIVE_WINDOW_SECONDS", 10.0, float),

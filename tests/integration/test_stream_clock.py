@@ -36,7 +36,11 @@ from tests.support.media import cached_webm, mediarecorder_chunks
 
 pytestmark = pytest.mark.timeout(180)
 
-SERVER_ENV = {"STREAM_LIVE_WINDOW_SECONDS": "4", "STREAM_RATE_LIMIT": "40"}
+SERVER_ENV = {
+    "STREAM_LIVE_WINDOW_SECONDS": "4",
+    "STREAM_RATE_LIMIT": "40",
+    "STREAM_SEGMENT_SECONDS": "1",  # segment k starts at k-1 s
+}
 MPD_NS = {"mpd": "urn:mpeg:dash:schema:mpd:2011"}
 PAST_MS = 120_000  # the known capture clock: two minutes before now
 

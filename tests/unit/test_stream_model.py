@@ -169,6 +169,8 @@ def test_admin_list_filters_and_columns(admin_client):
     assert "1:0" in html  # live for 1:05-ish
     assert f'href="/streams/{stream.slug}/"' in html
     assert f"/media/streams/{stream.slug}/master.m3u8" in html
+    assert f'href="/streams/{stream.slug}/hls/"' in html  # the viewer pages
+    assert f'href="/streams/{stream.slug}/dash/"' in html
     assert "?status__exact=live" in html  # status filter
     filtered = admin_client.get("/admin/streaming/stream/?status__exact=ended").content.decode()
     assert "Admin show" not in filtered
