@@ -330,7 +330,7 @@ class Server:
             return ""
 
 
-def wait_listening(server: Server, url: str | None, limit_s: float = 60.0) -> None:
+def wait_listening(server: Server, url: str | None, limit_s: float = 180.0) -> None:
     """Poll until the port accepts (and ``url`` answers, for Daphne); fail fast if it died."""
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
@@ -362,6 +362,9 @@ def site_env(workdir: Path, extra: dict[str, str]) -> dict[str, str]:
         # presence is refreshed by heartbeats every 10 s; these clients only relay, so give
         # their places a long life instead of sending pings mid-measurement
         PRESENCE_TTL="3600",
+        # tokens are minted once at the start; a full run on a loaded box outlasts the
+        # default 15 min (seen: every join of rounds 2-3 refused with token-expired)
+        WS_TOKEN_MAX_AGE="14400",
     )
     env.update(extra)
     return env

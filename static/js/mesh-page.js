@@ -3,8 +3,9 @@
 // The room socket (RoomPage) carries presence and signaling; MeshController (mesh.js) owns
 // the RTCPeerConnections; this module turns both into DOM. Socket messages are handled
 // one at a time, in order (a promise chain), so an offer is never processed before the
-// welcome that created its link. The camera is opened only once the room has accepted us:
-// a refused visitor (room full) never lights it.
+// welcome that created its link. The camera opens while the socket connects (in parallel:
+// it takes 100-300 ms, which used to come after welcome, before the first offer); a
+// refused visitor (room full) has it released at once.
 //
 // Test hooks: tiles carry data-peer / data-state / data-audio / data-video / data-kbps,
 // and window.rtcMesh.peers() returns per-link figures from getStats().
@@ -62,14 +63,33 @@ function showMediaError(text) {
   el.mediaError.hidden = !text;
 }
 
-async function acquireMedia() {
+// One opening at a time: the page starts it at load (and on Rejoin), welcome awaits it.
+let mediaOpening = null;
+let mediaGeneration = 0; // bumped by stopMedia: an opening that finishes later is dropped
+function acquireMedia() {
+  if (!mediaOpening || mediaOpening.generation !== mediaGeneration) {
+    const opening = openMedia().finally(() => {
+      if (mediaOpening === opening) mediaOpening = null;
+    });
+    opening.generation = mediaGeneration;
+    mediaOpening = opening;
+  }
+  return mediaOpening;
+}
+
+async function openMedia() {
   if (localStream && localStream.getTracks().some((t) => t.readyState === "live")) return;
   localStream = null;
+  const generation = mediaGeneration;
   if (!navigator.mediaDevices?.getUserMedia) {
     showMediaError(`You joined without camera or microphone: ${describeMediaError(null)}. You can still see and hear the others; they cannot see or hear you.`);
     return;
   }
   const opened = await openLocalMedia();
+  if (generation !== mediaGeneration) {
+    for (const track of opened.stream?.getTracks() ?? []) track.stop(); // left meanwhile
+    return;
+  }
   localStream = opened.stream;
   const firstError = opened.error;
   if (!localStream) {
@@ -85,6 +105,7 @@ async function acquireMedia() {
 }
 
 function stopMedia() {
+  mediaGeneration += 1;
   for (const track of localStream?.getTracks() ?? []) track.stop();
   localStream = null;
   el.localVideo.srcObject = null;
@@ -278,7 +299,10 @@ socket.on(
     await acquireMedia();
     if (socket.state !== "open" || leaving) return; // left or dropped while the camera opened
     startMesh(msg);
-    socket.send({ type: "media", ...mediaState() });
+    // Others show a peer without media state as sending both; only say so when not (the
+    // server handles messages in order: a media update would delay our first offers).
+    const media = mediaState();
+    if (!media.audio || !media.video) socket.send({ type: "media", ...media });
     for (const peer of msg.peers) {
       ensureTile(peer.peer);
       mesh.addPeer(peer.peer, { initiator: true }); // we are the newcomer: we offer
@@ -376,6 +400,7 @@ el.rejoin.addEventListener("click", () => {
   el.rejoin.hidden = true;
   renderStatus("Joining…");
   socket.connect();
+  acquireMedia(); // in parallel with the socket; welcome waits for it
 });
 window.addEventListener("pagehide", () => {
   mesh?.close();
@@ -415,3 +440,4 @@ window.rtcMesh = {
 };
 
 room.connect();
+acquireMedia(); // in parallel with the socket; welcome waits for it
