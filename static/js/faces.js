@@ -82,7 +82,7 @@ function schedule() {
 
 // --- in the browser: face-api ------------------------------------------------------------------
 const browser = {
-  api: null, loading: null, busy: false, options: null,
+  api: null, loading: null, busy: false, options: null, lastStart: -Infinity,
   async load() {
     if (!this.loading) {
       this.loading = (async () => {
@@ -98,8 +98,10 @@ const browser = {
     return this.loading;
   },
   async detect() {
-    if (this.busy) return; // one detection at a time; frames in between reuse the boxes
+    // One detection at a time, at most one per interval; frames in between reuse the boxes.
+    if (this.busy || performance.now() - this.lastStart < Number(ui.interval.value)) return;
     this.busy = true;
+    this.lastStart = performance.now();
     try {
       if (!this.api) await this.load();
       const started = performance.now();

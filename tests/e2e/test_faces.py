@@ -20,10 +20,18 @@ from tests.support.media import astronaut_y4m
 
 WAIT_MS = 60_000  # generous: a shared 2-core machine, face-api on the CPU
 
-# The pixel at the middle of a box's top edge (where the 4-px line is drawn).
-EDGE_PIXEL_JS = """([x, y, w]) => {
+# Green within a few pixels of the middle of the current box's top edge (the 4-px line)?
+# Boxes and canvas are read in one go; the patch absorbs a box moving by a pixel or two.
+GREEN_EDGE_JS = """() => {
+  const [box] = window.rtcFaces.boxes();
+  if (!box) return false;
   const canvas = document.querySelector('[data-testid="face-canvas"]');
-  return [...canvas.getContext('2d').getImageData(Math.round(x + w / 2), Math.round(y), 1, 1).data];
+  const cx = Math.round(box.x + box.w / 2), cy = Math.round(box.y);
+  const data = canvas.getContext('2d').getImageData(cx - 5, cy - 5, 11, 11).data;
+  for (let i = 0; i < data.length; i += 4) {
+    if (data[i + 1] > 180 && data[i] < 100 && data[i + 2] < 100) return true;
+  }
+  return false;
 }"""
 
 
@@ -84,27 +92,30 @@ def wait_for_one_box(page: Page, row: str, frames: int = 3) -> list[int]:
     return boxes[0]
 
 
-def assert_box_drawn(page: Page, box: list[int]) -> None:
-    r, g, b, _ = page.evaluate(EDGE_PIXEL_JS, box[:3])
-    assert g > 180 and r < 100 and b < 100, (box, (r, g, b))
+def assert_box_drawn(page: Page) -> None:
+    """The canvas shows the box colour on the box's top edge (polled: frames keep coming)."""
+    page.wait_for_function(GREEN_EDGE_JS, timeout=WAIT_MS, polling=100)
 
 
 def test_server_detection_over_websocket_and_http(face_page, live_server_proc, astronaut_clip):
     page, face = face_page, astronaut_clip[1]
-    page.goto(f"{live_server_proc.url}/faces/")
-    expect(page.locator("#faces")).to_have_attribute("data-camera", "on")
+    page.goto(f"{live_server_proc.url}/#faces")  # the lobby's tab leads here
+    expect(page.get_by_test_id("unavailable-faces")).to_have_count(0)
+    page.get_by_test_id("open-faces").click()
+    expect(page).to_have_url(f"{live_server_proc.url}/faces/", timeout=WAIT_MS)
+    expect(page.locator("#faces")).to_have_attribute("data-camera", "on", timeout=WAIT_MS)
     page.get_by_test_id("face-transport").select_option("ws")
     page.get_by_test_id("face-detector").select_option("server")
     box = wait_for_one_box(page, "ws")
     assert near(box, face), (box, face)
-    assert_box_drawn(page, box)
+    assert_box_drawn(page)
     assert "ms" in page.get_by_test_id("rtt-ws").inner_text()
     assert "fps" in page.get_by_test_id("fps-ws").inner_text()
 
     page.get_by_test_id("face-transport").select_option("http")
     box = wait_for_one_box(page, "http")
     assert near(box, face), (box, face)
-    assert_box_drawn(page, box)
+    assert_box_drawn(page)
     assert "ms" in page.get_by_test_id("rtt-http").inner_text()
     assert page.get_by_test_id("face-error").inner_text() == "—"
 
@@ -112,11 +123,11 @@ def test_server_detection_over_websocket_and_http(face_page, live_server_proc, a
 def test_browser_detection_with_face_api(face_page, live_server_proc, astronaut_clip):
     page, face = face_page, astronaut_clip[1]
     page.goto(f"{live_server_proc.url}/faces/")
-    expect(page.locator("#faces")).to_have_attribute("data-camera", "on")
+    expect(page.locator("#faces")).to_have_attribute("data-camera", "on", timeout=WAIT_MS)
     page.get_by_test_id("face-detector").select_option("browser")
     box = wait_for_one_box(page, "browser", frames=2)
     # face-api's box is its own shape (wider than OpenCV's): centred on the same face.
     assert around(box, face), (box, face)
-    assert_box_drawn(page, box)
+    assert_box_drawn(page)
     assert "face-api on" in page.get_by_test_id("face-backend").inner_text()
     assert "fps" in page.get_by_test_id("fps-browser").inner_text()

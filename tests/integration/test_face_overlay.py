@@ -12,37 +12,18 @@ import asyncio
 from pathlib import Path
 
 import av
-import numpy as np
 import pytest
 
 from streaming.ffmpeg import EncoderOptions
 from streaming.pipeline import PipelineConfig, PipelineState, StreamPipeline
-from tests.support.media import astronaut_webm, mediarecorder_chunks
+from tests.support.media import (
+    astronaut_webm,
+    decoded_frames,
+    green_on_top_edge,
+    mediarecorder_chunks,
+)
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def decoded_frames(out: Path, rep: int = 0) -> list[np.ndarray]:
-    """RGB frames of representation ``rep`` (init segment + media segments, in order)."""
-    init = (out / f"init-stream{rep}.m4s").read_bytes()
-    data = init + b"".join(p.read_bytes() for p in sorted(out.glob(f"chunk-stream{rep}-*.m4s")))
-    tmp = out / f"joined-{rep}.mp4"
-    tmp.write_bytes(data)
-    with av.open(str(tmp)) as container:
-        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-
-
-def green_on_top_edge(frame: np.ndarray, face: tuple[int, int, int, int]) -> bool:
-    """The middle of the face box's top edge (the 4-px line) is green."""
-    x, y, w, _ = face
-    height = frame.shape[0]
-    scale = height / 480  # the rung may be smaller than the 640x480 source
-    patch = frame[
-        round((y - 2) * scale) : round((y + 6) * scale) + 1,
-        round((x + w / 2 - 4) * scale) : round((x + w / 2 + 4) * scale) + 1,
-    ].reshape(-1, 3)
-    r, g, b = patch[:, 0].astype(int), patch[:, 1].astype(int), patch[:, 2].astype(int)
-    return bool(((g > 170) & (r < 110) & (b < 110)).any())
 
 
 async def publish(tmp_path: Path, clip_dir: Path, face_overlay: bool):

@@ -11,6 +11,7 @@ chunks are not self-contained and element headers straddle chunks.
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 import json
 import subprocess
@@ -169,3 +170,36 @@ def astronaut_webm(directory: Path, seconds: float = 6, fps: int = 30) -> tuple[
         make_webm(tmp, seconds=seconds, fps=fps, keyframe_every=fps, video_input=loop)
         tmp.replace(path)
     return path.read_bytes(), face
+
+
+# --- reading stream outputs back -------------------------------------------------------------
+def decoded_frames(out: Path, rep: int = 0, last: int | None = None) -> list[np.ndarray]:
+    """RGB frames of representation ``rep`` of a stream folder (init segment + its media
+    segments in order; only the ``last`` N segments if given), decoded with PyAV."""
+    import av
+
+    segments = sorted(out.glob(f"chunk-stream{rep}-*.m4s"))
+    if last is not None:
+        segments = segments[-last:]
+    init = out / f"init-stream{rep}.m4s"
+    if not segments or not init.exists():
+        return []
+    data = io.BytesIO(init.read_bytes() + b"".join(p.read_bytes() for p in segments))
+    try:
+        with av.open(data, format="mp4") as container:
+            return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    except av.error.FFmpegError:  # a segment still being written
+        return []
+
+
+def green_on_top_edge(frame: np.ndarray, box: Rect, source_height: int = 480) -> bool:
+    """Is the site's box colour (green) drawn at the middle of ``box``'s top edge? ``box`` is
+    in source pixels; ``frame`` may be a smaller rendition of it."""
+    x, y, w, _ = box
+    scale = frame.shape[0] / source_height
+    patch = frame[
+        max(0, round((y - 6) * scale)) : round((y + 6) * scale) + 1,
+        max(0, round((x + w / 2 - 6) * scale)) : round((x + w / 2 + 6) * scale) + 1,
+    ].reshape(-1, 3)
+    r, g, b = patch[:, 0].astype(int), patch[:, 1].astype(int), patch[:, 2].astype(int)
+    return bool(((g > 170) & (r < 110) & (b < 110)).any())
