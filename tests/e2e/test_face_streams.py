@@ -22,10 +22,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.test_faces import WAIT_MS, around, astronaut_clip, face_browser, wait_for_one_box
+from tests.e2e.test_faces import WAIT_MS, around, wait_for_one_box
 from tests.support.media import decoded_frames, green_on_top_edge
-
-__all__ = ["astronaut_clip", "face_browser"]  # module-scoped fixtures shared with test_faces
 
 pytestmark = pytest.mark.timeout(600)
 

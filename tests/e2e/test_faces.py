@@ -10,13 +10,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
-
-from tests.support.chromium import ChromiumMissing, chromium_args, chromium_path
-from tests.support.media import astronaut_y4m
+from playwright.sync_api import Page, expect
 
 WAIT_MS = 60_000  # generous: a shared 2-core machine, face-api on the CPU
 
@@ -33,26 +29,6 @@ GREEN_EDGE_JS = """() => {
   }
   return false;
 }"""
-
-
-@pytest.fixture(scope="module")
-def astronaut_clip(tmp_path_factory) -> tuple[Path, tuple[int, int, int, int]]:
-    return astronaut_y4m(tmp_path_factory.mktemp("faces") / "astronaut.y4m")
-
-
-@pytest.fixture(scope="module")
-def face_browser(astronaut_clip) -> Iterator[Browser]:
-    """Chromium whose fake camera shows the astronaut (module scope: see tests/conftest.py)."""
-    try:
-        executable = chromium_path()
-    except ChromiumMissing as exc:
-        pytest.fail(str(exc))
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=executable, headless=True, args=chromium_args(astronaut_clip[0])
-        )
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -15,11 +15,7 @@ from dataclasses import dataclass, field
 
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
-from tests.e2e import test_faces
-
-# The astronaut fake camera of the face page's tests (a Chromium per module).
-astronaut_clip = test_faces.astronaut_clip
-face_browser = test_faces.face_browser
+# `face_browser` and `astronaut_clip` (tests/e2e/conftest.py): the astronaut fake camera.
 
 WAIT_MS = 60_000  # generous: Chromium, Daphne and aiortc codecs share two cores
 

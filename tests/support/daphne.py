@@ -89,6 +89,10 @@ class DaphneServer:
                 str(self.port),
                 "--access-log",
                 os.devnull,
+                # Daphne refuses (403) a socket the app has not accepted within 5 s: on a
+                # loaded shared machine the first connects can take longer than that
+                "--websocket_connect_timeout",
+                "60",
                 "rtcsite.asgi:application",
             ],
             cwd=ROOT,
