@@ -117,7 +117,8 @@ if REDIS_URL:
         }
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    # In-memory, with its expiry sweep throttled (rtcsite/layers.py: O(sockets) per message)
+    CHANNEL_LAYERS = {"default": {"BACKEND": "rtcsite.layers.EmbeddedChannelLayer"}}
 # Relay offers/answers/candidates between peers on the same process directly, not through
 # the layer (signaling/local.py; measured in bench/bench_signaling.py).
 SIGNALING_LOCAL_DELIVERY = env_bool("SIGNALING_LOCAL_DELIVERY", True)

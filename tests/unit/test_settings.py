@@ -43,7 +43,7 @@ def load(**env: str) -> dict:
 
 def test_embedded_defaults():
     values = load()
-    assert values["layer"] == "channels.layers.InMemoryChannelLayer"
+    assert values["layer"] == "rtcsite.layers.EmbeddedChannelLayer"
     assert values["db"] == "django.db.backends.sqlite3"
     assert values["debug"] is True
     assert values["ice"] == []

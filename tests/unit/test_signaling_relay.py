@@ -55,7 +55,7 @@ def layer(request, settings):
         }
     else:
         settings.REDIS_URL = ""
-        settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+        settings.CHANNEL_LAYERS = {"default": {"BACKEND": "rtcsite.layers.EmbeddedChannelLayer"}}
     channel_layers.backends.clear()
     reset_backend()
     yield request.param
