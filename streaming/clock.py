@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from streaming.playlists import _boxes, fix_target_duration
+from streaming.playlists import find_box, fix_target_duration, tfdt_of
 
 logger = logging.getLogger(__name__)
 
@@ -104,38 +104,17 @@ def read_clock(output_dir: Path) -> StreamClock | None:
 @functools.lru_cache(maxsize=4096)
 def _segment_tfdt(path: str, size: int) -> int | None:
     with open(path, "rb") as handle:
-        data = handle.read(HEADER_BYTES)
-    for kind, start, end in _boxes(data, 0, len(data)):
-        if kind != b"moof":
-            continue
-        for kind2, start2, end2 in _boxes(data, start, end):
-            if kind2 != b"traf":
-                continue
-            for kind3, start3, _end3 in _boxes(data, start2, end2):
-                if kind3 == b"tfdt" and start3 + 12 <= len(data):
-                    if data[start3] == 1:
-                        return struct.unpack(">Q", data[start3 + 4 : start3 + 12])[0]
-                    return struct.unpack(">I", data[start3 + 4 : start3 + 8])[0]
-    return None
+        return tfdt_of(handle.read(HEADER_BYTES))
 
 
 @functools.lru_cache(maxsize=256)
 def _init_timescale(path: str, size: int) -> int | None:
     data = Path(path).read_bytes()
-    for kind, start, end in _boxes(data, 0, len(data)):
-        if kind != b"moov":
-            continue
-        for kind2, start2, end2 in _boxes(data, start, end):
-            if kind2 != b"trak":
-                continue
-            for kind3, start3, end3 in _boxes(data, start2, end2):
-                if kind3 != b"mdia":
-                    continue
-                for kind4, start4, _end4 in _boxes(data, start3, end3):
-                    if kind4 == b"mdhd":
-                        offset = start4 + (20 if data[start4] == 1 else 12)
-                        return struct.unpack(">I", data[offset : offset + 4])[0]
-    return None
+    start = find_box(data, (b"moov", b"trak", b"mdia", b"mdhd"))
+    if start is None:
+        return None
+    offset = start + (20 if data[start] == 1 else 12)  # after version/flags and the times
+    return struct.unpack(">I", data[offset : offset + 4])[0]
 
 
 def media_time_ms(output_dir: Path, rep: int, number: int) -> float | None:

@@ -72,21 +72,36 @@ def _boxes(data: bytes, start: int, end: int):
         pos += size
 
 
+def find_box(
+    data: bytes, path: tuple[bytes, ...], start: int = 0, end: int | None = None
+) -> int | None:
+    """Payload offset of the first box along ``path`` (e.g. ``moof/traf/tfdt``), or None."""
+    end = len(data) if end is None else end
+    head, rest = path[0], path[1:]
+    for kind, box_start, box_end in _boxes(data, start, end):
+        if kind != head:
+            continue
+        found = box_start if not rest else find_box(data, rest, box_start, box_end)
+        if found is not None:
+            return found
+    return None
+
+
+def tfdt_of(data: bytes) -> int | None:
+    """The first fragment's ``baseMediaDecodeTime`` in ``data`` (the start of a segment)."""
+    start = find_box(data, (b"moof", b"traf", b"tfdt"))
+    if start is None:
+        return None
+    wide = data[start] == 1  # version 1: 64-bit time
+    width = 8 if wide else 4
+    if start + 4 + width > len(data):
+        return None
+    return struct.unpack(">Q" if wide else ">I", data[start + 4 : start + 4 + width])[0]
+
+
 def read_tfdt(path: Path) -> int | None:
     """The first fragment's ``baseMediaDecodeTime`` (track timescale units)."""
-    data = path.read_bytes()
-    for kind, start, end in _boxes(data, 0, len(data)):
-        if kind != b"moof":
-            continue
-        for kind2, start2, end2 in _boxes(data, start, end):
-            if kind2 != b"traf":
-                continue
-            for kind3, start3, _end3 in _boxes(data, start2, end2):
-                if kind3 == b"tfdt":
-                    if data[start3] == 1:
-                        return struct.unpack(">Q", data[start3 + 4 : start3 + 12])[0]
-                    return struct.unpack(">I", data[start3 + 4 : start3 + 8])[0]
-    return None
+    return tfdt_of(path.read_bytes())
 
 
 @dataclass
@@ -283,8 +298,10 @@ __all__ = [
     "HLS_MASTER_NAME",
     "MANIFEST_NAME",
     "finalize_vod",
+    "find_box",
     "fix_target_duration",
     "hls_target_duration",
     "read_tfdt",
     "segment_files",
+    "tfdt_of",
 ]
