@@ -19,8 +19,11 @@ latency").
 from __future__ import annotations
 
 import os
+import re
 import statistics
+import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from bench.support import EMBEDDED_ENV, daphne_site, percentile
@@ -93,21 +96,75 @@ def _stats(values: list[float]) -> dict[str, Any]:
     }
 
 
+class SegmentWatcher:
+    """Notes when each segment of the top rung appears on disk (polled every 20 ms).
+
+    With the capture clock this splits the delay: ``on_disk_after_capture`` = the moment a
+    segment can be listed minus the capture time of its last frame (MediaRecorder chunking,
+    upload, FFmpeg decode/encode/mux); the rest of glass-to-glass is the players' buffer.
+    """
+
+    PATTERN = re.compile(r"chunk-stream0-(\d+)\.m4s$")
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.seen: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def __enter__(self) -> SegmentWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.02):
+            if not self.directory.is_dir():
+                continue
+            now = time.time() * 1000
+            for path in self.directory.glob("chunk-stream0-*.m4s"):
+                match = self.PATTERN.search(path.name)
+                if match:
+                    self.seen.setdefault(int(match.group(1)), now)
+
+    def lags_ms(self, capture_ms: float) -> list[float]:
+        """Per segment: appeared on disk - capture time of its end (the next one's start)."""
+        from streaming.clock import media_time_ms
+
+        lags = []
+        for number in sorted(self.seen)[:-1]:
+            end = media_time_ms(self.directory, 0, number + 1)
+            if end is not None and number + 1 in self.seen:
+                lags.append(self.seen[number] - (capture_ms + end))
+        return lags
+
+
 def measure(browser, config: dict[str, Any], warmup_s: float, sample_s: float) -> dict[str, Any]:
-    from tests.support.ingest import start_publishing_in_page
+    from tests.support.ingest import media_dir, start_publishing_in_page, stream_status
 
     report: dict[str, Any] = {}
     with daphne_site({**EMBEDDED_ENV, **config["env"]}, report=report) as server:
+        # One context (a window of its own) per page: in one shared window only the front
+        # tab renders, and requestVideoFrameCallback then samples a background viewer at
+        # ~1 fps — seen as "8 frames in 8 s" from a viewer playing at 30 fps.
         context = browser.new_context(viewport={"width": 800, "height": 700})
         context.grant_permissions(["camera", "microphone"])
+        contexts = [context]
+        watcher: SegmentWatcher | None = None
         try:
             publisher = context.new_page()
             publisher.set_default_timeout(60_000)
             query = "source=clock" + (f"&{config['publisher']}" if config["publisher"] else "")
             slug = start_publishing_in_page(publisher, server, "Latency", "ws", query)
+            watcher = SegmentWatcher(media_dir(server, slug)).__enter__()
             viewers = {}
             for player in ("hls", "dash"):
-                page = context.new_page()
+                viewer_context = browser.new_context(viewport={"width": 800, "height": 700})
+                contexts.append(viewer_context)
+                page = viewer_context.new_page()
                 page.set_default_timeout(90_000)
                 extra = f"?{config['viewer']}" if config["viewer"] else ""
                 page.goto(f"{server.url}/streams/{slug}/{player}/{extra}")
@@ -119,8 +176,17 @@ def measure(browser, config: dict[str, Any], warmup_s: float, sample_s: float) -
             time.sleep(warmup_s)  # players settle at their live-sync point
             for page in viewers.values():
                 page.evaluate(MEASURE_JS)
-            time.sleep(sample_s)
-            out: dict[str, Any] = {}
+            queue_depths = []
+            sample_end = time.monotonic() + sample_s
+            while time.monotonic() < sample_end:
+                queue_depths.append(publisher.evaluate("window.rtcPublisher.queue.length"))
+                time.sleep(0.5)
+            watcher.__exit__()
+            capture_ms = stream_status(server, slug)["clock"]["capture_ms"]
+            out: dict[str, Any] = {
+                "segment_on_disk_after_capture": _stats(watcher.lags_ms(capture_ms)),
+                "publisher_queue_chunks_max": max(queue_depths, default=None),
+            }
             for player, page in viewers.items():
                 samples = page.evaluate("window.__g2g")
                 bad = page.evaluate("window.__g2gBad")
@@ -146,7 +212,10 @@ def measure(browser, config: dict[str, Any], warmup_s: float, sample_s: float) -
                 "document.getElementById('publisher').dataset.pubState === 'ended'"
             )
         finally:
-            context.close()
+            if watcher is not None:
+                watcher.__exit__()
+            for each in contexts:
+                each.close()
     out["server_log_errors"] = report.get("log_errors", {})
     return out
 
@@ -171,7 +240,8 @@ def run(quick: bool) -> dict[str, Any]:
                 results[name] = measure(browser, CONFIGS[name], warmup_s, sample_s)
                 print(
                     f"  {name}: hls {results[name]['hls']['glass_to_glass']}, "
-                    f"dash {results[name]['dash']['glass_to_glass']}",
+                    f"dash {results[name]['dash']['glass_to_glass']}, segment on disk "
+                    f"{results[name]['segment_on_disk_after_capture']}",
                     flush=True,
                 )
         finally:
@@ -191,6 +261,7 @@ def run(quick: bool) -> dict[str, Any]:
                     "frames": g2g.get("n"),
                     "readout_error_p50_ms": result[player]["readout_minus_measured_ms"]["p50"],
                     "player_estimate_p50_s": result[player]["player_estimate"].get("p50_s"),
+                    "segment_on_disk_p50_s": result["segment_on_disk_after_capture"].get("p50_s"),
                 }
             )
     std = results["standard"]
