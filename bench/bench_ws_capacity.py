@@ -4,8 +4,11 @@ Ours: authenticated, presence-tracked room sockets (``/ws/rooms/<slug>/`` in mes
 capacity 4; a socket counts once its ``welcome`` arrived, i.e. token checked, room read,
 presence tracked, room and lobby told) held by one Daphne process; in the embedded setup
 (memory presence, in-memory channel layer) and with Redis (Redis presence, channels-redis).
-Also lobby sockets (``/ws/lobby/``, counted at ``lobby-state``). Peer: a bare
-``websockets.serve`` process that greets each socket with one message and echoes.
+Also lobby sockets (``/ws/lobby/``, counted at ``lobby-state``). Peers: a bare
+``websockets.serve`` process that greets each socket with one message and echoes, and a bare
+Channels consumer doing the same on the same Daphne setup (``bench/bare_channels_asgi.py``:
+same settings and channel layer, no middleware, token or presence), so the report splits the
+gap to raw into Daphne + Channels' own cost and ours.
 
 For each server: warm up, read its RSS, fill it with N sockets from two client processes
 (lean asyncio clients, 32 connects in flight in total), read RSS again. Figures: sockets
@@ -54,6 +57,7 @@ from bench.support import (
 )
 
 NAME = "ws_capacity"
+BARE_APP = "bench.bare_channels_asgi:application"
 
 #: Presence TTL for the servers here: the fill takes minutes and these clients send no
 #: heartbeats while filling, so the default 30 s would expire (and re-announce) them midway.
@@ -91,6 +95,7 @@ QUICK = Params(sockets=1000, phase_timeout_s=60.0, warmup=20)
 
 READY = {
     "raw": frozenset({"hello"}),
+    "bare": frozenset({"hello"}),
     "room": frozenset({"welcome"}),
     "lobby": frozenset({"lobby-state"}),
 }
@@ -285,15 +290,20 @@ def raw_server() -> Iterator[tuple[int, int]]:
 
 @contextmanager
 def site_server(
-    setup: str, rooms: int, capacity: int, report: dict[str, Any]
+    setup: str,
+    rooms: int,
+    capacity: int,
+    report: dict[str, Any],
+    app: str = "rtcsite.asgi:application",
 ) -> Iterator[tuple[int, int]]:
     """Daphne in the embedded or Redis setup; yields (port, pid); Redis keys removed after.
-    ``report`` receives the exception names counted in the server's log."""
+    ``report`` receives the exception names counted in the server's log; ``app`` may be the
+    bare Channels peer instead of the site."""
     tag = unique_tag("cap")
     env = redis_env(tag) if setup == "redis" else dict(EMBEDDED_ENV)
     env["PRESENCE_TTL"] = str(PRESENCE_TTL_S)
     try:
-        with daphne_site(env, rooms=rooms, capacity=capacity, report=report) as server:
+        with daphne_site(env, rooms=rooms, capacity=capacity, report=report, app=app) as server:
             yield server.port, server.pid
     finally:
         if setup == "redis":
@@ -478,7 +488,7 @@ def _run(quick: bool) -> dict[str, Any]:
     warm_rooms = math.ceil(p.warmup / p.room_capacity)
     fill_rooms = math.ceil(p.sockets / p.room_capacity)
     rooms = fill_rooms + warm_rooms
-    order = ["raw", "rooms", "lobby", "rooms_redis", "raw_2"]
+    order = ["raw", "bare", "rooms", "lobby", "rooms_redis", "raw_2"]
     phases: dict[str, dict[str, Any]] = {}
     started = time.monotonic()
     load_start = os.getloadavg()
@@ -492,6 +502,10 @@ def _run(quick: bool) -> dict[str, Any]:
                 paths, warm = ["/"] * p.sockets, ["/"] * p.warmup
                 server = raw_server()
                 ready = READY["raw"]
+            elif label == "bare":
+                paths, warm = ["/ws/bare/"] * p.sockets, ["/ws/bare/"] * p.warmup
+                server = site_server("embedded", 0, p.room_capacity, server_report, BARE_APP)
+                ready = READY["bare"]
             elif label == "lobby":
                 paths = [f"/ws/lobby/?token={t}" for t in fill_tokens]
                 warm = [f"/ws/lobby/?token={t}" for t in warm_tokens]
@@ -523,6 +537,8 @@ def _run(quick: bool) -> dict[str, Any]:
     )
     ours = phases["rooms"]
     ratio = round(ours["connects_per_s"] / raw_rate, 3)
+    bare = phases["bare"]
+    bare_rate = bare["connects_per_s"] or 0.0
     verdict = {
         label: {
             "sockets_20k": phases[label]["connected"] >= TARGETS["sockets"],
@@ -550,6 +566,15 @@ def _run(quick: bool) -> dict[str, Any]:
          "target": "ratio", "goal": f">= {TARGETS['connect_rate_vs_raw']}"},
         {"metric": "rooms/raw heartbeat round", "unit": "x", "target": "ratio",
          "value": round(ours["heartbeat_round"]["messages_per_s"] / raw_hb, 3)},
+        {"metric": "bare Channels/raw connects/s", "value": round(bare_rate / raw_rate, 3),
+         "unit": "x", "target": "ratio",
+         "note": "the ceiling for any Channels app on this Daphne setup"},
+        {"metric": "rooms/bare Channels connects/s",
+         "value": round(ours["connects_per_s"] / bare_rate, 3) if bare_rate else None,
+         "unit": "x", "target": "ratio"},
+        {"metric": "lobby/bare Channels connects/s",
+         "value": round(phases["lobby"]["connects_per_s"] / bare_rate, 3) if bare_rate else None,
+         "unit": "x", "target": "ratio"},
     ]  # fmt: skip
     fd_note = (
         f"server fd limit {ours['server_before']['nofile_soft']} "
@@ -558,7 +583,11 @@ def _run(quick: bool) -> dict[str, Any]:
     headline = (
         f"room sockets (embedded): {ours['connected']} held at {ours['kb_per_socket']} KB "
         f"each, {ours['connects_per_s']} connects/s = {ratio:.2f}x raw websockets "
-        f"({raw_rate:.0f}/s, {raw_kb} KB); with Redis "
+        f"({raw_rate:.0f}/s, {raw_kb} KB), bare Channels on Daphne {bare_rate:.0f}/s = "
+        f"{bare_rate / raw_rate:.2f}x raw at {bare['kb_per_socket']} KB (ours "
+        f"{ours['connects_per_s'] / bare_rate if bare_rate else 0:.2f}x bare); "
+        f"lobby {phases['lobby']['connects_per_s']}/s at {phases['lobby']['kb_per_socket']} KB; "
+        f"with Redis "
         f"{phases['rooms_redis']['connected']} at {phases['rooms_redis']['kb_per_socket']} KB, "
         f"{phases['rooms_redis']['connects_per_s']}/s; targets 20,000 / <=40 KB / >=0.7x: "
         f"{verdict['rooms']}; {fd_note}"
@@ -578,6 +607,7 @@ def _run(quick: bool) -> dict[str, Any]:
             "embedded_env": {"REDIS_URL": "", "DATABASE_URL": "", "SQLITE_PATH": "<temp>"},
             "redis_env": "REDIS_URL, CHANNEL_LAYER_PREFIX/PRESENCE_KEY_PREFIX=<unique tag>",
             "peer": "websockets.serve (greets once, echoes), one process",
+            "bare_peer": f"{BARE_APP} on the same Daphne command line and embedded settings",
         },
         "targets": TARGETS,
         "reference_issue_3": REFERENCE,

@@ -200,13 +200,15 @@ def daphne_site(
     rooms: int = 0,
     capacity: int = 4,
     report: dict[str, Any] | None = None,
+    app: str = "rtcsite.asgi:application",
 ) -> Iterator[Any]:
     """A Daphne serving the site with its own SQLite (migrated), ``rooms`` mesh rooms
     ``bench-00000``... of ``capacity``; stopped by PID and its temp dir removed afterwards.
-    ``report`` (if given) receives ``log_errors``: exception names counted in its log."""
+    ``report`` (if given) receives ``log_errors``: exception names counted in its log.
+    ``app``: another ASGI application on the same setup (a benchmark's bare peer)."""
     from tests.support.daphne import DaphneServer
 
-    server = DaphneServer(env={**env, "LOG_LEVEL": "WARNING"})
+    server = DaphneServer(env={**env, "LOG_LEVEL": "WARNING"}, app=app)
     try:
         server.manage("migrate", "--noinput", "-v0")
         if rooms:

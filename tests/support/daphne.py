@@ -31,6 +31,8 @@ class DaphneServer:
     port: int = field(default_factory=free_port)
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="rtcsite-srv-")))
     process: subprocess.Popen | None = None
+    #: the ASGI application Daphne serves (benchmarks serve a bare Channels peer too)
+    app: str = "rtcsite.asgi:application"
 
     @property
     def url(self) -> str:
@@ -93,7 +95,7 @@ class DaphneServer:
                 # loaded shared machine the first connects can take longer than that
                 "--websocket_connect_timeout",
                 "60",
-                "rtcsite.asgi:application",
+                self.app,
             ],
             cwd=ROOT,
             env=self.full_env(),
