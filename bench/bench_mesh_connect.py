@@ -434,55 +434,46 @@ class MeshRig:
             pair_ok &= link["pc"] == self.pair_pcs[i] and link["state"] == "connected"
             pair_ok &= not any(t >= start for t, _ in snap["pcs"][link["pc"]]["conn"])
 
-        # signaling path
+        # signaling path: per new pair, whichever side offered (page 3, or the page already
+        # there: the app changed who offers first, the bench reads it from the messages)
         out3 = [m for m in msgs3 if m["dir"] == "out"]
-        in3 = [m for m in msgs3 if m["dir"] == "in"]
-        first_offer = min((m["t"] for m in out3 if m["type"] == "offer"), default=None)
-        answers_in = [m["t"] for m in in3 if m["type"] == "answer"]
-        gum_end = max((g[1] for g in three["gum"] if g[0] >= welcome - 1), default=None)
-        gum_start = min((g[0] for g in three["gum"] if g[0] >= welcome - 1), default=None)
+        # the camera opening of this join (started at page load / on Rejoin, before welcome)
+        gums = [g for g in three["gum"] if g[0] >= origin - 1]
+        gum_end = max((g[1] for g in gums), default=None)
+        gum_start = min((g[0] for g in gums), default=None)
+        zero = sock["created"]
+        pairs = {k: pair_signals(three, snap, me, zero) for k, snap in ((1, one), (2, two))}
         # one hop through the server (ws send in one page -> message event in the other)
         relay_ms: dict[str, list[float]] = {"offer": [], "answer": []}
         # part of each hop during which the receiving page's main thread ran a long task
         blocked_ms: dict[str, list[float]] = {"offer": [], "answer": []}
-        for snap in (one, two):
-            peer_k = snap["self"]
-            sent = next((m["t"] for m in out3 if m["type"] == "offer" and m["to"] == peer_k), None)
-            got = next(
-                (
-                    m["t"]
-                    for m in snap["msgs"]
-                    if m["dir"] == "in" and m["type"] == "offer" and m["from"] == me
-                ),
-                None,
-            )
-            ans_out = next(
-                (
-                    m["t"]
-                    for m in snap["msgs"]
-                    if m["dir"] == "out" and m["type"] == "answer" and m["to"] == me
-                ),
-                None,
-            )
-            ans_in = next(
-                (m["t"] for m in in3 if m["type"] == "answer" and m["from"] == peer_k), None
-            )
-            if sent and got:
-                relay_ms["offer"].append(got - sent)
-                blocked_ms["offer"].append(overlap(snap["longtasks"], sent, got))
-            if ans_out and ans_in:
-                relay_ms["answer"].append(ans_in - ans_out)
-                blocked_ms["answer"].append(overlap(three["longtasks"], ans_out, ans_in))
+        for k, snap in ((1, one), (2, two)):
+            sig = pairs[k]
+            answerer, offerer = (snap, three) if sig["offerer"] == "3" else (three, snap)
+            for kind, receiver in (("offer", answerer), ("answer", offerer)):
+                sent, got = sig[f"{kind}_sent"], sig[f"{kind}_received"]
+                if sent and got:
+                    relay_ms[kind].append(got - sent)
+                    blocked_ms[kind].append(overlap(receiver["longtasks"], sent, got))
         candidates_out = sum(1 for m in out3 if m["type"] == "candidate")
         offers = sum(1 for m in out3 if m["type"] == "offer")
         offers += sum(
             1 for s in (one, two) for m in s["msgs"] if m["dir"] == "out" and m["type"] == "offer"
         )
-        last_answer = max(answers_in, default=None)
-        zero = sock["created"]
+        first_offer = min(
+            (s["offer_sent"] for s in pairs.values() if s["offer_sent"]), default=None
+        )
+        last_answer = max(
+            (s["answer_received"] for s in pairs.values() if s["answer_received"]), default=None
+        )
         steps = {
-            f"3->{k}": link_timeline(three, snap, me, new_pcs[f"3->{k}"], new_pcs[f"{k}->3"], zero)
+            f"3-{k}": link_timeline(
+                three, snap, pairs[k], new_pcs[f"3->{k}"], new_pcs[f"{k}->3"], zero
+            )
             for k, snap in ((1, one), (2, two))
+        }
+        offerers = {
+            f"3-{k}": ("page 3" if pairs[k]["offerer"] == "3" else f"page {k}") for k in pairs
         }
         return {
             "mode": mode,
@@ -494,6 +485,8 @@ class MeshRig:
             "origin_to_socket_ms": r1(sock["created"] - origin),
             "welcome_after_open_ms": r1(welcome - sock["open"]) if sock["open"] else None,
             "camera_ms": r1(gum_end - gum_start) if gum_end else None,
+            # > 0: the camera was still opening when welcome came (on the path if awaited)
+            "camera_after_welcome_ms": r1(gum_end - welcome) if gum_end else None,
             "welcome_to_first_offer_ms": r1(first_offer - welcome) if first_offer else None,
             "first_offer_to_last_answer_ms": (
                 r1(last_answer - first_offer) if first_offer and last_answer else None
@@ -514,28 +507,26 @@ class MeshRig:
             },
             "steps_from_socket_ms": {
                 "welcome": r1(welcome - zero),
+                "camera_start": (r1(gum_start - zero) if gum_start else None),
                 "camera_open": (r1(gum_end - zero) if gum_end else None),
                 **steps,
             },
             "offers_sent": offers,
+            "first_offer_by": offerers,
             "page3_candidates_sent": candidates_out,
             "pair_1_2_untouched": pair_ok,
             "clock_minus_date_now_ms": [r1(s["clockMinusDateNow"]) for s in snaps],
         }
 
 
-def link_timeline(
-    three: dict[str, Any],
-    other: dict[str, Any],
-    me: str,
-    pc3: dict[str, Any],
-    pc_other: dict[str, Any],
-    zero: float,
-) -> dict[str, float | None]:
-    """One new link, offer from page 3 to page k: each step's time since page 3's socket."""
+def pair_signals(
+    three: dict[str, Any], other: dict[str, Any], me: str, zero: float
+) -> dict[str, Any]:
+    """The first offer/answer exchange between page 3 and page k (either side offering):
+    who offered, and when each message left one page and reached the other."""
     peer = other["self"]
 
-    def msg(snap: dict[str, Any], direction: str, kind: str, key: str, who: str) -> float | None:
+    def first(snap: dict[str, Any], direction: str, kind: str, key: str, who: str) -> float | None:
         return next(
             (
                 m["t"]
@@ -545,29 +536,64 @@ def link_timeline(
             None,
         )
 
+    by3 = first(three, "out", "offer", "to", peer)
+    byk = first(other, "out", "offer", "to", me)
+    if by3 is not None and (byk is None or by3 <= byk):
+        offerer, answerer, o_id, a_id = three, other, me, peer
+    else:
+        offerer, answerer, o_id, a_id = other, three, peer, me
+    return {
+        "offerer": "3" if offerer is three else "k",
+        "peer_joined": first(other, "in", "peer-joined", "peer", me),
+        "offer_sent": first(offerer, "out", "offer", "to", a_id),
+        "offer_received": first(answerer, "in", "offer", "from", o_id),
+        "answer_sent": first(answerer, "out", "answer", "to", o_id),
+        "answer_received": first(offerer, "in", "answer", "from", a_id),
+        "candidate_received_by_3": first(three, "in", "candidate", "from", peer),
+    }
+
+
+def link_timeline(
+    three: dict[str, Any],
+    other: dict[str, Any],
+    sig: dict[str, Any],
+    pc3: dict[str, Any],
+    pc_other: dict[str, Any],
+    zero: float,
+) -> dict[str, Any]:
+    """One new pair (page 3, page k): each step's time since page 3's socket. ``offer_*`` /
+    ``answer_srd_*`` are on the offering side, ``peer_srd_*`` / ``answer_sld_done`` on the
+    answering side (``offered_by`` says which page that is)."""
+    offer_pc, answer_pc = (pc3, pc_other) if sig["offerer"] == "3" else (pc_other, pc3)
+
     def desc(pc: dict[str, Any], field: str, kind: str, end: bool = True) -> float | None:
         return next((e[1] if end else e[0] for e in pc[field] if e[2] == kind), None)
 
     points = {
+        "peer_joined": sig["peer_joined"],
         "pc_created": pc3["created"],
-        "offer_sld_start": desc(pc3, "sld", "offer", end=False),
-        "offer_sld_done": desc(pc3, "sld", "offer"),
-        "offer_sent": msg(three, "out", "offer", "to", peer),
-        "offer_received": msg(other, "in", "offer", "from", me),
-        "peer_srd_start": desc(pc_other, "srd", "offer", end=False),
-        "peer_srd_done": desc(pc_other, "srd", "offer"),
-        "answer_sld_done": desc(pc_other, "sld", "answer"),
-        "answer_sent": msg(other, "out", "answer", "to", me),
-        "answer_received": msg(three, "in", "answer", "from", peer),
-        "answer_srd_start": desc(pc3, "srd", "answer", end=False),
-        "answer_srd_done": desc(pc3, "srd", "answer"),
-        "first_candidate_received": msg(three, "in", "candidate", "from", peer),
+        "peer_pc_created": pc_other["created"],
+        "offer_sld_start": desc(offer_pc, "sld", "offer", end=False),
+        "offer_sld_done": desc(offer_pc, "sld", "offer"),
+        "offer_sent": sig["offer_sent"],
+        "offer_received": sig["offer_received"],
+        "peer_srd_start": desc(answer_pc, "srd", "offer", end=False),
+        "peer_srd_done": desc(answer_pc, "srd", "offer"),
+        "answer_sld_done": desc(answer_pc, "sld", "answer"),
+        "answer_sent": sig["answer_sent"],
+        "answer_received": sig["answer_received"],
+        "answer_srd_start": desc(offer_pc, "srd", "answer", end=False),
+        "answer_srd_done": desc(offer_pc, "srd", "answer"),
+        "first_candidate_gathered": pc3.get("firstCandidate"),
+        "first_candidate_received": sig["candidate_received_by_3"],
         "ice_checking": first_state(pc3["ice"], "checking"),
         "ice_connected": first_state(pc3["ice"], "connected"),
         "connected": first_state(pc3["conn"], "connected"),
         "peer_connected": first_state(pc_other["conn"], "connected"),
     }
-    return {k: (None if v is None else r1(v - zero)) for k, v in points.items()}
+    out: dict[str, Any] = {k: (None if v is None else r1(v - zero)) for k, v in points.items()}
+    out["offered_by"] = "page 3" if sig["offerer"] == "3" else "page k"
+    return out
 
 
 # --- one configuration ----------------------------------------------------------------------
@@ -683,6 +709,7 @@ def summarise(config: dict[str, Any]) -> dict[str, Any]:
                 "socket_open_ms",
                 "welcome_after_open_ms",
                 "camera_ms",
+                "camera_after_welcome_ms",
                 "welcome_to_first_offer_ms",
                 "first_offer_to_last_answer_ms",
                 "last_answer_to_all_connected_ms",
@@ -702,6 +729,9 @@ def summarise(config: dict[str, Any]) -> dict[str, Any]:
         out[mode]["steps_from_socket_p50_ms"] = step_medians(rounds)
         out[mode]["loadavg_1m"] = stats([r["loadavg_1m"] for r in rounds])
         out[mode]["offers_sent"] = sorted({r["offers_sent"] for r in rounds})
+        out[mode]["first_offer_by"] = sorted(
+            {v for r in rounds for v in r.get("first_offer_by", {}).values()}
+        )
         out[mode]["pair_1_2_untouched"] = all(r["pair_1_2_untouched"] for r in rounds)
     out["cpu_share"] = stats([b["cpu_share"] for b in s["baseline"]])
     out["baseline_pair_ms"] = stats([b["pair_ms"] for b in s["baseline"]])
@@ -710,16 +740,16 @@ def summarise(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def step_medians(rounds: list[dict[str, Any]]) -> dict[str, float | None]:
-    """Median time of each step since page 3's socket (links 3->1 and 3->2 pooled)."""
+    """Median time of each step since page 3's socket (pairs 3-1 and 3-2 pooled)."""
     values: dict[str, list[float]] = {}
     for r in rounds:
         steps = r["steps_from_socket_ms"]
-        for key in ("welcome", "camera_open"):
+        for key in ("welcome", "camera_start", "camera_open"):
             if steps[key] is not None:
                 values.setdefault(key, []).append(steps[key])
-        for link in ("3->1", "3->2"):
+        for link in ("3-1", "3-2"):
             for key, value in steps[link].items():
-                if value is not None:
+                if isinstance(value, (int, float)):
                     values.setdefault(key, []).append(value)
     return {k: round(statistics.median(v), 1) for k, v in values.items()}
 
@@ -761,7 +791,11 @@ def rows_for(label: str, config: dict[str, Any], summary: dict[str, Any]) -> lis
         target=f"<= {TARGET_MS:g}",
     )
     row("3rd join -> 6 connected, from welcome (rejoin btn)", [r["from_welcome_ms"] for r in rej])
-    row("  camera start (getUserMedia, after welcome)", [r["camera_ms"] for r in nav])
+    row("  camera start (getUserMedia, from page load)", [r["camera_ms"] for r in nav])
+    row(
+        "  camera ready after welcome (>0: still opening)",
+        [r["camera_after_welcome_ms"] for r in nav],
+    )
     row(
         "  offer hop page 3 -> server -> page k",
         [v for r in nav for v in r["relay_one_way_ms"]["offer"]],

@@ -3,9 +3,11 @@
 // The room socket (RoomPage) carries presence and signaling; MeshController (mesh.js) owns
 // the RTCPeerConnections; this module turns both into DOM. Socket messages are handled
 // one at a time, in order (a promise chain), so an offer is never processed before the
-// welcome that created its link. The camera opens while the socket connects (in parallel:
-// it takes 100-300 ms, which used to come after welcome, before the first offer); a
-// refused visitor (room full) has it released at once.
+// welcome that created its link; signaling messages are only handed to the mesh there
+// (each link then works through its own messages without waiting for the others). The
+// camera opens while the socket connects and the mesh does not wait for it: the links are
+// negotiated at once and the tracks attached when the camera is up (mesh.js). A refused
+// visitor (room full) has the camera released at once.
 //
 // Test hooks: tiles carry data-peer / data-state / data-audio / data-video / data-kbps,
 // and window.rtcMesh.peers() returns per-link figures from getStats().
@@ -45,6 +47,14 @@ const forceRelay = new URLSearchParams(location.search).get("ice") === "relay";
 
 let localStream = null; // null: no camera/mic (we still receive)
 let mesh = null;
+// One DTLS certificate for all of this page's connections, made while the page loads
+// (each RTCPeerConnection would otherwise make its own before its first offer/answer).
+let certificates = null;
+RTCPeerConnection.generateCertificate?.({ name: "ECDSA", namedCurve: "P-256" })
+  .then((cert) => {
+    certificates = [cert];
+  })
+  .catch(() => {}); // each connection makes its own
 let leaving = false; // the user pressed Leave: a closed socket is expected
 const tiles = new Map(); // peer id -> tile record
 
@@ -63,7 +73,8 @@ function showMediaError(text) {
   el.mediaError.hidden = !text;
 }
 
-// One opening at a time: the page starts it at load (and on Rejoin), welcome awaits it.
+// One opening at a time: the page starts it at load (and on Rejoin); the mesh gets its
+// tracks when it ends (welcome does not wait for it).
 let mediaOpening = null;
 let mediaGeneration = 0; // bumped by stopMedia: an opening that finishes later is dropped
 function acquireMedia() {
@@ -283,6 +294,8 @@ function startMesh(welcome) {
     iceServers: welcome.ice_servers,
     iceTransportPolicy: forceRelay || welcome.ice_transport_policy === "relay" ? "relay" : "all",
     localStream,
+    mediaPending: !localStream, // welcome started (or joined) the opening: tracks follow
+    certificates,
   });
   mesh.addEventListener("stream", ({ detail }) => attachStream(ensureTile(detail.peer), detail.stream));
   mesh.addEventListener("state", ({ detail }) => {
@@ -294,23 +307,30 @@ function startMesh(welcome) {
 
 socket.on(
   "welcome",
-  serial(async (msg) => {
+  serial((msg) => {
     teardown(); // a reconnect gets a new peer id: links to our old id are gone on both ends
-    await acquireMedia();
-    if (socket.state !== "open" || leaving) return; // left or dropped while the camera opened
+    if (socket.state !== "open" || leaving) return;
+    const opening = acquireMedia(); // already under way (page load, Rejoin) or live
     startMesh(msg);
-    // Others show a peer without media state as sending both; only say so when not (the
-    // server handles messages in order: a media update would delay our first offers).
-    const media = mediaState();
-    if (!media.audio || !media.video) socket.send({ type: "media", ...media });
+    const started = mesh;
     for (const peer of msg.peers) {
       ensureTile(peer.peer);
-      mesh.addPeer(peer.peer, { initiator: true }); // we are the newcomer: we offer
+      mesh.addPeer(peer.peer, { initiator: false }); // we are the newcomer: they offer
     }
     el.leave.disabled = false;
     room.root.dataset.mesh = "ready";
     renderLocal();
     renderStatus();
+    opening
+      .catch((err) => console.error("mesh page: camera:", err))
+      .then(() => {
+        if (mesh !== started) return; // left, or a reconnect made a new mesh
+        mesh.setLocalStream(localStream);
+        renderLocal();
+        // Others show a peer without media state as sending both; only say so when not.
+        const media = mediaState();
+        if (!media.audio || !media.video) socket.send({ type: "media", ...media });
+      });
   }),
 );
 socket.on(
@@ -318,7 +338,7 @@ socket.on(
   serial((msg) => {
     if (!mesh) return;
     renderTile(ensureTile(msg.peer)); // its name, if a signal made the tile first
-    mesh.addPeer(msg.peer, { initiator: false }); // the newcomer offers to us
+    mesh.addPeer(msg.peer, { initiator: true }); // it is the newcomer: we offer
   }),
 );
 socket.on(
@@ -336,7 +356,13 @@ socket.on(
   }),
 );
 for (const type of ["offer", "answer", "candidate"]) {
-  socket.on(type, serial((msg) => mesh?.handleSignal(msg)));
+  // handed over in order, not awaited: each link handles its own messages in turn
+  socket.on(
+    type,
+    serial((msg) => {
+      mesh?.handleSignal(msg);
+    }),
+  );
 }
 socket.on("error", (msg) => {
   if (msg.code === "unknown-peer" || msg.code === "bad-message" || msg.code === "rate-limited") {
@@ -400,7 +426,7 @@ el.rejoin.addEventListener("click", () => {
   el.rejoin.hidden = true;
   renderStatus("Joining…");
   socket.connect();
-  acquireMedia(); // in parallel with the socket; welcome waits for it
+  acquireMedia(); // in parallel with the socket; the mesh takes its tracks when it ends
 });
 window.addEventListener("pagehide", () => {
   mesh?.close();
@@ -440,4 +466,4 @@ window.rtcMesh = {
 };
 
 room.connect();
-acquireMedia(); // in parallel with the socket; welcome waits for it
+acquireMedia(); // in parallel with the socket; the mesh takes its tracks when it ends

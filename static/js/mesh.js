@@ -8,9 +8,21 @@
 // Negotiation is "perfect negotiation" (W3C WebRTC §10.7 example): each side may offer at
 // any time; on an offer collision the impolite side ignores the incoming offer and the
 // polite side rolls back. Politeness comes from comparing peer ids, so both ends agree
-// without a message. To avoid collisions in the common case, the newcomer (who learned
-// of the others from `welcome`) offers first; the others wait for its offer, and offer
-// themselves only if none arrives (fallback), e.g. after a lost message.
+// without a message. To avoid collisions in the common case, the peers already in the
+// room offer to a newcomer as soon as `peer-joined` tells them (at the same moment the
+// newcomer gets `welcome`, so their offers are built while the newcomer's page is still
+// busy starting up, and the costly halves of the set-up run on three pages at once); the
+// newcomer answers, and offers itself only if no offer arrives (fallback), e.g. after a
+// lost message.
+//
+// The camera does not hold up the connections: transceivers are negotiated `sendrecv`
+// while the camera is still opening and its tracks are attached with replaceTrack when it
+// arrives (no second negotiation), so ICE and DTLS run while the camera starts. If it
+// never comes, the directions go back to receive-only (one renegotiation, rare path).
+//
+// Each link handles its signaling messages one at a time, in order (its own promise
+// chain), but links do not wait for each other: one link's slow setRemoteDescription does
+// not hold up another link's answer or candidates.
 //
 // ICE candidates that arrive before the remote description are queued per peer. A link
 // that goes "failed" (or stays "disconnected") restarts ICE with an offer flagged
@@ -43,19 +55,22 @@ export class PeerLink {
     this.problem = "";
     this.iceErrors = [];
     this.fallbackStream = null;
+    this.chain = Promise.resolve(); // this link's signaling messages, one at a time
     this.createdAt = performance.now();
     this.connectedAt = null;
     this.closed = false;
     this.timers = new Set();
     this.pc = this.createConnection();
+    // Offer now rather than on the negotiationneeded event (a task later, 10-50 ms on a
+    // busy page); that event then finds the offer made and does nothing.
+    if (initiator) this.makeOffer();
   }
 
   createConnection() {
-    const { iceServers, iceTransportPolicy, localStream } = this.controller;
-    const pc = new RTCPeerConnection({ iceServers, iceTransportPolicy, bundlePolicy: "max-bundle" });
-    if (localStream) {
-      for (const track of localStream.getTracks()) pc.addTrack(track, localStream);
-    }
+    const { iceServers, iceTransportPolicy, certificates } = this.controller;
+    const config = { iceServers, iceTransportPolicy, bundlePolicy: "max-bundle" };
+    if (certificates) config.certificates = certificates;
+    const pc = new RTCPeerConnection(config);
 
     pc.addEventListener("negotiationneeded", () => this.onNegotiationNeeded());
     pc.addEventListener("icecandidate", ({ candidate }) => {
@@ -71,19 +86,62 @@ export class PeerLink {
     pc.addEventListener("track", (event) => this.onTrack(event));
     pc.addEventListener("connectionstatechange", () => this.onConnectionState());
     this.later(() => this.checkConnected(), this.controller.options.connectTimeoutMs);
-    if (this.initiator) this.ensureReceivers(pc);
+    if (this.initiator) this.addTransceivers(pc);
     else this.later(() => this.offerFallback(), this.controller.options.offerFallbackMs);
     return pc;
   }
 
-  // Whoever offers first asks to receive both kinds, whatever it sends itself (a viewer
-  // without a camera still sees the others). The answering side needs nothing: applying
-  // the offer creates its receivers and pairs them with the tracks it added.
-  ensureReceivers(pc = this.pc) {
+  // Whoever offers first puts one audio and one video section in the offer: sendrecv with
+  // our track (or with none yet while the camera opens: attached later by replaceTrack),
+  // recvonly when we have nothing of that kind to send (a viewer without a camera still
+  // sees the others). The answering side adds nothing before the offer (see
+  // adoptTransceivers): transceivers added before applying an offer would not be paired
+  // with its sections and would cost a second negotiation.
+  addTransceivers(pc = this.pc) {
     const kinds = new Set(pc.getTransceivers().map((t) => t.receiver.track.kind));
     for (const kind of ["audio", "video"]) {
-      if (!kinds.has(kind)) pc.addTransceiver(kind, { direction: "recvonly" });
+      if (kinds.has(kind)) continue;
+      const track = this.controller.trackOf(kind);
+      const direction = this.controller.willSend(kind) ? "sendrecv" : "recvonly";
+      pc.addTransceiver(track ?? kind, { direction, streams: [this.controller.sendStream] });
     }
+  }
+
+  // After applying an offer, before answering: send on the sections the offer created,
+  // with our track if we have it, else with the track to come (camera still opening).
+  adoptTransceivers() {
+    for (const t of this.pc.getTransceivers()) {
+      if (t.stopped || t.mid === null || t.sender.track) continue;
+      const kind = t.receiver.track.kind;
+      if (!this.controller.willSend(kind)) continue;
+      if (t.direction !== "sendrecv") {
+        t.direction = "sendrecv";
+        t.sender.setStreams?.(this.controller.sendStream);
+      }
+      const track = this.controller.trackOf(kind);
+      if (track) t.sender.replaceTrack(track).catch((err) => this.controller.log("replaceTrack", err));
+    }
+  }
+
+  // The camera/mic opening finished: attach what came, stop offering to send what did not.
+  attachLocal() {
+    for (const t of this.pc.getTransceivers()) {
+      if (t.stopped || t.sender.track) continue;
+      const kind = t.receiver.track.kind;
+      const track = this.controller.trackOf(kind);
+      if (track && (t.direction === "sendrecv" || t.direction === "sendonly")) {
+        t.sender.replaceTrack(track).catch((err) => this.controller.log("replaceTrack", err));
+      } else if (!track && t.direction === "sendrecv") {
+        t.direction = "recvonly"; // fires negotiationneeded: one more offer/answer
+      }
+    }
+  }
+
+  /** Run `fn` after this link's previous signaling message has been handled. */
+  run(fn) {
+    const next = this.chain.then(() => (this.closed ? undefined : fn()));
+    this.chain = next.catch((err) => this.controller.log(`signaling with ${this.peer}`, err));
+    return this.chain;
   }
 
   get state() {
@@ -105,17 +163,17 @@ export class PeerLink {
 
   // --- negotiation -----------------------------------------------------------------------
   onNegotiationNeeded() {
-    // The newcomer offers first; the others answer (see offerFallback).
+    // The peers already there offer to a newcomer; it answers (see offerFallback).
     if (!this.initiator && !this.pc.remoteDescription) return;
     return this.makeOffer();
   }
 
   offerFallback() {
-    // The newcomer's offer never came (lost, or it does not know us yet): offer ourselves.
+    // The other's offer never came (lost, or it does not know us yet): offer ourselves.
     // If both sides end up offering, perfect negotiation sorts it out.
     if (this.pc.remoteDescription || this.makingOffer || this.pc.signalingState !== "stable") return;
     this.initiator = true;
-    this.ensureReceivers();
+    this.addTransceivers(); // fires negotiationneeded when it adds something
     return this.makeOffer();
   }
 
@@ -162,8 +220,8 @@ export class PeerLink {
       this.controller.log(`setRemoteDescription(${type}) from ${this.peer} failed`, err);
       return;
     }
-    await this.flushCandidates();
     if (type === "offer") {
+      this.adoptTransceivers();
       this.holdCandidates = true;
       try {
         await pc.setLocalDescription();
@@ -174,6 +232,8 @@ export class PeerLink {
         this.releaseCandidates();
       }
     }
+    // after the answer is on its way: queued candidates need not delay it
+    await this.flushCandidates();
   }
 
   async handleCandidate(candidate) {
@@ -266,16 +326,33 @@ export class MeshController extends EventTarget {
    * @param {string} opts.selfId        our peer id (from welcome)
    * @param {(msg: object) => void} opts.send  sends a message on the room socket
    * @param {RTCIceServer[]} [opts.iceServers]
-   * @param {MediaStream|null} [opts.localStream]
+   * @param {MediaStream|null} [opts.localStream]  camera/mic, if already open
+   * @param {boolean} [opts.mediaPending]  the camera/mic is still opening (setLocalStream follows)
+   * @param {RTCCertificate[]} [opts.certificates]  DTLS certificate(s) shared by all links
    * @param {"all"|"relay"} [opts.iceTransportPolicy]
    */
-  constructor({ selfId, send, iceServers = [], localStream = null, iceTransportPolicy = "all", ...options }) {
+  constructor({
+    selfId,
+    send,
+    iceServers = [],
+    localStream = null,
+    mediaPending = false,
+    certificates = null,
+    iceTransportPolicy = "all",
+    ...options
+  }) {
     super();
     this.selfId = selfId;
     this.sendMessage = send;
     this.iceServers = iceServers;
     this.iceTransportPolicy = iceTransportPolicy;
+    this.certificates = certificates;
     this.localStream = localStream;
+    this.mediaPending = mediaPending && !localStream;
+    // The stream id our tracks are announced under (a=msid): fixed before the tracks exist,
+    // so a track attached later needs no renegotiation. The remote side groups our audio
+    // and video by it.
+    this.sendStream = new MediaStream();
     this.options = { ...DEFAULTS, ...options };
     this.links = new Map(); // peer id -> PeerLink
     this.earlyCandidates = new Map(); // peer id -> candidates that came before its link
@@ -294,7 +371,23 @@ export class MeshController extends EventTarget {
     if (!this.closed) this.sendMessage(message);
   }
 
-  /** Start (or return) the link to `peer`. `initiator`: we offer first (we are the newcomer). */
+  trackOf(kind) {
+    return this.localStream?.getTracks().find((t) => t.kind === kind && t.readyState === "live") ?? null;
+  }
+
+  /** Whether we send `kind`: we have the track, or the camera/mic is still opening. */
+  willSend(kind) {
+    return Boolean(this.trackOf(kind)) || this.mediaPending;
+  }
+
+  /** The camera/mic opening finished (`stream` null: nothing came): attach it everywhere. */
+  setLocalStream(stream) {
+    this.localStream = stream;
+    this.mediaPending = false;
+    for (const link of this.links.values()) if (!link.closed) link.attachLocal();
+  }
+
+  /** Start (or return) the link to `peer`. `initiator`: we offer first (it is the newcomer). */
   addPeer(peer, { initiator = false } = {}) {
     if (this.closed || peer === this.selfId) return null;
     let link = this.links.get(peer);
@@ -317,22 +410,24 @@ export class MeshController extends EventTarget {
     this.emit("removed", { peer });
   }
 
-  /** An `offer`, `answer` or `candidate` from the room socket (`from` stamped by the server). */
-  async handleSignal(msg) {
-    if (this.closed || typeof msg.from !== "string") return;
+  /** An `offer`, `answer` or `candidate` from the room socket (`from` stamped by the server).
+   * Returns when that link has handled it; callers need not wait (links run independently). */
+  handleSignal(msg) {
+    if (this.closed || typeof msg.from !== "string") return Promise.resolve();
     let link = this.links.get(msg.from);
     if (!link && msg.type === "candidate") {
       // Before any link to its sender exists: keep it (a few) for the link to come.
       const early = this.earlyCandidates.get(msg.from) ?? [];
       if (early.length < 64 && this.earlyCandidates.size < 16) early.push(msg.candidate);
       this.earlyCandidates.set(msg.from, early);
-      return;
+      return Promise.resolve();
     }
-    // An offer can outrun the peer-joined that announces its sender: start the link now.
+    // An offer can outrun the peer-joined or welcome that announces its sender: start the
+    // link now.
     if (!link && msg.type === "offer") link = this.addPeer(msg.from);
-    if (!link) return; // a stale answer for a link we already closed
-    if (msg.type === "candidate") await link.handleCandidate(msg.candidate);
-    else await link.handleDescription(msg.type, msg.sdp, Boolean(msg.restart));
+    if (!link) return Promise.resolve(); // a stale answer for a link we already closed
+    if (msg.type === "candidate") return link.run(() => link.handleCandidate(msg.candidate));
+    return link.run(() => link.handleDescription(msg.type, msg.sdp, Boolean(msg.restart)));
   }
 
   restartIce(peer) {

@@ -280,8 +280,9 @@ navigator.mediaDevices.getUserMedia = () =>
 
 def test_page_without_camera_says_why_and_still_watches(chromium_browser, live_server_proc):
     """getUserMedia refused: the page says so, joins receive-only and still sees the other
-    page; the other sees a tile for it. Covers both offer directions (it answers first,
-    then rejoins as the newcomer that offers without tracks)."""
+    page; the other sees a tile for it. Covers both offer directions (it is there first
+    and offers receive-only to the newcomer, then rejoins as the newcomer that answers with
+    no tracks to attach)."""
     url = live_server_proc.url
     with participants(chromium_browser, url, ["Eve", "Finn"]) as (eve, finn):
         eve.context.add_init_script(DENY_MEDIA_JS)
