@@ -37,6 +37,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "standard": STANDARD,
     "players_default": {"env": {}, "publisher": "", "viewer": "player_defaults=1"},
     "segment_1s": {"env": {"STREAM_SEGMENT_SECONDS": "1"}, "publisher": "", "viewer": ""},
+    "short_sync": {"env": {}, "publisher": "", "viewer": "live_sync=1&live_delay=1"},
     "timeslice_500": {"env": {}, "publisher": "timeslice=500", "viewer": ""},
     "default_probing": {
         "env": {"STREAM_LOW_LATENCY_INPUT": "0"},
@@ -226,6 +227,8 @@ def run(quick: bool) -> dict[str, Any]:
     from tests.support.chromium import chromium_args, chromium_path
 
     names = ["standard", "players_default"] if quick else list(CONFIGS)
+    if os.environ.get("STREAM_LATENCY_CONFIGS"):  # e.g. "standard,short_sync"
+        names = [n for n in os.environ["STREAM_LATENCY_CONFIGS"].split(",") if n in CONFIGS]
     warmup_s, sample_s = (5.0, 8.0) if quick else (12.0, 40.0)
     load_start = os.getloadavg()
     results: dict[str, Any] = {}

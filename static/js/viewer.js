@@ -33,8 +33,16 @@ const HLS_CONFIG = PLAYER_DEFAULTS ? {} : {
 };
 const DASH_SETTINGS = PLAYER_DEFAULTS ? {} : {
   streaming: {
-    delay: { liveDelay: num("live_delay", 1.5) },
-    liveCatchup: { enabled: true, maxDrift: num("max_drift", 2), playbackRate: { min: -0.3, max: 0.5 } },
+    delay: { liveDelay: num("live_delay", 2) },
+    // Symmetric: dash.js's default catch-up maps the latency error through a sigmoid onto
+    // [1+min, 1+max], so at zero error it plays at 1 + (min+max)/2; an asymmetric range
+    // (-0.3/+0.5 was seen here) plays at 1.1x at the target, runs into the buffer's end and
+    // stalls about every 2 s.
+    liveCatchup: {
+      enabled: true,
+      maxDrift: num("max_drift", 2),
+      playbackRate: { min: -num("catchup_rate", 0.2), max: num("catchup_rate", 0.2) },
+    },
   },
 };
 
