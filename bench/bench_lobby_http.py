@@ -26,6 +26,8 @@ from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
 
+from bench.support import stop_process
+
 NAME = "lobby_http"
 
 REPO = Path(__file__).resolve().parent.parent
@@ -122,18 +124,6 @@ def wait_ready(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
     raise RuntimeError(f"daphne not ready after {READY_TIMEOUT_S}s:\n{log.read_text()[-2000:]}")
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """Stop our own Daphne by its PID: SIGTERM, then SIGKILL if it lingers."""
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
-
-
 @contextmanager
 def daphne_server() -> Iterator[tuple[int, list[str]]]:
     """Migrate a temp SQLite, start Daphne on a free port; yield (port, command)."""
@@ -150,7 +140,7 @@ def daphne_server() -> Iterator[tuple[int, list[str]]]:
                 wait_ready(port, proc, log)
                 yield port, cmd
             finally:
-                stop(proc)
+                stop_process(proc)
 
 
 # --- static twin ----------------------------------------------------------------------------

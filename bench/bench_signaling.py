@@ -56,11 +56,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.support import cpu_seconds, ms, percentile, redis_url, stop_process
+
 NAME = "signaling"
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 ROOM_CAPACITY = 3  # mesh
 UNKNOWN_PEER = "000000000000"  # well-formed, never assigned to anyone in the room
 OFFER_PREFIX = '{"type":"offer"'  # how both servers serialise a relayed offer
@@ -106,26 +107,6 @@ QUICK = Params(lockstep=200, burst=500, warmup=30, probe=60, rounds=1, chunks=4)
 
 
 # --- numbers ----------------------------------------------------------------------------------
-
-
-def percentile(values: list[float], pct: float) -> float:
-    """Nearest-rank percentile (sorts a copy); NaN for no values."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = max(1, round(pct / 100 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
-
-
-def ms(seconds: float) -> float:
-    return round(seconds * 1000, 3)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all threads), from ``/proc``."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # --- the payload ------------------------------------------------------------------------------
@@ -298,18 +279,6 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
-    """Stop one of our children by its PID: SIGTERM, then SIGKILL if it lingers."""
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
-
-
 @dataclass
 class Server:
     """One server process of ours (Daphne via the unlimited wrapper) or the raw relay."""
@@ -453,10 +422,6 @@ def check_unlimited(server: Server) -> None:
 
 
 # --- Redis --------------------------------------------------------------------------------------
-
-
-def redis_url() -> str:
-    return os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
 
 
 #: redis-py 8 reads with a 5 s socket timeout by default: exactly the 5 s RedisChannelLayer

@@ -22,6 +22,7 @@ import resource
 import secrets
 import shutil
 import signal
+import subprocess
 import sys
 import time
 import uuid
@@ -88,6 +89,18 @@ def nofile_limit(pid: int) -> tuple[int, int]:
             soft, hard = line.split()[3:5]
             return int(soft), int(hard)
     raise KeyError("Max open files")
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """Stop one of our children by its PID: SIGTERM, then SIGKILL if it lingers."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
 
 
 def cpu_seconds(pid: int) -> float:
