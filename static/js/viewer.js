@@ -25,7 +25,7 @@ const num = (name, fallback) => (params.has(name) ? Number(params.get(name)) : f
 // override them for measurements (bench/bench_stream_latency.py).
 const PLAYER_DEFAULTS = params.get("player_defaults") === "1"; // measure the players' own
 const HLS_CONFIG = PLAYER_DEFAULTS ? {} : {
-  liveSyncDuration: num("live_sync", 1.5),
+  liveSyncDuration: num("live_sync", 1),
   liveMaxLatencyDuration: num("live_max", 4),
   maxLiveSyncPlaybackRate: num("max_rate", 1.5),
   lowLatencyMode: false, // no LL-HLS parts from FFmpeg's dash muxer
