@@ -159,9 +159,14 @@ class Session:
         got = self.client.received.get("video")
         return ((got.frames if got else 0) - frames) / max(1e-6, time.monotonic() - at)
 
-    def detect_ms(self) -> float | None:
-        stats = [s["detect_ms"] for s in self.client.stats[-5:] if s.get("detect_ms")]
+    def detect_ms(self, key: str = "detect_ms") -> float | None:
+        stats = [s[key] for s in self.client.stats[-5:] if s.get(key)]
         return statistics.median(stats) if stats else None
+
+    def detections(self) -> tuple[int, int]:
+        """(detections, full-frame scans) the server reported so far."""
+        last = self.client.stats[-1] if self.client.stats else {}
+        return last.get("detections", 0), last.get("scans", 0)
 
     async def close(self) -> None:
         if self.client is not None:
@@ -174,9 +179,16 @@ class Session:
 async def measure(sessions: list[Session], pid: int, seconds: float) -> dict[str, Any]:
     """Received fps per session, round-trip latency, CPU share of ``pid`` over a window."""
     marks = [s.mark() for s in sessions]
+    counts0 = [s.detections() for s in sessions]
     cpu0, wall0, client0 = cpu_seconds(pid), time.monotonic(), time.process_time()
     await asyncio.sleep(seconds)
     cpu1, wall1, client1 = cpu_seconds(pid), time.monotonic(), time.process_time()
+    counts1 = [s.detections() for s in sessions]
+    per_s = [
+        ((d1 - d0) / (wall1 - wall0), (f1 - f0) / (wall1 - wall0))
+        for (d0, f0), (d1, f1) in zip(counts0, counts1, strict=True)
+    ]
+    scan = [d for s in sessions if (d := s.detect_ms("scan_ms")) is not None]
     fps = [s.fps_since(m) for s, m in zip(sessions, marks, strict=True)]
     latencies = [x for s in sessions for x in s.latencies]
     core = (cpu1 - cpu0) / (wall1 - wall0)
@@ -193,6 +205,9 @@ async def measure(sessions: list[Session], pid: int, seconds: float) -> dict[str
         "rtt_p50_ms": ms(percentile(latencies, 50)) if latencies else None,
         "rtt_p99_ms": ms(percentile(latencies, 99)) if latencies else None,
         "detect_ms": round(statistics.median(detect), 1) if detect else None,
+        "scan_ms": round(statistics.median(scan), 1) if scan else None,
+        "detections_per_s": round(statistics.median(d for d, _ in per_s), 1) if per_s else 0,
+        "scans_per_s": round(statistics.median(f for _, f in per_s), 1) if per_s else 0,
     }
 
 
@@ -425,6 +440,9 @@ def summarise(results, quick, load_before, load_after, report) -> dict[str, Any]
         ]
     rows += [
         {"metric": "echo + boxes: detection", "value": boxes["detect_ms"], "unit": "ms"},
+        {"metric": "echo + boxes: full-frame scan", "value": boxes["scan_ms"], "unit": "ms"},
+        {"metric": "echo + boxes: detections", "value": boxes["detections_per_s"], "unit": "/s"},
+        {"metric": "echo + boxes: full scans", "value": boxes["scans_per_s"], "unit": "/s"},
         {"metric": "signaling relay p99, idle", "value": idle["p99_ms"], "unit": "ms"},
         {
             "metric": f"signaling relay p99, {loaded['echo_sessions']} echo+boxes",

@@ -140,6 +140,8 @@ if ICE_TRANSPORT_POLICY not in {"all", "relay"}:
 SERVER_ROOM_MAX_PEERS = env_int("SERVER_ROOM_MAX_PEERS", 16, minimum=1)  # per process
 SERVER_ROOM_FACE_WORKERS = env_int("SERVER_ROOM_FACE_WORKERS", 1, minimum=1)  # detection threads
 SERVER_ROOM_DETECT_FPS = env_float("SERVER_ROOM_DETECT_FPS", 5.0, minimum=0)  # per echo; 0: max
+# seconds between full-frame face scans of an echo session while faces are tracked; 0: always
+SERVER_ROOM_FULL_SCAN_INTERVAL = env_float("SERVER_ROOM_FULL_SCAN_INTERVAL", 1.0, minimum=0)
 SERVER_ROOM_STATS_INTERVAL = env_float("SERVER_ROOM_STATS_INTERVAL", 1.0, minimum=0.1)
 SERVER_ROOM_RECORDINGS = env_bool("SERVER_ROOM_RECORDINGS", False)  # pages may record sessions
 

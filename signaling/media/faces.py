@@ -1,11 +1,19 @@
 """Face boxes drawn into an echo room's returned video.
 
-Detection (``faces.detector``, ~25 ms per 640x480 frame here) never runs on the event
-loop: it goes to a small process-wide thread pool (OpenCV releases the GIL), at most one
-job per session at a time and at most ``detect_fps`` per second. A job reads the
-session's *newest* Y plane when it starts, not the one current when it was submitted,
-so a busy pool makes detection less frequent, never late. Every frame in between gets
-the last boxes, so the video keeps the camera's frame rate whatever detection costs.
+Detection (``faces.detector``) never runs on the event loop: it goes to a small
+process-wide thread pool (OpenCV releases the GIL), at most one job per session at a
+time and at most ``detect_fps`` per second. A job reads the session's *newest* Y plane
+when it starts, not the one current when it was submitted, so a busy pool makes
+detection less frequent, never late. Every frame in between gets the last boxes, so the
+video keeps the camera's frame rate whatever detection costs.
+
+Most jobs *track* rather than scan: while there are boxes, a job looks only around them
+(``FaceDetector.detect_near``, ~3 ms for a 640x480 frame) and a full scan of the frame
+(~37 ms) runs at most every ``full_interval`` seconds (``SERVER_ROOM_FULL_SCAN_INTERVAL``),
+to find faces that came into view. A tracking job that finds fewer faces than it followed
+scans the whole frame at once, so a face that moved fast is found again in the same job
+and its box does not blink. With no face in view only the full scans run. Measured with
+``bench server_rooms``: see docs/decisions.md.
 
 Boxes are drawn straight into the YUV 4:2:0 planes (the decoder's output and the
 encoder's input): no colour conversion per frame. The colour is ``BOX_BGR`` converted
@@ -85,16 +93,27 @@ def draw_boxes_i420(planes: np.ndarray, width: int, height: int, boxes: Sequence
 class FaceOverlay:
     """A frame filter for the echo's video: boxes from the newest finished detection."""
 
-    def __init__(self, pool: Executor | None = None, detect_fps: float | None = None) -> None:
+    def __init__(
+        self,
+        pool: Executor | None = None,
+        detect_fps: float | None = None,
+        full_interval: float | None = None,
+    ) -> None:
         from django.conf import settings
 
         self.pool = pool or detection_pool()
         fps = detect_fps if detect_fps is not None else settings.SERVER_ROOM_DETECT_FPS
         self.min_interval = 1.0 / fps if fps > 0 else 0.0
+        self.full_interval = (
+            full_interval if full_interval is not None else settings.SERVER_ROOM_FULL_SCAN_INTERVAL
+        )
         self.enabled = False
         self.boxes: list[Box] = []
         self.detect_ms: float | None = None  # duration of the newest detection
+        self.scan_ms: float | None = None  # duration of the newest full-frame scan
         self.detections = 0
+        self.scans = 0  # full-frame scans among the detections (the rest tracked)
+        self._last_scan = float("-inf")  # monotonic start of the newest full scan (pool thread)
         self.errors = 0
         self._latest_gray: np.ndarray | None = None
         self._busy = False
@@ -105,6 +124,7 @@ class FaceOverlay:
         self.enabled = enabled
         if not enabled:
             self.boxes = []
+            self._last_scan = float("-inf")  # switched on again: scan at once
 
     def __call__(self, frame: VideoFrame) -> VideoFrame:
         if not self.enabled or self._closed:
@@ -141,14 +161,27 @@ class FaceOverlay:
         loop = asyncio.get_running_loop()
         future.add_done_callback(lambda f: _call_soon(loop, self._done, f))
 
-    def _detect(self) -> tuple[list[Box], float]:
-        """In a pool thread: detect on the newest image at the time the job *starts*."""
+    def _detect(self) -> tuple[list[Box], float, float | None]:
+        """In a pool thread: detect on the newest image at the time the job *starts*.
+
+        Returns the boxes, the job's duration and, if it scanned the whole frame, the
+        scan's duration (ms). Tracks the current boxes unless a full scan is due.
+        """
         image = self._latest_gray
         if image is None or self._closed:
-            return [], 0.0
+            return [], 0.0, None
+        detector = get_detector()
+        previous = self.boxes
         started = time.perf_counter()
-        boxes = get_detector().detect(image)
-        return boxes, (time.perf_counter() - started) * 1000
+        if previous and started - self._last_scan < self.full_interval:
+            boxes = detector.detect_near(image, previous)
+            if len(boxes) >= len(previous):
+                return boxes, (time.perf_counter() - started) * 1000, None
+        self._last_scan = started
+        scan_start = time.perf_counter()
+        boxes = detector.detect(image)
+        done = time.perf_counter()
+        return boxes, (done - started) * 1000, (done - scan_start) * 1000
 
     def _done(self, future: Future) -> None:
         self._busy = False
@@ -159,11 +192,14 @@ class FaceOverlay:
             self.errors += 1
             logger.warning("face detection failed: %s", exc)
             return
-        boxes, ms = future.result()
+        boxes, ms, scan_ms = future.result()
         if self.enabled:
             self.boxes = boxes
             self.detect_ms = ms
             self.detections += 1
+            if scan_ms is not None:
+                self.scan_ms = scan_ms
+                self.scans += 1
 
     def close(self) -> None:
         self._closed = True

@@ -247,6 +247,10 @@ class MediaSession:
                 round(self.overlay.detect_ms, 1) if self.overlay.detect_ms is not None else None
             )
             message["detections"] = self.overlay.detections
+            message["scan_ms"] = (
+                round(self.overlay.scan_ms, 1) if self.overlay.scan_ms is not None else None
+            )
+            message["scans"] = self.overlay.scans
         return message
 
     def _ensure_stats(self) -> None:

@@ -119,3 +119,59 @@ def test_shared_detector_is_warm_and_thread_safe(astronaut_bgr: np.ndarray) -> N
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda _: detector.detect(astronaut_bgr), range(12)))
     assert all(len(r) == 1 and near(r[0], FACE, 10) for r in results)
+
+
+def test_tracking_finds_the_face_near_where_it_was(astronaut_bgr: np.ndarray) -> None:
+    detector = FaceDetector()
+    gray = cv2.cvtColor(astronaut_bgr, cv2.COLOR_BGR2GRAY)
+    moved = np.roll(gray, (12, -15), axis=(0, 1))  # the face moved 15 px left, 12 down
+    boxes = detector.detect_near(moved, [FACE])
+    assert len(boxes) == 1
+    assert near(boxes[0], Box(FACE.x - 15, FACE.y + 12, FACE.w, FACE.h), 10), boxes
+
+
+def test_tracking_does_not_find_faces_away_from_the_previous_boxes(
+    astronaut_bgr: np.ndarray,
+) -> None:
+    detector = FaceDetector()
+    assert detector.detect_near(astronaut_bgr, [Box(380, 350, 95, 95)]) == []  # no face there
+    gray = cv2.cvtColor(astronaut_bgr, cv2.COLOR_BGR2GRAY)
+    assert detector.detect_near(gray, []) == []
+
+
+def test_tracking_two_overlapping_regions_counts_the_face_once(astronaut_bgr: np.ndarray) -> None:
+    nudged = Box(FACE.x + 20, FACE.y + 10, FACE.w, FACE.h)  # both regions contain the face
+    boxes = FaceDetector().detect_near(astronaut_bgr, [FACE, nudged])
+    assert len(boxes) == 1 and near(boxes[0], FACE, 12), boxes
+
+
+def test_tracking_lossy_video_frames_finds_one_face_at_several_sizes() -> None:
+    """VP8-coded frames (as an echo room decodes them) at three sizes, the face moving."""
+    import fractions
+
+    import av
+
+    from tests.support.media import astronaut_frame
+
+    detector = FaceDetector()
+    for size in ((640, 480), (320, 240), (1280, 720)):
+        image, (fx, fy, fw, fh) = astronaut_frame(*size)
+        planes = cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420)
+        encoder = av.CodecContext.create("libvpx", "w")
+        encoder.width, encoder.height, encoder.pix_fmt = *size, "yuv420p"
+        encoder.bit_rate = 300_000
+        encoder.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
+        decoder = av.CodecContext.create("libvpx", "r")
+        previous = [Box(fx, fy, fw, fh)]
+        for i in range(8):
+            shift = 2 * i  # 2 px per frame down and right
+            frame = av.VideoFrame.from_ndarray(planes, format="yuv420p")
+            frame.pts, frame.time_base = i, fractions.Fraction(1, 20)
+            for packet in encoder.encode(frame):
+                for decoded in decoder.decode(packet):
+                    luma = np.roll(decoded.to_ndarray()[: size[1]], (shift, shift), axis=(0, 1))
+                    boxes = detector.detect_near(luma, previous)
+                    assert len(boxes) == 1, (size, i, boxes)
+                    box = boxes[0]
+                    assert abs(box.x - fx - shift) < 24 and abs(box.y - fy - shift) < 24
+                    previous = boxes

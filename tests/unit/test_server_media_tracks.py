@@ -85,3 +85,47 @@ def test_boxes_drawn_in_i420_come_back_as_the_box_colour():
     assert np.abs(edge - np.array(BOX_BGR)).max() < 40, edge
     inside = bgr[55, 70].astype(int)
     assert np.abs(inside - 128).max() < 10, inside  # only the outline is drawn
+
+
+async def test_face_overlay_tracks_between_full_scans_and_draws_every_frame():
+    """Real detection in a real pool on the astronaut: a scan first, then tracking jobs."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from signaling.media.faces import FaceOverlay
+    from tests.support.media import astronaut_frame
+
+    image, (fx, fy, _, _) = astronaut_frame(640, 480)
+    planes = cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420)
+
+    def camera_frame() -> VideoFrame:
+        frame = VideoFrame.from_ndarray(planes.copy(), format="yuv420p")
+        frame.pts, frame.time_base = 0, fractions.Fraction(1, 90_000)
+        return frame
+
+    with ThreadPoolExecutor(1) as pool:
+        overlay = FaceOverlay(pool=pool, detect_fps=0, full_interval=60.0)
+        overlay.set_enabled(True)
+        for _ in range(400):
+            out = overlay(camera_frame())
+            if overlay.detections >= 6:
+                break
+            await asyncio.sleep(0.01)
+        assert overlay.detections >= 6
+        assert overlay.scans == 1  # one full scan, every later job tracked the face
+        assert len(overlay.boxes) == 1
+        box = overlay.boxes[0]
+        assert abs(box.x - fx) < 24 and abs(box.y - fy) < 24
+        assert overlay.scan_ms is not None and overlay.detect_ms is not None
+        luma = out.to_ndarray()[:480]
+        assert luma[box.y + 1, box.x + box.w // 2] != planes[box.y + 1, box.x + box.w // 2]
+
+        overlay.set_enabled(False)
+        overlay.set_enabled(True)  # switched on again: the next job scans the whole frame
+        scans = overlay.scans
+        for _ in range(400):
+            overlay(camera_frame())
+            if overlay.scans > scans:
+                break
+            await asyncio.sleep(0.01)
+        assert overlay.scans == scans + 1
+        overlay.close()
