@@ -15,7 +15,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from enum import IntEnum
 from typing import Any
 from urllib.parse import parse_qs
@@ -88,6 +88,17 @@ class ProtocolError(Exception):
         self.detail = detail
 
 
+def _cancel_on_failure(task: asyncio.Task[Any] | None) -> Callable[[asyncio.Task[Any]], None]:
+    """Done-callback for a consumer's layer task: its error (or ``StopConsumer``) ends the
+    consumer's own task, which then re-raises it."""
+
+    def callback(done: asyncio.Task[Any]) -> None:
+        if task is not None and not done.cancelled() and done.exception() is not None:
+            task.cancel()
+
+    return callback
+
+
 class AuthenticatedJsonConsumer(AsyncJsonWebsocketConsumer):
     """Token-authenticated JSON WebSocket consumer; see the module docstring."""
 
@@ -108,40 +119,53 @@ class AuthenticatedJsonConsumer(AsyncJsonWebsocketConsumer):
         """Channels' ``AsyncConsumer.__call__`` with a leaner dispatch loop.
 
         Channels waits on the socket and the channel layer with ``asyncio.wait`` and starts a
-        new task per message; here each source has one long-lived pump that dispatches under
-        a lock, which keeps the same guarantees (one handler at a time, order kept per source,
-        the first error ends the consumer) without the per-message task and wait set-up.
+        new task per message. Here the socket's messages are dispatched in this task and the
+        layer's in one long-lived task, both under a lock: the same guarantees (one handler at
+        a time, order kept per source, the first error ends the consumer) with one task per
+        socket besides Daphne's own and no per-message task or wait set-up (ws_capacity:
+        memory held per socket and connect cost).
         """
         self.scope = scope
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
-        sources: list[Callable[[], Awaitable[dict[str, Any]]]] = [receive]
-        if self.channel_layer is not None:
-            self.channel_name = await self.channel_layer.new_channel()
-            channel_name = self.channel_name
-            layer = self.channel_layer
-            sources.append(lambda: layer.receive(channel_name))
         self.base_send = send
         lock = asyncio.Lock()
-
-        async def pump(source: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+        layer_task: asyncio.Task[None] | None = None
+        if self.channel_layer is not None:
+            self.channel_name = await self.channel_layer.new_channel()
+            layer_task = asyncio.ensure_future(self._pump_layer(lock))
+            layer_task.add_done_callback(_cancel_on_failure(asyncio.current_task()))
+        try:
             while True:
-                message = await source()
+                message = await receive()
                 async with lock:
                     await self.dispatch(message)
-
-        tasks = [asyncio.ensure_future(pump(source)) for source in sources]
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        except StopConsumer:
+            pass
+        except asyncio.CancelledError:
+            # cancelled by the layer task's failure (then raise that), or from outside
+            if layer_task is None or not layer_task.done() or layer_task.cancelled():
+                raise
+            error = layer_task.exception()
+            if error is None:
+                raise
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            if not isinstance(error, StopConsumer):
+                raise error from None
         finally:
-            for task in tasks:
-                if not task.done():
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-        errors = [task.exception() for task in done]
-        for error in errors:
-            if error is not None and not isinstance(error, StopConsumer):
-                raise error
+            if layer_task is not None and not layer_task.done():
+                layer_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await layer_task
+
+    async def _pump_layer(self, lock: asyncio.Lock) -> None:
+        """Dispatch this socket's channel-layer messages until cancelled or a handler fails."""
+        layer, channel_name = self.channel_layer, self.channel_name
+        while True:
+            message = await layer.receive(channel_name)
+            async with lock:
+                await self.dispatch(message)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Call the handler for ``message['type']`` (see ``close_db_per_message``)."""

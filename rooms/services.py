@@ -5,12 +5,14 @@ Views and consumers call these; they hold the rules (naming, kinds, who may clos
 
 from __future__ import annotations
 
+import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils.text import slugify
 
 from identity.services import Identity
@@ -122,6 +124,91 @@ def forget_room(slug: str | None = None) -> None:
         _room_cache.clear()
     else:
         _room_cache.pop(slug, None)
+
+
+def read_rooms(slugs: list[str]) -> dict[str, Room]:
+    """The rooms with these slugs (missing ones absent): one query for a batch of misses."""
+    return {room.slug: room for room in Room.objects.filter(slug__in=slugs)}
+
+
+def _read_rooms_keeping_connection(slugs: list[str]) -> dict[str, Room]:
+    """``read_rooms`` in the reader thread, whose database connection stays open.
+
+    ``database_sync_to_async`` closes the connection around every call (CONN_MAX_AGE 0 for
+    SQLite): opening SQLite and registering its functions was half of a miss (py-spy). A
+    failed query (database restarted, connection dropped) closes it so the retry reconnects.
+    """
+    try:
+        return read_rooms(slugs)
+    except DatabaseError:
+        connection.close()
+        return read_rooms(slugs)
+
+
+_reader_pool: ThreadPoolExecutor | None = None
+
+
+class RoomReader:
+    """Reads rooms missing from the cache for socket connects, off the event loop.
+
+    Misses that arrive while a read is in flight wait and go out together as the next read
+    (one ``slug IN (...)`` query, one thread hop), like the presence backend's auto-pipeline:
+    a lone miss is read at once, a burst of connects to new rooms shares the work. Found
+    rooms are remembered (``remember_room``); misses are not.
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.pending: dict[str, list[asyncio.Future[Room | None]]] = {}
+        self.task: asyncio.Task[None] | None = None
+
+    async def get(self, slug: str) -> Room | None:
+        room = cached_room(slug)
+        if room is not None:
+            return room
+        future: asyncio.Future[Room | None] = self.loop.create_future()
+        self.pending.setdefault(slug, []).append(future)
+        if self.task is None or self.task.done():
+            self.task = self.loop.create_task(self._run())
+        return await future
+
+    async def _run(self) -> None:
+        global _reader_pool
+        if _reader_pool is None:
+            _reader_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="room-reader")
+        while self.pending:
+            batch, self.pending = self.pending, {}
+            try:
+                rooms = await self.loop.run_in_executor(
+                    _reader_pool, _read_rooms_keeping_connection, list(batch)
+                )
+            except BaseException as exc:
+                for futures in batch.values():
+                    for future in futures:
+                        if not future.done():
+                            future.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            for slug, futures in batch.items():
+                room = rooms.get(slug)
+                if room is not None:
+                    remember_room(room)
+                for future in futures:
+                    if not future.done():
+                        future.set_result(room)
+
+
+_reader: RoomReader | None = None
+
+
+async def aget_room(slug: str) -> Room | None:
+    """The room for a socket connect: from the cache, else read (batched with other misses)."""
+    global _reader
+    loop = asyncio.get_running_loop()
+    if _reader is None or _reader.loop is not loop:
+        _reader = RoomReader()
+    return await _reader.get(slug)
 
 
 def list_rooms(kind: str | None = None, *, include_closed: bool = False) -> list[Room]:

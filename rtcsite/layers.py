@@ -1,34 +1,162 @@
-"""The embedded channel layer: Channels' in-memory layer without its O(connections) sweep
-on every receive.
+"""The embedded channel layer: Channels' in-memory layer, leaner per socket and per message.
 
-``InMemoryChannelLayer._clean_expired`` walks every channel queue and every group member;
-Channels calls it on each ``receive`` and ``group_send``. Each socket calls ``receive`` for
-every message it gets, so with N sockets every message costs O(N) and filling a process
-with sockets costs O(N²): `bench_ws_capacity` saw the embedded site accept 27 connects/s
-at 6,600 sockets with one core saturated, against 1,244/s for a raw `websockets` server.
+Same API and semantics as ``channels.layers.InMemoryChannelLayer`` (messages deep-copied,
+expiring after ``expiry`` seconds, per-channel ``capacity`` raising ``ChannelFull``, group
+membership expiring after ``group_expiry``), with three costs removed:
 
-Expiry only needs to be roughly on time (messages expire after ``expiry`` = 60 s, group
-membership after a day), so the sweep runs at most once per ``clean_interval`` seconds.
+* ``_clean_expired`` walks every channel queue and every group member; Channels calls it on
+  each ``receive`` and ``group_send``, so with N sockets every message cost O(N) and filling
+  a process with sockets O(N²) (`bench_ws_capacity` saw 27 connects/s at 6,600 sockets). The
+  sweep runs at most once per ``clean_interval`` seconds: expiry only needs to be roughly on
+  time.
+* Each channel had an ``asyncio.Queue`` (three deques and an Event, ~1.5 KB, held by every
+  idle socket waiting in ``receive``) and ``send``/``receive`` built a throwaway Queue on
+  every call (``setdefault``'s default). Here a channel is an ``_Inbox``: two slots, its
+  deque and waiter list made only while needed.
+* ``group_send`` started a task per member per message; here members are filled in a loop
+  (``send`` never waits: a full channel raises at once).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
+from collections import deque
+from copy import deepcopy
+from typing import Any
 
+from channels.exceptions import ChannelFull
 from channels.layers import InMemoryChannelLayer
 
 
+class _Inbox:
+    """One channel's pending messages, ``(expires_at, message)``, and waiting receivers.
+
+    Like ``asyncio.Queue`` (a put wakes one waiter, who takes the message when it runs, so a
+    receiver cancelled after being woken passes the wake-up on and nothing is lost) without
+    its fixed cost: an idle channel with one receiver holds a list of one future.
+    """
+
+    __slots__ = ("items", "waiters")
+
+    def __init__(self) -> None:
+        self.items: deque[tuple[float, dict[str, Any]]] | None = None
+        self.waiters: list[asyncio.Future[None]] | None = None
+
+    def qsize(self) -> int:
+        return len(self.items) if self.items else 0
+
+    def empty(self) -> bool:
+        return not self.items
+
+    def put(self, item: tuple[float, dict[str, Any]]) -> None:
+        if self.items is None:
+            self.items = deque()
+        self.items.append(item)
+        self._wake_one()
+
+    def _wake_one(self) -> None:
+        waiters = self.waiters
+        while waiters:
+            waiter = waiters.pop(0)
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def popleft(self) -> tuple[float, dict[str, Any]]:
+        assert self.items
+        item = self.items.popleft()
+        if not self.items:
+            self.items = None
+        return item
+
+    async def get(self) -> tuple[float, dict[str, Any]]:
+        while not self.items:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            if self.waiters is None:
+                self.waiters = []
+            self.waiters.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                if self.waiters and waiter in self.waiters:
+                    self.waiters.remove(waiter)
+                if not waiter.cancelled() and self.items:
+                    self._wake_one()  # we were woken but will not take it: pass it on
+                raise
+            finally:
+                if not self.waiters:
+                    self.waiters = None
+        return self.popleft()
+
+
 class EmbeddedChannelLayer(InMemoryChannelLayer):
-    """``InMemoryChannelLayer`` whose expiry sweep runs at most once per ``clean_interval``."""
+    """``InMemoryChannelLayer`` with slim channels, direct group fan-out and a throttled
+    expiry sweep (see the module docstring)."""
 
     def __init__(self, *args, clean_interval: float = 1.0, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.channels: dict[str, _Inbox] = {}
         self.clean_interval = clean_interval
         self._next_clean = 0.0
+
+    def _put(self, channel: str, message: dict[str, Any]) -> None:
+        inbox = self.channels.get(channel)
+        if inbox is None:
+            inbox = self.channels[channel] = _Inbox()
+        elif inbox.qsize() >= self.get_capacity(channel):
+            raise ChannelFull(channel)
+        inbox.put((time.time() + self.expiry, deepcopy(message)))
+
+    async def send(self, channel: str, message: dict[str, Any]) -> None:
+        assert isinstance(message, dict), "message is not a dict"
+        self.require_valid_channel_name(channel)
+        assert "__asgi_channel__" not in message
+        self._put(channel, message)
+
+    async def receive(self, channel: str) -> dict[str, Any]:
+        self.require_valid_channel_name(channel)
+        self._clean_expired()
+        inbox = self.channels.get(channel)
+        if inbox is None:
+            inbox = self.channels[channel] = _Inbox()
+        try:
+            _, message = await inbox.get()
+        finally:
+            if inbox.empty() and not inbox.waiters and self.channels.get(channel) is inbox:
+                del self.channels[channel]
+        return message
+
+    async def group_send(self, group: str, message: dict[str, Any]) -> None:
+        assert isinstance(message, dict), "Message is not a dict"
+        self.require_valid_group_name(group)
+        self._clean_expired()
+        for channel in list(self.groups.get(group, ())):
+            with contextlib.suppress(ChannelFull):  # as Channels: a full member misses it
+                self._put(channel, message)
+
+    async def flush(self) -> None:
+        self.channels = {}
+        self.groups = {}
 
     def _clean_expired(self) -> None:
         now = time.monotonic()
         if now < self._next_clean:
             return
         self._next_clean = now + self.clean_interval
-        super()._clean_expired()
+        wall = time.time()
+        for channel, inbox in list(self.channels.items()):
+            expired = False
+            while inbox.items and inbox.items[0][0] < wall:
+                inbox.popleft()
+                expired = True
+            if expired:
+                self._remove_from_groups(channel)
+                if inbox.empty() and not inbox.waiters:
+                    self.channels.pop(channel, None)
+        timeout = int(wall) - self.group_expiry
+        for members in self.groups.values():
+            for name, joined in list(members.items()):
+                if joined and joined < timeout:
+                    members.pop(name, None)

@@ -15,14 +15,13 @@ import logging
 import secrets
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 
 from identity.websocket import AuthenticatedJsonConsumer, CloseCode, ProtocolError
 from presence import services as presence
 from presence.backends.base import RoomFull
 from rooms.models import Room
-from rooms.services import cached_room, get_room, remember_room
+from rooms.services import aget_room
 from rtcsite.ice import client_ice_servers
 from signaling import local
 from signaling.media.peer import NegotiationError
@@ -39,7 +38,7 @@ class RoomConsumer(AuthenticatedJsonConsumer):
 
     #: SDP and trickled ICE come in bursts (an offer and a dozen candidates per peer)
     rate_limit = (40.0, 120)
-    #: the only query (the room) goes through database_sync_to_async
+    #: the only query (the room) runs in rooms.services' reader thread
     close_db_per_message = False
 
     room: Room
@@ -52,11 +51,7 @@ class RoomConsumer(AuthenticatedJsonConsumer):
 
     async def on_connect(self) -> None:
         slug = self.scope["url_route"]["kwargs"]["slug"]
-        room = cached_room(slug)
-        if room is None:
-            room = await database_sync_to_async(get_room)(slug)
-            if room is not None:
-                remember_room(room)
+        room = await aget_room(slug)
         if room is None:
             await self.send_error("not-found", "No such room.")
             await self.close(code=CloseCode.NOT_FOUND, reason="not-found")
