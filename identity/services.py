@@ -65,9 +65,10 @@ _ANIMALS = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Identity:
-    """Who a visitor is to the rest of the site: a stable random id and a display name."""
+    """Who a visitor is to the rest of the site: a stable random id and a display name.
+    (Slots: every socket holds one.)"""
 
     id: str
     name: str

@@ -59,6 +59,8 @@ TOKEN_CLOSE_CODES = {
 class TokenBucket:
     """A small token bucket: ``burst`` messages at once, refilled at ``rate`` per second."""
 
+    __slots__ = ("burst", "rate", "tokens", "updated")
+
     def __init__(self, rate: float, burst: int) -> None:
         self.rate = rate
         self.burst = float(burst)
@@ -86,6 +88,55 @@ class ProtocolError(Exception):
         self.code = code
         self.message = message
         self.detail = detail
+
+
+class DispatchLock:
+    """``asyncio.Lock`` for a consumer's two message sources, a few bytes per socket.
+
+    ``asyncio.Lock`` keeps the deque it makes on first contention (every room socket
+    contends at connect: a presence event arrives while ``welcome`` is being sent), ~0.7 KB
+    held per socket. Here waiters are a list made on contention and dropped when empty; the
+    lock is handed straight to the next waiter, and a waiter cancelled after being handed it
+    passes it on.
+    """
+
+    __slots__ = ("locked", "waiters")
+
+    def __init__(self) -> None:
+        self.locked = False
+        self.waiters: list[asyncio.Future[None]] | None = None
+
+    async def __aenter__(self) -> None:
+        if not self.locked:
+            self.locked = True
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.waiters is None:
+            self.waiters = []
+        self.waiters.append(waiter)
+        try:
+            await waiter
+        except BaseException:
+            if self.waiters and waiter in self.waiters:
+                self.waiters.remove(waiter)
+            elif waiter.done() and not waiter.cancelled():
+                self._release()  # handed the lock, but leaving: hand it on
+            raise
+        finally:
+            if not self.waiters:
+                self.waiters = None
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        waiters = self.waiters
+        while waiters:
+            waiter = waiters.pop(0)
+            if not waiter.done():
+                waiter.set_result(None)  # still locked: now the waiter's
+                return
+        self.locked = False
 
 
 def _cancel_on_failure(task: asyncio.Task[Any] | None) -> Callable[[asyncio.Task[Any]], None]:
@@ -128,7 +179,7 @@ class AuthenticatedJsonConsumer(AsyncJsonWebsocketConsumer):
         self.scope = scope
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
         self.base_send = send
-        lock = asyncio.Lock()
+        lock = DispatchLock()
         layer_task: asyncio.Task[None] | None = None
         if self.channel_layer is not None:
             self.channel_name = await self.channel_layer.new_channel()
@@ -159,7 +210,7 @@ class AuthenticatedJsonConsumer(AsyncJsonWebsocketConsumer):
                 with contextlib.suppress(asyncio.CancelledError):
                     await layer_task
 
-    async def _pump_layer(self, lock: asyncio.Lock) -> None:
+    async def _pump_layer(self, lock: DispatchLock) -> None:
         """Dispatch this socket's channel-layer messages until cancelled or a handler fails."""
         layer, channel_name = self.channel_layer, self.channel_name
         while True:

@@ -29,9 +29,9 @@ SEP = "\x1f"
 Clock = Callable[[], float]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Presence:
-    """One live connection in one room."""
+    """One live connection in one room (slots: the memory backend holds one per socket)."""
 
     room: str  # room slug (or "lobby"-style key)
     conn_id: str  # unique per connection (the consumer's channel_name)
