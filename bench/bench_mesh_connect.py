@@ -5,7 +5,10 @@ Ours: three browser contexts (three identities) in one headless Chromium, on the
 2 join and connect once; then, each round, page 3 joins, and we time until every link of
 the 3-way mesh is ``connected`` (the 1-2 pair is already up, so that is the 4 new
 connections: 1->3, 2->3, 3->1, 3->2; the 1-2 pair is checked still connected and never
-renegotiated). Page 3 then leaves and the next round starts.
+renegotiated). Page 3 then leaves and the next round starts. Who offers is the app's
+choice (pages 1 and 2 offer to page 3 since they were made to offer on ``peer-joined``;
+page 3 offered before): the per-pair breakdown (``steps_from_socket_ms``) reads the
+direction from the messages and says it (``offered_by``).
 
 Two ways of joining, alternated in every round:
 
@@ -797,16 +800,16 @@ def rows_for(label: str, config: dict[str, Any], summary: dict[str, Any]) -> lis
         [r["camera_after_welcome_ms"] for r in nav],
     )
     row(
-        "  offer hop page 3 -> server -> page k",
+        "  offer hop offerer -> server -> answerer",
         [v for r in nav for v in r["relay_one_way_ms"]["offer"]],
     )
     row(
-        "  answer hop page k -> server -> page 3",
+        "  answer hop answerer -> server -> offerer",
         [v for r in nav for v in r["relay_one_way_ms"]["answer"]],
     )
     row(
-        "  answer hop: page 3 main thread in long tasks",
-        [v for r in nav for v in r["relay_receiver_longtask_ms"]["answer"]],
+        "  offer hop: answerer main thread in long tasks",
+        [v for r in nav for v in r["relay_receiver_longtask_ms"]["offer"]],
     )
     row("  page 3 long tasks, socket -> all connected", [r["page3_longtask_ms"] for r in nav])
     row(
