@@ -38,6 +38,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "players_default": {"env": {}, "publisher": "", "viewer": "player_defaults=1"},
     "segment_1s": {"env": {"STREAM_SEGMENT_SECONDS": "1"}, "publisher": "", "viewer": ""},
     "sync_1_5": {"env": {}, "publisher": "", "viewer": "live_sync=1.5&live_delay=1.5"},
+    "gentle_catchup": {"env": {}, "publisher": "", "viewer": "catchup_rate=0.1"},
     "timeslice_500": {"env": {}, "publisher": "timeslice=500", "viewer": ""},
     "default_probing": {
         "env": {"STREAM_LOW_LATENCY_INPUT": "0"},
