@@ -33,6 +33,7 @@ from aiortc.sdp import candidate_from_sdp
 from django.conf import settings
 
 from rtcsite.ice import client_ice_servers
+from signaling.media import audio_level
 from signaling.media.tracks import FrameFilter, FrameSource, SlotTrack
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,8 @@ MEDIA_KINDS = ("audio", "video")
 KEYFRAME_WAIT_SECONDS = 10.0
 
 _live: set[ServerPeer] = set()
+
+audio_level.install()  # aiortc's per-frame audio level loop ran on the event loop
 
 
 def live_peers() -> set[ServerPeer]:

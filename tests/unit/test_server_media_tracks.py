@@ -129,3 +129,19 @@ async def test_face_overlay_tracks_between_full_scans_and_draws_every_frame():
             await asyncio.sleep(0.01)
         assert overlay.scans == scans + 1
         overlay.close()
+
+
+def test_vectorised_audio_level_matches_aiortcs():
+    from av import AudioFrame
+
+    from signaling.media import audio_level
+
+    rng = np.random.default_rng(5)
+    tone = (8000 * np.sin(np.arange(1920) / 7)).astype(np.int16)
+    for samples in (np.zeros(1920, np.int16), tone, rng.integers(-32768, 32767, 1920)):
+        frame = AudioFrame.from_ndarray(
+            samples.astype(np.int16).reshape(1, -1), format="s16", layout="stereo"
+        )
+        frame.sample_rate = 48_000
+        assert audio_level.audio_level_dbov(frame) == audio_level.original(frame)
+    assert audio_level.audio_level_dbov(frame) > -10  # loud noise, not the silent floor
