@@ -52,6 +52,7 @@ from bench.support import (
     raise_nofile,
     redis_env,
     room_slug,
+    stop_process,
     unique_tag,
     ws_connect,
 )
@@ -280,12 +281,7 @@ def raw_server() -> Iterator[tuple[int, int]]:
             raise RuntimeError(f"raw websockets server did not start (exit {proc.poll()})")
         yield port, proc.pid
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc)
 
 
 @contextmanager

@@ -28,6 +28,7 @@ from django.conf import settings
 
 from identity.services import Identity
 from identity.tokens import TokenError, verify_token
+from rtcsite.waiters import Waiters
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ class ProtocolError(Exception):
         self.detail = detail
 
 
-class DispatchLock:
+class DispatchLock(Waiters):
     """``asyncio.Lock`` for a consumer's two message sources, a few bytes per socket.
 
     ``asyncio.Lock`` keeps the deque it makes on first contention (every room socket
@@ -100,43 +101,24 @@ class DispatchLock:
     passes it on.
     """
 
-    __slots__ = ("locked", "waiters")
+    __slots__ = ("locked",)
 
     def __init__(self) -> None:
+        super().__init__()
         self.locked = False
-        self.waiters: list[asyncio.Future[None]] | None = None
 
     async def __aenter__(self) -> None:
         if not self.locked:
             self.locked = True
             return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self.waiters is None:
-            self.waiters = []
-        self.waiters.append(waiter)
-        try:
-            await waiter
-        except BaseException:
-            if self.waiters and waiter in self.waiters:
-                self.waiters.remove(waiter)
-            elif waiter.done() and not waiter.cancelled():
-                self._release()  # handed the lock, but leaving: hand it on
-            raise
-        finally:
-            if not self.waiters:
-                self.waiters = None
+        await self.wait()  # handed the lock by the holder: still locked, now ours
 
     async def __aexit__(self, *exc_info: object) -> None:
-        self._release()
+        self.pass_on()
 
-    def _release(self) -> None:
-        waiters = self.waiters
-        while waiters:
-            waiter = waiters.pop(0)
-            if not waiter.done():
-                waiter.set_result(None)  # still locked: now the waiter's
-                return
-        self.locked = False
+    def pass_on(self) -> None:
+        if not self.wake_one():
+            self.locked = False
 
 
 def _cancel_on_failure(task: asyncio.Task[Any] | None) -> Callable[[asyncio.Task[Any]], None]:

@@ -19,7 +19,6 @@ membership expiring after ``group_expiry``), with three costs removed:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections import deque
@@ -29,8 +28,10 @@ from typing import Any
 from channels.exceptions import ChannelFull
 from channels.layers import InMemoryChannelLayer
 
+from rtcsite.waiters import Waiters
 
-class _Inbox:
+
+class _Inbox(Waiters):
     """One channel's pending messages, ``(expires_at, message)``, and waiting receivers.
 
     Like ``asyncio.Queue`` (a put wakes one waiter, who takes the message when it runs, so a
@@ -38,11 +39,11 @@ class _Inbox:
     its fixed cost: an idle channel with one receiver holds a list of one future.
     """
 
-    __slots__ = ("items", "waiters")
+    __slots__ = ("items",)
 
     def __init__(self) -> None:
+        super().__init__()
         self.items: deque[tuple[float, dict[str, Any]]] | None = None
-        self.waiters: list[asyncio.Future[None]] | None = None
 
     def qsize(self) -> int:
         return len(self.items) if self.items else 0
@@ -54,15 +55,11 @@ class _Inbox:
         if self.items is None:
             self.items = deque()
         self.items.append(item)
-        self._wake_one()
+        self.wake_one()
 
-    def _wake_one(self) -> None:
-        waiters = self.waiters
-        while waiters:
-            waiter = waiters.pop(0)
-            if not waiter.done():
-                waiter.set_result(None)
-                return
+    def pass_on(self) -> None:
+        if self.items:
+            self.wake_one()
 
     def popleft(self) -> tuple[float, dict[str, Any]]:
         assert self.items
@@ -73,21 +70,7 @@ class _Inbox:
 
     async def get(self) -> tuple[float, dict[str, Any]]:
         while not self.items:
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            if self.waiters is None:
-                self.waiters = []
-            self.waiters.append(waiter)
-            try:
-                await waiter
-            except BaseException:
-                if self.waiters and waiter in self.waiters:
-                    self.waiters.remove(waiter)
-                if not waiter.cancelled() and self.items:
-                    self._wake_one()  # we were woken but will not take it: pass it on
-                raise
-            finally:
-                if not self.waiters:
-                    self.waiters = None
+            await self.wait()
         return self.popleft()
 
 
