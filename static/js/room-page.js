@@ -18,7 +18,8 @@ export class RoomPage {
     this.retrying = false; // waiting to try again after a room-full on reconnect
     this.retryUntil = 0;
     this.retryDelayMs = 1000;
-    this.socket = new RtcSocket(`/ws/rooms/${this.slug}/`);
+    // data-ws-path: /ws/media/<slug>/ for echo and relay rooms (routed to media processes).
+    this.socket = new RtcSocket(root.dataset.wsPath || `/ws/rooms/${this.slug}/`);
     showStatus(this.socket);
     this.socket.on("welcome", (msg) => this.onWelcome(msg));
     this.socket.on("peer-joined", (msg) => {

@@ -38,8 +38,8 @@ def make_room(slug: str, kind: str) -> Room:
     return Room.objects.create(slug=slug, title=slug, kind=kind)
 
 
-async def join(who: Identity, slug: str):
-    comm = communicator(f"/ws/rooms/{slug}/", identity=who)
+async def join(who: Identity, slug: str, path: str = "rooms"):
+    comm = communicator(f"/ws/{path}/{slug}/", identity=who)
     connected, _ = await comm.connect()
     assert connected
     welcome = await comm.receive_json_from(timeout=10)
@@ -48,9 +48,12 @@ async def join(who: Identity, slug: str):
 
 
 @asynccontextmanager
-async def participant(who: Identity, slug: str, tracks="default", **kwargs):
-    """A joined room socket with a ServerRoomClient pumping its messages."""
-    comm, welcome = await join(who, slug)
+async def participant(who: Identity, slug: str, tracks="default", path="rooms", **kwargs):
+    """A joined room socket with a ServerRoomClient pumping its messages.
+
+    ``path``: "rooms" or "media" (the echo/relay pages' own socket path, which a proxy
+    routes to media processes); both reach the same consumer."""
+    comm, welcome = await join(who, slug, path)
     if tracks == "default":
         tracks = ServerRoomClient.default_tracks(PICTURE)
     client = ServerRoomClient(comm.send_json_to, tracks, **kwargs)
@@ -98,7 +101,7 @@ def own_threads() -> int:
     return sum(
         1
         for t in threading.enumerate()
-        if not t.name.startswith(("ThreadPoolExecutor", "face-detect", "asyncio_"))
+        if not t.name.startswith(("ThreadPoolExecutor", "face-detect", "asyncio_", "room-reader"))
     )
 
 
@@ -165,7 +168,7 @@ def green_pixels(frame, box: tuple[int, int, int, int]) -> int:
 async def test_echo_returns_video_and_audio_then_leaves_nothing_behind():
     await make_room("echo1", RoomKind.ECHO)
     baseline = baseline_footprint()
-    async with participant(PEOPLE[0], "echo1") as client:
+    async with participant(PEOPLE[0], "echo1", path="media") as client:
         await client.offer()
         await asyncio.wait_for(client.answered.wait(), WAIT)
         video = await client.wait_frames("video", 30, WAIT)

@@ -118,3 +118,14 @@ def test_only_staff_can_close():
     assert room.is_open is False
     assert room not in list_rooms(RoomKind.MESH)
     assert room in list_rooms(RoomKind.MESH, include_closed=True)
+
+
+@pytest.mark.parametrize(
+    ("kind", "socket_path"),
+    [(RoomKind.MESH, "/ws/rooms/"), (RoomKind.ECHO, "/ws/media/"), (RoomKind.RELAY, "/ws/media/")],
+)
+def test_room_page_socket_path_by_kind(client, kind, socket_path):
+    """Echo and relay pages use /ws/media/ (routed to media processes), mesh /ws/rooms/."""
+    room = get_or_create_room(f"Path {kind}", kind, ALICE).room
+    html = client.get(f"/rooms/{room.slug}/").content.decode()
+    assert f'data-ws-path="{socket_path}{room.slug}/"' in html
