@@ -33,6 +33,8 @@ class DaphneServer:
     process: subprocess.Popen | None = None
     #: the ASGI application Daphne serves (benchmarks serve a bare Channels peer too)
     app: str = "rtcsite.asgi:application"
+    #: CPU niceness (``nice -n``): media processes run below the web processes (deploy.md)
+    nice: int = 0
 
     @property
     def url(self) -> str:
@@ -84,6 +86,7 @@ class DaphneServer:
         log = open(self.log_path, "wb")  # noqa: SIM115 - kept open for the child's lifetime
         self.process = subprocess.Popen(
             [
+                *(["nice", "-n", str(self.nice)] if self.nice else []),
                 str(VENV_BIN / "daphne"),
                 "-b",
                 "127.0.0.1",
