@@ -369,39 +369,33 @@ async def run_all(
     for kind in ("plain", "echo", "boxes"):
         results[kind] = await one(kind)
 
-    # isolation: the signaling relay alone, then with N echo sessions with boxes
-    results["probe_idle"] = await signaling_probe(server.port, tokens, probe_n)
     loop = asyncio.get_running_loop()
-    urls = [room_url(i) for i in range(isolation_n)]
-    load = await loop.run_in_executor(None, start_echo_load, server.port, urls, True)
-    try:
-        await asyncio.sleep(settle)
-        cpu0, wall0 = cpu_seconds(server.pid), time.monotonic()
-        results["probe_loaded"] = await signaling_probe(server.port, tokens, probe_n)
-        results["probe_loaded"]["echo_sessions"] = isolation_n
-        results["probe_loaded"]["server_core"] = round(
-            (cpu_seconds(server.pid) - cpu0) / (time.monotonic() - wall0), 3
-        )
-    finally:
-        await loop.run_in_executor(None, stop_echo_load, load)
-    await asyncio.sleep(2.0)
 
-    # the deployment's process model: the same echo sessions on a media process of their
-    # own (what nginx does with /ws/media/), the signaling probe on the web process
+    async def probe_under_load(media) -> dict[str, Any]:
+        """The signaling probe on ``server`` while N echo+boxes sessions run on ``media``
+        (the same process, or a media process of its own)."""
+        urls = [room_url(i, media.port) for i in range(isolation_n)]
+        load = await loop.run_in_executor(None, start_echo_load, media.port, urls, True)
+        try:
+            await asyncio.sleep(settle)
+            cpu0, wall0 = cpu_seconds(media.pid), time.monotonic()
+            probe = await signaling_probe(server.port, tokens, probe_n)
+            probe["echo_sessions"] = isolation_n
+            probe["media_process_core"] = round(
+                (cpu_seconds(media.pid) - cpu0) / (time.monotonic() - wall0), 3
+            )
+        finally:
+            await loop.run_in_executor(None, stop_echo_load, load)
+        await asyncio.sleep(2.0)
+        return probe
+
+    # isolation: the signaling relay alone, then with N echo sessions with boxes in the
+    # same process; then the deployment's process model: the sessions on a media process
+    # of their own (what nginx does with /ws/media/), the probe on the web process
+    results["probe_idle"] = await signaling_probe(server.port, tokens, probe_n)
+    results["probe_loaded"] = await probe_under_load(server)
     results["probe_idle_separate"] = await signaling_probe(server.port, tokens, probe_n)
-    urls = [room_url(i, media_server.port) for i in range(isolation_n)]
-    load = await loop.run_in_executor(None, start_echo_load, media_server.port, urls, True)
-    try:
-        await asyncio.sleep(settle)
-        cpu0, wall0 = cpu_seconds(media_server.pid), time.monotonic()
-        results["probe_separate"] = await signaling_probe(server.port, tokens, probe_n)
-        results["probe_separate"]["echo_sessions"] = isolation_n
-        results["probe_separate"]["media_process_core"] = round(
-            (cpu_seconds(media_server.pid) - cpu0) / (time.monotonic() - wall0), 3
-        )
-    finally:
-        await loop.run_in_executor(None, stop_echo_load, load)
-    await asyncio.sleep(2.0)
+    results["probe_separate"] = await probe_under_load(media_server)
 
     # capacity: add echo sessions with boxes until one drops under SUSTAIN_FPS
     levels = []

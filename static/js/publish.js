@@ -77,5 +77,8 @@ async function stop() {
 
 ui.start.addEventListener("click", () => start());
 ui.stop.addEventListener("click", () => stop());
+// Start is disabled in the HTML until this module runs: a click before it would be lost
+// (seen in a loaded e2e run: clicked before the module had loaded, nothing happened).
+ui.start.disabled = false;
 if (params.get("timeslice")) ui.timeslice.value = params.get("timeslice");
 preview();
