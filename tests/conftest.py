@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
-from tests.support.chromium import ChromiumMissing, chromium_args, chromium_path
+from tests.support.chromium import ChromiumMissing, chromium_path, launched_chromium
 from tests.support.daphne import DaphneServer
 
 
@@ -76,17 +76,11 @@ def chromium_browser():
     main thread while it is open, which would break every asyncio test after it.
     """
     try:
-        executable = chromium_path()
+        chromium_path()
     except ChromiumMissing as exc:
         pytest.fail(str(exc))
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=executable, headless=True, args=chromium_args()
-        )
+    with launched_chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture

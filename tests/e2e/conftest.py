@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser
 
-from tests.support.chromium import ChromiumMissing, chromium_args, chromium_path
+from tests.support.chromium import ChromiumMissing, chromium_path, launched_chromium
 from tests.support.media import astronaut_y4m
 
 
@@ -30,12 +30,8 @@ def astronaut_clip(tmp_path_factory) -> tuple[Path, tuple[int, int, int, int]]:
 def face_browser(astronaut_clip) -> Iterator[Browser]:
     """Chromium whose fake camera shows the astronaut (module scope: see tests/conftest.py)."""
     try:
-        executable = chromium_path()
+        chromium_path()
     except ChromiumMissing as exc:
         pytest.fail(str(exc))
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=executable, headless=True, args=chromium_args(astronaut_clip[0])
-        )
+    with launched_chromium(astronaut_clip[0]) as browser:
         yield browser
-        browser.close()

@@ -9,7 +9,10 @@ Playwright passes its own, so ours repeats Playwright's list and adds
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 PLAYWRIGHT_DISABLED_FEATURES = [
     "AvoidUnnecessaryBeforeUnloadCheckSync",
@@ -61,3 +64,22 @@ def chromium_args(fake_video: Path | None = None) -> list[str]:
     if fake_video is not None:
         args.append(f"--use-file-for-fake-video-capture={fake_video}")
     return args
+
+
+@contextmanager
+def launched_chromium(fake_video: Path | None = None) -> Iterator[Any]:
+    """A headless Playwright ``Browser`` on Debian's Chromium (the fixtures' one launcher).
+
+    Raises ``ChromiumMissing`` with the install hint when the browser is not there.
+    """
+    from playwright.sync_api import sync_playwright
+
+    executable = chromium_path()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=executable, headless=True, args=chromium_args(fake_video)
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
