@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -23,8 +24,10 @@ def daphne_factory() -> Iterator[Callable[..., DaphneServer]]:
     """Start Daphne processes on free ports; all are stopped (by PID) after the test."""
     servers: list[DaphneServer] = []
 
-    def start(env: dict[str, str] | None = None, *, migrate: bool = True) -> DaphneServer:
-        server = DaphneServer(env=env or {})
+    def start(
+        env: dict[str, str] | None = None, *, migrate: bool = True, **options: Any
+    ) -> DaphneServer:
+        server = DaphneServer(env=env or {}, **options)
         servers.append(server)
         return server.start(migrate=migrate)
 

@@ -3,14 +3,20 @@ server peers must be in one process, so a partner arriving on the other is refus
 
 import asyncio
 import json
+import os
+import uuid
 
+import redis
 import websockets
 
+from signaling.media.client import ServerRoomClient
 from tests.integration import test_presence_processes
 from tests.integration.test_presence_processes import recv_until
 from tests.integration.test_ws_auth_daphne import page_token
+from tests.support.media import astronaut_frame
 
 two_servers = test_presence_processes.two_servers  # fixture: two Daphnes, one SQLite + Redis
+PICTURE, _ = astronaut_frame(640, 480)
 
 
 def test_relay_partner_on_another_process_is_refused_with_a_clear_error(two_servers):
@@ -51,3 +57,72 @@ def test_relay_partner_on_another_process_is_refused_with_a_clear_error(two_serv
                 assert [p["peer"] for p in welcome["peers"]] == [ada_id]
 
     asyncio.run(scenario())
+
+
+def test_deployed_layout_echo_on_a_sched_idle_media_process(redis_url, daphne_factory):
+    """docs/deploy.md's layout: a web process and a media process (SCHED_IDLE) sharing
+    Redis. An echo participant on the media process's ``/ws/media/`` gets its frames back,
+    and the lobby on the web process sees them join and leave."""
+    tag = uuid.uuid4().hex[:8]
+    env = {
+        "REDIS_URL": redis_url,
+        "CHANNEL_LAYER_PREFIX": f"rtcsite-test-{tag}-layer",
+        "PRESENCE_KEY_PREFIX": f"rtcsite-test-{tag}-presence",
+    }
+    web = daphne_factory(env)
+    media = daphne_factory(
+        {**env, "SQLITE_PATH": web.full_env()["SQLITE_PATH"]}, migrate=False, sched_idle=True
+    )
+    assert os.sched_getscheduler(media.pid) == os.SCHED_IDLE
+    assert os.sched_getscheduler(web.pid) == os.SCHED_OTHER
+    web.manage(
+        "shell",
+        "-c",
+        "from rooms.models import Room; "
+        "Room.objects.create(slug='mirror', title='Mirror', kind='echo', capacity=1)",
+    )
+
+    async def scenario():
+        lobby_token, _ = page_token(web)
+        async with websockets.connect(
+            f"{web.ws_url}/ws/lobby/?token={lobby_token}", origin=web.url
+        ) as lobby:
+            await recv_until(lobby, lambda m: m["type"] == "lobby-state", 30)
+            token, _ = page_token(web)
+            async with websockets.connect(
+                f"{media.ws_url}/ws/media/mirror/?token={token}", origin=web.url
+            ) as ws:
+                welcome = await recv_until(ws, lambda m: m["type"] == "welcome", 30)
+
+                async def send(message):
+                    await ws.send(json.dumps(message))
+
+                async def receive():
+                    return json.loads(await ws.recv())
+
+                client = ServerRoomClient(send, ServerRoomClient.default_tracks(PICTURE))
+                client.pump(receive)
+                try:
+                    await client.offer()
+                    got = await client.wait_frames("video", 20, 60)
+                    assert got.last.width == PICTURE.shape[1]
+                    assert not client.errors
+                    joined = await recv_until(
+                        lobby,
+                        lambda m: m["type"] == "presence" and m["event"] == "join",
+                        30,
+                    )
+                    assert joined["peer"]["peer"] == welcome["you"]["peer"]
+                finally:
+                    await client.close()
+            left = await recv_until(
+                lobby, lambda m: m["type"] == "presence" and m["event"] == "leave", 30
+            )
+            assert left["peer"]["peer"] == welcome["you"]["peer"]
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        client = redis.Redis.from_url(redis_url)
+        for key in client.scan_iter(match=f"rtcsite-test-{tag}*"):
+            client.delete(key)

@@ -23,6 +23,19 @@ ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 
 
+def priority_prefix(*, nice: int = 0, sched_idle: bool = False) -> list[str]:
+    """A command prefix that starts a process below normal CPU priority.
+
+    ``sched_idle`` is the stronger one: a SCHED_IDLE task gives way at once to any normal
+    task that wakes, where a niced task may first finish its time slice (docs/decisions.md,
+    "Process model, revised"). Neither needs privileges: a process may always lower its own.
+    """
+    prefix = ["chrt", "--idle", "0"] if sched_idle else []
+    if nice:
+        prefix += ["nice", "-n", str(nice)]
+    return prefix
+
+
 @dataclass
 class DaphneServer:
     """One Daphne subprocess; ``env`` adds to the inherited environment."""
@@ -35,6 +48,8 @@ class DaphneServer:
     app: str = "rtcsite.asgi:application"
     #: CPU niceness (``nice -n``): media processes run below the web processes (deploy.md)
     nice: int = 0
+    #: Linux SCHED_IDLE (``chrt --idle``): any normal task that wakes preempts this process
+    sched_idle: bool = False
 
     @property
     def url(self) -> str:
@@ -86,7 +101,7 @@ class DaphneServer:
         log = open(self.log_path, "wb")  # noqa: SIM115 - kept open for the child's lifetime
         self.process = subprocess.Popen(
             [
-                *(["nice", "-n", str(self.nice)] if self.nice else []),
+                *priority_prefix(nice=self.nice, sched_idle=self.sched_idle),
                 str(VENV_BIN / "daphne"),
                 "-b",
                 "127.0.0.1",
