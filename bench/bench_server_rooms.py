@@ -363,9 +363,9 @@ async def run_all(
     window = 4.0 if quick else 8.0
     settle = 2.0 if quick else 4.0
     probe_n = 60 if quick else 500
-    isolation_n = 2 if quick else 3
+    isolation_n = int(os.environ.get("SERVER_ROOMS_ISOLATION_SESSIONS") or (2 if quick else 3))
     max_sessions = 3 if quick else 6
-    tokens = make_tokens(2 + max_sessions, "bench-echo")
+    tokens = make_tokens(2 + max(max_sessions, isolation_n), "bench-echo")
     origin = f"http://{HOST}:{server.port}"
     results: dict[str, Any] = {}
 

@@ -13,7 +13,7 @@
 // and window.rtcMesh.peers() returns per-link figures from getStats().
 import { describeMediaError, openLocalMedia } from "./local-media.js";
 import { MeshController } from "./mesh.js";
-import { RoomPage } from "./room-page.js";
+import { LeaveRejoin, RoomPage } from "./room-page.js";
 import { StatsSampler, drawSparkline, formatKbps } from "./stats.js";
 
 const STATS_INTERVAL_MS = 1000;
@@ -55,7 +55,6 @@ RTCPeerConnection.generateCertificate?.({ name: "ECDSA", namedCurve: "P-256" })
     certificates = [cert];
   })
   .catch(() => {}); // each connection makes its own
-let leaving = false; // the user pressed Leave: a closed socket is expected
 const tiles = new Map(); // peer id -> tile record
 
 // --- serialized message handling --------------------------------------------------------
@@ -309,7 +308,7 @@ socket.on(
   "welcome",
   serial((msg) => {
     teardown(); // a reconnect gets a new peer id: links to our old id are gone on both ends
-    if (socket.state !== "open" || leaving) return;
+    if (socket.state !== "open" || controls.leaving) return;
     const opening = acquireMedia(); // already under way (page load, Rejoin) or live
     startMesh(msg);
     const started = mesh;
@@ -317,7 +316,7 @@ socket.on(
       ensureTile(peer.peer);
       mesh.addPeer(peer.peer, { initiator: false }); // we are the newcomer: they offer
     }
-    el.leave.disabled = false;
+    controls.joined();
     room.root.dataset.mesh = "ready";
     renderLocal();
     renderStatus();
@@ -369,64 +368,18 @@ socket.on("error", (msg) => {
     console.warn(`mesh: server said ${msg.code}: ${msg.message}`, msg.ref ?? "");
   }
 });
-socket.addEventListener("state", ({ detail }) => {
-  const { state, code } = detail;
-  if (state === "open") return;
-  const retrying = room.retrying; // decided by RoomPage's listener, which ran first
-  serial(() => {
-    if (leaving) {
-      if (state === "closed") {
-        leaving = false;
-        showLeft(); // only now: a rejoin before this close would race the old socket
-      }
-      return;
-    }
-    teardown();
-    if (state === "closed" && retrying) {
-      renderStatus("Reconnecting…"); // keep the camera: we expect to be back shortly
-    } else if (state === "closed") {
-      stopMedia(); // final: refused (full, closed, gone) — release the camera
-      renderStatus(code === 4009 ? "The room is full." : "Disconnected.");
-      el.leave.disabled = true;
-      // Full: someone may leave soon. Closed room, no such room, old page: no point.
-      if (![4004, 4005, 4010].includes(code)) {
-        el.rejoin.textContent = "Try again";
-        el.rejoin.hidden = false;
-      }
-    } else if (state === "reconnecting") {
-      renderStatus("Connection lost, reconnecting…");
-    }
-  })();
-});
 
 // --- controls -----------------------------------------------------------------------------
 el.audio.addEventListener("click", () => toggle("audio"));
 el.video.addEventListener("click", () => toggle("video"));
-el.leave.addEventListener(
-  "click",
-  serial(() => {
-    // Between two reconnection attempts there is no socket whose close we could wait for.
-    const connected = socket.state === "open" || socket.state === "connecting";
-    leaving = connected;
-    el.leave.disabled = true;
-    socket.send({ type: "leave" });
-    socket.close();
-    teardown();
-    stopMedia();
-    room.clear();
-    if (!connected) showLeft();
-  }),
-);
-function showLeft() {
-  el.rejoin.textContent = "Rejoin";
-  el.rejoin.hidden = false;
-  renderStatus("You left the room.");
-}
-el.rejoin.addEventListener("click", () => {
-  el.rejoin.hidden = true;
-  renderStatus("Joining…");
-  socket.connect();
-  acquireMedia(); // in parallel with the socket; the mesh takes its tracks when it ends
+const controls = new LeaveRejoin(room, {
+  leave: el.leave,
+  rejoin: el.rejoin,
+  serial,
+  teardown,
+  stopMedia,
+  status: renderStatus,
+  onRejoin: acquireMedia, // in parallel with the socket; the mesh takes its tracks when it ends
 });
 window.addEventListener("pagehide", () => {
   mesh?.close();

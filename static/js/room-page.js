@@ -133,3 +133,87 @@ export class RoomPage {
     return this;
   }
 }
+
+/**
+ * The Leave and Rejoin buttons of a room page with media (mesh and server rooms), and what
+ * the page shows when its socket closes: after Leave, "You left" once the old socket is
+ * really closed (a rejoin before that would race it); while RoomPage retries, keep the
+ * camera; refused or gone for good, release the camera and offer "Try again" where it may
+ * help. The page says how to drop its connections (`teardown`) and camera (`stopMedia`),
+ * how to show a status line, and what else Rejoin starts (`onRejoin`). Create it after
+ * the RoomPage: its socket listener must run after RoomPage's, which decides `retrying`.
+ */
+export class LeaveRejoin {
+  constructor(room, { leave, rejoin, serial, teardown, stopMedia, status, onRejoin = () => {} }) {
+    this.room = room;
+    this.leaveButton = leave;
+    this.rejoinButton = rejoin;
+    this.teardown = teardown;
+    this.stopMedia = stopMedia;
+    this.status = status;
+    this.leaving = false; // the user pressed Leave: a closed socket is expected
+    room.socket.addEventListener("state", ({ detail }) => {
+      if (detail.state === "open") return;
+      const retrying = room.retrying; // decided by RoomPage's listener, which ran first
+      serial(() => this.onClosed(detail, retrying))();
+    });
+    leave.addEventListener("click", serial(() => this.leave()));
+    rejoin.addEventListener("click", () => {
+      rejoin.hidden = true;
+      status("Joining…");
+      room.socket.connect();
+      onRejoin();
+    });
+  }
+
+  /** In the room (welcome handled): Leave works again. */
+  joined() {
+    this.leaveButton.disabled = false;
+    this.rejoinButton.hidden = true;
+  }
+
+  leave() {
+    const socket = this.room.socket;
+    // Between two reconnection attempts there is no socket whose close we could wait for.
+    const connected = socket.state === "open" || socket.state === "connecting";
+    this.leaving = connected;
+    this.leaveButton.disabled = true;
+    socket.send({ type: "leave" });
+    socket.close();
+    this.teardown();
+    this.stopMedia();
+    this.room.clear();
+    if (!connected) this.showLeft();
+  }
+
+  showLeft() {
+    this.rejoinButton.textContent = "Rejoin";
+    this.rejoinButton.hidden = false;
+    this.status("You left the room.");
+  }
+
+  onClosed({ state, code }, retrying) {
+    if (this.leaving) {
+      if (state === "closed") {
+        this.leaving = false;
+        this.showLeft();
+      }
+      return;
+    }
+    this.teardown();
+    if (state === "closed" && retrying) {
+      this.status("Reconnecting…"); // keep the camera: we expect to be back shortly
+    } else if (state === "closed") {
+      this.stopMedia(); // final: refused (full, closed, gone) — release the camera
+      this.status(code === 4009 ? "The room is full." : "Disconnected.");
+      this.leaveButton.disabled = true;
+      // Full: someone may leave soon. Closed room, no such room, old page: no point.
+      if (![4004, 4005, 4010].includes(code)) {
+        this.rejoinButton.textContent = "Try again";
+        this.rejoinButton.hidden = false;
+      }
+    } else if (state === "reconnecting") {
+      this.status("Connection lost, reconnecting…");
+    }
+  }
+}

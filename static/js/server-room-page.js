@@ -9,7 +9,7 @@
 // Test hooks: the article carries data-link (connection state) and data-partner (relay:
 // "present"/"none"); window.rtcServerRoom exposes the last media-stats and inbound stats.
 import { describeMediaError, openLocalMedia } from "./local-media.js";
-import { RoomPage } from "./room-page.js";
+import { LeaveRejoin, RoomPage } from "./room-page.js";
 import { ServerLink } from "./server-room.js";
 import { StatsSampler, formatKbps } from "./stats.js";
 
@@ -37,7 +37,6 @@ const el = {
 
 let localStream = null;
 let link = null;
-let leaving = false;
 let lastStats = null;
 const sampler = new StatsSampler();
 
@@ -132,14 +131,13 @@ socket.on(
   serial(async (msg) => {
     teardown();
     await acquireMedia();
-    if (socket.state !== "open" || leaving) return;
+    if (socket.state !== "open" || controls.leaving) return;
     renderPartner();
     el.recordOption.hidden = !msg.recording_available;
     el.record.checked = false;
     if (kind === "echo" && el.faces.checked) socket.send({ type: "echo-options", faces: true });
     await startLink(msg);
-    el.leave.disabled = false;
-    el.rejoin.hidden = true;
+    controls.joined();
   }),
 );
 socket.on("answer", serial((msg) => link?.handleAnswer(msg)));
@@ -155,35 +153,6 @@ socket.on("error", (msg) => {
   if (msg.ref) console.warn(`server room: server said ${msg.code}: ${msg.message}`);
   link?.handleError(msg);
 });
-socket.addEventListener("state", ({ detail }) => {
-  const { state, code } = detail;
-  if (state === "open") return;
-  const retrying = room.retrying;
-  serial(() => {
-    if (leaving) {
-      if (state === "closed") {
-        leaving = false;
-        showLeft();
-      }
-      return;
-    }
-    teardown();
-    if (state === "closed" && retrying) {
-      status("Reconnecting…");
-    } else if (state === "closed") {
-      stopMedia();
-      status(code === 4009 ? "The room is full." : "Disconnected.");
-      el.leave.disabled = true;
-      if (![4004, 4005, 4010].includes(code)) {
-        el.rejoin.textContent = "Try again";
-        el.rejoin.hidden = false;
-      }
-    } else if (state === "reconnecting") {
-      status("Connection lost, reconnecting…");
-    }
-  })();
-});
-
 // Echo rooms start muted: your own voice from the speakers would feed back into the mic.
 if (el.hear) {
   el.serverVideo.muted = true;
@@ -197,29 +166,13 @@ el.record.addEventListener("change", () => {
 el.faces?.addEventListener("change", () => {
   socket.send({ type: "echo-options", faces: el.faces.checked });
 });
-el.leave.addEventListener(
-  "click",
-  serial(() => {
-    const connected = socket.state === "open" || socket.state === "connecting";
-    leaving = connected;
-    el.leave.disabled = true;
-    socket.send({ type: "leave" });
-    socket.close();
-    teardown();
-    stopMedia();
-    room.clear();
-    if (!connected) showLeft();
-  }),
-);
-function showLeft() {
-  el.rejoin.textContent = "Rejoin";
-  el.rejoin.hidden = false;
-  status("You left the room.");
-}
-el.rejoin.addEventListener("click", () => {
-  el.rejoin.hidden = true;
-  status("Joining…");
-  socket.connect();
+const controls = new LeaveRejoin(room, {
+  leave: el.leave,
+  rejoin: el.rejoin,
+  serial,
+  teardown,
+  stopMedia,
+  status,
 });
 window.addEventListener("pagehide", () => {
   link?.close();
