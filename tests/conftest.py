@@ -25,9 +25,18 @@ def daphne_factory() -> Iterator[Callable[..., DaphneServer]]:
     servers: list[DaphneServer] = []
 
     def start(
-        env: dict[str, str] | None = None, *, migrate: bool = True, **options: Any
+        env: dict[str, str] | None = None,
+        *,
+        migrate: bool = True,
+        same_db_as: DaphneServer | None = None,
+        **options: Any,
     ) -> DaphneServer:
-        server = DaphneServer(env=env or {}, **options)
+        """``same_db_as``: another process of the same site (its SQLite file, migrated)."""
+        env = dict(env or {})
+        if same_db_as is not None:
+            env["SQLITE_PATH"] = same_db_as.full_env()["SQLITE_PATH"]
+            migrate = False
+        server = DaphneServer(env=env, **options)
         servers.append(server)
         return server.start(migrate=migrate)
 
@@ -68,6 +77,17 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
     keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
     if keys:
         client.delete(*keys)
+
+
+@pytest.fixture
+def redis_env(redis_url: str, redis_prefix: str) -> dict[str, str]:
+    """Settings for Daphne processes that share the real Redis: channel layer and presence
+    keys under this test's own prefix (deleted afterwards)."""
+    return {
+        "REDIS_URL": redis_url,
+        "CHANNEL_LAYER_PREFIX": f"{redis_prefix}-layer",
+        "PRESENCE_KEY_PREFIX": f"{redis_prefix}-presence",
+    }
 
 
 # --- Chromium ------------------------------------------------------------------------------

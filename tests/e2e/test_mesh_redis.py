@@ -10,29 +10,16 @@ second process while Ada watches from the first. Each process serves its own ori
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
-import redis
 
 from tests.e2e.test_mesh import run_mesh_flow
 
 
 @pytest.fixture
-def two_servers(redis_url, daphne_factory):
+def two_servers(redis_env, daphne_factory):
     """Two Daphne processes, one SQLite file, one Redis (keys under a unique prefix)."""
-    tag = uuid.uuid4().hex[:8]
-    env = {
-        "REDIS_URL": redis_url,
-        "CHANNEL_LAYER_PREFIX": f"rtcsite-test-{tag}-layer",
-        "PRESENCE_KEY_PREFIX": f"rtcsite-test-{tag}-presence",
-    }
-    first = daphne_factory(env)
-    second = daphne_factory({**env, "SQLITE_PATH": first.full_env()["SQLITE_PATH"]}, migrate=False)
-    yield first, second
-    client = redis.Redis.from_url(redis_url)
-    for key in client.scan_iter(match=f"rtcsite-test-{tag}*"):
-        client.delete(key)
+    first = daphne_factory(redis_env)
+    return first, daphne_factory(redis_env, same_db_as=first)
 
 
 @pytest.mark.redis

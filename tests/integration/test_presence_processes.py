@@ -3,7 +3,6 @@
 import asyncio
 import json
 import time
-import uuid
 
 import pytest
 import redis
@@ -15,28 +14,18 @@ TTL = 4  # seconds: the expiry window under test (kept short so the test is quic
 
 
 @pytest.fixture
-def two_servers(redis_url, daphne_factory):
+def two_servers(redis_env, daphne_factory):
     """Two Daphne processes, one SQLite file, one Redis (isolated prefixes)."""
-    tag = uuid.uuid4().hex[:8]
-    env = {
-        "REDIS_URL": redis_url,
-        "CHANNEL_LAYER_PREFIX": f"rtcsite-test-{tag}-layer",
-        "PRESENCE_KEY_PREFIX": f"rtcsite-test-{tag}-presence",
-        "PRESENCE_TTL": str(TTL),
-        "PRESENCE_SWEEP_INTERVAL": "1",
-    }
+    env = {**redis_env, "PRESENCE_TTL": str(TTL), "PRESENCE_SWEEP_INTERVAL": "1"}
     first = daphne_factory(env)
-    second = daphne_factory({**env, "SQLITE_PATH": first.full_env()["SQLITE_PATH"]}, migrate=False)
+    second = daphne_factory(env, same_db_as=first)
     first.manage(
         "shell",
         "-c",
         "from rooms.models import Room; "
         "Room.objects.create(slug='crash', title='Crash', kind='mesh')",
     )
-    yield first, second, env
-    client = redis.Redis.from_url(redis_url)
-    for key in client.scan_iter(match=f"rtcsite-test-{tag}*"):
-        client.delete(key)
+    return first, second, env
 
 
 async def recv_until(ws, predicate, within):

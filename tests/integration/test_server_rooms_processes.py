@@ -4,9 +4,7 @@ server peers must be in one process, so a partner arriving on the other is refus
 import asyncio
 import json
 import os
-import uuid
 
-import redis
 import websockets
 
 from signaling.media.client import ServerRoomClient
@@ -59,20 +57,12 @@ def test_relay_partner_on_another_process_is_refused_with_a_clear_error(two_serv
     asyncio.run(scenario())
 
 
-def test_deployed_layout_echo_on_a_sched_idle_media_process(redis_url, daphne_factory):
+def test_deployed_layout_echo_on_a_sched_idle_media_process(redis_env, daphne_factory):
     """docs/deploy.md's layout: a web process and a media process (SCHED_IDLE) sharing
     Redis. An echo participant on the media process's ``/ws/media/`` gets its frames back,
     and the lobby on the web process sees them join and leave."""
-    tag = uuid.uuid4().hex[:8]
-    env = {
-        "REDIS_URL": redis_url,
-        "CHANNEL_LAYER_PREFIX": f"rtcsite-test-{tag}-layer",
-        "PRESENCE_KEY_PREFIX": f"rtcsite-test-{tag}-presence",
-    }
-    web = daphne_factory(env)
-    media = daphne_factory(
-        {**env, "SQLITE_PATH": web.full_env()["SQLITE_PATH"]}, migrate=False, sched_idle=True
-    )
+    web = daphne_factory(redis_env)
+    media = daphne_factory(redis_env, same_db_as=web, sched_idle=True)
     assert os.sched_getscheduler(media.pid) == os.SCHED_IDLE
     assert os.sched_getscheduler(web.pid) == os.SCHED_OTHER
     web.manage(
@@ -120,9 +110,4 @@ def test_deployed_layout_echo_on_a_sched_idle_media_process(redis_url, daphne_fa
             )
             assert left["peer"]["peer"] == welcome["you"]["peer"]
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        client = redis.Redis.from_url(redis_url)
-        for key in client.scan_iter(match=f"rtcsite-test-{tag}*"):
-            client.delete(key)
+    asyncio.run(scenario())
