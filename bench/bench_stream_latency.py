@@ -39,6 +39,10 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "segment_1s": {"env": {"STREAM_SEGMENT_SECONDS": "1"}, "publisher": "", "viewer": ""},
     "sync_1_5": {"env": {}, "publisher": "", "viewer": "live_sync=1.5&live_delay=1.5"},
     "gentle_catchup": {"env": {}, "publisher": "", "viewer": "catchup_rate=0.1"},
+    # dash.js re-reading the MPD on its own (>= 1 s) instead of once per segment
+    "mpd_refresh_off": {"env": {}, "publisher": "", "viewer": "mpd_refresh=0"},
+    # once per segment, with dash.js's live delay lowered to what that buys
+    "dash_delay_1_5": {"env": {}, "publisher": "", "viewer": "live_delay=1.5"},
     "timeslice_500": {"env": {}, "publisher": "timeslice=500", "viewer": ""},
     "default_probing": {
         "env": {"STREAM_LOW_LATENCY_INPUT": "0"},
@@ -55,6 +59,10 @@ async () => {
   const ctx = canvas.getContext('2d', { willReadFrequently: true });
   window.__g2g = [];
   window.__g2gBad = 0;
+  window.__waiting = 0;  // the player ran out of media (a visible stall)
+  video.addEventListener('waiting', () => { window.__waiting += 1; });
+  window.__rates = [];
+  setInterval(() => window.__rates.push(video.playbackRate), 250);
   const root = document.getElementById('viewer');
   const onFrame = () => {
     const now = Date.now();
@@ -163,11 +171,22 @@ def measure(browser, config: dict[str, Any], warmup_s: float, sample_s: float) -
             slug = start_publishing_in_page(publisher, server, "Latency", "ws", query)
             watcher = SegmentWatcher(media_dir(server, slug)).__enter__()
             viewers = {}
+            missing = {"hls": [0], "dash": [0]}  # media requests answered 404 while sampling
+            sampling = [False]
             for player in ("hls", "dash"):
                 viewer_context = browser.new_context(viewport={"width": 800, "height": 700})
                 contexts.append(viewer_context)
                 page = viewer_context.new_page()
                 page.set_default_timeout(90_000)
+                page.on(
+                    "response",
+                    lambda r, n=missing[player]: (
+                        sampling[0]
+                        and r.status == 404
+                        and "/media/" in r.url
+                        and n.__setitem__(0, n[0] + 1)
+                    ),
+                )
                 extra = f"?{config['viewer']}" if config["viewer"] else ""
                 page.goto(f"{server.url}/streams/{slug}/{player}/{extra}")
                 viewers[player] = page
@@ -178,11 +197,13 @@ def measure(browser, config: dict[str, Any], warmup_s: float, sample_s: float) -
             time.sleep(warmup_s)  # players settle at their live-sync point
             for page in viewers.values():
                 page.evaluate(MEASURE_JS)
+            sampling[0] = True
             queue_depths = []
             sample_end = time.monotonic() + sample_s
             while time.monotonic() < sample_end:
                 queue_depths.append(publisher.evaluate("window.rtcPublisher.queue.length"))
                 time.sleep(0.5)
+            sampling[0] = False
             watcher.__exit__()
             capture_ms = stream_status(server, slug)["clock"]["capture_ms"]
             out: dict[str, Any] = {
@@ -196,6 +217,8 @@ def measure(browser, config: dict[str, Any], warmup_s: float, sample_s: float) -
                 delays = [s["delay"] for s in samples]
                 errors = [s["readout"] - s["delay"] for s in samples if s["readout"] is not None]
                 estimates = [s["estimate"] * 1000 for s in samples if s["estimate"]]
+                rates = page.evaluate("window.__rates")
+                span_s = (samples[-1]["t"] - samples[0]["t"]) / 1000 if len(samples) > 1 else 0
                 out[player] = {
                     "glass_to_glass": _stats(delays),
                     "readout_minus_measured_ms": {
@@ -208,6 +231,14 @@ def measure(browser, config: dict[str, Any], warmup_s: float, sample_s: float) -
                     "player_estimate": _stats(estimates),
                     "undecodable_frames": bad,
                     "player_restarts": stalls,
+                    "frames_shown_per_s": round(len(samples) / span_s, 1) if span_s else None,
+                    "stalls": page.evaluate("window.__waiting"),
+                    "media_404s": missing[player][0],
+                    "playback_rate_off_1_share": round(
+                        sum(1 for r in rates if abs(r - 1) > 1e-3) / len(rates), 2
+                    )
+                    if rates
+                    else None,
                 }
             publisher.get_by_test_id("stop").click()
             publisher.wait_for_function(

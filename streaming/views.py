@@ -20,6 +20,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from streaming import services
 from streaming.clock import iso_ms, now_ms
+from streaming.ffmpeg import EncoderOptions
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +86,13 @@ def watch(request: HttpRequest, slug: str, player: str) -> HttpResponse:
     return render(
         request,
         "streaming/watch.html",
-        {"stream": stream, "player": player, "player_label": PLAYERS[player]},
+        {
+            "stream": stream,
+            "player": player,
+            "player_label": PLAYERS[player],
+            # how often the dash.js page re-reads the MPD (static/js/viewer.js)
+            "segment_seconds": EncoderOptions.from_settings().segment_seconds,
+        },
     )
 
 

@@ -46,6 +46,12 @@ const DASH_SETTINGS = PLAYER_DEFAULTS ? {} : {
   },
 };
 
+// dash.js re-reads a live MPD at most once a second (it floors minimumUpdatePeriod at 1 s,
+// and FFmpeg writes 0 for sub-second segments), and with a SegmentTimeline it only learns
+// of a new segment from the MPD: up to a second late, which at 0.5 s segments ran its
+// buffer dry (stalls, ~24 of 30 fps shown). So the page asks for the MPD once per segment.
+const MPD_REFRESH_S = PLAYER_DEFAULTS ? 0 : num("mpd_refresh", Number(root.dataset.segmentSeconds) || 0);
+
 const clock = new ServerClock();
 const state = { status: root.dataset.status, reason: "", clock: null, started: false, player: null };
 window.rtcViewer = state; // for tests and the latency benchmark
@@ -151,8 +157,24 @@ async function startDash(url) {
     setPlayerState(`error: ${event.error && (event.error.message || event.error.code)}`);
   });
   player.initialize(video, url, true);
+  let refresher = null;
+  if (MPD_REFRESH_S > 0) {
+    // From the first manifest on (not during dash.js's own start-up).
+    player.on(events.STREAM_INITIALIZED, () => {
+      if (refresher !== null || !player.isDynamic()) return;
+      refresher = setInterval(() => {
+        if (!player.isReady()) return;
+        if (!player.isDynamic()) { clearInterval(refresher); return; } // ended: a static MPD
+        // dash.js skips it while a refresh is under way
+        player.refreshManifest((manifest) => {
+          if (manifest) state.mpdRefreshes = (state.mpdRefreshes || 0) + 1;
+        });
+      }, MPD_REFRESH_S * 1000);
+    });
+  }
   return {
     kind: "dash.js", player,
+    stop: () => clearInterval(refresher),
     // availabilityStartTime is the capture clock: media time t was captured at clock + t.
     wallClockMs: () => (state.clock ? state.clock.capture_ms + video.currentTime * 1000 : null),
     estimate: () => {
@@ -189,7 +211,7 @@ function restartIfStuck() {
   if (performance.now() - player.startedAt < 45000) return;
   console.warn(`rtcsite: ${player.kind} showed no frame in 45 s; restarting it`);
   if (player.hls) player.hls.destroy();
-  if (player.player) player.player.reset();
+  if (player.player) { player.stop(); player.player.reset(); }
   state.player = null;
   state.restarts = (state.restarts || 0) + 1;
   startPlayer();

@@ -76,6 +76,11 @@ def test_watch_with_hls_js_and_dash_js_then_stop(browser_context, live_server_pr
         )
         expect(viewer.get_by_test_id("viewers")).to_have_text("2", timeout=WAIT_MS)
     expect(lobby.get_by_test_id(f"viewers-{slug}")).to_have_text("2", timeout=WAIT_MS)
+    # The dash.js page re-reads the live MPD once per segment (dash.js alone: at most once
+    # a second), through dash.js's own refresh: it completes, and playback goes on.
+    dash = viewers["dash"]
+    dash.wait_for_function("(window.rtcViewer.mpdRefreshes || 0) >= 2", timeout=WAIT_MS)
+    expect_playing(dash)
 
     # Choosing a rung switches to it (hls.js level / dash.js representation).
     hls = viewers["hls"]
