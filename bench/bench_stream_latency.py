@@ -43,6 +43,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "mpd_refresh_off": {"env": {}, "publisher": "", "viewer": "mpd_refresh=0"},
     # once per segment, with dash.js's live delay lowered to what that buys
     "dash_delay_1_5": {"env": {}, "publisher": "", "viewer": "live_delay=1.5"},
+    # hls.js left to itself (its own catch-up at up to 1.5x), not steered on the capture clock
+    "hls_unsteered": {"env": {}, "publisher": "", "viewer": "target_latency=0&max_rate=1.5"},
     "timeslice_500": {"env": {}, "publisher": "timeslice=500", "viewer": ""},
     "default_probing": {
         "env": {"STREAM_LOW_LATENCY_INPUT": "0"},

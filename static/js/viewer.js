@@ -27,7 +27,9 @@ const PLAYER_DEFAULTS = params.get("player_defaults") === "1"; // measure the pl
 const HLS_CONFIG = PLAYER_DEFAULTS ? {} : {
   liveSyncDuration: num("live_sync", 1),
   liveMaxLatencyDuration: num("live_max", 4),
-  maxLiveSyncPlaybackRate: num("max_rate", 1.5),
+  // hls.js's own catch-up (and its reset of playbackRate to 1 on every timeupdate) is off:
+  // the page steers hls.js on the capture clock instead (steerHls below).
+  maxLiveSyncPlaybackRate: num("max_rate", 1),
   lowLatencyMode: false, // no LL-HLS parts from FFmpeg's dash muxer
   backBufferLength: 30,
 };
@@ -203,18 +205,61 @@ async function startPlayer() {
   }
 }
 
-// A player that has not shown a frame 45 s after loading (seen once with dash.js
-// joining at the first segment) is started again.
+// A player that has not shown a frame 45 s after loading (seen once with dash.js joining at
+// the first segment), or whose playhead has not moved for 20 s while the stream is live
+// (seen with dash.js under load: frozen mid-stream without recovering), is started again.
+const STUCK_START_MS = 45000;
+const STUCK_LIVE_MS = 20000;
+const progress = { time: -1, at: 0 };
+
 function restartIfStuck() {
   const player = state.player;
-  if (!player || video.currentTime > 0 || video.readyState >= 2) return;
-  if (performance.now() - player.startedAt < 45000) return;
-  console.warn(`rtcsite: ${player.kind} showed no frame in 45 s; restarting it`);
+  if (!player) return;
+  const now = performance.now();
+  if (video.currentTime !== progress.time) {
+    progress.time = video.currentTime;
+    progress.at = now;
+  }
+  const neverStarted = video.currentTime === 0 && video.readyState < 2;
+  const since = neverStarted ? now - player.startedAt : now - progress.at;
+  const limit = neverStarted ? STUCK_START_MS : STUCK_LIVE_MS;
+  if (since < limit || (!neverStarted && (state.status !== "live" || video.paused))) return;
+  console.warn(`rtcsite: ${player.kind} showed no new frame in ${Math.round(since / 1000)} s; restarting it`);
   if (player.hls) player.hls.destroy();
   if (player.player) { player.stop(); player.player.reset(); }
   state.player = null;
   state.restarts = (state.restarts || 0) + 1;
+  progress.time = -1;
   startPlayer();
+}
+
+// hls.js keeps its distance from the end of the playlist *it knows*, which lags the real
+// edge by up to a playlist reload, and it never corrects it while playing at 1x: where it
+// joins decides its latency for the whole session (1.7-2.9 s measured with the same
+// settings). So the page steers it on the capture clock: a little faster while behind the
+// target and the buffer has room, a little slower while ahead, else 1x. dash.js steers
+// itself on the wall clock (liveCatchup above).
+const HLS_TARGET_S = PLAYER_DEFAULTS ? 0 : num("target_latency", 2);
+const STEER = { deadband: 0.15, gain: 0.25, fastest: 1.15, slowest: 0.95, keepAhead: 0.6 };
+
+function bufferedAhead() {
+  const t = video.currentTime;
+  for (let i = 0; i < video.buffered.length; i += 1) {
+    if (video.buffered.start(i) <= t + 0.1 && t <= video.buffered.end(i)) return video.buffered.end(i) - t;
+  }
+  return 0;
+}
+
+function steerHls(player, latencyS) {
+  if (!player.hls || !(HLS_TARGET_S > 0)) return;
+  const error = latencyS - HLS_TARGET_S;
+  let rate = 1;
+  if (error > STEER.deadband && bufferedAhead() > STEER.keepAhead) {
+    rate = Math.min(STEER.fastest, 1 + error * STEER.gain);
+  } else if (error < -2 * STEER.deadband) {
+    rate = STEER.slowest;
+  }
+  if (Math.abs(video.playbackRate - rate) > 0.001) video.playbackRate = rate;
 }
 
 // --- readouts -----------------------------------------------------------------------------
@@ -227,6 +272,7 @@ function tick() {
   root.dataset.videoWidth = String(video.videoWidth);
   root.dataset.currentTime = video.currentTime.toFixed(2);
   if (state.status !== "live") {
+    if (player.hls && video.playbackRate !== 1) video.playbackRate = 1; // no live edge to hold
     ui.latency.textContent = "— (recording)";
     delete root.dataset.latencyMs;
     return;
@@ -236,6 +282,7 @@ function tick() {
   const latency = clock.now() - shown;
   root.dataset.latencyMs = String(Math.round(latency));
   ui.latency.textContent = `${(latency / 1000).toFixed(1)} s`;
+  steerHls(player, latency / 1000);
   const estimate = player.estimate();
   const notes = [];
   if (estimate !== null) notes.push(`${player.kind} estimates ${estimate.toFixed(1)} s`);
