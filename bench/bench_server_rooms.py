@@ -17,12 +17,12 @@ signaling isolation under echo load, and how many echo sessions with boxes stay 
   sessions and with N echo sessions with boxes running, in three layouts (``LAYOUTS``):
   the sessions in the same Daphne, on a media process at nice 10, and on a media process
   under SCHED_IDLE (the deployed one: docs/deploy.md) while the probe stays on the first.
+  The echo load runs in a child process, so the probe's own event loop is idle and its
+  latency is the server's (and the shared machine's).
 * **Capacity:** echo sessions with boxes added one at a time; each level measured; the
   highest level at which the server sends every session ≥ 15 fps (its ``media-stats``
   ``fps_out``) is the figure; what the client received is recorded next to it (the client
   decodes and encodes every session on the same 2 cores, so it is a pessimistic figure).
-* **Isolation** runs the echo load in a child process, so the probe's own event loop is
-  idle and its latency is the server's (and the shared machine's).
 """
 
 from __future__ import annotations
@@ -578,11 +578,10 @@ def summarise(results, quick, load_before, load_after, report) -> dict[str, Any]
         f"sessions sustain >= {SUSTAIN_FPS:.0f} fps; load avg {load_before[0]:.1f} before, "
         f"{load_after[0]:.1f} after"
     )
-    growth_sep = growths.get(DEPLOYED_LAYOUT)
     return {
         "name": NAME,
         "rows": rows,
-        "ratio": growth_sep,
+        "ratio": growths.get(DEPLOYED_LAYOUT),
         "headline": headline,
         "parameters": {
             "fps": FPS,

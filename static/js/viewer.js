@@ -109,10 +109,15 @@ async function startHls(url) {
     video.src = url; // Safari: native HLS; the quality is chosen by the browser
     fillQualities([], () => {});
     ui.quality.disabled = true;
-    return { kind: "native", wallClockMs: () => {
-      const start = video.getStartDate ? video.getStartDate().getTime() : NaN;
-      return Number.isNaN(start) ? null : start + video.currentTime * 1000;
-    }, estimate: () => null };
+    return {
+      kind: "native",
+      stop: () => { video.removeAttribute("src"); video.load(); },
+      wallClockMs: () => {
+        const start = video.getStartDate ? video.getStartDate().getTime() : NaN;
+        return Number.isNaN(start) ? null : start + video.currentTime * 1000;
+      },
+      estimate: () => null,
+    };
   }
   const hls = new Hls(HLS_CONFIG);
   hls.on(Hls.Events.MANIFEST_PARSED, (_event, data) => {
@@ -132,6 +137,7 @@ async function startHls(url) {
   hls.attachMedia(video);
   return {
     kind: "hls.js", hls,
+    stop: () => hls.destroy(),
     wallClockMs: () => (hls.playingDate ? hls.playingDate.getTime() : null),
     estimate: () => (Number.isFinite(hls.latency) ? hls.latency : null),
   };
@@ -176,7 +182,7 @@ async function startDash(url) {
   }
   return {
     kind: "dash.js", player,
-    stop: () => clearInterval(refresher),
+    stop: () => { clearInterval(refresher); player.reset(); },
     // availabilityStartTime is the capture clock: media time t was captured at clock + t.
     wallClockMs: () => (state.clock ? state.clock.capture_ms + video.currentTime * 1000 : null),
     estimate: () => {
@@ -225,8 +231,7 @@ function restartIfStuck() {
   const limit = neverStarted ? STUCK_START_MS : STUCK_LIVE_MS;
   if (since < limit || (!neverStarted && (state.status !== "live" || video.paused))) return;
   console.warn(`rtcsite: ${player.kind} showed no new frame in ${Math.round(since / 1000)} s; restarting it`);
-  if (player.hls) player.hls.destroy();
-  if (player.player) { player.stop(); player.player.reset(); }
+  player.stop();
   state.player = null;
   state.restarts = (state.restarts || 0) + 1;
   progress.time = -1;
