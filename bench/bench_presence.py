@@ -327,7 +327,7 @@ async def presence_ops(backend: Any, count: int, p: Params, round_no: int) -> di
         await backend.track(
             room(i),
             conn(i),
-            peer_id=f"{i:016x}",
+            user_id=f"{i:016x}",
             name=f"bench-{i}",
             process="bench",
             media={"audio": True, "video": True},

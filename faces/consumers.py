@@ -18,12 +18,13 @@ import logging
 from typing import Any
 
 from faces import services
-from identity.websocket import AuthenticatedJsonConsumer, ProtocolError
+from rtcsite.errors import ClientError
+from rtcsite.ws.consumer import JsonSocketConsumer
 
 logger = logging.getLogger(__name__)
 
 
-class FaceFramesConsumer(AuthenticatedJsonConsumer):
+class FaceFramesConsumer(JsonSocketConsumer):
     # The base bucket counts every message; frames have their own (FACE_MAX_FPS) below.
     rate_limit = (100.0, 200)
 
@@ -42,33 +43,35 @@ class FaceFramesConsumer(AuthenticatedJsonConsumer):
         return {name: getattr(params, name) for name in (*params.LIMITS, "equalize")}
 
     async def handle_params(self, content: dict[str, Any]) -> None:
-        try:
-            self.session.set_params(content.get("params"))
-        except services.BadParams as exc:
-            raise ProtocolError(exc.code, exc.message) from exc
+        self.session.set_params(content.get("params"))
         await self.send_json({"type": "params", "params": self._params_dict()})
 
     async def receive_bytes(self, data: bytes) -> None:
         try:
             number = self.session.admit()
-        except (services.Busy, services.RateLimited) as exc:
-            # Dropped, not a protocol fault: not counted towards closing the socket.
-            frame = self.session.frames
-            await self.send_error(exc.code, exc.message, "frame", frame=frame, **exc.detail)
+        except ClientError as exc:
+            # Dropped (busy or over the rate), not a protocol fault: not counted towards
+            # closing the socket.
+            exc.details["frame"] = self.session.frames
+            await self.send_error(exc, "frame")
             return
         self.task = asyncio.get_running_loop().create_task(self._detect(number, data))
 
     async def _detect(self, number: int, data: bytes) -> None:
+        await self.guard(self._detect_and_reply(number, data), "frame")
+
+    async def _detect_and_reply(self, number: int, data: bytes) -> None:
         try:
             result = await self.session.detect(data)
-        except services.FrameError as exc:
-            await self._reject(exc.code, exc.message, "frame", frame=number, **exc.detail)
-            return
+        except ClientError as exc:
+            exc.details["frame"] = number
+            raise
         except Exception:
             logger.exception("face detection failed (%s)", self.log_context())
-            await self.send_error("server-error", "Detection failed.", "frame", frame=number)
+            error = ClientError("Detection failed.", code="server-error", status=500)
+            error.details["frame"] = number
+            await self.send_error(error, "frame")
             return
-        self._errors = 0
         await self.send_json({"type": "faces", "frame": number, **result.as_dict()})
 
     async def disconnect(self, code: int) -> None:

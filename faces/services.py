@@ -35,46 +35,10 @@ from django.conf import settings
 from PIL import Image
 
 from faces.detector import BadImage, Box, DetectorParams, decode_image, get_detector
-from identity.websocket import TokenBucket
+from rtcsite.errors import Busy, ClientError, RateLimited
+from rtcsite.ratelimit import TokenBucket
 
 FRAME_TYPES = ("image/webp", "image/jpeg", "image/png")
-
-
-# --- errors ----------------------------------------------------------------------------
-class FrameError(Exception):
-    """A refused frame or parameter set; the message is meant for the user."""
-
-    code = "error"
-    http_status = 400
-
-    def __init__(self, message: str, **detail: Any) -> None:
-        super().__init__(message)
-        self.message = message
-        self.detail = detail
-
-
-class BadFrame(FrameError):
-    code = "bad-image"
-
-
-class FrameTooLarge(FrameError):
-    code, http_status = "too-large", 413
-
-
-class TooManyPixels(FrameError):
-    code, http_status = "too-many-pixels", 413
-
-
-class BadParams(FrameError):
-    code = "bad-params"
-
-
-class RateLimited(FrameError):
-    code, http_status = "rate-limited", 429
-
-
-class Busy(FrameError):
-    code, http_status = "busy", 429
 
 
 # --- settings --------------------------------------------------------------------------
@@ -132,11 +96,11 @@ def parse_params(overrides: Any) -> DetectorParams:
     if overrides is None:
         return base
     if not isinstance(overrides, Mapping):
-        raise BadParams("'params' must be an object of detection parameters.")
+        raise ClientError("'params' must be an object of detection parameters.", code="bad-params")
     try:
         return base.with_overrides(overrides)
     except (TypeError, ValueError) as exc:
-        raise BadParams(f"Bad detection parameters: {exc}.") from exc
+        raise ClientError(f"Bad detection parameters: {exc}.", code="bad-params") from exc
 
 
 def params_from_query(query: Mapping[str, str]) -> DetectorParams:
@@ -150,9 +114,13 @@ def params_from_query(query: Mapping[str, str]) -> DetectorParams:
         try:
             number = float(text)
         except ValueError:
-            raise BadParams(f"Bad detection parameters: {name} must be a number.") from None
+            raise ClientError(
+                f"Bad detection parameters: {name} must be a number.", code="bad-params"
+            ) from None
         if not math.isfinite(number):
-            raise BadParams(f"Bad detection parameters: {name} must be a finite number.")
+            raise ClientError(
+                f"Bad detection parameters: {name} must be a finite number.", code="bad-params"
+            )
         overrides[name] = int(number) if number.is_integer() and "." not in text else number
     return parse_params(overrides or None)
 
@@ -180,10 +148,15 @@ def check_frame(data: bytes) -> tuple[int, int]:
     """Refuse oversized, non-image or too-large-bitmap frames before decoding them."""
     limit = max_frame_bytes()
     if not data:
-        raise BadFrame("Empty frame: send the image bytes (WebP, JPEG or PNG).")
+        raise ClientError(
+            "Empty frame: send the image bytes (WebP, JPEG or PNG).", code="bad-image"
+        )
     if len(data) > limit:
-        raise FrameTooLarge(
-            f"Frame has {len(data)} bytes; at most {limit} are accepted.", limit=limit
+        raise ClientError(
+            f"Frame has {len(data)} bytes; at most {limit} are accepted.",
+            code="too-large",
+            status=413,
+            limit=limit,
         )
     try:
         with warnings.catch_warnings():
@@ -192,15 +165,25 @@ def check_frame(data: bytes) -> tuple[int, int]:
                 width, height = header.size
                 kind = header.format
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise TooManyPixels(f"Frame is far too large: {exc}", limit=max_frame_pixels()) from exc
+        raise ClientError(
+            f"Frame is far too large: {exc}",
+            code="too-many-pixels",
+            status=413,
+            limit=max_frame_pixels(),
+        ) from exc
     except Exception as exc:  # Pillow raises many kinds for garbage
-        raise BadFrame("Not an image: send WebP, JPEG or PNG bytes.") from exc
+        raise ClientError("Not an image: send WebP, JPEG or PNG bytes.", code="bad-image") from exc
     if kind not in ("WEBP", "JPEG", "PNG"):
-        raise BadFrame(f"{kind} images are not accepted: send WebP, JPEG or PNG.")
+        raise ClientError(
+            f"{kind} images are not accepted: send WebP, JPEG or PNG.", code="bad-image"
+        )
     pixels = max_frame_pixels()
     if width * height > pixels:
-        raise TooManyPixels(
-            f"Frame is {width}x{height}; at most {pixels} pixels are accepted.", limit=pixels
+        raise ClientError(
+            f"Frame is {width}x{height}; at most {pixels} pixels are accepted.",
+            code="too-many-pixels",
+            status=413,
+            limit=pixels,
         )
     return width, height
 
@@ -212,7 +195,7 @@ def detect_frame(data: bytes, params: DetectorParams | None = None) -> Detection
     try:
         image = decode_image(data, max_frame_pixels())
     except BadImage as exc:  # e.g. a truncated file whose header was fine
-        raise BadFrame(f"Could not decode the frame: {exc}.") from exc
+        raise ClientError(f"Could not decode the frame: {exc}.", code="bad-image") from exc
     boxes = get_detector().detect(image, params)
     height, width = image.shape[:2]
     return Detection(width, height, boxes, (time.perf_counter() - started) * 1000)
@@ -236,12 +219,13 @@ class FrameSession:
         self.frames += 1
         if self.in_flight:
             self.dropped += 1
-            raise Busy("Busy with the previous frame: wait for its answer before sending.")
+            # 429, not 503: the client sent a frame before its previous one was answered
+            raise Busy(
+                "Busy with the previous frame: wait for its answer before sending.", status=429
+            )
         if not self.bucket.take():
             self.dropped += 1
-            raise RateLimited(
-                f"More than {max_fps():g} frames per second: slow down.", retry_after=1
-            )
+            raise RateLimited(f"More than {max_fps():g} frames per second: slow down.")
         self.in_flight = True
         return self.frames
 

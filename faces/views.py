@@ -18,6 +18,7 @@ from django.views.decorators.http import require_POST
 
 from faces import services
 from identity.tokens import TokenError, verify_token
+from rtcsite.errors import ClientError, http_response
 
 
 def index(request: HttpRequest) -> HttpResponse:
@@ -64,15 +65,6 @@ def new_stream(request: HttpRequest) -> HttpResponse:
     return redirect(f"{reverse('faces:index')}?stream={stream.slug}")
 
 
-def error_response(exc: services.FrameError) -> JsonResponse:
-    response = JsonResponse(
-        {"error": exc.code, "message": exc.message, **exc.detail}, status=exc.http_status
-    )
-    if exc.http_status == 429:
-        response["Retry-After"] = str(exc.detail.get("retry_after", 1))
-    return response
-
-
 @csrf_exempt
 async def detect(request: HttpRequest) -> HttpResponse:
     """``POST`` the image bytes; query parameters override detection parameters."""
@@ -90,13 +82,16 @@ async def detect(request: HttpRequest) -> HttpResponse:
     limit = services.max_frame_bytes()
     try:
         if declared > limit:  # before Django reads the body into memory
-            raise services.FrameTooLarge(
-                f"Frame has {declared} bytes; at most {limit} are accepted.", limit=limit
+            raise ClientError(
+                f"Frame has {declared} bytes; at most {limit} are accepted.",
+                code="too-large",
+                status=413,
+                limit=limit,
             )
         params = services.params_from_query(request.GET)
         session = services.http_session(identity.id)
         number = session.admit()
         result = await session.detect(request.body, params)
-    except services.FrameError as exc:
-        return error_response(exc)
+    except ClientError as exc:
+        return http_response(exc)
     return JsonResponse({"frame": number, **result.as_dict()})

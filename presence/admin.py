@@ -39,8 +39,8 @@ class LivePresenceAdmin(admin.ModelAdmin):
         rows = [
             {
                 "room": p.room,
-                "peer": p.conn_id,
-                "user": p.peer_id,
+                "peer": p.peer_id,
+                "user": p.user_id,
                 "name": p.name,
                 "since": dt.datetime.fromtimestamp(p.joined_at, tz=dt.UTC),
                 "expires": dt.datetime.fromtimestamp(p.expires_at, tz=dt.UTC),

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from identity.websocket import PROTOCOL_VERSION, AuthenticatedJsonConsumer
 from presence import services
+from rtcsite.ws.codes import PROTOCOL_VERSION
+from rtcsite.ws.consumer import JsonSocketConsumer
 
 
-class LobbyConsumer(AuthenticatedJsonConsumer):
+class LobbyConsumer(JsonSocketConsumer):
     """``/ws/lobby/``: one per open lobby page."""
 
     close_db_per_message = False  # no database access at all

@@ -13,8 +13,6 @@ import asyncio
 import json
 import logging
 import math
-import os
-import socket
 from typing import Any
 
 from channels.layers import get_channel_layer
@@ -22,16 +20,11 @@ from channels.layers import get_channel_layer
 from presence.backends import get_backend
 from presence.backends.base import Presence
 from presence.sweeper import sweep_forever
+from rtcsite.process import PROCESS_ID
 
 logger = logging.getLogger(__name__)
 
 LOBBY_GROUP = "lobby"
-_PROCESS_ID = f"{socket.gethostname()}:{os.getpid()}"
-
-
-def process_id() -> str:
-    """Which server process holds a socket (shown in admin; useful after a crash)."""
-    return _PROCESS_ID
 
 
 def room_group(slug: str) -> str:
@@ -41,8 +34,8 @@ def room_group(slug: str) -> str:
 def public_peer(presence: Presence) -> dict[str, Any]:
     """What other participants and the lobby may see of a presence (no channel names)."""
     return {
-        "peer": presence.conn_id,
-        "user": presence.peer_id,
+        "peer": presence.peer_id,
+        "user": presence.user_id,
         "name": presence.name,
         "joined_at": presence.joined_at,
         "media": presence.media,
@@ -51,7 +44,7 @@ def public_peer(presence: Presence) -> dict[str, Any]:
 
 async def join(
     room: str,
-    conn_id: str,
+    peer_id: str,
     *,
     channel: str,
     user_id: str,
@@ -65,7 +58,7 @@ async def join(
     """
     presence, _ = await join_and_list(
         room,
-        conn_id,
+        peer_id,
         channel=channel,
         user_id=user_id,
         name=name,
@@ -77,7 +70,7 @@ async def join(
 
 async def join_and_list(
     room: str,
-    conn_id: str,
+    peer_id: str,
     *,
     channel: str,
     user_id: str,
@@ -90,10 +83,10 @@ async def join_and_list(
     ensure_sweeper()
     presence, members = await get_backend().track_and_list(
         room,
-        conn_id,
-        peer_id=user_id,
+        peer_id,
+        user_id=user_id,
         name=name,
-        process=process_id(),
+        process=PROCESS_ID,
         channel=channel,
         media=media,
         capacity=capacity,
@@ -102,21 +95,21 @@ async def join_and_list(
     return presence, members
 
 
-async def leave(room: str, conn_id: str) -> Presence | None:
+async def leave(room: str, peer_id: str) -> Presence | None:
     """Untrack and announce; ``None`` (and no announcement) if it was already gone."""
-    presence, count = await get_backend().untrack_and_count(room, conn_id)
+    presence, count = await get_backend().untrack_and_count(room, peer_id)
     if presence is not None:
         await _announce(presence, "leave", count=count)
     return presence
 
 
-async def heartbeat(room: str, conn_id: str) -> bool:
+async def heartbeat(room: str, peer_id: str) -> bool:
     """Refresh a presence; ``False`` if it had expired (the caller re-joins)."""
-    return await get_backend().refresh(room, conn_id)
+    return await get_backend().refresh(room, peer_id)
 
 
-async def set_media(room: str, conn_id: str, media: dict[str, bool]) -> Presence | None:
-    presence = await get_backend().update_media(room, conn_id, media)
+async def set_media(room: str, peer_id: str, media: dict[str, bool]) -> Presence | None:
+    presence = await get_backend().update_media(room, peer_id, media)
     if presence is not None:
         await get_channel_layer().group_send(
             room_group(room), {"type": "presence.media", "presence": presence.as_dict()}
@@ -141,7 +134,7 @@ async def announce_left(presences: list[Presence]) -> None:
     for presence in presences:
         logger.info(
             "presence expired: %s in %s (process %s)",
-            presence.conn_id,
+            presence.peer_id,
             presence.room,
             presence.process,
         )

@@ -3,8 +3,8 @@
 from django.urls import re_path
 
 from faces.routing import websocket_urlpatterns as faces_patterns
-from identity.websocket import NotFoundConsumer
 from presence.routing import websocket_urlpatterns as presence_patterns
+from rtcsite.ws.consumer import NotFoundConsumer
 from signaling.routing import websocket_urlpatterns as signaling_patterns
 from streaming.routing import websocket_urlpatterns as streaming_patterns
 

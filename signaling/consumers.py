@@ -17,14 +17,16 @@ from typing import Any
 
 from django.conf import settings
 
-from identity.websocket import AuthenticatedJsonConsumer, CloseCode, ProtocolError
 from presence import services as presence
 from presence.backends.base import RoomFull
 from rooms.models import Room
 from rooms.services import aget_room
+from rtcsite.errors import ClientError, Conflict, Forbidden, NotFound
 from rtcsite.ice import client_ice_servers
+from rtcsite.process import PROCESS_ID
+from rtcsite.ws.codes import CloseCode
+from rtcsite.ws.consumer import JsonSocketConsumer
 from signaling import local
-from signaling.media.peer import NegotiationError
 from signaling.media.rooms import SERVER_KINDS, MediaSession, joined_elsewhere
 from signaling.messages import PEER_ID_RE, clean_candidate, clean_description, clean_peer_id
 
@@ -33,7 +35,7 @@ logger = logging.getLogger(__name__)
 MEDIA_KEYS = ("audio", "video")
 
 
-class RoomConsumer(AuthenticatedJsonConsumer):
+class RoomConsumer(JsonSocketConsumer):
     """One participant's connection to one room."""
 
     #: SDP and trickled ICE come in bursts (an offer and a dozen candidates per peer)
@@ -53,12 +55,12 @@ class RoomConsumer(AuthenticatedJsonConsumer):
         slug = self.scope["url_route"]["kwargs"]["slug"]
         room = await aget_room(slug)
         if room is None:
-            await self.send_error("not-found", "No such room.")
-            await self.close(code=CloseCode.NOT_FOUND, reason="not-found")
+            await self.refuse(NotFound("No such room."), CloseCode.NOT_FOUND)
             return
         if not room.is_open:
-            await self.send_error("room-closed", "This room is closed.")
-            await self.close(code=CloseCode.FORBIDDEN, reason="room-closed")
+            await self.refuse(
+                Forbidden("This room is closed.", code="room-closed"), CloseCode.FORBIDDEN
+            )
             return
         self.room = room
         self.peer_id = secrets.token_hex(6)  # per connection: two tabs are two peers
@@ -78,24 +80,28 @@ class RoomConsumer(AuthenticatedJsonConsumer):
             )
         except RoomFull:
             await self.channel_layer.group_discard(group, self.channel_name)
-            await self.send_error(
-                "room-full", f"“{room.title}” is full ({room.capacity} participants)."
+            await self.refuse(
+                Conflict(
+                    f"“{room.title}” is full ({room.capacity} participants).", code="room-full"
+                ),
+                CloseCode.ROOM_FULL,
             )
-            await self.close(code=CloseCode.ROOM_FULL, reason="room-full")
             return
         self.joined = True
         local.register(self.channel_name, self)
-        if joined_elsewhere(room.kind, self.peer_id, members, presence.process_id()):
+        if joined_elsewhere(room.kind, self.peer_id, members, PROCESS_ID):
             await self._leave()
-            await self.send_error(
-                "media-elsewhere",
-                "The other participant of this relay room is connected to another server "
-                "process; try again (the load balancer should route a room to one process).",
+            await self.refuse(
+                Conflict(
+                    "The other participant of this relay room is connected to another server "
+                    "process; try again (the load balancer should route a room to one process).",
+                    code="media-elsewhere",
+                ),
+                CloseCode.WRONG_PROCESS,
             )
-            await self.close(code=CloseCode.WRONG_PROCESS, reason="media-elsewhere")
             return
-        others = [p for p in members if p.conn_id != self.peer_id]
-        self.peers = {p.conn_id: p.channel for p in others}
+        others = [p for p in members if p.peer_id != self.peer_id]
+        self.peers = {p.peer_id: p.channel for p in others}
         await self.send_json(
             {
                 "type": "welcome",
@@ -138,7 +144,7 @@ class RoomConsumer(AuthenticatedJsonConsumer):
         if not old or not PEER_ID_RE.match(old):
             return
         for member in await presence.members(self.room.slug):
-            if member.conn_id == old and member.peer_id == self.identity.id:
+            if member.peer_id == old and member.user_id == self.identity.id:
                 await presence.leave(self.room.slug, old)
                 return
 
@@ -178,7 +184,7 @@ class RoomConsumer(AuthenticatedJsonConsumer):
         """``{"type": "media", "audio": bool, "video": bool}``: shown on others' tiles."""
         media = {k: content[k] for k in MEDIA_KEYS if k in content}
         if not media or not all(isinstance(v, bool) for v in media.values()):
-            raise ProtocolError("bad-message", "media needs boolean 'audio' and/or 'video'.")
+            raise ClientError("media needs boolean 'audio' and/or 'video'.")
         await presence.set_media(self.room.slug, self.peer_id, media)
 
     async def handle_offer(self, content: dict[str, Any]) -> None:
@@ -190,9 +196,7 @@ class RoomConsumer(AuthenticatedJsonConsumer):
 
     async def handle_answer(self, content: dict[str, Any]) -> None:
         if self._server_room():
-            raise ProtocolError(
-                "bad-message", "In server rooms the browser offers and the server answers."
-            )
+            raise ClientError("In server rooms the browser offers and the server answers.")
         await self._relay(content, clean_description(content, "answer"))
 
     async def handle_candidate(self, content: dict[str, Any]) -> None:
@@ -206,18 +210,18 @@ class RoomConsumer(AuthenticatedJsonConsumer):
         """``{"type": "echo-options", "faces": bool}``: boxes drawn into the echo."""
         faces = content.get("faces")
         if not isinstance(faces, bool):
-            raise ProtocolError("bad-message", "echo-options needs a boolean 'faces'.")
+            raise ClientError("echo-options needs a boolean 'faces'.")
         if not self._server_room() or self.room.kind != "echo":
-            raise ProtocolError("bad-message", "echo-options is for echo rooms only.")
+            raise ClientError("echo-options is for echo rooms only.")
         self._media().set_faces(faces)
 
     async def handle_record(self, content: dict[str, Any]) -> None:
         """``{"type": "record", "on": bool}``: server-side recording of what we send."""
         on = content.get("on")
         if not isinstance(on, bool):
-            raise ProtocolError("bad-message", "record needs a boolean 'on'.")
+            raise ClientError("record needs a boolean 'on'.")
         if not self._server_room():
-            raise ProtocolError("bad-message", "record is for echo and relay rooms only.")
+            raise ClientError("record is for echo and relay rooms only.")
         await self._media_call(
             self._media().set_recording(on, self.identity.id, self.identity.name)
         )
@@ -227,21 +231,17 @@ class RoomConsumer(AuthenticatedJsonConsumer):
 
     def _media(self) -> MediaSession:
         if not self.joined or self.media is None:
-            raise ProtocolError("not-joined", "Join the room before signaling.")
+            raise ClientError("Join the room before signaling.", code="not-joined")
         return self.media
 
     async def _media_call(self, call) -> None:
         """Run a media-session call; its refusals become ``error`` messages."""
-        try:
-            await call
-        except NegotiationError as exc:
-            logger.info("room %s peer %s: %s", self.room.slug, self.peer_id, exc.message)
-            raise ProtocolError(exc.code, exc.message) from exc
+        await call
 
     async def _relay(self, content: dict[str, Any], message: dict[str, Any]) -> None:
         """Deliver to the addressed peer only, with ``from`` stamped by the server."""
         if not self.joined:
-            raise ProtocolError("not-joined", "Join the room before signaling.")
+            raise ClientError("Join the room before signaling.", code="not-joined")
         target = clean_peer_id(content.get("to"))
         channel = self.peers.get(target)
         if channel is None:
@@ -252,8 +252,8 @@ class RoomConsumer(AuthenticatedJsonConsumer):
                 message["type"],
                 target,
             )
-            raise ProtocolError(
-                "unknown-peer", "No such peer in this room (it may have left).", peer=target
+            raise ClientError(
+                "No such peer in this room (it may have left).", code="unknown-peer", peer=target
             )
         message["from"] = self.peer_id
         target = local.lookup(channel) if settings.SIGNALING_LOCAL_DELIVERY else None
@@ -275,35 +275,37 @@ class RoomConsumer(AuthenticatedJsonConsumer):
             )
         except RoomFull:
             self.joined = False
-            await self.send_error("room-full", "Your place expired and the room filled up.")
-            await self.close(code=CloseCode.ROOM_FULL, reason="room-full")
+            await self.refuse(
+                Conflict("Your place expired and the room filled up.", code="room-full"),
+                CloseCode.ROOM_FULL,
+            )
 
     # --- group events ---------------------------------------------------------------------
 
     async def presence_joined(self, event: dict[str, Any]) -> None:
         joined = event["presence"]
-        if joined["conn_id"] == self.peer_id or not self.joined:
+        if joined["peer_id"] == self.peer_id or not self.joined:
             return
-        if self.peers.get(joined["conn_id"]) == joined["channel"]:
+        if self.peers.get(joined["peer_id"]) == joined["channel"]:
             return  # already in our welcome list (it joined while we did)
-        self.peers[joined["conn_id"]] = joined["channel"]
+        self.peers[joined["peer_id"]] = joined["channel"]
         await self.send_json({"type": "peer-joined", **_public(joined)})
 
     async def presence_left(self, event: dict[str, Any]) -> None:
-        if event["presence"]["conn_id"] == self.peer_id or not self.joined:
+        if event["presence"]["peer_id"] == self.peer_id or not self.joined:
             return
-        self.peers.pop(event["presence"]["conn_id"], None)
-        message = {"type": "peer-left", "peer": event["presence"]["conn_id"]}
+        self.peers.pop(event["presence"]["peer_id"], None)
+        message = {"type": "peer-left", "peer": event["presence"]["peer_id"]}
         if event.get("reason"):
             message["reason"] = event["reason"]
         await self.send_json(message)
 
     async def presence_media(self, event: dict[str, Any]) -> None:
-        if event["presence"]["conn_id"] != self.peer_id:
+        if event["presence"]["peer_id"] != self.peer_id:
             await self.send_json(
                 {
                     "type": "peer-media",
-                    "peer": event["presence"]["conn_id"],
+                    "peer": event["presence"]["peer_id"],
                     "media": event["presence"]["media"],
                 }
             )
@@ -324,8 +326,8 @@ class RoomConsumer(AuthenticatedJsonConsumer):
 
 def _public(presence: dict[str, Any]) -> dict[str, Any]:
     return {
-        "peer": presence["conn_id"],
-        "user": presence["peer_id"],
+        "peer": presence["peer_id"],
+        "user": presence["user_id"],
         "name": presence["name"],
         "joined_at": presence["joined_at"],
         "media": presence["media"],

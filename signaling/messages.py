@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from identity.websocket import ProtocolError
+from rtcsite.errors import ClientError
 
 MAX_SDP_CHARS = 48 * 1024  # a 3-peer audio+video SDP is ~6-10 KB; leave room for codecs
 MAX_CANDIDATE_CHARS = 1024
@@ -20,7 +20,7 @@ PEER_ID_RE = re.compile(r"^[0-9a-f]{12}$")
 
 def clean_peer_id(value: Any) -> str:
     if not isinstance(value, str) or not PEER_ID_RE.match(value):
-        raise ProtocolError("bad-message", "'to' must be a peer id from welcome/peer-joined.")
+        raise ClientError("'to' must be a peer id from welcome/peer-joined.")
     return value
 
 
@@ -28,13 +28,13 @@ def clean_description(content: dict[str, Any], kind: str) -> dict[str, Any]:
     """``offer`` / ``answer``: ``{"to", "sdp"}``; the SDP must look like one."""
     sdp = content.get("sdp")
     if not isinstance(sdp, str) or not sdp.startswith("v=0"):
-        raise ProtocolError("bad-message", f"{kind} needs an 'sdp' string starting with 'v=0'.")
+        raise ClientError(f"{kind} needs an 'sdp' string starting with 'v=0'.")
     if len(sdp) > MAX_SDP_CHARS:
-        raise ProtocolError("too-large", f"SDP is limited to {MAX_SDP_CHARS} characters.")
+        raise ClientError(f"SDP is limited to {MAX_SDP_CHARS} characters.", code="too-large")
     cleaned: dict[str, Any] = {"type": kind, "sdp": sdp}
     if "restart" in content:
         if not isinstance(content["restart"], bool):
-            raise ProtocolError("bad-message", "'restart' must be a boolean.")
+            raise ClientError("'restart' must be a boolean.")
         cleaned["restart"] = content["restart"]
     return cleaned
 
@@ -43,27 +43,27 @@ def clean_candidate(content: dict[str, Any]) -> dict[str, Any]:
     """``candidate``: an RTCIceCandidateInit, or ``null`` for end-of-candidates."""
     candidate = content.get("candidate", ...)
     if candidate is ...:
-        raise ProtocolError("bad-message", "candidate needs a 'candidate' field (or null).")
+        raise ClientError("candidate needs a 'candidate' field (or null).")
     if candidate is None:
         return {"type": "candidate", "candidate": None}
     if not isinstance(candidate, dict):
-        raise ProtocolError("bad-message", "'candidate' must be an object or null.")
+        raise ClientError("'candidate' must be an object or null.")
     text = candidate.get("candidate")
     if not isinstance(text, str) or len(text) > MAX_CANDIDATE_CHARS:
-        raise ProtocolError("bad-message", "'candidate.candidate' must be a short string.")
+        raise ClientError("'candidate.candidate' must be a short string.")
     if text and not text.startswith(("candidate:", "a=candidate:")):
-        raise ProtocolError("bad-message", "'candidate.candidate' is not an ICE candidate.")
+        raise ClientError("'candidate.candidate' is not an ICE candidate.")
     mid = candidate.get("sdpMid")
     if mid is not None and (not isinstance(mid, str) or len(mid) > MAX_MID_CHARS):
-        raise ProtocolError("bad-message", "'candidate.sdpMid' must be a short string or null.")
+        raise ClientError("'candidate.sdpMid' must be a short string or null.")
     index = candidate.get("sdpMLineIndex")
     if index is not None and (
         not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < 64
     ):
-        raise ProtocolError("bad-message", "'candidate.sdpMLineIndex' must be 0-63 or null.")
+        raise ClientError("'candidate.sdpMLineIndex' must be 0-63 or null.")
     ufrag = candidate.get("usernameFragment")
     if ufrag is not None and (not isinstance(ufrag, str) or len(ufrag) > 256):
-        raise ProtocolError("bad-message", "'candidate.usernameFragment' must be a string.")
+        raise ClientError("'candidate.usernameFragment' must be a string.")
     return {
         "type": "candidate",
         "candidate": {

@@ -17,8 +17,10 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from identity.websocket import AuthenticatedJsonConsumer, CloseCode, ProtocolError
 from presence import services as presence
+from rtcsite.errors import ClientError, NotFound
+from rtcsite.ws.codes import CloseCode
+from rtcsite.ws.consumer import JsonSocketConsumer
 from streaming import services
 from streaming.clock import ClockError, check_capture_ms
 
@@ -27,9 +29,10 @@ logger = logging.getLogger(__name__)
 SEQ_HEADER = struct.Struct(">I")
 
 
-class StreamIngestConsumer(AuthenticatedJsonConsumer):
+class StreamIngestConsumer(JsonSocketConsumer):
     #: chunks are also rate-limited per stream by services.feed_chunk
     rate_limit = (50.0, 100)
+    binary_ref = "chunk"
 
     slug: str
     key: str | None = None
@@ -46,17 +49,13 @@ class StreamIngestConsumer(AuthenticatedJsonConsumer):
     async def handle_publish(self, content: dict[str, Any]) -> None:
         key = content.get("key")
         if not isinstance(key, str):
-            raise ProtocolError("key-missing", "Send 'key': the stream's publish key.")
+            raise ClientError("Send 'key': the stream's publish key.", code="key-missing")
         try:
             stream = await services.authenticate(self.slug, key)
-        except services.StreamNotFound as exc:
-            await self.send_error(exc.code, exc.message, "publish")
-            await self.close(code=CloseCode.NOT_FOUND, reason=exc.code)
-            return
-        except services.IngestError as exc:
+        except ClientError as exc:
             logger.info("ws ingest refused (%s): %s", self.log_context(), exc.code)
-            await self.send_error(exc.code, exc.message, "publish")
-            await self.close(code=CloseCode.FORBIDDEN, reason=exc.code)
+            close = CloseCode.NOT_FOUND if exc.status == 404 else CloseCode.FORBIDDEN
+            await self.refuse(exc, close, "publish")
             return
         self.key = key
         await self.send_json(
@@ -70,28 +69,20 @@ class StreamIngestConsumer(AuthenticatedJsonConsumer):
 
     async def receive_bytes(self, data: bytes) -> None:
         if self.key is None:
-            await self._reject("not-publishing", "Send 'publish' with the key before chunks.")
-            return
+            raise ClientError("Send 'publish' with the key before chunks.", code="not-publishing")
         if len(data) <= SEQ_HEADER.size:
-            await self._reject("invalid", "A chunk frame is a 4-byte sequence number + data.")
-            return
+            raise ClientError("A chunk frame is a 4-byte sequence number + data.", code="invalid")
         (seq,) = SEQ_HEADER.unpack_from(data)
         try:
             reply = await services.feed_chunk(
                 self.slug, self.key, seq, data[SEQ_HEADER.size :], capture_ms=self.capture_ms
             )
-        except services.Busy as exc:
-            # Not the client's fault: not counted towards the bad-message limit.
-            await self.send_error(exc.code, exc.message, "chunk", seq=seq, retry_after=1)
-            return
-        except (services.KeyRefused, services.KeyMissing, services.StreamNotFound) as exc:
-            await self.send_error(exc.code, exc.message, "chunk", seq=seq)
-            await self.close(code=CloseCode.FORBIDDEN, reason=exc.code)
-            return
-        except services.IngestError as exc:
-            await self._reject(exc.code, exc.message, "chunk", seq=seq)
-            return
-        self._errors = 0
+        except ClientError as exc:
+            exc.details.setdefault("seq", seq)
+            if exc.status in (401, 403, 404):  # the key or the stream is gone: stop here
+                await self.refuse(exc, CloseCode.FORBIDDEN, "chunk")
+                return
+            raise
         await self.send_json({"type": "ack", **reply})
 
     async def handle_clock(self, content: dict[str, Any]) -> None:
@@ -100,20 +91,17 @@ class StreamIngestConsumer(AuthenticatedJsonConsumer):
         try:
             self.capture_ms = check_capture_ms(content.get("capture_ms"))
         except ClockError as exc:
-            raise ProtocolError("bad-clock", str(exc)) from exc
+            raise ClientError(str(exc), code="bad-clock") from exc
         await self.send_json({"type": "clock", "capture_ms": self.capture_ms})
 
     async def handle_stop(self, content: dict[str, Any]) -> None:
         if self.key is None:
-            raise ProtocolError("not-publishing", "Send 'publish' with the key first.")
-        try:
-            reply = await services.stop_stream(self.slug, self.key)
-        except services.IngestError as exc:
-            raise ProtocolError(exc.code, exc.message) from exc
+            raise ClientError("Send 'publish' with the key first.", code="not-publishing")
+        reply = await services.stop_stream(self.slug, self.key)
         await self.send_json({"type": "stopped", **reply})
 
 
-class StreamViewerConsumer(AuthenticatedJsonConsumer):
+class StreamViewerConsumer(JsonSocketConsumer):
     """``/ws/streams/<slug>/watch/``: one per open viewer page; read-only.
 
     The connection counts as a viewer (a presence in the stream's viewer room, expiring
@@ -123,22 +111,21 @@ class StreamViewerConsumer(AuthenticatedJsonConsumer):
     """
 
     slug: str
-    conn_id: str
+    peer_id: str
     watching: bool = False
 
     async def on_connect(self) -> None:
         self.slug = self.scope["url_route"]["kwargs"]["slug"]
         info = await database_sync_to_async(services.status)(self.slug)
         if info is None:
-            await self.send_error("not-found", "No such stream.")
-            await self.close(code=CloseCode.NOT_FOUND, reason="not-found")
+            await self.refuse(NotFound("No such stream."), CloseCode.NOT_FOUND)
             return
-        self.conn_id = secrets.token_hex(6)
+        self.peer_id = secrets.token_hex(6)
         room = services.viewer_room(self.slug)
         await self.channel_layer.group_add(services.viewer_group(self.slug), self.channel_name)
         await presence.join(
             room,
-            self.conn_id,
+            self.peer_id,
             channel=self.channel_name,
             user_id=self.identity.id,
             name=self.identity.name,
@@ -148,7 +135,7 @@ class StreamViewerConsumer(AuthenticatedJsonConsumer):
         await self.send_json(
             {
                 "type": "welcome",
-                "you": {"peer": self.conn_id, **self.identity.as_dict()},
+                "you": {"peer": self.peer_id, **self.identity.as_dict()},
                 "stream": info,
                 "viewers": await services.viewer_count(self.slug),
                 "heartbeat_interval": settings.PRESENCE_HEARTBEAT_INTERVAL,
@@ -173,15 +160,15 @@ class StreamViewerConsumer(AuthenticatedJsonConsumer):
             await self.channel_layer.group_discard(
                 services.viewer_group(self.slug), self.channel_name
             )
-            await presence.leave(services.viewer_room(self.slug), self.conn_id)
+            await presence.leave(services.viewer_room(self.slug), self.peer_id)
 
     async def handle_ping(self, content: dict[str, Any]) -> None:
         """Pings double as presence heartbeats (re-join if our presence expired)."""
         room = services.viewer_room(self.slug)
-        if self.watching and not await presence.heartbeat(room, self.conn_id):
+        if self.watching and not await presence.heartbeat(room, self.peer_id):
             await presence.join(
                 room,
-                self.conn_id,
+                self.peer_id,
                 channel=self.channel_name,
                 user_id=self.identity.id,
                 name=self.identity.name,

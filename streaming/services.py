@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import shutil
-import socket
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -32,8 +30,10 @@ from django.utils.crypto import get_random_string
 from django.utils.text import slugify
 
 from identity.services import Identity
-from identity.websocket import TokenBucket
 from presence import services as presence
+from rtcsite.errors import Busy, ClientError, Conflict, Forbidden, NotFound, RateLimited
+from rtcsite.process import PROCESS_ID
+from rtcsite.ratelimit import TokenBucket
 from streaming.clock import ClockError, check_capture_ms, read_clock
 from streaming.ffmpeg import EncoderOptions
 from streaming.models import Stream, StreamStatus, new_publish_key
@@ -48,56 +48,8 @@ from streaming.pipeline import (
 
 logger = logging.getLogger(__name__)
 
-WORKER_ID = f"{socket.gethostname()[:60]}:{os.getpid()}"
 MAX_TITLE_LENGTH = 80
 PROGRESS_SAVE_INTERVAL = 2.0  # seconds between progress writes to the model while live
-
-
-# --- errors (each maps to an HTTP status and a protocol error code) --------------------------
-class IngestError(Exception):
-    http_status = 400
-    code = "error"
-
-    def __init__(self, message: str, **detail: Any) -> None:
-        super().__init__(message)
-        self.message = message
-        self.detail = detail
-
-
-class StreamNotFound(IngestError):
-    http_status, code = 404, "not-found"
-
-
-class KeyMissing(IngestError):
-    http_status, code = 401, "key-missing"
-
-
-class KeyRefused(IngestError):
-    http_status, code = 403, "bad-key"
-
-
-class BadChunk(IngestError):
-    http_status, code = 400, "invalid"
-
-
-class ChunkTooLarge(IngestError):
-    http_status, code = 413, "too-large"
-
-
-class RateLimited(IngestError):
-    http_status, code = 429, "rate-limited"
-
-
-class Busy(IngestError):
-    http_status, code = 503, "busy"
-
-
-class Closed(IngestError):
-    http_status, code = 409, "closed"
-
-
-class WrongProcess(IngestError):
-    http_status, code = 409, "wrong-process"
 
 
 # --- settings ----------------------------------------------------------------------------
@@ -218,7 +170,7 @@ def _fields_from_pipeline(entry: Running) -> dict[str, Any]:
         values["renditions"] = [r.name for r in pipeline.renditions]
     state = pipeline.state
     if state in (PipelineState.LIVE, PipelineState.STOPPING):
-        values.update(status=StreamStatus.LIVE, worker=WORKER_ID)
+        values.update(status=StreamStatus.LIVE, worker=PROCESS_ID)
         if pipeline.started_at:
             values["started_at"] = pipeline.started_at
     elif state == PipelineState.ENDED:
@@ -287,16 +239,17 @@ def _spawn(entry: Running, coro) -> None:
 def _authenticate(slug: str, key: str | None) -> Stream:
     stream = get_stream(slug)
     if stream is None:
-        raise StreamNotFound("No such stream.")
+        raise NotFound("No such stream.")
     if not key:
-        raise KeyMissing("This stream needs its publish key.")
+        raise ClientError("This stream needs its publish key.", code="key-missing", status=401)
     if not stream.check_publish_key(key):
-        raise KeyRefused("Wrong publish key for this stream.")
+        raise Forbidden("Wrong publish key for this stream.", code="bad-key")
     return stream
 
 
 async def authenticate(slug: str, key: str | None) -> Stream:
-    """The stream if ``key`` is its publish key; else ``StreamNotFound``/``Key*``."""
+    """The stream if ``key`` is its publish key; else ``NotFound`` (404), ``key-missing``
+    (401) or ``bad-key`` (403)."""
     return await _authenticate(slug, key)
 
 
@@ -320,7 +273,7 @@ def _start(stream: Stream) -> Running:
     holder.append(entry)
     pipeline.on_state = _on_state(holder)
     _running[stream.slug] = entry
-    logger.info("stream %s: pipeline created in %s", stream.slug, WORKER_ID)
+    logger.info("stream %s: pipeline created in %s", stream.slug, PROCESS_ID)
     return entry
 
 
@@ -329,23 +282,25 @@ def _entry_for(stream: Stream) -> Running:
     if entry is not None:
         if entry.pipeline.closed:  # ended a moment ago; its status write may be pending
             reason = entry.pipeline.reason
-            raise Closed(f"This stream has {entry.pipeline.state}: {reason}.")
+            raise Conflict(f"This stream has {entry.pipeline.state}: {reason}.", code="closed")
         return entry
     if not stream.accepts_chunks:
-        raise Closed(
+        raise Conflict(
             f"This stream has {stream.status}"
             + (f": {stream.reason}" if stream.reason else "")
-            + ". Create a new stream to go live again."
+            + ". Create a new stream to go live again.",
+            code="closed",
         )
     if stream.status == StreamStatus.LIVE:
-        if stream.worker and stream.worker != WORKER_ID:
-            raise WrongProcess(
+        if stream.worker and stream.worker != PROCESS_ID:
+            raise Conflict(
                 f"This stream is running in another server process ({stream.worker}); "
-                "ingest for one stream must always reach the same process."
+                "ingest for one stream must always reach the same process.",
+                code="wrong-process",
             )
         # Live in this process but no pipeline any more: it just closed. Never restart an
         # encode into a folder that already holds this stream's segments.
-        raise Closed("This stream's pipeline has closed. Create a new stream.")
+        raise Conflict("This stream's pipeline has closed. Create a new stream.", code="closed")
     return _start(stream)
 
 
@@ -368,12 +323,16 @@ async def feed_chunk(
     if stream is None or stream.slug != slug:
         stream = await authenticate(slug, key)
     if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0 or seq > 2**31:
-        raise BadChunk("'seq' must be an integer >= 0.")
+        raise ClientError("'seq' must be an integer >= 0.", code="invalid")
     limit = max_chunk_bytes()
     if len(data) > limit:
-        raise ChunkTooLarge(f"Chunk of {len(data)} bytes is over the limit of {limit} bytes.")
+        raise ClientError(
+            f"Chunk of {len(data)} bytes is over the limit of {limit} bytes.",
+            code="too-large",
+            status=413,
+        )
     if not data:
-        raise BadChunk(f"Chunk seq={seq} is empty.")
+        raise ClientError(f"Chunk seq={seq} is empty.", code="invalid")
     entry = _entry_for(stream)
     if not entry.bucket.take():
         raise RateLimited("Too many chunks for this stream; slow down.")
@@ -382,15 +341,15 @@ async def feed_chunk(
         try:
             pipeline.capture_ms = check_capture_ms(capture_ms)
         except ClockError as exc:
-            raise BadChunk(str(exc), seq=seq) from exc
+            raise ClientError(str(exc), code="invalid", seq=seq) from exc
     try:
         result = await pipeline.feed(seq, data, wait=feed_wait())
     except Backpressure as exc:
-        raise Busy(str(exc), retry_after=1, queue_bytes=exc.queue_bytes) from exc
+        raise Busy(str(exc), queue_bytes=exc.queue_bytes) from exc
     except InvalidChunk as exc:
-        raise BadChunk(str(exc), seq=seq) from exc
+        raise ClientError(str(exc), code="invalid", seq=seq) from exc
     except StreamClosed as exc:
-        raise Closed(str(exc)) from exc
+        raise Conflict(str(exc), code="closed") from exc
     if time.monotonic() - entry.last_saved > PROGRESS_SAVE_INTERVAL and not pipeline.closed:
         entry.last_saved = time.monotonic()
         _spawn(entry, _persist(entry))
@@ -417,8 +376,11 @@ async def stop_stream(slug: str, key: str | None) -> dict[str, Any]:
             )
             await announce_status(stream.slug, StreamStatus.ENDED, "stopped before going live")
             return {"state": StreamStatus.ENDED, "reason": "stopped before going live"}
-        if stream.status == StreamStatus.LIVE and stream.worker != WORKER_ID:
-            raise WrongProcess(f"This stream is running in another process ({stream.worker}).")
+        if stream.status == StreamStatus.LIVE and stream.worker != PROCESS_ID:
+            raise Conflict(
+                f"This stream is running in another process ({stream.worker}).",
+                code="wrong-process",
+            )
         return {"state": stream.status, "reason": stream.reason}
     entry.stopped_by_publisher = True
     state = await entry.pipeline.stop("stopped by the publisher")

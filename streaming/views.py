@@ -18,6 +18,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from rtcsite.errors import ClientError, http_response
 from streaming import services
 from streaming.clock import iso_ms, now_ms
 from streaming.ffmpeg import EncoderOptions
@@ -33,14 +34,6 @@ def publish_key_from(request: HttpRequest) -> str | None:
     if auth.lower().startswith("bearer "):
         return auth[7:].strip() or None
     return request.headers.get("X-Publish-Key") or None
-
-
-def error_response(exc: services.IngestError) -> JsonResponse:
-    body = {"error": exc.code, "message": exc.message, **exc.detail}
-    response = JsonResponse(body, status=exc.http_status)
-    if exc.http_status in (429, 503):
-        response["Retry-After"] = str(exc.detail.get("retry_after", 1))
-    return response
 
 
 # --- pages -------------------------------------------------------------------------------
@@ -148,8 +141,12 @@ async def ingest(request: HttpRequest, slug: str) -> HttpResponse:
     except ValueError:
         declared = 0
     if declared > limit + MULTIPART_OVERHEAD:
-        return error_response(
-            services.ChunkTooLarge(f"Request of {declared} bytes is over the chunk limit {limit}.")
+        return http_response(
+            ClientError(
+                f"Request of {declared} bytes is over the chunk limit {limit}.",
+                code="too-large",
+                status=413,
+            )
         )
     key = publish_key_from(request)
     try:
@@ -160,14 +157,14 @@ async def ingest(request: HttpRequest, slug: str) -> HttpResponse:
         try:
             seq = int(seq_raw)
         except (TypeError, ValueError):
-            raise services.BadChunk("'seq' must be an integer >= 0.") from None
+            raise ClientError("'seq' must be an integer >= 0.", code="invalid") from None
         reply = await services.feed_chunk(
             slug, key, seq, data, stream=stream, capture_ms=capture_ms
         )
-    except services.IngestError as exc:
-        if exc.http_status >= 500 or exc.code in ("invalid", "too-large"):
+    except ClientError as exc:
+        if exc.status >= 500 or exc.code in ("invalid", "too-large"):
             logger.info("ingest %s: %s %s", slug, exc.code, exc.message)
-        return error_response(exc)
+        return http_response(exc)
     return JsonResponse(reply, status=202 if reply["status"] != "duplicate" else 200)
 
 
@@ -177,12 +174,14 @@ def _read_multipart(request: HttpRequest) -> tuple[str | None, bytes, str | None
         seq = request.POST.get("seq")
         capture_ms = request.POST.get("capture_ms") or None
     except Exception as exc:  # malformed multipart, too many fields, …
-        raise services.BadChunk(f"Malformed upload: {exc}") from exc
+        raise ClientError(f"Malformed upload: {exc}", code="invalid") from exc
     if upload is None:
-        raise services.BadChunk("Send the chunk as a multipart file field named 'chunk'.")
+        raise ClientError("Send the chunk as a multipart file field named 'chunk'.", code="invalid")
     if upload.size > services.max_chunk_bytes():
-        raise services.ChunkTooLarge(
-            f"Chunk of {upload.size} bytes is over the limit of {services.max_chunk_bytes()}."
+        raise ClientError(
+            f"Chunk of {upload.size} bytes is over the limit of {services.max_chunk_bytes()}.",
+            code="too-large",
+            status=413,
         )
     return seq, upload.read(), capture_ms
 
@@ -193,6 +192,6 @@ async def stop(request: HttpRequest, slug: str) -> HttpResponse:
         return JsonResponse({"error": "method", "message": "Use POST."}, status=405)
     try:
         reply = await services.stop_stream(slug, publish_key_from(request))
-    except services.IngestError as exc:
-        return error_response(exc)
+    except ClientError as exc:
+        return http_response(exc)
     return JsonResponse(reply)

@@ -1,10 +1,13 @@
 """The presence backend interface (like ``django.contrib.sessions.backends.base``).
 
-Presence is tracked per *connection*: two tabs of one user are two presences with the same
-``peer_id``; the user is in the room while any of them is live. Every presence carries an expiry
-(``now + ttl``) that heartbeats push forward, so a process that dies without untracking leaves no
-ghost longer than ``ttl``: the ghost stops being listed at once, and ``expire()`` (run by every
-process's sweeper) removes it and hands it to exactly one caller, who announces the leave.
+Vocabulary (the same in code, docs/protocol.md and on the wire): a **peer** is one socket's
+place in one room (``peer_id``, random per connection); a **user** is the person behind it
+(``user_id``, the identity). Presence is tracked per peer: two tabs of one user are two
+peers with the same ``user_id``; the user is in the room while any of them is live. Every
+presence carries an expiry (``now + ttl``) that heartbeats push forward, so a process that
+dies without untracking leaves no ghost longer than ``ttl``: the ghost stops being listed
+at once, and ``expire()`` (run by every process's sweeper) removes it and hands it to
+exactly one caller, who announces the leave.
 
 Removal vs. hiding: ``track`` and ``list_room`` *ignore* expired presences but do not delete them,
 so that the sweeper still sees each one and the leave event fires exactly once. Only presences
@@ -14,15 +17,13 @@ to bound growth.
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-#: Joins a room slug and a conn_id into one member of the global expiry index (Redis), so
+#: Joins a room slug and a peer_id into one member of the global expiry index (Redis), so
 #: neither may contain it.
 SEP = "\x1f"
 
@@ -34,20 +35,20 @@ class Presence:
     """One live connection in one room (slots: the memory backend holds one per socket)."""
 
     room: str  # room slug (or "lobby"-style key)
-    conn_id: str  # unique per connection (the consumer's channel_name)
-    peer_id: str  # identity id: two tabs of one user = two conn_ids, same peer_id
+    peer_id: str  # the connection's place in the room: random per socket, public
+    user_id: str  # the person (identity id): two tabs of one user = two peers, one user
     name: str  # display name
     joined_at: float  # unix time (kept across re-tracks of a still-live connection)
     process: str  # which server process holds the socket, e.g. "host:pid"
     media: dict[str, bool] = field(hash=False)  # e.g. {"audio": True, "video": False}
     expires_at: float
-    # Channel-layer name to reach this connection, when conn_id is a public id instead.
+    # Channel-layer name to reach this connection (never sent to browsers).
     channel: str = ""
 
     @property
     def key(self) -> tuple[str, str]:
         """What identifies a presence: a connection may be in several rooms."""
-        return (self.room, self.conn_id)
+        return (self.room, self.peer_id)
 
     def is_live(self, now: float) -> bool:
         return self.expires_at > now
@@ -57,8 +58,8 @@ class Presence:
         the channel name, so do not forward it to browsers as is."""
         return {
             "room": self.room,
-            "conn_id": self.conn_id,
             "peer_id": self.peer_id,
+            "user_id": self.user_id,
             "name": self.name,
             "joined_at": self.joined_at,
             "process": self.process,
@@ -77,19 +78,14 @@ class RoomFull(Exception):
         self.capacity = capacity
 
 
-def default_process_id() -> str:
-    """``host:pid`` of this process, for ``Presence.process``."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
 def clean_media(media: Mapping[str, Any] | None) -> dict[str, bool]:
     """Media flags as plain ``str -> bool`` (they are stored as JSON)."""
     return {str(k): bool(v) for k, v in (media or {}).items()}
 
 
-def check_ids(room: str, conn_id: str) -> None:
+def check_ids(room: str, peer_id: str) -> None:
     """Refuse ids that would be ambiguous in storage keys."""
-    for what, value in (("room", room), ("conn_id", conn_id)):
+    for what, value in (("room", room), ("peer_id", peer_id)):
         if not value or SEP in value:
             raise ValueError(f"invalid {what} {value!r}: must be non-empty, without \\x1f")
 
@@ -118,9 +114,9 @@ class PresenceBackend(ABC):
     async def track(
         self,
         room: str,
-        conn_id: str,
-        *,
         peer_id: str,
+        *,
+        user_id: str,
         name: str,
         process: str,
         media: dict[str, bool] | None = None,
@@ -130,25 +126,25 @@ class PresenceBackend(ABC):
         """Add (or replace) a connection's presence, atomically checking capacity.
 
         Expired members do not count. If ``capacity`` is given and the room already has
-        ``>= capacity`` live connections other than ``conn_id``, raise ``RoomFull``.
-        Re-tracking a live ``conn_id`` keeps its ``joined_at`` (and its media if ``media`` is
+        ``>= capacity`` live connections other than ``peer_id``, raise ``RoomFull``.
+        Re-tracking a live ``peer_id`` keeps its ``joined_at`` (and its media if ``media`` is
         None) and never counts twice. ``channel`` is the channel-layer name for reaching the
-        connection, for callers whose ``conn_id`` is a public id rather than the channel name.
+        connection, for callers whose ``peer_id`` is a public id rather than the channel name.
         """
 
     @abstractmethod
-    async def refresh(self, room: str, conn_id: str) -> bool:
+    async def refresh(self, room: str, peer_id: str) -> bool:
         """Heartbeat: push expiry to ``now + ttl``. ``False`` if the presence is gone or
         already expired, so the caller re-tracks."""
 
     @abstractmethod
     async def update_media(
-        self, room: str, conn_id: str, media: dict[str, bool]
+        self, room: str, peer_id: str, media: dict[str, bool]
     ) -> Presence | None:
         """Merge ``media`` into a live presence's flags; ``None`` if it is not live."""
 
     @abstractmethod
-    async def untrack(self, room: str, conn_id: str) -> Presence | None:
+    async def untrack(self, room: str, peer_id: str) -> Presence | None:
         """Remove and return the presence (even if expired but not yet swept); ``None`` if
         already gone, so each leave is announced exactly once."""
 
@@ -175,9 +171,9 @@ class PresenceBackend(ABC):
     async def track_and_list(
         self,
         room: str,
-        conn_id: str,
-        *,
         peer_id: str,
+        *,
+        user_id: str,
         name: str,
         process: str,
         media: dict[str, bool] | None = None,
@@ -187,8 +183,8 @@ class PresenceBackend(ABC):
         """``track``, then the room's live members (this one included), as of the track."""
         presence = await self.track(
             room,
-            conn_id,
-            peer_id=peer_id,
+            peer_id,
+            user_id=user_id,
             name=name,
             process=process,
             media=media,
@@ -197,9 +193,9 @@ class PresenceBackend(ABC):
         )
         return presence, await self.list_room(room)
 
-    async def untrack_and_count(self, room: str, conn_id: str) -> tuple[Presence | None, int]:
+    async def untrack_and_count(self, room: str, peer_id: str) -> tuple[Presence | None, int]:
         """``untrack``, and how many live connections the room has left."""
-        presence = await self.untrack(room, conn_id)
+        presence = await self.untrack(room, peer_id)
         return presence, len(await self.list_room(room))
 
     async def snapshot(self) -> dict[str, list[Presence]]:

@@ -22,7 +22,7 @@ from presence.backends.base import (
 
 
 class MemoryPresenceBackend(PresenceBackend):
-    """``room -> conn_id -> Presence``; empty rooms are deleted so nothing lingers."""
+    """``room -> peer_id -> Presence``; empty rooms are deleted so nothing lingers."""
 
     def __init__(self, ttl: float = 30.0, clock: Clock = time.time) -> None:
         super().__init__(ttl=ttl, clock=clock)
@@ -33,21 +33,21 @@ class MemoryPresenceBackend(PresenceBackend):
     async def track(
         self,
         room: str,
-        conn_id: str,
-        *,
         peer_id: str,
+        *,
+        user_id: str,
         name: str,
         process: str,
         media: dict[str, bool] | None = None,
         capacity: int | None = None,
         channel: str = "",
     ) -> Presence:
-        check_ids(room, conn_id)
+        check_ids(room, peer_id)
         with self._lock:
             now = self.clock()
             self._purge_stale(now)
             members = self._rooms.get(room, {})
-            mine = members.get(conn_id)
+            mine = members.get(peer_id)
             mine_live = mine is not None and mine.is_live(now)
             if capacity is not None:
                 live = sum(1 for p in members.values() if p.is_live(now)) - int(mine_live)
@@ -59,8 +59,8 @@ class MemoryPresenceBackend(PresenceBackend):
                 flags = dict(mine.media) if mine is not None and mine_live else {}
             presence = Presence(
                 room=room,
-                conn_id=conn_id,
                 peer_id=peer_id,
+                user_id=user_id,
                 name=name,
                 joined_at=mine.joined_at if mine is not None and mine_live else now,
                 process=process,
@@ -68,35 +68,35 @@ class MemoryPresenceBackend(PresenceBackend):
                 expires_at=now + self.ttl,
                 channel=channel,
             )
-            self._rooms.setdefault(room, {})[conn_id] = presence
+            self._rooms.setdefault(room, {})[peer_id] = presence
             return presence
 
-    async def refresh(self, room: str, conn_id: str) -> bool:
+    async def refresh(self, room: str, peer_id: str) -> bool:
         with self._lock:
             now = self.clock()
-            presence = self._rooms.get(room, {}).get(conn_id)
+            presence = self._rooms.get(room, {}).get(peer_id)
             if presence is None or not presence.is_live(now):
                 return False
-            self._rooms[room][conn_id] = dataclasses.replace(presence, expires_at=now + self.ttl)
+            self._rooms[room][peer_id] = dataclasses.replace(presence, expires_at=now + self.ttl)
             return True
 
     async def update_media(
-        self, room: str, conn_id: str, media: dict[str, bool]
+        self, room: str, peer_id: str, media: dict[str, bool]
     ) -> Presence | None:
         with self._lock:
-            presence = self._rooms.get(room, {}).get(conn_id)
+            presence = self._rooms.get(room, {}).get(peer_id)
             if presence is None or not presence.is_live(self.clock()):
                 return None
             updated = dataclasses.replace(presence, media={**presence.media, **clean_media(media)})
-            self._rooms[room][conn_id] = updated
+            self._rooms[room][peer_id] = updated
             return updated
 
-    async def untrack(self, room: str, conn_id: str) -> Presence | None:
+    async def untrack(self, room: str, peer_id: str) -> Presence | None:
         with self._lock:
             members = self._rooms.get(room)
             if not members:
                 return None
-            presence = members.pop(conn_id, None)
+            presence = members.pop(peer_id, None)
             if not members:
                 del self._rooms[room]
             return presence
@@ -105,7 +105,7 @@ class MemoryPresenceBackend(PresenceBackend):
         with self._lock:
             now = self.clock()
             live = [p for p in self._rooms.get(room, {}).values() if p.is_live(now)]
-        return sorted(live, key=lambda p: (p.joined_at, p.conn_id))
+        return sorted(live, key=lambda p: (p.joined_at, p.peer_id))
 
     async def room_counts(self) -> dict[str, int]:
         with self._lock:
@@ -120,7 +120,7 @@ class MemoryPresenceBackend(PresenceBackend):
         with self._lock:
             now = self.clock()
             removed = self._remove_where(lambda p: not p.is_live(now))
-        return sorted(removed, key=lambda p: (p.expires_at, p.room, p.conn_id))
+        return sorted(removed, key=lambda p: (p.expires_at, p.room, p.peer_id))
 
     def _purge_stale(self, now: float) -> None:
         """Drop presences dead for over a further ``ttl`` (no sweeper is running), at most
@@ -135,8 +135,8 @@ class MemoryPresenceBackend(PresenceBackend):
         removed: list[Presence] = []
         for room in list(self._rooms):
             members = self._rooms[room]
-            for conn_id in [c for c, p in members.items() if doomed(p)]:
-                removed.append(members.pop(conn_id))
+            for peer_id in [c for c, p in members.items() if doomed(p)]:
+                removed.append(members.pop(peer_id))
             if not members:
                 del self._rooms[room]
         return removed

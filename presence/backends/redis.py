@@ -2,9 +2,9 @@
 
 Keys (``P`` = prefix, default ``rtcsite:presence``; ``\\x1f`` = ``SEP``):
 
-* ``P:room:{slug}``             sorted set, ``conn_id`` scored by expiry time
-* ``P:conn:{slug}\\x1f{conn_id}`` hash: the presence's fields (``media`` as JSON)
-* ``P:expiry``                  sorted set of every presence, ``{slug}\\x1f{conn_id}`` by expiry,
+* ``P:room:{slug}``             sorted set, ``peer_id`` scored by expiry time
+* ``P:peer:{slug}\\x1f{peer_id}`` hash: the presence's fields (``media`` as JSON)
+* ``P:expiry``                  sorted set of every presence, ``{slug}\\x1f{peer_id}`` by expiry,
                                 so ``expire()`` needs no SCAN
 * ``P:rooms``                   set of slugs with members, so ``room_counts()`` is one ZCOUNT
                                 per room instead of a walk over every presence
@@ -52,21 +52,21 @@ _REMOVE = """
 local function remove(prefix, expiry_key, rooms_key, member)
   local i = string.find(member, '\\31', 1, true)
   local slug = string.sub(member, 1, i - 1)
-  local conn = string.sub(member, i + 1)
+  local peer = string.sub(member, i + 1)
   local room_key = prefix .. ':room:' .. slug
-  local conn_key = prefix .. ':conn:' .. member
-  local data = redis.call('HGETALL', conn_key)
-  redis.call('DEL', conn_key)
-  redis.call('ZREM', room_key, conn)
+  local peer_key = prefix .. ':peer:' .. member
+  local data = redis.call('HGETALL', peer_key)
+  redis.call('DEL', peer_key)
+  redis.call('ZREM', room_key, peer)
   redis.call('ZREM', expiry_key, member)
   if redis.call('EXISTS', room_key) == 0 then redis.call('SREM', rooms_key, slug) end
   return data
 end
 """
 
-# KEYS: room, conn, expiry, rooms
-# ARGV: prefix, slug, conn_id, now, expires_at, capacity (-1 = none), key_ttl_ms,
-#       stale_before, peer_id, name, process, media_json ('' = keep), stale_limit, channel
+# KEYS: room, peer, expiry, rooms
+# ARGV: prefix, slug, peer_id, now, expires_at, capacity (-1 = none), key_ttl_ms,
+#       stale_before, user_id, name, process, media_json ('' = keep), stale_limit, channel
 _TRACK = (
     _REMOVE
     + """
@@ -93,7 +93,7 @@ if mine_live then
 end
 if media == '' then media = '{}' end
 
-redis.call('HSET', KEYS[2], 'room', ARGV[2], 'conn_id', ARGV[3], 'peer_id', ARGV[9],
+redis.call('HSET', KEYS[2], 'room', ARGV[2], 'peer_id', ARGV[3], 'user_id', ARGV[9],
            'name', ARGV[10], 'joined_at', joined, 'process', ARGV[11], 'media', media,
            'expires_at', ARGV[5], 'channel', ARGV[14])
 redis.call('ZADD', KEYS[1], ARGV[5], ARGV[3])
@@ -104,7 +104,7 @@ return {1, joined, media}
 """
 )
 
-# KEYS: room, conn, expiry, rooms   ARGV: conn_id, member, now, expires_at, key_ttl_ms
+# KEYS: room, peer, expiry, rooms   ARGV: peer_id, member, now, expires_at, key_ttl_ms
 _REFRESH = """
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not score or tonumber(score) <= tonumber(ARGV[3]) then return 0 end
@@ -116,7 +116,7 @@ for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[5]) end
 return 1
 """
 
-# KEYS: room, conn   ARGV: conn_id, now, media_json (merged into the stored flags)
+# KEYS: room, peer   ARGV: peer_id, now, media_json (merged into the stored flags)
 _UPDATE_MEDIA = """
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not score or tonumber(score) <= tonumber(ARGV[2]) then return false end
@@ -133,7 +133,7 @@ _UNTRACK = (
     _REMOVE
     + """
 if not redis.call('ZSCORE', KEYS[1], ARGV[2]) then
-  redis.call('DEL', ARGV[1] .. ':conn:' .. ARGV[2])
+  redis.call('DEL', ARGV[1] .. ':peer:' .. ARGV[2])
   return false
 end
 local data = remove(ARGV[1], KEYS[1], KEYS[2], ARGV[2])
@@ -161,10 +161,10 @@ return out
 
 # KEYS: room   ARGV: prefix, slug, now
 _LIST_ROOM = """
-local conns = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[3], '+inf')
+local peers = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[3], '+inf')
 local out = {}
-for _, c in ipairs(conns) do
-  local data = redis.call('HGETALL', ARGV[1] .. ':conn:' .. ARGV[2] .. '\\31' .. c)
+for _, c in ipairs(peers) do
+  local data = redis.call('HGETALL', ARGV[1] .. ':peer:' .. ARGV[2] .. '\\31' .. c)
   if #data > 0 then table.insert(out, data) end
 end
 return out
@@ -192,7 +192,7 @@ _TRACK_LIST = _TRACK.replace(
     "return {1, joined, media}\n",
     """local out = {1, joined, media}
 for _, c in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[4], '+inf')) do
-  local data = redis.call('HGETALL', ARGV[1] .. ':conn:' .. ARGV[2] .. '\\31' .. c)
+  local data = redis.call('HGETALL', ARGV[1] .. ':peer:' .. ARGV[2] .. '\\31' .. c)
   if #data > 0 then table.insert(out, data) end
 end
 return out
@@ -209,7 +209,7 @@ local data = {}
 if redis.call('ZSCORE', KEYS[1], ARGV[2]) then
   data = remove(ARGV[1], KEYS[1], KEYS[2], ARGV[2])
 else
-  redis.call('DEL', ARGV[1] .. ':conn:' .. ARGV[2])
+  redis.call('DEL', ARGV[1] .. ':peer:' .. ARGV[2])
 end
 return {data, redis.call('ZCOUNT', room_key, '(' .. ARGV[3], '+inf')}
 """
@@ -222,7 +222,7 @@ for _, slug in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local room_key = ARGV[1] .. ':room:' .. slug
   local rows = {}
   for _, c in ipairs(redis.call('ZRANGEBYSCORE', room_key, '(' .. ARGV[2], '+inf')) do
-    local data = redis.call('HGETALL', ARGV[1] .. ':conn:' .. slug .. '\\31' .. c)
+    local data = redis.call('HGETALL', ARGV[1] .. ':peer:' .. slug .. '\\31' .. c)
     if #data > 0 then table.insert(rows, data) end
   end
   if #rows > 0 then
@@ -348,8 +348,8 @@ class RedisPresenceBackend(PresenceBackend):
     def room_key(self, room: str) -> str:
         return f"{self.prefix}:room:{room}"
 
-    def conn_key(self, room: str, conn_id: str) -> str:
-        return f"{self.prefix}:conn:{room}{SEP}{conn_id}"
+    def peer_key(self, room: str, peer_id: str) -> str:
+        return f"{self.prefix}:peer:{room}{SEP}{peer_id}"
 
     @property
     def expiry_key(self) -> str:
@@ -359,10 +359,10 @@ class RedisPresenceBackend(PresenceBackend):
     def rooms_key(self) -> str:
         return f"{self.prefix}:rooms"
 
-    def _keys(self, room: str, conn_id: str) -> list[str]:
+    def _keys(self, room: str, peer_id: str) -> list[str]:
         return [
             self.room_key(room),
-            self.conn_key(room, conn_id),
+            self.peer_key(room, peer_id),
             self.expiry_key,
             self.rooms_key,
         ]
@@ -371,10 +371,10 @@ class RedisPresenceBackend(PresenceBackend):
     def _track_args(
         self,
         room: str,
-        conn_id: str,
+        peer_id: str,
         now: float,
         expires_at: float,
-        peer_id: str,
+        user_id: str,
         name: str,
         process: str,
         media: dict[str, bool] | None,
@@ -384,13 +384,13 @@ class RedisPresenceBackend(PresenceBackend):
         return [
             self.prefix,
             room,
-            conn_id,
+            peer_id,
             repr(now),
             repr(expires_at),
             -1 if capacity is None else int(capacity),
             self.key_ttl_ms,
             repr(now - self.ttl),
-            peer_id,
+            user_id,
             name,
             process,
             "" if media is None else json.dumps(clean_media(media)),
@@ -401,9 +401,9 @@ class RedisPresenceBackend(PresenceBackend):
     async def track(
         self,
         room: str,
-        conn_id: str,
-        *,
         peer_id: str,
+        *,
+        user_id: str,
         name: str,
         process: str,
         media: dict[str, bool] | None = None,
@@ -411,16 +411,16 @@ class RedisPresenceBackend(PresenceBackend):
         channel: str = "",
     ) -> Presence:
         presence, _ = await self._track_call(
-            self._track, room, conn_id, peer_id, name, process, media, capacity, channel
+            self._track, room, peer_id, user_id, name, process, media, capacity, channel
         )
         return presence
 
     async def track_and_list(
         self,
         room: str,
-        conn_id: str,
-        *,
         peer_id: str,
+        *,
+        user_id: str,
         name: str,
         process: str,
         media: dict[str, bool] | None = None,
@@ -428,34 +428,34 @@ class RedisPresenceBackend(PresenceBackend):
         channel: str = "",
     ) -> tuple[Presence, list[Presence]]:
         return await self._track_call(
-            self._track_list, room, conn_id, peer_id, name, process, media, capacity, channel
+            self._track_list, room, peer_id, user_id, name, process, media, capacity, channel
         )
 
     async def _track_call(
         self,
         script: AsyncScript,
         room: str,
-        conn_id: str,
         peer_id: str,
+        user_id: str,
         name: str,
         process: str,
         media: dict[str, bool] | None,
         capacity: int | None,
         channel: str,
     ) -> tuple[Presence, list[Presence]]:
-        check_ids(room, conn_id)
+        check_ids(room, peer_id)
         now = self.clock()
         expires_at = now + self.ttl
         args = self._track_args(
-            room, conn_id, now, expires_at, peer_id, name, process, media, capacity, channel
+            room, peer_id, now, expires_at, user_id, name, process, media, capacity, channel
         )
-        result = await self._pipeline.call(script, self._keys(room, conn_id), args)
+        result = await self._pipeline.call(script, self._keys(room, peer_id), args)
         if int(result[0]) == 0:
             raise RoomFull(room, int(capacity or 0))
         presence = Presence(
             room=room,
-            conn_id=conn_id,
             peer_id=peer_id,
+            user_id=user_id,
             name=name,
             joined_at=float(result[1]),
             process=process,
@@ -465,14 +465,14 @@ class RedisPresenceBackend(PresenceBackend):
         )
         return presence, _ordered(map(_presence, result[3:]))
 
-    async def refresh(self, room: str, conn_id: str) -> bool:
+    async def refresh(self, room: str, peer_id: str) -> bool:
         now = self.clock()
         result = await self._pipeline.call(
             self._refresh,
-            self._keys(room, conn_id),
+            self._keys(room, peer_id),
             [
-                conn_id,
-                f"{room}{SEP}{conn_id}",
+                peer_id,
+                f"{room}{SEP}{peer_id}",
                 repr(now),
                 repr(now + self.ttl),
                 self.key_ttl_ms,
@@ -481,28 +481,28 @@ class RedisPresenceBackend(PresenceBackend):
         return bool(int(result))
 
     async def update_media(
-        self, room: str, conn_id: str, media: dict[str, bool]
+        self, room: str, peer_id: str, media: dict[str, bool]
     ) -> Presence | None:
         data = await self._pipeline.call(
             self._update_media,
-            [self.room_key(room), self.conn_key(room, conn_id)],
-            [conn_id, repr(self.clock()), json.dumps(clean_media(media))],
+            [self.room_key(room), self.peer_key(room, peer_id)],
+            [peer_id, repr(self.clock()), json.dumps(clean_media(media))],
         )
         return _presence(data) if data else None
 
-    async def untrack(self, room: str, conn_id: str) -> Presence | None:
+    async def untrack(self, room: str, peer_id: str) -> Presence | None:
         data = await self._pipeline.call(
             self._untrack,
             [self.expiry_key, self.rooms_key],
-            [self.prefix, f"{room}{SEP}{conn_id}"],
+            [self.prefix, f"{room}{SEP}{peer_id}"],
         )
         return _presence(data) if data else None
 
-    async def untrack_and_count(self, room: str, conn_id: str) -> tuple[Presence | None, int]:
+    async def untrack_and_count(self, room: str, peer_id: str) -> tuple[Presence | None, int]:
         data, count = await self._pipeline.call(
             self._untrack_count,
             [self.expiry_key, self.rooms_key],
-            [self.prefix, f"{room}{SEP}{conn_id}", repr(self.clock())],
+            [self.prefix, f"{room}{SEP}{peer_id}", repr(self.clock())],
         )
         return (_presence(data) if data else None), int(count)
 
@@ -540,7 +540,7 @@ class RedisPresenceBackend(PresenceBackend):
 
 
 def _ordered(presences: Any) -> list[Presence]:
-    return sorted(presences, key=lambda p: (p.joined_at, p.conn_id))
+    return sorted(presences, key=lambda p: (p.joined_at, p.peer_id))
 
 
 def _presence(flat: list[str]) -> Presence:
@@ -548,8 +548,8 @@ def _presence(flat: list[str]) -> Presence:
     data = dict(zip(flat[::2], flat[1::2], strict=True))
     return Presence(
         room=data["room"],
-        conn_id=data["conn_id"],
         peer_id=data["peer_id"],
+        user_id=data["user_id"],
         name=data["name"],
         joined_at=float(data["joined_at"]),
         process=data["process"],

@@ -32,6 +32,7 @@ from aiortc.rtcicetransport import RTCIceCandidate
 from aiortc.sdp import candidate_from_sdp
 from django.conf import settings
 
+from rtcsite.errors import ClientError
 from rtcsite.ice import client_ice_servers
 from signaling.media import audio_level
 from signaling.media.tracks import FrameFilter, FrameSource, SlotTrack
@@ -50,15 +51,6 @@ audio_level.install()  # aiortc's per-frame audio level loop ran on the event lo
 def live_peers() -> set[ServerPeer]:
     """Server peers of this process that are not closed yet."""
     return set(_live)
-
-
-class NegotiationError(Exception):
-    """An offer or candidate the server cannot use; ``code`` goes to the client."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 def rtc_configuration() -> RTCConfiguration:
@@ -83,28 +75,28 @@ def check_offer(sdp: str) -> None:
     try:
         parsed = aiortc_sdp.SessionDescription.parse(sdp)
     except Exception as exc:  # aiortc's parser raises whatever the bad line provokes
-        raise NegotiationError("bad-sdp", f"The offer is not valid SDP ({exc!s:.120}).") from exc
+        raise ClientError(f"The offer is not valid SDP ({exc!s:.120}).", code="bad-sdp") from exc
     kinds = [media.kind for media in parsed.media]
     if not any(kind in MEDIA_KINDS for kind in kinds):
-        raise NegotiationError(
-            "no-media", "The offer has no audio or video section: nothing to send or receive."
+        raise ClientError(
+            "The offer has no audio or video section: nothing to send or receive.", code="no-media"
         )
     unsupported = sorted({kind for kind in kinds if kind not in MEDIA_KINDS})
     if unsupported:
-        raise NegotiationError(
-            "unsupported-media",
+        raise ClientError(
             f"Server rooms carry audio and video only, not {', '.join(unsupported)}.",
+            code="unsupported-media",
         )
     for kind in MEDIA_KINDS:
         if kinds.count(kind) > 1:
-            raise NegotiationError(
-                "too-many-tracks", f"Send at most one {kind} track to a server room."
+            raise ClientError(
+                f"Send at most one {kind} track to a server room.", code="too-many-tracks"
             )
     for media in parsed.media:
         if media.port != 0 and (not media.ice.usernameFragment or not media.ice.password):
-            raise NegotiationError("bad-sdp", "The offer has no ICE credentials.")
+            raise ClientError("The offer has no ICE credentials.", code="bad-sdp")
         if media.port != 0 and media.dtls is None:
-            raise NegotiationError("bad-sdp", "The offer has no DTLS fingerprint.")
+            raise ClientError("The offer has no DTLS fingerprint.", code="bad-sdp")
 
 
 class ServerPeer:
@@ -150,13 +142,13 @@ class ServerPeer:
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         except OperationError as exc:
-            raise NegotiationError(
-                "unsupported-codec",
+            raise ClientError(
                 f"No codec in common ({exc}): the server speaks VP8/H.264 video and "
                 "Opus/PCMU/PCMA audio.",
+                code="unsupported-codec",
             ) from exc
         except Exception as exc:  # aiortc raises ValueError/KeyError/... on odd offers
-            raise NegotiationError("bad-sdp", f"The offer was refused ({exc!s:.120}).") from exc
+            raise ClientError(f"The offer was refused ({exc!s:.120}).", code="bad-sdp") from exc
         for transceiver in self.pc.getTransceivers():
             kind = transceiver.kind
             if kind in MEDIA_KINDS and kind not in self.slots:
@@ -170,20 +162,20 @@ class ServerPeer:
     async def add_candidate(self, candidate: dict[str, Any] | None) -> None:
         """A trickled browser candidate (already shape-checked by signaling.messages)."""
         if self.pc.remoteDescription is None:
-            raise NegotiationError("no-session", "Send an offer before ICE candidates.")
+            raise ClientError("Send an offer before ICE candidates.", code="no-session")
         if candidate is None or not candidate["candidate"]:
             return  # end of candidates: aiortc needs no marker (it has all it will get)
         ufrag = candidate.get("usernameFragment")
         if ufrag and ufrag != self.remote_ufrag:
-            raise NegotiationError(
-                "unknown-session", "This candidate belongs to an earlier or unknown session."
+            raise ClientError(
+                "This candidate belongs to an earlier or unknown session.", code="unknown-session"
             )
         text = candidate["candidate"].removeprefix("a=").removeprefix("candidate:")
         try:
             parsed: RTCIceCandidate = candidate_from_sdp(text)
         except Exception as exc:
-            raise NegotiationError(
-                "bad-candidate", "The ICE candidate could not be parsed."
+            raise ClientError(
+                "The ICE candidate could not be parsed.", code="bad-candidate"
             ) from exc
         parsed.sdpMid = candidate.get("sdpMid")
         parsed.sdpMLineIndex = candidate.get("sdpMLineIndex")
@@ -192,8 +184,8 @@ class ServerPeer:
         try:
             await self.pc.addIceCandidate(parsed)
         except Exception as exc:
-            raise NegotiationError(
-                "bad-candidate", f"The ICE candidate was refused ({exc!s:.80})."
+            raise ClientError(
+                f"The ICE candidate was refused ({exc!s:.80}).", code="bad-candidate"
             ) from exc
 
     def _on_track(self, track) -> None:

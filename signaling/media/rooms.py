@@ -25,10 +25,11 @@ from typing import Any
 
 from django.conf import settings
 
-from identity.websocket import TokenBucket
 from presence.backends.base import Presence
+from rtcsite.errors import Busy, ClientError, RateLimited
+from rtcsite.ratelimit import TokenBucket
 from signaling.media.faces import FaceOverlay
-from signaling.media.peer import MEDIA_KINDS, NegotiationError, ServerPeer, live_peers
+from signaling.media.peer import MEDIA_KINDS, ServerPeer, live_peers
 from signaling.media.recording import ActiveRecording, begin_recording, finish_recording
 
 logger = logging.getLogger(__name__)
@@ -100,13 +101,13 @@ def joined_elsewhere(kind: str, me: str, members: list[Presence], process: str) 
     """
     if kind != "relay":
         return False
-    mine = next((p for p in members if p.conn_id == me), None)
+    mine = next((p for p in members if p.peer_id == me), None)
     if mine is None:
         return False
     return any(
-        other.conn_id != me
+        other.peer_id != me
         and other.process != process
-        and (other.joined_at, other.conn_id) < (mine.joined_at, mine.conn_id)
+        and (other.joined_at, other.peer_id) < (mine.joined_at, mine.peer_id)
         for other in members
     )
 
@@ -132,16 +133,14 @@ class MediaSession:
     async def offer(self, sdp: str) -> None:
         """Answer an offer with a new server peer (closing any previous one)."""
         if not self._offers.take():
-            raise NegotiationError(
-                "rate-limited", "Too many offers: each one starts a new media session."
-            )
+            raise RateLimited("Too many offers: each one starts a new media session.")
         await self._close_peer()
         self._candidates = 0
         if len(live_peers()) >= settings.SERVER_ROOM_MAX_PEERS:
-            raise NegotiationError(
-                "server-busy",
+            raise Busy(
                 "This server is running as many media sessions as it is allowed to; "
                 "try again later.",
+                code="server-busy",
             )
         peer = ServerPeer(
             f"{self.room_slug}/{self.participant}",
@@ -164,30 +163,30 @@ class MediaSession:
 
     async def candidate(self, candidate: dict[str, Any] | None) -> None:
         if self.peer is None:
-            raise NegotiationError(
-                "no-session", "No media session: send an offer before ICE candidates."
+            raise ClientError(
+                "No media session: send an offer before ICE candidates.", code="no-session"
             )
         self._candidates += 1
         if self._candidates > MAX_CANDIDATES:
-            raise NegotiationError(
-                "too-many-candidates", f"At most {MAX_CANDIDATES} ICE candidates per session."
+            raise ClientError(
+                f"At most {MAX_CANDIDATES} ICE candidates per session.", code="too-many-candidates"
             )
         await self.peer.add_candidate(candidate)
 
     def set_faces(self, enabled: bool) -> None:
         if self.overlay is None:
-            raise NegotiationError("bad-message", "Face boxes are an option of echo rooms only.")
+            raise ClientError("Face boxes are an option of echo rooms only.")
         self.overlay.set_enabled(enabled)
 
     async def set_recording(self, on: bool, user_id: str, name: str) -> None:
         """Start or stop recording this participant's incoming media (if switched on)."""
         if not settings.SERVER_ROOM_RECORDINGS:
-            raise NegotiationError(
-                "recording-disabled", "Recording is switched off on this server."
+            raise ClientError(
+                "Recording is switched off on this server.", code="recording-disabled"
             )
         if on and self.recording is None:
             if self.peer is None or not self.peer.sources:
-                raise NegotiationError("no-session", "Start the media session before recording.")
+                raise ClientError("Start the media session before recording.", code="no-session")
             self.recording = await begin_recording(
                 self.peer.sources, self.room_slug, self.kind, user_id, name
             )

@@ -45,7 +45,7 @@ async def two(
 
 
 async def track(backend: RedisPresenceBackend, room: str, conn: str, process: str) -> Presence:
-    return await backend.track(room, conn, peer_id=f"u-{conn}", name=conn, process=process)
+    return await backend.track(room, conn, user_id=f"u-{conn}", name=conn, process=process)
 
 
 async def test_both_processes_see_the_same_presence(two) -> None:
@@ -55,7 +55,7 @@ async def test_both_processes_see_the_same_presence(two) -> None:
     await track(b, "r2", "other", "host:2")
     for backend in (a, b):
         listed = await backend.list_room("r1")
-        assert [(p.conn_id, p.process) for p in listed] == [("on-a", "host:1"), ("on-b", "host:2")]
+        assert [(p.peer_id, p.process) for p in listed] == [("on-a", "host:1"), ("on-b", "host:2")]
         assert await backend.room_counts() == {"r1": 2, "r2": 1}
     await b.update_media("r1", "on-a", {"audio": True})
     assert (await a.list_room("r1"))[0].media == {"audio": True}
@@ -121,6 +121,6 @@ async def test_crashed_process_ghosts_leave_via_the_other_sweeper(
         for task in sweepers:
             task.cancel()
         await asyncio.gather(*sweepers, return_exceptions=True)
-    assert sorted(p.conn_id for p in left) == sorted(f"ghost{i}" for i in range(20))
+    assert sorted(p.peer_id for p in left) == sorted(f"ghost{i}" for i in range(20))
     assert {p.process for p in left} == {"dead:1"}
-    assert [p.conn_id for p in await b.list_room("r1")] == ["alive"]
+    assert [p.peer_id for p in await b.list_room("r1")] == ["alive"]

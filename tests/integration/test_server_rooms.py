@@ -18,8 +18,8 @@ import pytest
 from channels.db import database_sync_to_async
 
 from identity.services import Identity
-from identity.websocket import CloseCode
 from rooms.models import Room, RoomKind
+from rtcsite.ws.codes import CloseCode
 from signaling.media import peer as peer_module
 from signaling.media.client import ServerRoomClient
 from signaling.media.faces import BOX_YUV

@@ -21,7 +21,7 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from identity.websocket import CloseCode
+from rtcsite.ws.codes import CloseCode
 from tests.support.ingest import (
     media_dir,
     new_stream,

@@ -10,7 +10,7 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from identity.websocket import CloseCode
+from rtcsite.ws.codes import CloseCode
 from tests.unit.test_identity import old_token
 
 

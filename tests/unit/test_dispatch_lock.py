@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from identity.websocket import DispatchLock
+from rtcsite.ws.consumer import DispatchLock
 
 
 async def test_one_holder_at_a_time_in_arrival_order() -> None:

@@ -90,14 +90,14 @@ async def env(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator
 
 
 async def track(backend: PresenceBackend, room: str, conn: str, **kwargs) -> Presence:
-    kwargs.setdefault("peer_id", f"peer-{conn}")
+    kwargs.setdefault("user_id", f"peer-{conn}")
     kwargs.setdefault("name", f"name-{conn}")
     kwargs.setdefault("process", "host:1")
     return await backend.track(room, conn, **kwargs)
 
 
 def conns(presences: list[Presence]) -> list[str]:
-    return [p.conn_id for p in presences]
+    return [p.peer_id for p in presences]
 
 
 class TestPresenceContract:
@@ -108,7 +108,7 @@ class TestPresenceContract:
         p = await b.track(
             "r1",
             "c1",
-            peer_id="u1",
+            user_id="u1",
             name="Ann",
             process="h:1",
             media={"audio": True},
@@ -116,8 +116,8 @@ class TestPresenceContract:
         )
         assert p == Presence(
             room="r1",
-            conn_id="c1",
-            peer_id="u1",
+            peer_id="c1",
+            user_id="u1",
             name="Ann",
             joined_at=T0,
             process="h:1",
@@ -134,15 +134,15 @@ class TestPresenceContract:
 
     async def test_two_connections_of_one_user(self, env: Env) -> None:
         b = env.backend
-        await track(b, "r1", "tab1", peer_id="u1")
+        await track(b, "r1", "tab1", user_id="u1")
         env.clock.advance(1)
-        await track(b, "r1", "tab2", peer_id="u1")
+        await track(b, "r1", "tab2", user_id="u1")
         listed = await b.list_room("r1")
         assert conns(listed) == ["tab1", "tab2"]
-        assert {p.peer_id for p in listed} == {"u1"}
+        assert {p.user_id for p in listed} == {"u1"}
         assert await b.room_counts() == {"r1": 2}
         await b.untrack("r1", "tab1")
-        assert [(p.conn_id, p.peer_id) for p in await b.list_room("r1")] == [("tab2", "u1")]
+        assert [(p.peer_id, p.user_id) for p in await b.list_room("r1")] == [("tab2", "u1")]
 
     async def test_list_ordered_by_joined_at_and_counts_per_room(self, env: Env) -> None:
         b = env.backend
@@ -195,14 +195,14 @@ class TestPresenceContract:
         b = env.backend
         await track(b, "r1", "c1")
         env.clock.advance(TTL + 1)
-        assert (await b.untrack("r1", "c1")).conn_id == "c1"
+        assert (await b.untrack("r1", "c1")).peer_id == "c1"
         assert await b.expire() == []
         assert await b.untrack("r1", "c1") is None
 
     async def test_untrack_returns_none_the_second_time(self, env: Env) -> None:
         b = env.backend
         await track(b, "r1", "c1")
-        assert (await b.untrack("r1", "c1")).conn_id == "c1"
+        assert (await b.untrack("r1", "c1")).peer_id == "c1"
         assert await b.untrack("r1", "c1") is None
         assert await b.untrack("never", "c1") is None
 
@@ -258,7 +258,7 @@ class TestPresenceContract:
             won = [r for r in results if isinstance(r, Presence)]
             lost = [r for r in results if isinstance(r, RoomFull)]
             assert len(won) == 1 and len(lost) == 1, results
-            assert sorted(conns(await other.list_room(room))) == sorted(["first", won[0].conn_id])
+            assert sorted(conns(await other.list_room(room))) == sorted(["first", won[0].peer_id])
 
     async def test_update_media(self, env: Env) -> None:
         b = env.backend
@@ -303,8 +303,8 @@ class TestPresenceContract:
         data = json.loads(json.dumps(p.as_dict()))
         assert data == {
             "room": "r1",
-            "conn_id": "c1",
-            "peer_id": "peer-c1",
+            "peer_id": "c1",
+            "user_id": "peer-c1",
             "name": "name-c1",
             "joined_at": T0,
             "process": "host:1",
@@ -329,7 +329,7 @@ class TestPresenceContract:
         assert got == []  # not called when nothing expired
         env.clock.advance(TTL)
         [removed] = await sweep_once(env.backend, on_expired)
-        assert removed.conn_id == "c1" and got == [[removed]]
+        assert removed.peer_id == "c1" and got == [[removed]]
 
     async def test_combined_operations_match_the_primitives(self, env: Env) -> None:
         """track_and_list / untrack_and_count / snapshot: one round trip on Redis, same
@@ -342,11 +342,11 @@ class TestPresenceContract:
         env.clock.advance(TTL - 0.5)  # a and x expire (not swept), ghost is live
         await b.refresh("r1", "ghost")
         me, members = await b.track_and_list(
-            "r1", "me", peer_id="u", name="Me", process="h:1", capacity=2
+            "r1", "me", user_id="u", name="Me", process="h:1", capacity=2
         )
         assert conns(members) == ["ghost", "me"] and members[1] == me
         with pytest.raises(RoomFull):
-            await b.track_and_list("r1", "late", peer_id="u", name="L", process="h", capacity=2)
+            await b.track_and_list("r1", "late", user_id="u", name="L", process="h", capacity=2)
         assert conns(members) == conns(await b.list_room("r1"))
         snap = await b.snapshot()
         assert {room: conns(people) for room, people in snap.items()} == {"r1": ["ghost", "me"]}
@@ -355,7 +355,7 @@ class TestPresenceContract:
         assert await b.untrack_and_count("r1", "me") == (None, 1)  # once only
         assert (await b.untrack_and_count("r1", "a"))[0] == a  # expired, unswept: reported
         ghost, left = await b.untrack_and_count("r1", "ghost")
-        assert ghost is not None and ghost.conn_id == "ghost" and left == 0
+        assert ghost is not None and ghost.peer_id == "ghost" and left == 0
         await b.untrack("r2", "x")
         assert await b.snapshot() == {}
         assert await env.leftovers() == []
@@ -364,7 +364,7 @@ class TestPresenceContract:
         """Concurrent calls (batched into pipelines on Redis) are not mixed up."""
         b = env.backend
         tracked = await asyncio.gather(*(track(b, f"r{i % 7}", f"c{i}") for i in range(200)))
-        assert [p.conn_id for p in tracked] == [f"c{i}" for i in range(200)]
+        assert [p.peer_id for p in tracked] == [f"c{i}" for i in range(200)]
         refreshed = await asyncio.gather(
             *(b.refresh(f"r{i % 7}", f"c{i}" if i % 2 else "missing") for i in range(200))
         )
@@ -372,7 +372,7 @@ class TestPresenceContract:
         counts = await asyncio.gather(
             *(b.untrack_and_count(f"r{i % 7}", f"c{i}") for i in range(200))
         )
-        assert [p.conn_id for p, _ in counts if p] == [f"c{i}" for i in range(200)]
+        assert [p.peer_id for p, _ in counts if p] == [f"c{i}" for i in range(200)]
         assert await env.leftovers() == []
 
 
@@ -389,8 +389,8 @@ async def test_redis_keys_have_ttls(redis_url: str, redis_prefix: str, clock: Fa
         assert keys == sorted(
             [
                 f"{redis_prefix}:room:r1",
-                f"{redis_prefix}:conn:r1\x1fc1",
-                f"{redis_prefix}:conn:r1\x1fc2",
+                f"{redis_prefix}:peer:r1\x1fc1",
+                f"{redis_prefix}:peer:r1\x1fc2",
                 f"{redis_prefix}:expiry",
                 f"{redis_prefix}:rooms",
             ]

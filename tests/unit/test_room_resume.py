@@ -49,7 +49,7 @@ async def test_cannot_resume_someone_elses_place():
     await ghost(BEN, "bbbbbbbbbbbb")
     _comm, refused = await connect(ANA, resume="bbbbbbbbbbbb")
     assert refused["code"] == "room-full"
-    assert {p.conn_id for p in await presence.members("pair")} == {
+    assert {p.peer_id for p in await presence.members("pair")} == {
         "aaaaaaaaaaaa",
         "bbbbbbbbbbbb",
     }

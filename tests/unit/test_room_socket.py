@@ -6,8 +6,8 @@ import pytest
 from channels.db import database_sync_to_async
 
 from identity.services import Identity
-from identity.websocket import CloseCode
 from rooms.models import Room, RoomKind
+from rtcsite.ws.codes import CloseCode
 from tests.support.ws import communicator
 
 pytestmark = [pytest.mark.django_db(transaction=True)]

@@ -7,8 +7,8 @@ from signaling.media.rooms import joined_elsewhere
 def member(conn: str, process: str, joined_at: float) -> Presence:
     return Presence(
         room="pair",
-        conn_id=conn,
         peer_id=conn,
+        user_id=conn,
         name=conn,
         joined_at=joined_at,
         process=process,

@@ -16,8 +16,8 @@ from channels.db import database_sync_to_async
 from channels.layers import channel_layers
 
 from identity.services import Identity
-from identity.websocket import CloseCode
 from rooms.models import Room, RoomKind
+from rtcsite.ws.codes import CloseCode
 from signaling import local
 from tests.support.ws import communicator
 

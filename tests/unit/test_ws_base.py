@@ -5,7 +5,7 @@ import json
 import pytest
 
 from identity.services import Identity
-from identity.websocket import CloseCode
+from rtcsite.ws.codes import CloseCode
 from tests.support.ws import communicator
 
 CAROL = Identity(id="c0ffee00c0ffee00", name="carol")

@@ -1,11 +1,22 @@
-"""The shared base for every WebSocket consumer of the site.
+"""The base of every WebSocket consumer of the site.
 
 It does, once, what every socket needs: authenticate the signed token from the query
 string, close with a documented code when that fails, parse and bound incoming JSON
-messages, rate-limit, and answer bad input with an error message while keeping the
+messages, rate-limit, and answer bad input with an ``error`` message while keeping the
 connection up. Subclasses implement ``on_connect`` and ``handle_<type>`` methods
-(``type`` with dashes turned into underscores). Close codes and error codes are
-documented in docs/protocol.md.
+(``type`` with dashes turned into underscores) and raise ``rtcsite.errors.ClientError``
+for anything the client must be told; this module turns it into the ``error`` message.
+Close codes (``codes.py``) and error codes are documented in docs/protocol.md.
+
+**Forked from Channels** (checked against channels 4.x; re-check on every Channels
+upgrade): ``AsyncConsumer.__call__`` and ``dispatch``. Channels waits on the socket and the
+channel layer with ``asyncio.wait`` and starts a task per message, and closes stale
+database connections (a thread hop) before every handler. Here the socket's messages are
+dispatched in the consumer's own task and the layer's in one long-lived task, under one
+small lock, with the same guarantees (one handler at a time, order kept per source, the
+first error ends the consumer), for less memory per socket and a cheaper connect
+(``bench ws_capacity``; docs/decisions.md, "Connection capacity"). If a Channels release
+changes ``AsyncConsumer.__call__``, ``dispatch`` or ``get_handler_name``, compare first.
 """
 
 from __future__ import annotations
@@ -14,8 +25,7 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from enum import IntEnum
 from typing import Any
 from urllib.parse import parse_qs
@@ -28,67 +38,12 @@ from django.conf import settings
 
 from identity.services import Identity
 from identity.tokens import TokenError, verify_token
+from rtcsite.errors import ClientError, NotFound, RateLimited
+from rtcsite.ratelimit import TokenBucket
 from rtcsite.waiters import Waiters
+from rtcsite.ws.codes import PROTOCOL_VERSION, TOKEN_CLOSE_CODES, CloseCode
 
 logger = logging.getLogger(__name__)
-
-PROTOCOL_VERSION = 1
-
-
-class CloseCode(IntEnum):
-    """Application close codes (4000-4999 are reserved for applications by RFC 6455)."""
-
-    TOKEN_MISSING = 4001
-    TOKEN_INVALID = 4002
-    TOKEN_EXPIRED = 4003
-    NOT_FOUND = 4004
-    FORBIDDEN = 4005
-    TOO_MANY_ERRORS = 4008
-    ROOM_FULL = 4009
-    PROTOCOL_VERSION = 4010
-    SERVER_SHUTDOWN = 4011
-    WRONG_PROCESS = 4012
-
-
-TOKEN_CLOSE_CODES = {
-    "token-missing": CloseCode.TOKEN_MISSING,
-    "token-invalid": CloseCode.TOKEN_INVALID,
-    "token-expired": CloseCode.TOKEN_EXPIRED,
-}
-
-
-class TokenBucket:
-    """A small token bucket: ``burst`` messages at once, refilled at ``rate`` per second."""
-
-    __slots__ = ("burst", "rate", "tokens", "updated")
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate = rate
-        self.burst = float(burst)
-        self.tokens = float(burst)
-        self.updated = time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return True
-        return False
-
-
-class ProtocolError(Exception):
-    """Raised by handlers for a bad message; becomes an ``error`` message to the sender.
-
-    ``detail`` adds fields to the error message (e.g. which peer was unknown).
-    """
-
-    def __init__(self, code: str, message: str, **detail: Any) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.detail = detail
 
 
 class DispatchLock(Waiters):
@@ -132,7 +87,7 @@ def _cancel_on_failure(task: asyncio.Task[Any] | None) -> Callable[[asyncio.Task
     return callback
 
 
-class AuthenticatedJsonConsumer(AsyncJsonWebsocketConsumer):
+class JsonSocketConsumer(AsyncJsonWebsocketConsumer):
     """Token-authenticated JSON WebSocket consumer; see the module docstring."""
 
     #: messages per second sustained, and burst size, per connection
@@ -145,6 +100,8 @@ class AuthenticatedJsonConsumer(AsyncJsonWebsocketConsumer):
     #: ``database_sync_to_async`` (which does that itself, in the thread that queries) set
     #: this to False.
     close_db_per_message: bool = True
+    #: ``ref`` of the errors answering a binary message (what a binary message is here)
+    binary_ref: str | None = None
 
     identity: Identity
 
@@ -221,15 +178,18 @@ class AuthenticatedJsonConsumer(AsyncJsonWebsocketConsumer):
         try:
             self.identity = verify_token(token)
         except TokenError as exc:
-            await self.send_error(exc.code, exc.message)
-            await self.close(code=TOKEN_CLOSE_CODES[exc.code], reason=exc.code)
+            await self.refuse(
+                ClientError(exc.message, code=exc.code, status=401), TOKEN_CLOSE_CODES[exc.code]
+            )
             return
         version = self._query_param("v")
         if version is not None and version != str(PROTOCOL_VERSION):
-            await self.send_error(
-                "protocol-version", f"This server speaks protocol v{PROTOCOL_VERSION}."
+            await self.refuse(
+                ClientError(
+                    f"This server speaks protocol v{PROTOCOL_VERSION}.", code="protocol-version"
+                ),
+                CloseCode.PROTOCOL_VERSION,
             )
-            await self.close(code=CloseCode.PROTOCOL_VERSION, reason="protocol-version")
             return
         rate, burst = self.rate_limit
         self._bucket = TokenBucket(rate, burst)
@@ -260,41 +220,58 @@ class AuthenticatedJsonConsumer(AsyncJsonWebsocketConsumer):
         if not self.authenticated:
             return
         if not self._bucket.take():
-            await self._reject("rate-limited", "Too many messages; slow down.")
+            await self.reject(RateLimited("Too many messages; slow down."))
             return
         if text_data is None:
-            await self.receive_bytes(bytes_data or b"")
-            return
-        if len(text_data) > settings.WS_MAX_MESSAGE_BYTES:  # characters ≥ bytes / 4
-            await self._reject("too-large", "Message exceeds the size limit.")
-            return
-        if len(text_data.encode("utf-8")) > settings.WS_MAX_MESSAGE_BYTES:
-            await self._reject("too-large", "Message exceeds the size limit.")
+            await self.guard(self.receive_bytes(bytes_data or b""), self.binary_ref)
             return
         try:
-            content = json.loads(text_data)
-        except (json.JSONDecodeError, RecursionError):
-            await self._reject("bad-message", "Message is not valid JSON.")
-            return
-        if not isinstance(content, dict) or not isinstance(content.get("type"), str):
-            await self._reject("bad-message", "Message must be an object with a string 'type'.")
+            content = self._parse(text_data)
+        except ClientError as exc:
+            await self.reject(exc)
             return
         await self.receive_json(content)
 
+    def _parse(self, text_data: str) -> dict[str, Any]:
+        """The message as a JSON object with a string ``type``, within the size limit."""
+        limit = settings.WS_MAX_MESSAGE_BYTES
+        # characters >= bytes / 4: the cheap check first
+        if len(text_data) > limit or len(text_data.encode("utf-8")) > limit:
+            raise ClientError("Message exceeds the size limit.", code="too-large", status=413)
+        try:
+            content = json.loads(text_data)
+        except (ValueError, RecursionError):  # ValueError: also numbers past int's limit
+            raise ClientError("Message is not valid JSON.") from None
+        if not isinstance(content, dict) or not isinstance(content.get("type"), str):
+            raise ClientError("Message must be an object with a string 'type'.")
+        return content
+
     async def receive_bytes(self, data: bytes) -> None:
         """Hook for binary frames; refused unless a subclass handles them."""
-        await self._reject("bad-message", "Binary messages are not accepted on this socket.")
+        raise ClientError("Binary messages are not accepted on this socket.")
 
     async def receive_json(self, content: dict[str, Any], **kwargs: Any) -> None:
         msg_type = content["type"]
         handler = getattr(self, "handle_" + msg_type.replace("-", "_"), None)
         if handler is None or not msg_type.replace("-", "").isalnum():
-            await self._reject("unknown-type", f"Unknown message type {msg_type[:40]!r}.")
+            await self.reject(
+                ClientError(f"Unknown message type {msg_type[:40]!r}.", code="unknown-type")
+            )
             return
+        await self.guard(handler(content), msg_type)
+
+    async def guard(self, work: Awaitable[Any], ref: str | None = None) -> None:
+        """Await the handling of one client message: a ``ClientError`` becomes an ``error``
+        reply (``ref`` names what it answers), success resets the count of bad messages in
+        a row. A refusal that is not the client's fault (``client_fault`` false, e.g.
+        ``Busy``) is reported without counting."""
         try:
-            await handler(content)
-        except ProtocolError as exc:
-            await self._reject(exc.code, exc.message, ref=msg_type, **exc.detail)
+            await work
+        except ClientError as exc:
+            if exc.client_fault:
+                await self.reject(exc, ref)
+            else:
+                await self.send_error(exc, ref)
             return
         self._errors = 0
 
@@ -311,19 +288,25 @@ class AuthenticatedJsonConsumer(AsyncJsonWebsocketConsumer):
         """Close with a plain ``int`` code (Daphne/Autobahn refuse IntEnum members)."""
         await super().close(code=int(code) if isinstance(code, IntEnum) else code, reason=reason)
 
-    async def send_error(
-        self, code: str, message: str, ref: str | None = None, **detail: Any
-    ) -> None:
-        payload: dict[str, Any] = {"type": "error", "code": code, "message": message, **detail}
+    async def send_error(self, error: ClientError, ref: str | None = None) -> None:
+        """``{"type": "error", "code", "message", **details, "ref"}`` (docs/protocol.md)."""
+        payload: dict[str, Any] = {"type": "error", **error.payload()}
         if ref:
             payload["ref"] = ref
         await self.send_json(payload)
 
-    async def _reject(self, code: str, message: str, ref: str | None = None, **detail: Any) -> None:
+    async def refuse(
+        self, error: ClientError, close_code: CloseCode, ref: str | None = None
+    ) -> None:
+        """Tell the client why, then close the socket with ``close_code``."""
+        await self.send_error(error, ref)
+        await self.close(code=close_code, reason=error.code)
+
+    async def reject(self, error: ClientError, ref: str | None = None) -> None:
         """Report a bad message; close only after many in a row (a broken or hostile client)."""
         self._errors += 1
-        logger.info("ws %s (%s): %s", code, self.log_context(), message)
-        await self.send_error(code, message, ref, **detail)
+        logger.info("ws %s (%s): %s", error.code, self.log_context(), error.message)
+        await self.send_error(error, ref)
         if self._errors >= self.max_consecutive_errors:
             await self.close(code=CloseCode.TOO_MANY_ERRORS, reason="too-many-errors")
 
@@ -332,10 +315,9 @@ class AuthenticatedJsonConsumer(AsyncJsonWebsocketConsumer):
         return json.dumps(content, separators=(",", ":"))
 
 
-class NotFoundConsumer(AuthenticatedJsonConsumer):
+class NotFoundConsumer(JsonSocketConsumer):
     """Catch-all for unknown WebSocket paths: a clear close instead of a server error."""
 
     async def connect(self) -> None:
         await self.accept()
-        await self.send_error("not-found", "No WebSocket endpoint at this path.")
-        await self.close(code=CloseCode.NOT_FOUND, reason="not-found")
+        await self.refuse(NotFound("No WebSocket endpoint at this path."), CloseCode.NOT_FOUND)

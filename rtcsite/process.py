@@ -1,0 +1,9 @@
+"""Which server process this is: ``host:pid``, recorded wherever a row or a presence must
+say which process holds a socket or runs a pipeline (admin, affinity, stale checks)."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+PROCESS_ID = f"{socket.gethostname()[:60]}:{os.getpid()}"
