@@ -112,7 +112,12 @@ async def set_media(room: str, peer_id: str, media: dict[str, bool]) -> Presence
     presence = await get_backend().update_media(room, peer_id, media)
     if presence is not None:
         await get_channel_layer().group_send(
-            room_group(room), {"type": "presence.media", "presence": presence.as_dict()}
+            room_group(room),
+            {
+                "type": "presence.media",
+                "presence": presence.as_dict(),
+                "peer": public_peer(presence),
+            },
         )
     return presence
 
@@ -150,6 +155,7 @@ async def _announce(
     member_event: dict[str, Any] = {
         "type": "presence.joined" if event == "join" else "presence.left",
         "presence": presence.as_dict(),
+        "peer": public_peer(presence),
     }
     if reason:
         member_event["reason"] = reason

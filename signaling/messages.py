@@ -7,19 +7,18 @@ nested junk) ever reaches another peer.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
+from presence.membership import PEER_ID_RE
 from rtcsite.errors import ClientError
 
 MAX_SDP_CHARS = 48 * 1024  # a 3-peer audio+video SDP is ~6-10 KB; leave room for codecs
 MAX_CANDIDATE_CHARS = 1024
 MAX_MID_CHARS = 32
-PEER_ID_RE = re.compile(r"^[0-9a-f]{12}$")
 
 
 def clean_peer_id(value: Any) -> str:
-    if not isinstance(value, str) or not PEER_ID_RE.match(value):
+    if not isinstance(value, str) or not PEER_ID_RE.fullmatch(value):
         raise ClientError("'to' must be a peer id from welcome/peer-joined.")
     return value
 

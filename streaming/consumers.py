@@ -10,14 +10,13 @@ refused chunk (not WebM, too large, busy) never closes the socket: the stream ca
 from __future__ import annotations
 
 import logging
-import secrets
 import struct
 from typing import Any
 
 from channels.db import database_sync_to_async
-from django.conf import settings
 
-from presence import services as presence
+from presence import membership
+from presence.membership import Membership
 from rtcsite.errors import ClientError, NotFound
 from rtcsite.ws.codes import CloseCode
 from rtcsite.ws.consumer import JsonSocketConsumer
@@ -104,15 +103,17 @@ class StreamIngestConsumer(JsonSocketConsumer):
 class StreamViewerConsumer(JsonSocketConsumer):
     """``/ws/streams/<slug>/watch/``: one per open viewer page; read-only.
 
-    The connection counts as a viewer (a presence in the stream's viewer room, expiring
-    without heartbeats like any room's). The server sends ``welcome`` (stream status and
-    viewer count), then ``viewers`` on every join/leave and ``stream`` when the stream
-    goes live, ends or fails. Clients send only ``ping`` (the heartbeat).
+    The connection counts as a viewer: a place in the stream's viewer room
+    (``presence.membership``, no capacity), expiring without heartbeats like any room's.
+    The server sends ``welcome`` (stream status and viewer count), then ``viewers`` on every
+    join/leave and ``stream`` when the stream goes live, ends or fails. Clients send only
+    ``ping`` (the heartbeat).
     """
 
+    close_db_per_message = False  # the one query runs in database_sync_to_async
+
     slug: str
-    peer_id: str
-    watching: bool = False
+    place: Membership | None = None
 
     async def on_connect(self) -> None:
         self.slug = self.scope["url_route"]["kwargs"]["slug"]
@@ -120,27 +121,14 @@ class StreamViewerConsumer(JsonSocketConsumer):
         if info is None:
             await self.refuse(NotFound("No such stream."), CloseCode.NOT_FOUND)
             return
-        self.peer_id = secrets.token_hex(6)
-        room = services.viewer_room(self.slug)
-        await self.channel_layer.group_add(services.viewer_group(self.slug), self.channel_name)
-        await presence.join(
-            room,
-            self.peer_id,
-            channel=self.channel_name,
-            user_id=self.identity.id,
-            name=self.identity.name,
+        self.place = await membership.join(
+            self.channel_layer,
+            self.channel_name,
+            services.viewer_room(self.slug),
+            self.identity,
             capacity=None,
         )
-        self.watching = True
-        await self.send_json(
-            {
-                "type": "welcome",
-                "you": {"peer": self.peer_id, **self.identity.as_dict()},
-                "stream": info,
-                "viewers": await services.viewer_count(self.slug),
-                "heartbeat_interval": settings.PRESENCE_HEARTBEAT_INTERVAL,
-            }
-        )
+        await self.send_json(self.place.welcome(stream=info, viewers=len(self.place.members)))
 
     def log_context(self) -> str:
         return f"{super().log_context()} watching={getattr(self, 'slug', '-')}"
@@ -149,35 +137,18 @@ class StreamViewerConsumer(JsonSocketConsumer):
         try:
             await super().__call__(scope, receive, send)
         finally:
-            await self._leave()
+            await membership.leave(self.place)
 
     async def disconnect(self, code: int) -> None:
-        await self._leave()
-
-    async def _leave(self) -> None:
-        if self.watching:
-            self.watching = False
-            await self.channel_layer.group_discard(
-                services.viewer_group(self.slug), self.channel_name
-            )
-            await presence.leave(services.viewer_room(self.slug), self.peer_id)
+        await membership.leave(self.place)
 
     async def handle_ping(self, content: dict[str, Any]) -> None:
-        """Pings double as presence heartbeats (re-join if our presence expired)."""
-        room = services.viewer_room(self.slug)
-        if self.watching and not await presence.heartbeat(room, self.peer_id):
-            await presence.join(
-                room,
-                self.peer_id,
-                channel=self.channel_name,
-                user_id=self.identity.id,
-                name=self.identity.name,
-                capacity=None,
-            )
+        """Pings double as presence heartbeats (the place is taken back if it expired)."""
+        await membership.heartbeat(self.place)
         await super().handle_ping(content)
 
     async def _send_count(self) -> None:
-        if self.watching:
+        if self.place is not None and self.place.joined:
             count = await services.viewer_count(self.slug)
             await self.send_json({"type": "viewers", "count": count})
 
@@ -191,7 +162,7 @@ class StreamViewerConsumer(JsonSocketConsumer):
         """Viewers have no media state; nothing to forward."""
 
     async def stream_status(self, event: dict[str, Any]) -> None:
-        if self.watching:
+        if self.place is not None and self.place.joined:
             await self.send_json(
                 {"type": "stream", "status": event["status"], "reason": event.get("reason", "")}
             )

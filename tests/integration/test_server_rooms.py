@@ -38,8 +38,8 @@ def make_room(slug: str, kind: str) -> Room:
     return Room.objects.create(slug=slug, title=slug, kind=kind)
 
 
-async def join(who: Identity, slug: str, path: str = "rooms"):
-    comm = communicator(f"/ws/{path}/{slug}/", identity=who)
+async def join(who: Identity, slug: str):
+    comm = communicator(f"/ws/media/{slug}/", identity=who)
     connected, _ = await comm.connect()
     assert connected
     welcome = await comm.receive_json_from(timeout=10)
@@ -48,12 +48,10 @@ async def join(who: Identity, slug: str, path: str = "rooms"):
 
 
 @asynccontextmanager
-async def participant(who: Identity, slug: str, tracks="default", path="rooms", **kwargs):
-    """A joined room socket with a ServerRoomClient pumping its messages.
-
-    ``path``: "rooms" or "media" (the echo/relay pages' own socket path, which a proxy
-    routes to media processes); both reach the same consumer."""
-    comm, welcome = await join(who, slug, path)
+async def participant(who: Identity, slug: str, tracks="default", **kwargs):
+    """A joined server room socket (``/ws/media/``) with a ServerRoomClient pumping its
+    messages."""
+    comm, welcome = await join(who, slug)
     if tracks == "default":
         tracks = ServerRoomClient.default_tracks(PICTURE)
     client = ServerRoomClient(comm.send_json_to, tracks, **kwargs)
@@ -168,7 +166,7 @@ def green_pixels(frame, box: tuple[int, int, int, int]) -> int:
 async def test_echo_returns_video_and_audio_then_leaves_nothing_behind():
     await make_room("echo1", RoomKind.ECHO)
     baseline = baseline_footprint()
-    async with participant(PEOPLE[0], "echo1", path="media") as client:
+    async with participant(PEOPLE[0], "echo1") as client:
         await client.offer()
         await asyncio.wait_for(client.answered.wait(), WAIT)
         video = await client.wait_frames("video", 30, WAIT)
@@ -216,7 +214,7 @@ async def test_echo_face_boxes_on_and_off():
 async def test_echo_room_holds_one_and_a_new_offer_replaces_the_session():
     await make_room("echo-one", RoomKind.ECHO)
     comm, _ = await join(PEOPLE[0], "echo-one")
-    other = communicator("/ws/rooms/echo-one/", identity=PEOPLE[1])
+    other = communicator("/ws/media/echo-one/", identity=PEOPLE[1])
     await other.connect()
     assert (await other.receive_json_from(timeout=10))["code"] == "room-full"
     assert (await other.receive_output(timeout=10))["code"] == CloseCode.ROOM_FULL
@@ -262,7 +260,7 @@ async def test_relay_between_two_peers_leave_rejoin_and_third_refused():
                 "a keyframe request to the first participant",
             )
 
-            third = communicator("/ws/rooms/relay1/", identity=PEOPLE[2])
+            third = communicator("/ws/media/relay1/", identity=PEOPLE[2])
             await third.connect()
             assert (await third.receive_json_from(timeout=10))["code"] == "room-full"
             await third.disconnect()

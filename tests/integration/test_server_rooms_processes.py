@@ -29,7 +29,7 @@ def test_relay_partner_on_another_process_is_refused_with_a_clear_error(two_serv
     async def scenario():
         token_a, _ = page_token(first)
         token_b, _ = page_token(second)
-        path = "/ws/rooms/pair/?token={}"
+        path = "/ws/media/pair/?token={}"
         async with websockets.connect(first.ws_url + path.format(token_a), origin=first.url) as ada:
             welcome = json.loads(await asyncio.wait_for(ada.recv(), 30))
             assert welcome["type"] == "welcome"

@@ -26,7 +26,7 @@ async def ghost(who: Identity, peer: str) -> None:
 
 async def connect(who: Identity, resume: str | None = None):
     token = issue_token(who) + (f"&resume={resume}" if resume else "")
-    comm = communicator("/ws/rooms/pair/", token=token)
+    comm = communicator("/ws/media/pair/", token=token)
     await comm.connect()
     return comm, await comm.receive_json_from(timeout=5)
 

@@ -6,8 +6,10 @@ import pytest
 from channels.db import database_sync_to_async
 
 from identity.services import Identity
+from presence import services as presence
 from rooms.models import Room, RoomKind
 from rtcsite.ws.codes import CloseCode
+from signaling.media import peer as peer_module
 from tests.support.ws import communicator
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -64,7 +66,7 @@ async def test_capacity_is_enforced_and_refusal_explained():
 
 
 async def test_concurrent_joins_never_exceed_capacity():
-    await make_room("pair", RoomKind.RELAY)
+    await make_room("pair", capacity=2)
 
     async def attempt(who):
         comm = communicator("/ws/rooms/pair/", identity=who)
@@ -98,6 +100,29 @@ async def test_unknown_and_closed_rooms_refused():
     await comm.connect()
     assert (await comm.receive_json_from())["code"] == "room-closed"
     assert (await comm.receive_output())["code"] == CloseCode.FORBIDDEN
+
+
+@pytest.mark.parametrize(
+    ("kind", "wrong", "right"),
+    [(RoomKind.MESH, "media", "rooms"), (RoomKind.ECHO, "rooms", "media")],
+)
+async def test_each_room_kind_is_refused_on_the_other_products_path(kind, wrong, right):
+    """Mesh rooms live on /ws/rooms/, echo/relay rooms on /ws/media/ (the media processes'
+    path): the other path refuses with wrong-path and 4013, and leaves no place behind."""
+    slug = f"{kind}-paths"
+    await make_room(slug, kind)
+    comm = communicator(f"/ws/{wrong}/{slug}/", identity=PEOPLE[0])
+    await comm.connect()
+    error = await comm.receive_json_from()
+    assert error["code"] == "wrong-path"
+    assert f"/ws/{right}/{slug}/" in error["message"]
+    assert (await comm.receive_output())["code"] == CloseCode.WRONG_PATH
+    assert await presence.members(slug) == []
+    assert peer_module.live_peers() == set()
+    comm = communicator(f"/ws/{right}/{slug}/", identity=PEOPLE[0])
+    await comm.connect()
+    assert (await comm.receive_json_from())["type"] == "welcome"
+    await comm.disconnect()
 
 
 async def test_media_state_relayed_and_validated():

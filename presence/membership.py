@@ -1,0 +1,150 @@
+"""Room membership: one socket's place in one room, from join to leave.
+
+Every socket that is "in" something uses this: mesh room sockets, server (echo/relay) room
+sockets and stream viewer sockets. The sequence is the same for all of them and is written
+only here:
+
+* **join**: a reconnecting client's ``resume`` place is released first (its own ghost would
+  otherwise count against a full room); the socket is added to the room's channel-layer group
+  *before* it is tracked, so whoever tracks after it is either in its member list or
+  announced to it; tracking checks capacity atomically (``presence.services.join_and_list``)
+  and announces the join. A full room leaves nothing behind and raises ``room-full``.
+* **heartbeat**: pushes the place's expiry forward; a place that expired meanwhile (the
+  server was too busy to refresh it) is taken back, or ``room-full`` if someone took it.
+* **leave**: idempotent; gives the place back and announces the leave, however the socket
+  went (leave message, disconnect, a crashed handler).
+
+The caller sends what it learns (``Membership.welcome``, the peers already there) and
+forwards presence events; this module never talks to the client.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+
+from identity.services import Identity
+from presence import services as presence
+from presence.backends.base import Presence, RoomFull
+from rtcsite.errors import Conflict
+
+PEER_ID_BYTES = 6
+#: A peer id as clients send it back (``to``, ``resume``): match with ``fullmatch``.
+PEER_ID_RE = re.compile(r"[0-9a-f]{12}")
+
+
+def new_peer_id() -> str:
+    """A fresh, unguessable id for one socket's place (two tabs are two peers)."""
+    return secrets.token_hex(PEER_ID_BYTES)
+
+
+@dataclass(slots=True)
+class Membership:
+    """What ``join`` granted: the place, and the room's members as of the join."""
+
+    layer: Any  # the channel layer the socket's group lives in
+    room: str  # presence room key: a room slug, or ``stream.<slug>`` for viewers
+    peer_id: str
+    channel: str  # this socket's channel-layer name
+    user: Identity
+    capacity: int | None
+    members: list[Presence] = field(default_factory=list)  # as of the join, this one included
+    joined: bool = True
+
+    @property
+    def group(self) -> str:
+        return presence.room_group(self.room)
+
+    def others(self) -> list[Presence]:
+        return [p for p in self.members if p.peer_id != self.peer_id]
+
+    def welcome(self, **fields: Any) -> dict[str, Any]:
+        """The ``welcome`` message every room-like socket starts with (docs/protocol.md):
+        who you are here and how often to heartbeat, plus the product's own ``fields``."""
+        return {
+            "type": "welcome",
+            "you": {"peer": self.peer_id, **self.user.as_dict()},
+            **fields,
+            "heartbeat_interval": settings.PRESENCE_HEARTBEAT_INTERVAL,
+        }
+
+
+async def join(
+    layer: Any,
+    channel: str,
+    room: str,
+    user: Identity,
+    *,
+    capacity: int | None,
+    title: str = "",
+    resume: str | None = None,
+) -> Membership:
+    """Take a place in ``room`` for the socket ``channel`` (see the module docstring).
+
+    ``resume``: the peer id this client held before reconnecting; released if it belongs to
+    the same user. Raises ``Conflict`` (``room-full``) when there is no place.
+    """
+    if resume:
+        await _release(room, resume, user)
+    peer_id = new_peer_id()
+    group = presence.room_group(room)
+    await layer.group_add(group, channel)
+    try:
+        _, members = await presence.join_and_list(
+            room, peer_id, channel=channel, user_id=user.id, name=user.name, capacity=capacity
+        )
+    except RoomFull:
+        await layer.group_discard(group, channel)
+        raise Conflict(
+            f"“{title or room}” is full ({capacity} participants).", code="room-full"
+        ) from None
+    return Membership(layer, room, peer_id, channel, user, capacity, members)
+
+
+async def heartbeat(membership: Membership | None) -> None:
+    """Refresh the place; take it back if it expired. ``room-full`` if it was taken."""
+    if membership is None or not membership.joined:
+        return
+    if await presence.heartbeat(membership.room, membership.peer_id):
+        return
+    try:
+        await presence.join(
+            membership.room,
+            membership.peer_id,
+            channel=membership.channel,
+            user_id=membership.user.id,
+            name=membership.user.name,
+            capacity=membership.capacity,
+        )
+    except RoomFull:
+        await leave(membership)
+        raise Conflict("Your place expired and the room filled up.", code="room-full") from None
+
+
+async def leave(membership: Membership | None) -> None:
+    """Give the place back and announce it, once (later calls do nothing)."""
+    if membership is None or not membership.joined:
+        return
+    membership.joined = False
+    await membership.layer.group_discard(membership.group, membership.channel)
+    await presence.leave(membership.room, membership.peer_id)
+
+
+async def set_media(membership: Membership, media: dict[str, bool]) -> None:
+    """Merge ``media`` flags (``{"audio": bool, "video": bool}``) into the place; the room
+    hears ``peer-media``."""
+    await presence.set_media(membership.room, membership.peer_id, media)
+
+
+async def _release(room: str, old_peer_id: str, user: Identity) -> None:
+    """Free a reconnecting client's previous place, only if the same user holds it."""
+    if not PEER_ID_RE.fullmatch(old_peer_id):
+        return
+    for member in await presence.members(room):
+        if member.peer_id == old_peer_id and member.user_id == user.id:
+            await presence.leave(room, old_peer_id)
+            return
