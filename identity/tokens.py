@@ -9,30 +9,20 @@ expires after ``WS_TOKEN_MAX_AGE`` seconds; clients fetch a fresh one from
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from django.conf import settings
 from django.core import signing
 
 from identity.services import IDENTITY_ID_RE, Identity
+from rtcsite.errors import ClientError
 
 TOKEN_SALT = "rtcsite.identity.ws-token.v1"
 MAX_TOKEN_LENGTH = 512
 
 
-class TokenError(Exception):
-    """Why a token was refused; ``code`` is the protocol error code."""
+class TokenError(ClientError):
+    """Why a token was refused (``token-missing``, ``token-invalid``, ``token-expired``)."""
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-@dataclass(frozen=True)
-class TokenInfo:
-    identity: Identity
-    max_age: int
+    status = 401
 
 
 def issue_token(identity: Identity) -> str:
@@ -43,21 +33,21 @@ def issue_token(identity: Identity) -> str:
 def verify_token(token: str | None, *, max_age: int | None = None) -> Identity:
     """Return the identity in ``token`` or raise ``TokenError`` (missing/invalid/expired)."""
     if not token:
-        raise TokenError("token-missing", "A WebSocket token is required.")
+        raise TokenError("A WebSocket token is required.", code="token-missing")
     if len(token) > MAX_TOKEN_LENGTH:
-        raise TokenError("token-invalid", "The WebSocket token is malformed.")
+        raise TokenError("The WebSocket token is malformed.", code="token-invalid")
     age = settings.WS_TOKEN_MAX_AGE if max_age is None else max_age
     try:
         payload = signing.loads(token, salt=TOKEN_SALT, max_age=age)
     except signing.SignatureExpired as exc:
-        raise TokenError("token-expired", "The WebSocket token has expired; reload.") from exc
+        raise TokenError("The WebSocket token has expired; reload.", code="token-expired") from exc
     except signing.BadSignature as exc:
-        raise TokenError("token-invalid", "The WebSocket token is not valid.") from exc
+        raise TokenError("The WebSocket token is not valid.", code="token-invalid") from exc
     if (
         not isinstance(payload, dict)
         or not isinstance(payload.get("id"), str)
         or not IDENTITY_ID_RE.match(payload["id"])
         or not isinstance(payload.get("name"), str)
     ):
-        raise TokenError("token-invalid", "The WebSocket token is not valid.")
+        raise TokenError("The WebSocket token is not valid.", code="token-invalid")
     return Identity(id=payload["id"], name=payload["name"])

@@ -178,9 +178,7 @@ class JsonSocketConsumer(AsyncJsonWebsocketConsumer):
         try:
             self.identity = verify_token(token)
         except TokenError as exc:
-            await self.refuse(
-                ClientError(exc.message, code=exc.code, status=401), TOKEN_CLOSE_CODES[exc.code]
-            )
+            await self.refuse(exc, TOKEN_CLOSE_CODES[exc.code])
             return
         version = self._query_param("v")
         if version is not None and version != str(PROTOCOL_VERSION):
