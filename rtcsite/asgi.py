@@ -2,7 +2,7 @@
 
 WebSockets pass the Origin check against ALLOWED_HOSTS (a cross-site page cannot open
 a socket with the visitor's cookies); each consumer then insists on its signed token
-(identity.websocket), which is the only identity a socket has. No session or user is put
+(rtcsite.ws.consumer), which is the only identity a socket has. No session or user is put
 in a socket's scope: nothing reads them, and Channels' ``AuthMiddlewareStack`` cost every
 connect a thread-pool hop (and a session read when the browser sends its cookie) plus
 about 3 KB held per socket (bench ws_capacity, docs/decisions.md).

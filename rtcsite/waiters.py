@@ -2,7 +2,7 @@
 
 A process holds tens of thousands of mostly idle sockets, and ``asyncio.Lock`` /
 ``asyncio.Queue`` keep their deques (and more) for life once used. The consumer's dispatch
-lock (``identity/websocket.py``) and the embedded layer's inbox (``rtcsite/layers.py``)
+lock (``rtcsite/ws/consumer.py``) and the embedded layer's inbox (``rtcsite/layers.py``)
 wait here instead: a list made on the first wait and dropped when empty.
 """
 
