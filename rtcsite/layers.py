@@ -6,7 +6,7 @@ membership expiring after ``group_expiry``), with three costs removed:
 
 * ``_clean_expired`` walks every channel queue and every group member; Channels calls it on
   each ``receive`` and ``group_send``, so with N sockets every message cost O(N) and filling
-  a process with sockets O(N²) (`bench_ws_capacity` saw 27 connects/s at 6,600 sockets). The
+  a process with sockets O(N²) (docs/decisions.md, "Embedded channel layer"). The
   sweep runs at most once per ``clean_interval`` seconds: expiry only needs to be roughly on
   time.
 * Each channel had an ``asyncio.Queue`` (three deques and an Event, ~1.5 KB, held by every

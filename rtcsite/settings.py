@@ -95,8 +95,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- channel layer ------------------------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL", "")
-# "pubsub" (RedisPubSubChannelLayer) by measurement: ~2x the relay throughput of "core"
-# (RedisChannelLayer) here, in one process and across two (docs/decisions.md).
+# "pubsub" (RedisPubSubChannelLayer): pushes instead of polling, about twice the relay
+# throughput of "core" (RedisChannelLayer) (docs/decisions.md, "Channel layer").
 CHANNEL_LAYER_BACKEND = env_str("CHANNEL_LAYER_BACKEND", "pubsub")
 if REDIS_URL:
     if CHANNEL_LAYER_BACKEND not in {"core", "pubsub"}:

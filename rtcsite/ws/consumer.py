@@ -95,10 +95,10 @@ class JsonSocketConsumer(AsyncJsonWebsocketConsumer):
     #: consecutive bad messages tolerated before the socket is closed
     max_consecutive_errors: int = 20
     #: Channels closes stale database connections before *every* handler call, a
-    #: thread-pool hop per message (measured: a quarter of the room socket's CPU per relayed
-    #: message). Consumers whose handlers reach the database only through
-    #: ``database_sync_to_async`` (which does that itself, in the thread that queries) set
-    #: this to False.
+    #: thread-pool hop per message (the largest single cost of a relayed message;
+    #: docs/decisions.md, "Socket performance"). Consumers whose handlers reach the
+    #: database only through ``database_sync_to_async`` (which does that itself, in the
+    #: thread that queries) set this to False.
     close_db_per_message: bool = True
     #: ``ref`` of the errors answering a binary message (what a binary message is here)
     binary_ref: str | None = None
