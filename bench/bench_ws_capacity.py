@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import math
 import multiprocessing
 import os
 import statistics
-import subprocess
 import sys
 import time
 import traceback
@@ -36,25 +36,23 @@ from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
+from bench.clients import WsClient, close_all, ws_connect
 from bench.support import (
     EMBEDDED_ENV,
-    REPO,
-    WsClient,
-    close_all,
+    HOST,
     cpu_seconds,
     daphne_site,
     delete_keys,
     exit_cleanly_on_sigterm,
     make_tokens,
     ms,
+    peer_process,
     percentile,
     process_figures,
     raise_nofile,
     redis_env,
     room_slug,
-    stop_process,
     unique_tag,
-    ws_connect,
 )
 
 NAME = "ws_capacity"
@@ -264,24 +262,34 @@ class Workers:
 # --- servers ----------------------------------------------------------------------------------
 
 
+def raw_server_main(port: int) -> None:
+    """The peer: a bare ``websockets`` server that greets each socket once, then echoes.
+    Prints ``ready`` when listening."""
+    import websockets
+
+    hello = json.dumps({"type": "hello"})
+
+    async def handler(ws: Any) -> None:
+        try:
+            await ws.send(hello)
+            async for message in ws:
+                await ws.send(message)
+        except websockets.ConnectionClosed:
+            pass
+
+    async def main() -> None:
+        async with websockets.serve(handler, HOST, port):
+            print("ready", flush=True)
+            await asyncio.Future()
+
+    asyncio.run(main())
+
+
 @contextmanager
 def raw_server() -> Iterator[tuple[int, int]]:
-    """The peer: ``websockets.serve`` in its own process; yields (port, pid)."""
-    from tests.support.ports import free_port
-
-    port = free_port()
-    code = "from bench.support import raw_server_main; raw_server_main()"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, str(port)], cwd=REPO, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()  # "ready" once listening (empty if it died)
-        if line.strip() != "ready":
-            raise RuntimeError(f"raw websockets server did not start (exit {proc.poll()})")
-        yield port, proc.pid
-    finally:
-        stop_process(proc)
+    """The peer in its own process; yields (port, pid)."""
+    with peer_process("bench.bench_ws_capacity:raw_server_main") as peer:
+        yield peer.port, peer.pid
 
 
 @contextmanager
@@ -598,7 +606,7 @@ def _run(quick: bool) -> dict[str, Any]:
             "order": order,
             "rooms": rooms,
             "bench_nofile": [soft, hard],
-            "client": "bench.support.WsClient (asyncio Protocol) in forked worker processes",
+            "client": "bench.clients.WsClient (asyncio Protocol) in forked worker processes",
             "ours": "daphne rtcsite.asgi:application, DEBUG=1, LOG_LEVEL=WARNING, access log off",
             "embedded_env": {"REDIS_URL": "", "DATABASE_URL": "", "SQLITE_PATH": "<temp>"},
             "redis_env": "REDIS_URL, CHANNEL_LAYER_PREFIX/PRESENCE_KEY_PREFIX=<unique tag>",

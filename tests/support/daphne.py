@@ -94,26 +94,23 @@ class DaphneServer:
             raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
         return done.stdout
 
+    def command(self) -> list[str]:
+        return [
+            *priority_prefix(nice=self.nice, sched_idle=self.sched_idle),
+            *self.daphne,
+            *("-b", "127.0.0.1", "-p", str(self.port), "--access-log", os.devnull),
+            # Daphne refuses (403) a socket the app has not accepted within 5 s: on a
+            # loaded shared machine the first connects can take longer than that
+            *("--websocket_connect_timeout", "60"),
+            self.app,
+        ]
+
     def start(self, *, migrate: bool = True, timeout: float = 90.0) -> DaphneServer:
         if migrate:
             self.manage("migrate", "--noinput", "-v0")
         log = open(self.log_path, "wb")  # noqa: SIM115 - kept open for the child's lifetime
         self.process = subprocess.Popen(
-            [
-                *priority_prefix(nice=self.nice, sched_idle=self.sched_idle),
-                *self.daphne,
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "--access-log",
-                os.devnull,
-                # Daphne refuses (403) a socket the app has not accepted within 5 s: on a
-                # loaded shared machine the first connects can take longer than that
-                "--websocket_connect_timeout",
-                "60",
-                self.app,
-            ],
+            self.command(),
             cwd=ROOT,
             env=self.full_env(),
             stdout=log,
