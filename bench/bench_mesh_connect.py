@@ -43,6 +43,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from bench.runner import result
 from bench.support import (
     EMBEDDED_ENV,
     cpu_seconds,
@@ -902,36 +903,32 @@ def run(quick: bool) -> dict[str, Any]:
         f"from welcome {emb['navigate']['from_welcome_ms']['p50']:.0f} ms; "
         f"target <= {TARGET_MS:g} ms: {'met' if ours <= TARGET_MS else 'NOT met'}"
     )
-    return {
-        "name": NAME,
-        "rows": rows,
-        "ratio": ratio,
-        "headline": headline,
-        "parameters": {
-            **asdict(p),
-            "target_ms": TARGET_MS,
-            "seen_in_page_ms": SEEN_IN_PAGE_MS,
-            "seen_trivial_relay_ms": SEEN_TRIVIAL_RELAY_MS,
-            "configs": [c["label"] for c in configs],
-            "channel_layers": layers,
-            "redis": {"url": redis_url(), "key_prefix": redis_prefix, "deleted_after": True}
-            if redis_prefix
-            else None,
-            "browser": "Debian /usr/bin/chromium, headless, one browser, 3 contexts + 1 baseline",
-            "clock": "performance.timeOrigin + performance.now() in each page",
-            "end": "last of the 4 new RTCPeerConnections (1->3, 2->3, 3->1, 3->2) 'connected'; "
-            "the 1-2 pair stays connected",
-            "origins": {
-                "from_socket": "page 3's room WebSocket constructed",
-                "from_welcome": "page 3 received 'welcome'",
-                "from_origin": "navigate: performance.timeOrigin (navigation start); "
-                "rejoin: the Rejoin click",
-            },
-            "round": "each configuration in turn (order alternating per round): 3 new "
-            "browser contexts, pages 1 and 2 join a fresh room and connect, settle, in-page "
-            "baseline, settle, page 3 navigate join, Leave button, settle, Rejoin button join, "
-            "navigate away, contexts closed",
+    parameters = {
+        **asdict(p),
+        "target_ms": TARGET_MS,
+        "seen_in_page_ms": SEEN_IN_PAGE_MS,
+        "seen_trivial_relay_ms": SEEN_TRIVIAL_RELAY_MS,
+        "configs": [c["label"] for c in configs],
+        "channel_layers": layers,
+        "redis": {"url": redis_url(), "key_prefix": redis_prefix, "deleted_after": True}
+        if redis_prefix
+        else None,
+        "browser": "Debian /usr/bin/chromium, headless, one browser, 3 contexts + 1 baseline",
+        "clock": "performance.timeOrigin + performance.now() in each page",
+        "end": "last of the 4 new RTCPeerConnections (1->3, 2->3, 3->1, 3->2) 'connected'; "
+        "the 1-2 pair stays connected",
+        "origins": {
+            "from_socket": "page 3's room WebSocket constructed",
+            "from_welcome": "page 3 received 'welcome'",
+            "from_origin": "navigate: performance.timeOrigin (navigation start); "
+            "rejoin: the Rejoin click",
         },
+        "round": "each configuration in turn (order alternating per round): 3 new "
+        "browser contexts, pages 1 and 2 join a fresh room and connect, settle, in-page "
+        "baseline, settle, page 3 navigate join, Leave button, settle, Rejoin button join, "
+        "navigate away, contexts closed",
+    }
+    detail = {
         "summary": summaries,
         "checks": {
             c["label"]: {
@@ -950,3 +947,4 @@ def run(quick: bool) -> dict[str, Any]:
         },
         "samples": {c["label"]: c["samples"] for c in configs},
     }
+    return result(NAME, rows, ratio, headline, parameters, detail)

@@ -437,12 +437,8 @@ def median_field(samples: list[dict[str, Any]], key: str) -> float:
 # --- the benchmark ------------------------------------------------------------------------------
 
 
+@exit_cleanly_on_sigterm()
 def run(quick: bool) -> dict[str, Any]:
-    with exit_cleanly_on_sigterm():
-        return _run(quick)
-
-
-def _run(quick: bool) -> dict[str, Any]:
     p = QUICK if quick else FULL
     soft, hard = raise_nofile()
     load_start = os.getloadavg()

@@ -52,6 +52,7 @@ from typing import Any
 from bench.clients import Endpoint, PhaseFailed, RelayClient, relay_connect
 from bench.daphne_unlimited import UNLIMITED_DAPHNE, check_lifted
 from bench.offers import make_sdp, offer_text, sdp_seq
+from bench.runner import result
 from bench.support import (
     EMBEDDED_ENV,
     HOST,
@@ -736,56 +737,52 @@ def run(quick: bool) -> dict[str, Any]:
         f"median of {p.rounds} round(s), {p.lockstep} lockstep + {p.burst} burst messages of "
         f"{frame_bytes} bytes; server rate limit lifted"
     )
-    return {
-        "name": NAME,
-        "rows": rows,
-        "ratio": ratio,
-        "headline": headline,
-        "parameters": {
-            **asdict(p),
-            "targets": TARGETS,
-            "sdp_bytes": sdp_bytes,
-            "frame_bytes": frame_bytes,
-            "room_capacity": ROOM_CAPACITY,
-            "placement": {
-                "single": "A, B, C on the same server",
-                "2proc": "A on server 1; B and C on server 2 (C next to the receiver)",
-            },
-            "rate_limit": {
-                "lifted": True,
-                "server_value": "RoomConsumer.rate_limit = (1e9, 10**9) via bench.daphne_unlimited",
-                "production_value": "bursts of 120, 40 msg/s sustained per connection",
-                "why": "the limit would cap every figure at 40 msg/s; this measures throughput",
-            },
-            "server_env": {
-                "DEBUG": "1",
-                "PRESENCE_TTL": "3600 (no heartbeats needed mid-measurement)",
-                "LOG_LEVEL": "WARNING",
-                "SQLITE_PATH": "<temp>",
-                "REDIS_URL": f"{server_redis_url(url)} (Redis targets), '' (memory)",
-                "socket_timeout": (
-                    f"{SERVER_SOCKET_TIMEOUT_S} s instead of redis-py's default 5 s, which "
-                    "equals RedisChannelLayer's BZPOPMIN block and kills idle consumers"
-                ),
-                "CHANNEL_LAYER_PREFIX/PRESENCE_KEY_PREFIX": f"{tag}-<backend>-...",
-            },
-            "commands": servers["commands"],
-            "client": (
-                "websockets asyncio client, one process, compression off (Daphne has none), "
-                "clock: time.perf_counter in the same process for send and receipt"
-            ),
-            "order": (
-                "per round: all targets join; warm-up each; lockstep in `chunks` chunks and "
-                "then the probe likewise, alternating targets chunk by chunk (order rotated); "
-                "then one burst per target"
-            ),
-            "ratio_means": "lockstep msg/s of the faster Redis layer, cross-process, / raw",
-            "local_delivery": (
-                "SIGNALING_LOCAL_DELIVERY on (the default): a relay between two sockets of one "
-                "process skips the channel layer (signaling/local.py), so the 1-process targets "
-                "measure that path and the -2proc targets the layer (Redis) path"
-            ),
+    parameters = {
+        **asdict(p),
+        "targets": TARGETS,
+        "sdp_bytes": sdp_bytes,
+        "frame_bytes": frame_bytes,
+        "room_capacity": ROOM_CAPACITY,
+        "placement": {
+            "single": "A, B, C on the same server",
+            "2proc": "A on server 1; B and C on server 2 (C next to the receiver)",
         },
+        "rate_limit": {
+            "lifted": True,
+            "server_value": "RoomConsumer.rate_limit = (1e9, 10**9) via bench.daphne_unlimited",
+            "production_value": "bursts of 120, 40 msg/s sustained per connection",
+            "why": "the limit would cap every figure at 40 msg/s; this measures throughput",
+        },
+        "server_env": {
+            "DEBUG": "1",
+            "PRESENCE_TTL": "3600 (no heartbeats needed mid-measurement)",
+            "LOG_LEVEL": "WARNING",
+            "SQLITE_PATH": "<temp>",
+            "REDIS_URL": f"{server_redis_url(url)} (Redis targets), '' (memory)",
+            "socket_timeout": (
+                f"{SERVER_SOCKET_TIMEOUT_S} s instead of redis-py's default 5 s, which "
+                "equals RedisChannelLayer's BZPOPMIN block and kills idle consumers"
+            ),
+            "CHANNEL_LAYER_PREFIX/PRESENCE_KEY_PREFIX": f"{tag}-<backend>-...",
+        },
+        "commands": servers["commands"],
+        "client": (
+            "websockets asyncio client, one process, compression off (Daphne has none), "
+            "clock: time.perf_counter in the same process for send and receipt"
+        ),
+        "order": (
+            "per round: all targets join; warm-up each; lockstep in `chunks` chunks and "
+            "then the probe likewise, alternating targets chunk by chunk (order rotated); "
+            "then one burst per target"
+        ),
+        "ratio_means": "lockstep msg/s of the faster Redis layer, cross-process, / raw",
+        "local_delivery": (
+            "SIGNALING_LOCAL_DELIVERY on (the default): a relay between two sockets of one "
+            "process skips the channel layer (signaling/local.py), so the 1-process targets "
+            "measure that path and the -2proc targets the layer (Redis) path"
+        ),
+    }
+    detail = {
         "reference_before_code": REFERENCE,
         "target_vs_raw": TARGET_VS_RAW,
         "summary": summary,
@@ -796,3 +793,4 @@ def run(quick: bool) -> dict[str, Any]:
         },
         "samples": {key: [asdict(s) for s in rows_] for key, rows_ in samples.items()},
     }
+    return result(NAME, rows, ratio, headline, parameters, detail)

@@ -34,9 +34,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from bench.clients import WsClient, close_all, ws_connect
+from bench.runner import result
 from bench.support import (
     EMBEDDED_ENV,
     HOST,
@@ -481,12 +483,8 @@ def _rows(phases: dict[str, dict[str, Any]], raw_rate: float, raw_kb: float) -> 
     return rows
 
 
+@exit_cleanly_on_sigterm()
 def run(quick: bool) -> dict[str, Any]:
-    with exit_cleanly_on_sigterm():
-        return _run(quick)
-
-
-def _run(quick: bool) -> dict[str, Any]:
     p = QUICK if quick else FULL
     soft, hard = raise_nofile()
     warm_rooms = math.ceil(p.warmup / p.room_capacity)
@@ -596,23 +594,19 @@ def _run(quick: bool) -> dict[str, Any]:
         f"{phases['rooms_redis']['connects_per_s']}/s; targets 20,000 / <=40 KB / >=0.7x: "
         f"{verdict['rooms']}; {fd_note}"
     )
-    return {
-        "name": NAME,
-        "rows": rows,
-        "ratio": ratio,
-        "headline": headline,
-        "parameters": {
-            **asdict(p),
-            "order": order,
-            "rooms": rooms,
-            "bench_nofile": [soft, hard],
-            "client": "bench.clients.WsClient (asyncio Protocol) in forked worker processes",
-            "ours": "daphne rtcsite.asgi:application, DEBUG=1, LOG_LEVEL=WARNING, access log off",
-            "embedded_env": {"REDIS_URL": "", "DATABASE_URL": "", "SQLITE_PATH": "<temp>"},
-            "redis_env": "REDIS_URL, CHANNEL_LAYER_PREFIX/PRESENCE_KEY_PREFIX=<unique tag>",
-            "peer": "websockets.serve (greets once, echoes), one process",
-            "bare_peer": f"{BARE_APP} on the same Daphne command line and embedded settings",
-        },
+    parameters = {
+        **asdict(p),
+        "order": order,
+        "rooms": rooms,
+        "bench_nofile": [soft, hard],
+        "client": "bench.clients.WsClient (asyncio Protocol) in forked worker processes",
+        "ours": "daphne rtcsite.asgi:application, DEBUG=1, LOG_LEVEL=WARNING, access log off",
+        "embedded_env": {"REDIS_URL": "", "DATABASE_URL": "", "SQLITE_PATH": "<temp>"},
+        "redis_env": "REDIS_URL, CHANNEL_LAYER_PREFIX/PRESENCE_KEY_PREFIX=<unique tag>",
+        "peer": "websockets.serve (greets once, echoes), one process",
+        "bare_peer": f"{BARE_APP} on the same Daphne command line and embedded settings",
+    }
+    detail = {
         "targets": TARGETS,
         "reference_issue_3": REFERENCE,
         "verdict": verdict,
@@ -620,8 +614,11 @@ def _run(quick: bool) -> dict[str, Any]:
         "total_phase_s": round(time.monotonic() - started, 1),
         "loadavg": {"start": load_start, "end": os.getloadavg()},
         "os": {
-            "ip_local_port_range": open("/proc/sys/net/ipv4/ip_local_port_range").read().split(),
-            "somaxconn": int(open("/proc/sys/net/core/somaxconn").read()),
+            "ip_local_port_range": Path("/proc/sys/net/ipv4/ip_local_port_range")
+            .read_text()
+            .split(),
+            "somaxconn": int(Path("/proc/sys/net/core/somaxconn").read_text()),
             "pid": os.getpid(),
         },
     }
+    return result(NAME, rows, ratio, headline, parameters, detail)

@@ -134,7 +134,8 @@ def make_tokens(count: int, prefix: str = "bench") -> list[str]:
 @contextmanager
 def exit_cleanly_on_sigterm() -> Iterator[None]:
     """Turn SIGTERM into ``SystemExit`` while benchmarking, so ``finally`` blocks still stop
-    the servers we started (by PID) and delete our Redis keys if this process is stopped."""
+    the servers we started (by PID) and delete our Redis keys if this process is stopped.
+    Also a decorator: ``@exit_cleanly_on_sigterm()`` on a benchmark's ``run``."""
 
     def handler(signum: int, _frame: Any) -> None:
         raise SystemExit(128 + signum)

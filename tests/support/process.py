@@ -12,14 +12,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def run_python(*args: str, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
     """``python *args`` (this interpreter) in the repository; output captured as text."""
-    return subprocess.run(
-        [sys.executable, *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
+    return subprocess.run(  # no check=: callers read the return code
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
     )
 
 
