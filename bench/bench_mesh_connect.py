@@ -781,44 +781,32 @@ def rows_for(label: str, config: dict[str, Any], summary: dict[str, Any]) -> lis
         )
 
     nav = s["navigate"]
-    rej = s["rejoin"]
-    row(
-        "3rd join -> 6 connected, from socket (navigate)",
-        [r["from_socket_ms"] for r in nav],
-        target=f"<= {TARGET_MS:g}",
-    )
-    row("3rd join -> 6 connected, from welcome (navigate)", [r["from_welcome_ms"] for r in nav])
-    row("3rd join -> 6 connected, from navigation start", [r["from_origin_ms"] for r in nav])
-    row(
-        "3rd join -> 6 connected, from socket (rejoin btn)",
-        [r["from_socket_ms"] for r in rej],
-        target=f"<= {TARGET_MS:g}",
-    )
-    row("3rd join -> 6 connected, from welcome (rejoin btn)", [r["from_welcome_ms"] for r in rej])
-    row("  camera start (getUserMedia, from page load)", [r["camera_ms"] for r in nav])
-    row(
-        "  camera ready after welcome (>0: still opening)",
-        [r["camera_after_welcome_ms"] for r in nav],
-    )
-    row(
-        "  offer hop offerer -> server -> answerer",
-        [v for r in nav for v in r["relay_one_way_ms"]["offer"]],
-    )
-    row(
-        "  answer hop answerer -> server -> offerer",
-        [v for r in nav for v in r["relay_one_way_ms"]["answer"]],
-    )
+
+    def each(runs: list[dict[str, Any]], key: str) -> list[float]:
+        return [r[key] for r in runs]
+
+    def pooled(key: str, hop: str) -> list[float]:  # per link, all navigate runs
+        return [v for r in nav for v in r[key][hop]]
+
+    for join, runs in (("navigate", nav), ("rejoin btn", s["rejoin"])):
+        socket_ms, welcome_ms = each(runs, "from_socket_ms"), each(runs, "from_welcome_ms")
+        row(f"3rd join -> 6 connected, from socket ({join})", socket_ms, f"<= {TARGET_MS:g}")
+        row(f"3rd join -> 6 connected, from welcome ({join})", welcome_ms)
+        if runs is nav:
+            row("3rd join -> 6 connected, from navigation start", each(nav, "from_origin_ms"))
+    row("  camera start (getUserMedia, from page load)", each(nav, "camera_ms"))
+    row("  camera ready after welcome (>0: still opening)", each(nav, "camera_after_welcome_ms"))
+    row("  offer hop offerer -> server -> answerer", pooled("relay_one_way_ms", "offer"))
+    row("  answer hop answerer -> server -> offerer", pooled("relay_one_way_ms", "answer"))
     row(
         "  offer hop: answerer main thread in long tasks",
-        [v for r in nav for v in r["relay_receiver_longtask_ms"]["offer"]],
+        pooled("relay_receiver_longtask_ms", "offer"),
     )
-    row("  page 3 long tasks, socket -> all connected", [r["page3_longtask_ms"] for r in nav])
-    row(
-        "  ICE connected -> connected (DTLS), per link",
-        [v for r in nav for v in r["ice_to_dtls_ms"].values() if v is not None],
-    )
-    row("in-page pair createOffer -> both connected", [b["pair_ms"] for b in s["baseline"]])
-    row("in-page 3rd join -> 4 new connected", [b["join_ms"] for b in s["baseline"]])
+    row("  page 3 long tasks, socket -> all connected", each(nav, "page3_longtask_ms"))
+    dtls = [v for r in nav for v in r["ice_to_dtls_ms"].values() if v is not None]
+    row("  ICE connected -> connected (DTLS), per link", dtls)
+    row("in-page pair createOffer -> both connected", each(s["baseline"], "pair_ms"))
+    row("in-page 3rd join -> 4 new connected", each(s["baseline"], "join_ms"))
     ours = summary["navigate"]["from_socket_ms"]["p50"]
     rows.append(
         {
