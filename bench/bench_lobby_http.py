@@ -13,11 +13,8 @@ import http.client
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,15 +23,12 @@ from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
 
-from bench.support import stop_process
+from bench.support import EMBEDDED_ENV, HOST, REPO, daphne_site, percentile
 
 NAME = "lobby_http"
 
-REPO = Path(__file__).resolve().parent.parent
 STATIC_FILE = REPO / "static" / "bench" / "lobby-size.html"
 TARGETS = {"static": "/static/bench/lobby-size.html", "lobby": "/"}
-HOST = "127.0.0.1"
-READY_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -64,83 +58,6 @@ class Measurement:
     body_bytes_min: int | None = None
     body_bytes_max: int | None = None
     client_cpu_s: float | None = None  # near elapsed_s would mean the client is the limit
-
-
-# --- server -------------------------------------------------------------------------------
-
-
-def daphne_binary() -> str:
-    """Daphne next to the running interpreter (the project venv), else from PATH."""
-    candidate = Path(sys.executable).parent / "daphne"
-    found = str(candidate) if candidate.exists() else shutil.which("daphne")
-    if not found:
-        raise RuntimeError("daphne not found next to the interpreter nor on PATH")
-    return found
-
-
-def free_port() -> int:
-    """A port the OS just had free; Daphne binds it a moment later (tiny race, fine here)."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def server_env(tmp: Path) -> dict[str, str]:
-    """Embedded setup: DEBUG, throwaway SQLite and media; no external DB or Redis."""
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
-    env.update(
-        DEBUG="1",
-        SQLITE_PATH=str(tmp / "bench.sqlite3"),
-        MEDIA_ROOT=str(tmp / "media"),
-        DJANGO_SETTINGS_MODULE="rtcsite.settings",
-        LOG_LEVEL="WARNING",
-    )
-    return env
-
-
-def migrate(env: dict[str, str]) -> None:
-    """Create the temp database schema (sessions table etc.) before the server starts."""
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
-        cwd=REPO,
-        env=env,
-        check=True,
-        timeout=120,
-    )
-
-
-def wait_ready(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
-    """Poll until the lobby answers 200, failing fast (with the log) if Daphne died."""
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"daphne exited with {proc.returncode}:\n{log.read_text()[-2000:]}")
-        try:
-            if fetch(port, "/")[0] == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"daphne not ready after {READY_TIMEOUT_S}s:\n{log.read_text()[-2000:]}")
-
-
-@contextmanager
-def daphne_server() -> Iterator[tuple[int, list[str]]]:
-    """Migrate a temp SQLite, start Daphne on a free port; yield (port, command)."""
-    with tempfile.TemporaryDirectory(prefix="rtcsite-bench-") as tmpdir:
-        tmp = Path(tmpdir)
-        env = server_env(tmp)
-        migrate(env)
-        port = free_port()
-        cmd = [daphne_binary(), "-b", HOST, "-p", str(port), "rtcsite.asgi:application"]
-        log = tmp / "daphne.log"
-        with log.open("wb") as log_file:
-            proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log_file, stderr=log_file)
-            try:
-                wait_ready(port, proc, log)
-                yield port, cmd
-            finally:
-                stop_process(proc)
 
 
 # --- static twin ----------------------------------------------------------------------------
@@ -266,14 +183,6 @@ async def connection_loop(
     finally:
         writer.close()
     return errors
-
-
-def percentile(sorted_values: list[float], pct: float) -> float:
-    """Nearest-rank percentile of an already sorted list."""
-    if not sorted_values:
-        return float("nan")
-    rank = max(1, round(pct / 100 * len(sorted_values)))
-    return sorted_values[min(rank, len(sorted_values)) - 1]
 
 
 async def python_load(
@@ -415,7 +324,8 @@ def run(quick: bool) -> dict[str, Any]:
     p = QUICK if quick else FULL
     wrk = shutil.which("wrk")
     client = wrk or "python-asyncio"
-    with static_twin() as twin, daphne_server() as (port, cmd):
+    with static_twin() as twin, daphne_site(dict(EMBEDDED_ENV)) as server:
+        port, cmd = server.port, server.command()
         cookie = session_cookie(port)
         checks = match_static_to_lobby(port, cookie, twin)
         samples = run_rounds(client, port, cookie, p)

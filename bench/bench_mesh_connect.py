@@ -43,6 +43,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from bench.runner import result
 from bench.support import (
     EMBEDDED_ENV,
     cpu_seconds,
@@ -780,44 +781,32 @@ def rows_for(label: str, config: dict[str, Any], summary: dict[str, Any]) -> lis
         )
 
     nav = s["navigate"]
-    rej = s["rejoin"]
-    row(
-        "3rd join -> 6 connected, from socket (navigate)",
-        [r["from_socket_ms"] for r in nav],
-        target=f"<= {TARGET_MS:g}",
-    )
-    row("3rd join -> 6 connected, from welcome (navigate)", [r["from_welcome_ms"] for r in nav])
-    row("3rd join -> 6 connected, from navigation start", [r["from_origin_ms"] for r in nav])
-    row(
-        "3rd join -> 6 connected, from socket (rejoin btn)",
-        [r["from_socket_ms"] for r in rej],
-        target=f"<= {TARGET_MS:g}",
-    )
-    row("3rd join -> 6 connected, from welcome (rejoin btn)", [r["from_welcome_ms"] for r in rej])
-    row("  camera start (getUserMedia, from page load)", [r["camera_ms"] for r in nav])
-    row(
-        "  camera ready after welcome (>0: still opening)",
-        [r["camera_after_welcome_ms"] for r in nav],
-    )
-    row(
-        "  offer hop offerer -> server -> answerer",
-        [v for r in nav for v in r["relay_one_way_ms"]["offer"]],
-    )
-    row(
-        "  answer hop answerer -> server -> offerer",
-        [v for r in nav for v in r["relay_one_way_ms"]["answer"]],
-    )
+
+    def each(runs: list[dict[str, Any]], key: str) -> list[float]:
+        return [r[key] for r in runs]
+
+    def pooled(key: str, hop: str) -> list[float]:  # per link, all navigate runs
+        return [v for r in nav for v in r[key][hop]]
+
+    for join, runs in (("navigate", nav), ("rejoin btn", s["rejoin"])):
+        socket_ms, welcome_ms = each(runs, "from_socket_ms"), each(runs, "from_welcome_ms")
+        row(f"3rd join -> 6 connected, from socket ({join})", socket_ms, f"<= {TARGET_MS:g}")
+        row(f"3rd join -> 6 connected, from welcome ({join})", welcome_ms)
+        if runs is nav:
+            row("3rd join -> 6 connected, from navigation start", each(nav, "from_origin_ms"))
+    row("  camera start (getUserMedia, from page load)", each(nav, "camera_ms"))
+    row("  camera ready after welcome (>0: still opening)", each(nav, "camera_after_welcome_ms"))
+    row("  offer hop offerer -> server -> answerer", pooled("relay_one_way_ms", "offer"))
+    row("  answer hop answerer -> server -> offerer", pooled("relay_one_way_ms", "answer"))
     row(
         "  offer hop: answerer main thread in long tasks",
-        [v for r in nav for v in r["relay_receiver_longtask_ms"]["offer"]],
+        pooled("relay_receiver_longtask_ms", "offer"),
     )
-    row("  page 3 long tasks, socket -> all connected", [r["page3_longtask_ms"] for r in nav])
-    row(
-        "  ICE connected -> connected (DTLS), per link",
-        [v for r in nav for v in r["ice_to_dtls_ms"].values() if v is not None],
-    )
-    row("in-page pair createOffer -> both connected", [b["pair_ms"] for b in s["baseline"]])
-    row("in-page 3rd join -> 4 new connected", [b["join_ms"] for b in s["baseline"]])
+    row("  page 3 long tasks, socket -> all connected", each(nav, "page3_longtask_ms"))
+    dtls = [v for r in nav for v in r["ice_to_dtls_ms"].values() if v is not None]
+    row("  ICE connected -> connected (DTLS), per link", dtls)
+    row("in-page pair createOffer -> both connected", each(s["baseline"], "pair_ms"))
+    row("in-page 3rd join -> 4 new connected", each(s["baseline"], "join_ms"))
     ours = summary["navigate"]["from_socket_ms"]["p50"]
     rows.append(
         {
@@ -902,36 +891,32 @@ def run(quick: bool) -> dict[str, Any]:
         f"from welcome {emb['navigate']['from_welcome_ms']['p50']:.0f} ms; "
         f"target <= {TARGET_MS:g} ms: {'met' if ours <= TARGET_MS else 'NOT met'}"
     )
-    return {
-        "name": NAME,
-        "rows": rows,
-        "ratio": ratio,
-        "headline": headline,
-        "parameters": {
-            **asdict(p),
-            "target_ms": TARGET_MS,
-            "seen_in_page_ms": SEEN_IN_PAGE_MS,
-            "seen_trivial_relay_ms": SEEN_TRIVIAL_RELAY_MS,
-            "configs": [c["label"] for c in configs],
-            "channel_layers": layers,
-            "redis": {"url": redis_url(), "key_prefix": redis_prefix, "deleted_after": True}
-            if redis_prefix
-            else None,
-            "browser": "Debian /usr/bin/chromium, headless, one browser, 3 contexts + 1 baseline",
-            "clock": "performance.timeOrigin + performance.now() in each page",
-            "end": "last of the 4 new RTCPeerConnections (1->3, 2->3, 3->1, 3->2) 'connected'; "
-            "the 1-2 pair stays connected",
-            "origins": {
-                "from_socket": "page 3's room WebSocket constructed",
-                "from_welcome": "page 3 received 'welcome'",
-                "from_origin": "navigate: performance.timeOrigin (navigation start); "
-                "rejoin: the Rejoin click",
-            },
-            "round": "each configuration in turn (order alternating per round): 3 new "
-            "browser contexts, pages 1 and 2 join a fresh room and connect, settle, in-page "
-            "baseline, settle, page 3 navigate join, Leave button, settle, Rejoin button join, "
-            "navigate away, contexts closed",
+    parameters = {
+        **asdict(p),
+        "target_ms": TARGET_MS,
+        "seen_in_page_ms": SEEN_IN_PAGE_MS,
+        "seen_trivial_relay_ms": SEEN_TRIVIAL_RELAY_MS,
+        "configs": [c["label"] for c in configs],
+        "channel_layers": layers,
+        "redis": {"url": redis_url(), "key_prefix": redis_prefix, "deleted_after": True}
+        if redis_prefix
+        else None,
+        "browser": "Debian /usr/bin/chromium, headless, one browser, 3 contexts + 1 baseline",
+        "clock": "performance.timeOrigin + performance.now() in each page",
+        "end": "last of the 4 new RTCPeerConnections (1->3, 2->3, 3->1, 3->2) 'connected'; "
+        "the 1-2 pair stays connected",
+        "origins": {
+            "from_socket": "page 3's room WebSocket constructed",
+            "from_welcome": "page 3 received 'welcome'",
+            "from_origin": "navigate: performance.timeOrigin (navigation start); "
+            "rejoin: the Rejoin click",
         },
+        "round": "each configuration in turn (order alternating per round): 3 new "
+        "browser contexts, pages 1 and 2 join a fresh room and connect, settle, in-page "
+        "baseline, settle, page 3 navigate join, Leave button, settle, Rejoin button join, "
+        "navigate away, contexts closed",
+    }
+    detail = {
         "summary": summaries,
         "checks": {
             c["label"]: {
@@ -950,3 +935,4 @@ def run(quick: bool) -> dict[str, Any]:
         },
         "samples": {c["label"]: c["samples"] for c in configs},
     }
+    return result(NAME, rows, ratio, headline, parameters, detail)

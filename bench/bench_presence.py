@@ -34,10 +34,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from bench.clients import WsClient, close_all, ws_connect
 from bench.support import (
     EMBEDDED_ENV,
-    WsClient,
-    close_all,
     daphne_site,
     delete_keys,
     exit_cleanly_on_sigterm,
@@ -51,7 +50,6 @@ from bench.support import (
     redis_url,
     room_slug,
     unique_tag,
-    ws_connect,
 )
 
 NAME = "presence"
@@ -439,12 +437,8 @@ def median_field(samples: list[dict[str, Any]], key: str) -> float:
 # --- the benchmark ------------------------------------------------------------------------------
 
 
+@exit_cleanly_on_sigterm()
 def run(quick: bool) -> dict[str, Any]:
-    with exit_cleanly_on_sigterm():
-        return _run(quick)
-
-
-def _run(quick: bool) -> dict[str, Any]:
     p = QUICK if quick else FULL
     soft, hard = raise_nofile()
     load_start = os.getloadavg()
@@ -547,7 +541,7 @@ def _run(quick: bool) -> dict[str, Any]:
             "servers": "two Daphne processes at once: REDIS_URL (Redis presence + "
             "channels-redis core layer) and embedded (memory presence + in-memory layer)",
             "server_env": "DEBUG=1, LOG_LEVEL=WARNING, access log off, temp SQLite",
-            "client": "bench.support.WsClient (asyncio Protocol), one process",
+            "client": "bench.clients.WsClient (asyncio Protocol), one process",
             "bench_nofile": [soft, hard],
             "latency_definition": "t0 just before TCP connect of the joining socket -> each "
             "lobby observer receives the matching presence delta; pooled over observers",

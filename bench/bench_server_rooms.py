@@ -5,7 +5,7 @@ signaling isolation under echo load, and how many echo sessions with boxes stay 
   the client's tracks straight back (``pc.addTrack(MediaRelay().subscribe(track))``, the
   aiortc example server): no Django, no signaling socket, no latest-frame plumbing.
 * **Ours:** the site's echo room in one Daphne (embedded defaults), negotiated over the
-  room socket by ``signaling.media.client.ServerRoomClient``.
+  room socket by ``tests.support.participant.ServerRoomClient``.
 * **Client:** this process, one ``ServerRoomClient`` per session sending the astronaut
   (tests/support/media.py) at 640x480, 20 fps, each frame numbered in its top rows; the
   number read back from returned frames gives the round trip (send → echoed frame decoded).
@@ -31,22 +31,26 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
 import time
 from typing import Any
 
+from bench.clients import Endpoint, relay_connect
+from bench.offers import offer_text
 from bench.support import (
+    EMBEDDED_ENV,
     HOST,
     REPO,
     cpu_seconds,
     daphne_site,
     make_tokens,
     ms,
+    peer_process,
     percentile,
     room_slug,
+    sibling_process,
 )
 
 NAME = "server_rooms"
@@ -96,7 +100,7 @@ def plain_echo_main(port: int) -> None:
 
     async def main() -> None:
         async with serve(handler, HOST, port):
-            print("plain echo ready", flush=True)
+            print("ready", flush=True)
             await asyncio.Future()
 
     asyncio.run(main())
@@ -117,7 +121,7 @@ class Session:
     async def start(self, *, room: bool, faces: bool = False) -> None:
         from websockets.asyncio.client import connect
 
-        from signaling.media.client import PatternTrack, ServerRoomClient, read_stamp
+        from tests.support.participant import PatternTrack, ServerRoomClient, read_stamp
 
         self.ws = await connect(self.url, origin=self.origin, max_size=2**20, ping_interval=None)
         if room:
@@ -305,15 +309,13 @@ def stop_echo_load(proc: subprocess.Popen) -> dict[str, Any]:
     return {}
 
 
-# --- signaling probe (the Mesh benchmark's client) -----------------------------------------------
+# --- signaling probe (the signaling benchmark's client and offers) --------------------------------
 
 
 async def signaling_probe(port: int, tokens: list[str], count: int) -> dict[str, Any]:
-    from bench.bench_signaling import Endpoint, connect, offer_text
-
     slug = room_slug(0)
-    a = await connect("A", Endpoint(port, slug, tokens[0]), 30)
-    b = await connect("B", Endpoint(port, slug, tokens[1]), 30)
+    a = await relay_connect("A", Endpoint(port, slug, tokens[0]), 30)
+    b = await relay_connect("B", Endpoint(port, slug, tokens[1]), 30)
     try:
         texts = [offer_text(b.peer_id, i) for i in range(count)]
         latencies = []
@@ -450,56 +452,21 @@ async def run_all(
 
 
 def run(quick: bool) -> dict[str, Any]:
-    from tests.support.daphne import DaphneServer
-    from tests.support.ports import free_port
-
     load_before = os.getloadavg()
-    plain_port = free_port()
-    plain = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            f"from bench.bench_server_rooms import plain_echo_main; plain_echo_main({plain_port})",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        cwd=REPO,
-    )
-    try:
-        assert plain.stdout is not None
-        if b"ready" not in plain.stdout.readline():
-            raise RuntimeError("the plain aiortc echo did not start")
-        report: dict[str, Any] = {}
-        with daphne_site({"REDIS_URL": "", "DATABASE_URL": ""}, rooms=1, report=report) as site:
-            site.manage("shell", "-c", echo_rooms_code(10))
-            layouts: dict[str, tuple[Any, dict[str, Any]]] = {}
-            try:
-                for layout, (priority, load_priority) in LAYOUTS.items():
-                    media = None
-                    if priority is not None:
-                        media = DaphneServer(
-                            **priority,
-                            env={
-                                "REDIS_URL": "",
-                                "DATABASE_URL": "",
-                                "LOG_LEVEL": "WARNING",
-                                "SQLITE_PATH": str(site.workdir / "db.sqlite3"),  # same rooms
-                            },
-                        )
-                        media.start(migrate=False, timeout=60)
-                    layouts[layout] = (media, load_priority)
-                results = asyncio.run(run_all(site, layouts, plain_port, plain.pid, quick))
-            finally:
-                for media, _ in layouts.values():
-                    if media is not None:
-                        media.stop()
-                        shutil.rmtree(media.workdir, ignore_errors=True)
-    finally:
-        plain.terminate()
-        try:
-            plain.wait(10)
-        except subprocess.TimeoutExpired:
-            plain.kill()
+    report: dict[str, Any] = {}
+    with (
+        peer_process("bench.bench_server_rooms:plain_echo_main") as plain,
+        daphne_site(dict(EMBEDDED_ENV), rooms=1, report=report) as site,
+        contextlib.ExitStack() as stack,
+    ):
+        site.manage("shell", "-c", echo_rooms_code(10))
+        layouts: dict[str, tuple[Any, dict[str, Any]]] = {}
+        for layout, (priority, load_priority) in LAYOUTS.items():
+            media = None
+            if priority is not None:  # same settings and rooms, a process of its own
+                media = stack.enter_context(sibling_process(site, **priority))
+            layouts[layout] = (media, load_priority)
+        results = asyncio.run(run_all(site, layouts, plain.port, plain.pid, quick))
     load_after = os.getloadavg()
     return summarise(results, quick, load_before, load_after, report)
 

@@ -31,7 +31,7 @@ The Redis servers get ``socket_timeout=30`` in their ``REDIS_URL`` (see
 ``SERVER_SOCKET_TIMEOUT_S``): with redis-py's default of 5 s an idle ``RedisChannelLayer``
 consumer dies after 5 s, which ends the cross-process run before it starts.
 
-Run as a script with ``--raw-relay PORT`` this module is the raw relay server.
+``raw_relay_main`` is the raw relay, run by ``bench.support.peer_process``.
 """
 
 from __future__ import annotations
@@ -41,32 +41,38 @@ import contextlib
 import itertools
 import json
 import os
-import re
 import secrets
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-from bench.support import cpu_seconds, ms, percentile, redis_url, stop_process
+from bench.clients import Endpoint, PhaseFailed, RelayClient, relay_connect
+from bench.daphne_unlimited import UNLIMITED_DAPHNE, check_lifted
+from bench.offers import make_sdp, offer_text, sdp_seq
+from bench.runner import result
+from bench.support import (
+    EMBEDDED_ENV,
+    HOST,
+    cpu_seconds,
+    daphne_site,
+    delete_keys,
+    make_tokens,
+    ms,
+    peer_process,
+    percentile,
+    redis_env,
+    redis_url,
+    room_slug,
+    sibling_process,
+)
 
 NAME = "signaling"
 
-REPO = Path(__file__).resolve().parent.parent
-HOST = "127.0.0.1"
 ROOM_CAPACITY = 3  # mesh
 UNKNOWN_PEER = "000000000000"  # well-formed, never assigned to anyone in the room
-OFFER_PREFIX = '{"type":"offer"'  # how both servers serialise a relayed offer
-SIGNAL_TYPES = ("offer", "answer", "candidate")
-SEQ_RE = re.compile(r"\no=- \d+ (\d+) IN ")
 
 #: Measured on this machine before any code (issue 4), and the issue's target.
 REFERENCE = {
@@ -104,125 +110,6 @@ class Params:
 
 FULL = Params()
 QUICK = Params(lockstep=200, burst=500, warmup=30, probe=60, rounds=1, chunks=4)
-
-
-# --- numbers ----------------------------------------------------------------------------------
-
-
-# --- the payload ------------------------------------------------------------------------------
-
-_AUDIO = [
-    (111, "opus/48000/2", "minptime=10;useinbandfec=1"),
-    (63, "red/48000/2", "111/111"),
-    (9, "G722/8000", None),
-    (0, "PCMU/8000", None),
-    (8, "PCMA/8000", None),
-    (13, "CN/8000", None),
-    (110, "telephone-event/48000", None),
-    (126, "telephone-event/8000", None),
-]
-_H264 = "level-asymmetry-allowed=1;packetization-mode={};profile-level-id={}"
-_VIDEO = [
-    (96, "VP8/90000", None),
-    (98, "VP9/90000", "profile-id=0"),
-    (100, "VP9/90000", "profile-id=2"),
-    (102, "H264/90000", _H264.format(1, "42001f")),
-    (104, "H264/90000", _H264.format(0, "42001f")),
-    (106, "H264/90000", _H264.format(1, "42e01f")),
-    (108, "H264/90000", _H264.format(0, "42e01f")),
-    (112, "H264/90000", _H264.format(1, "4d001f")),
-    (114, "H264/90000", _H264.format(1, "64001f")),
-    (35, "AV1/90000", "level-idx=5;profile=0;tier=0"),
-    (116, "red/90000", None),
-]
-_MSID = "2b5a1f0e-6c3d-4f8e-9a7b-1c2d3e4f5a6b"
-_EXTMAPS = {
-    "audio": [
-        "urn:ietf:params:rtp-hdrext:ssrc-audio-level",
-        "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
-        "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01",
-        "urn:ietf:params:rtp-hdrext:sdes:mid",
-    ],
-    "video": [
-        "urn:ietf:params:rtp-hdrext:toffset",
-        "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
-        "urn:3gpp:video-orientation",
-        "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01",
-        "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay",
-        "http://www.webrtc.org/experiments/rtp-hdrext/video-content-type",
-        "http://www.webrtc.org/experiments/rtp-hdrext/video-timing",
-        "http://www.webrtc.org/experiments/rtp-hdrext/color-space",
-        "urn:ietf:params:rtp-hdrext:sdes:mid",
-    ],
-}
-
-
-def _media(kind: str, mid: int, ssrc: int) -> list[str]:
-    codecs = _AUDIO if kind == "audio" else _VIDEO
-    payload_types: list[int] = []
-    body: list[str] = []
-    for pt, name, fmtp in codecs:
-        payload_types.append(pt)
-        body.append(f"a=rtpmap:{pt} {name}")
-        if kind == "video":
-            fbs = ("goog-remb", "transport-cc", "ccm fir", "nack", "nack pli")
-            body += [f"a=rtcp-fb:{pt} {fb}" for fb in fbs]
-        elif pt == 111:
-            body.append(f"a=rtcp-fb:{pt} transport-cc")
-        if fmtp:
-            body.append(f"a=fmtp:{pt} {fmtp}")
-        if kind == "video":
-            payload_types.append(pt + 1)
-            body += [f"a=rtpmap:{pt + 1} rtx/90000", f"a=fmtp:{pt + 1} apt={pt}"]
-    lines = [
-        f"m={kind} 9 UDP/TLS/RTP/SAVPF {' '.join(map(str, payload_types))}",
-        "c=IN IP4 0.0.0.0",
-        "a=rtcp:9 IN IP4 0.0.0.0",
-        "a=ice-ufrag:Xk3f",
-        "a=ice-pwd:9pJ1s0Hk2aQ8vZr4nT6yW3eB",
-        "a=ice-options:trickle",
-        "a=fingerprint:sha-256 4C:1F:83:2A:9E:57:D0:6B:FA:31:8C:E2:47:05:B9:6D:"
-        "13:A8:72:C4:5E:F0:29:8B:D6:34:1A:E7:90:5C:B3:6F",
-        "a=setup:actpass",
-        f"a=mid:{mid}",
-        *(f"a=extmap:{i} {uri}" for i, uri in enumerate(_EXTMAPS[kind], start=1)),
-        "a=sendrecv",
-        f"a=msid:{_MSID} {kind}-7d1e2f3a",
-        "a=rtcp-mux",
-        "a=rtcp-rsize",
-        *body,
-    ]
-    if kind == "video":
-        lines.append(f"a=ssrc-group:FID {ssrc} {ssrc + 1}")
-    for s in (ssrc, ssrc + 1) if kind == "video" else (ssrc,):
-        lines += [f"a=ssrc:{s} cname:Zx7vQ2mN8pL4kR1t", f"a=ssrc:{s} msid:{_MSID} {kind}-7d1e2f3a"]
-    return lines
-
-
-def make_sdp(seq: int) -> str:
-    """A Chrome-like audio+video offer (~5 KB); ``seq`` is the o= line's session version."""
-    lines = [
-        "v=0",
-        f"o=- 4611731400430051336 {seq} IN IP4 127.0.0.1",
-        "s=-",
-        "t=0 0",
-        "a=group:BUNDLE 0 1",
-        "a=extmap-allow-mixed",
-        f"a=msid-semantic: WMS {_MSID}",
-        *_media("audio", 0, 3735928559),
-        *_media("video", 1, 2882400001),
-    ]
-    return "\r\n".join(lines) + "\r\n"
-
-
-def sdp_seq(text: str) -> int | None:
-    found = SEQ_RE.search(text, 0, 200)
-    return int(found.group(1)) if found else None
-
-
-def offer_text(to: str, seq: int) -> str:
-    """One client frame, serialised ahead of time (not timed)."""
-    return json.dumps({"type": "offer", "to": to, "sdp": make_sdp(seq)}, separators=(",", ":"))
 
 
 # --- the raw relay (run as its own process) ---------------------------------------------------
@@ -264,7 +151,7 @@ def raw_relay_main(port: int) -> None:
 
     async def main() -> None:
         async with serve(handler, HOST, port, compression=None, max_size=2**20):
-            print(f"raw relay listening on {HOST}:{port}", flush=True)
+            print("ready", flush=True)
             await asyncio.Future()
 
     asyncio.run(main())
@@ -272,153 +159,30 @@ def raw_relay_main(port: int) -> None:
 
 # --- servers ----------------------------------------------------------------------------------
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Server:
-    """One server process of ours (Daphne via the unlimited wrapper) or the raw relay."""
-
-    label: str
-    port: int
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def log_text(self) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-4000:]
-        except OSError:
-            return ""
-
-
-def wait_listening(server: Server, url: str | None, limit_s: float = 180.0) -> None:
-    """Poll until the port accepts (and ``url`` answers, for Daphne); fail fast if it died."""
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
-            raise RuntimeError(f"{server.label} exited early:\n{server.log_text()}")
-        try:
-            if url is None:
-                with socket.create_connection((HOST, server.port), timeout=1):
-                    return
-            else:
-                with urllib.request.urlopen(url, timeout=2):
-                    return
-        except (OSError, urllib.error.URLError):
-            time.sleep(0.1)
-    raise RuntimeError(f"{server.label} not ready within {limit_s}s:\n{server.log_text()}")
-
-
-def site_env(workdir: Path, extra: dict[str, str]) -> dict[str, str]:
-    """Like ``tests.support.daphne``: DEBUG, own SQLite and media; plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
-    env.update(
-        DJANGO_SETTINGS_MODULE="rtcsite.settings",
-        DEBUG="1",
-        SQLITE_PATH=str(workdir / "db.sqlite3"),
-        MEDIA_ROOT=str(workdir / "media"),
-        PYTHONUNBUFFERED="1",
-        LOG_LEVEL="WARNING",
-        DATABASE_URL="",
-        # presence is refreshed by heartbeats every 10 s; these clients only relay, so give
-        # their places a long life instead of sending pings mid-measurement
-        PRESENCE_TTL="3600",
-        # tokens are minted once at the start; a full run on a loaded box outlasts the
-        # default 15 min (seen: every join of rounds 2-3 refused with token-expired)
-        WS_TOKEN_MAX_AGE="14400",
-    )
-    env.update(extra)
-    return env
-
-
-def manage(env: dict[str, str], *args: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
-
-
-def create_rooms_code(slugs: list[str]) -> str:
-    return (
-        "from rooms.models import Room\n"
-        f"Room.objects.bulk_create([Room(slug=s, title=s, kind='mesh', capacity={ROOM_CAPACITY})"
-        f" for s in {slugs!r}])\n"
-    )
-
-
-def daphne_command(port: int) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "bench.daphne_unlimited",
-        "-b",
-        HOST,
-        "-p",
-        str(port),
-        "--access-log",
-        os.devnull,
-        "rtcsite.asgi:application",
-    ]
-
-
-@contextlib.contextmanager
-def started(cmd: list[str], env: dict[str, str], label: str, workdir: Path) -> Iterator[Server]:
-    log = workdir / f"{label}.log"
-    port = int(cmd[cmd.index("-p") + 1]) if "-p" in cmd else int(cmd[-1])
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-        server = Server(label, port, proc, log)
-        try:
-            yield server
-        finally:
-            stop_process(proc)
+#: Every Daphne of the run, on top of the shared launcher's DEBUG, own SQLite and media.
+SERVER_ENV = {
+    "DATABASE_URL": "",
+    # presence is refreshed by heartbeats every 10 s; these clients only relay, so give
+    # their places a long life instead of sending pings mid-measurement
+    "PRESENCE_TTL": "3600",
+    # tokens are minted once at the start; a full run on a loaded box outlasts the
+    # default 15 min (seen: every join of rounds 2-3 refused with token-expired)
+    "WS_TOKEN_MAX_AGE": "14400",
+}
 
 
 def site_servers(
-    stack: contextlib.ExitStack, label: str, extra: dict[str, str], count: int, rooms: list[str]
-) -> list[Server]:
-    """``count`` Daphnes sharing one SQLite (rooms created once) and ``extra`` env."""
-    import tempfile
-
-    workdir = Path(tempfile.mkdtemp(prefix=f"rtcsite-bench-sig-{label}-"))
-    stack.callback(shutil.rmtree, workdir, ignore_errors=True)
-    env = site_env(workdir, extra)
-    manage(env, "migrate", "--noinput", "-v0")
-    manage(env, "shell", "-c", create_rooms_code(rooms))
-    servers = []
-    for i in range(count):
-        port = free_port()
-        server = stack.enter_context(started(daphne_command(port), env, f"{label}-{i}", workdir))
-        wait_listening(server, f"http://{HOST}:{port}/me/token/")
-        servers.append(server)
+    stack: contextlib.ExitStack, label: str, env: dict[str, str], count: int, rooms: int
+) -> dict[str, Any]:
+    """``count`` Daphnes of one site (one SQLite, ``rooms`` rooms made once), rate limit
+    lifted (``bench.daphne_unlimited``); by label."""
+    first = stack.enter_context(
+        daphne_site({**SERVER_ENV, **env}, rooms, ROOM_CAPACITY, daphne=UNLIMITED_DAPHNE)
+    )
+    servers = [first, *(stack.enter_context(sibling_process(first)) for _ in range(count - 1))]
     for server in servers:
-        check_unlimited(server)
-    return servers
-
-
-def check_unlimited(server: Server) -> None:
-    from bench.daphne_unlimited import MARKER
-
-    deadline = time.monotonic() + 10
-    while MARKER not in server.log_text():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{server.label}: rate limit not lifted:\n{server.log_text()}")
-        time.sleep(0.1)
+        check_lifted(server)
+    return {f"{label}-{i}": server for i, server in enumerate(servers)}
 
 
 # --- Redis --------------------------------------------------------------------------------------
@@ -450,155 +214,6 @@ def redis_cpu(url: str) -> float | None:
     except redis.RedisError:
         return None
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-
-
-def delete_keys(prefix: str, url: str) -> int:
-    import redis
-
-    client = redis.Redis.from_url(url)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        for i in range(0, len(keys), 500):
-            client.delete(*keys[i : i + 500])
-        return len(keys)
-    finally:
-        client.close()
-
-
-# --- clients ------------------------------------------------------------------------------------
-
-
-class PhaseFailed(Exception):
-    """An error message, a closed socket or a stall ended a phase early."""
-
-
-@dataclass
-class Endpoint:
-    """Where one client connects: our room socket (``token``) or the raw relay (``None``)."""
-
-    port: int
-    slug: str | None = None
-    token: str | None = None
-
-    @property
-    def url(self) -> str:
-        if self.token is None:
-            return f"ws://{HOST}:{self.port}/"
-        return f"ws://{HOST}:{self.port}/ws/rooms/{self.slug}/?token={self.token}&v=1"
-
-
-class Client:
-    """One socket with a reader task. Offers are kept as raw text with their arrival time
-    (parsed only after the clock stops); anything else is parsed and kept in ``others``."""
-
-    def __init__(self, name: str, ws: Any, peer_id: str) -> None:
-        self.name = name
-        self.ws = ws
-        self.peer_id = peer_id
-        self.offers: list[str] = []
-        self.others: list[dict[str, Any]] = []
-        self.joined: set[str] = set()
-        self.joined_event = asyncio.Event()
-        self.want = 0
-        self.waiter: asyncio.Future[float] | None = None
-        self.reply: asyncio.Future[tuple[float, dict[str, Any]]] | None = None
-        self.closed = False
-        self.task: asyncio.Task[None] | None = None
-        self.partner: Client | None = None  # whose waiter fails if this one sees an error
-
-    async def heard_of(self, peers: set[str]) -> None:
-        """Return once ``peer-joined`` arrived for each of ``peers``."""
-        while not peers <= self.joined:
-            self.joined_event.clear()
-            await self.joined_event.wait()
-
-    def start(self) -> None:
-        self.task = asyncio.get_running_loop().create_task(self._read())
-
-    def arm(self, count: int) -> asyncio.Future[float]:
-        """A future resolved (with the arrival time) when ``count`` more offers are in."""
-        self.want = len(self.offers) + count
-        self.waiter = asyncio.get_running_loop().create_future()
-        return self.waiter
-
-    def expect_reply(self) -> asyncio.Future[tuple[float, dict[str, Any]]]:
-        self.reply = asyncio.get_running_loop().create_future()
-        return self.reply
-
-    def fail(self, reason: str) -> None:
-        for future in (self.waiter, self.reply):
-            if future is not None and not future.done():
-                future.set_exception(PhaseFailed(f"{self.name}: {reason}"))
-
-    async def _read(self) -> None:
-        from websockets.exceptions import ConnectionClosed
-
-        clock = time.perf_counter
-        try:
-            async for text in self.ws:
-                now = clock()
-                if text.startswith(OFFER_PREFIX):
-                    self.offers.append(text)
-                    waiter = self.waiter
-                    if waiter is not None and len(self.offers) >= self.want and not waiter.done():
-                        waiter.set_result(now)
-                    continue
-                message = json.loads(text)
-                self.others.append(message)
-                kind = message.get("type")
-                if self.reply is not None and not self.reply.done() and kind in ("error", "pong"):
-                    self.reply.set_result((now, message))
-                elif kind == "peer-joined":
-                    self.joined.add(message["peer"])
-                    self.joined_event.set()
-                elif kind == "error":
-                    reason = f"error {message.get('code')}: {message.get('message')}"
-                    self.fail(reason)
-                    if self.partner is not None:
-                        self.partner.fail(reason)
-        except ConnectionClosed as exc:
-            self.fail(f"socket closed ({exc})")
-        finally:
-            self.closed = True
-            self.fail("socket closed")
-            if self.partner is not None:
-                self.partner.fail(f"{self.name}'s socket closed")
-
-    def signals(self) -> int:
-        """Relayed signaling messages received (offers, and any answer/candidate)."""
-        return len(self.offers) + sum(1 for m in self.others if m.get("type") in SIGNAL_TYPES)
-
-    async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(5):
-                await self.ws.close()
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(BaseException):
-                await self.task
-
-
-async def connect(name: str, endpoint: Endpoint, limit_s: float) -> Client:
-    from websockets.asyncio.client import connect as ws_connect
-
-    async with asyncio.timeout(limit_s):
-        ws = await ws_connect(
-            endpoint.url,
-            origin=f"http://{HOST}:{endpoint.port}",  # type: ignore[arg-type]
-            compression=None,  # Daphne does not negotiate permessage-deflate either
-            ping_interval=None,
-            max_size=2**20,
-            max_queue=None,
-        )
-        if endpoint.token is None:
-            await ws.send(json.dumps({"type": "register", "id": secrets.token_hex(6)}))
-        welcome = json.loads(await ws.recv())
-    if welcome.get("type") != "welcome":
-        await ws.close()
-        raise PhaseFailed(f"{name}: expected welcome, got {welcome}")
-    client = Client(name, ws, welcome["you"]["peer"])
-    client.start()
-    return client
 
 
 # --- one measurement --------------------------------------------------------------------------
@@ -643,16 +258,17 @@ class Sample:
 
 @dataclass
 class Setup:
-    """How to reach one target: endpoints for A, B, C per round; PIDs to read CPU from."""
+    """How to reach one target: endpoints for A, B, C per round; its server processes by
+    label (PIDs to read CPU from, logs to quote on a failure)."""
 
     key: str
     endpoints: list[tuple[Endpoint, Endpoint, Endpoint]]
-    servers: list[Server]
+    servers: dict[str, Any]
     redis: str | None = None
 
     @property
     def pids(self) -> list[int]:
-        return [server.pid for server in self.servers]
+        return [server.pid for server in self.servers.values()]
 
 
 class Meter:
@@ -683,7 +299,7 @@ class Meter:
         return server, redis if self.redis_known else None, client
 
 
-async def wait_for_count(client: Client, future: asyncio.Future[float], p: Params) -> float:
+async def wait_for_count(client: RelayClient, future: asyncio.Future[float], p: Params) -> float:
     """Await ``future``; a stall (no new offer for ``stall_s``) or the limit ends it."""
     deadline = time.monotonic() + p.phase_limit_s
     seen, last_progress = len(client.offers), time.monotonic()
@@ -702,7 +318,7 @@ async def wait_for_count(client: Client, future: asyncio.Future[float], p: Param
             )
 
 
-async def lockstep(a: Client, b: Client, texts: list[str], p: Params) -> list[float]:
+async def lockstep(a: RelayClient, b: RelayClient, texts: list[str], p: Params) -> list[float]:
     """Send one, wait until B has it, repeat; one-way latencies in seconds."""
     clock = time.perf_counter
     latencies = []
@@ -715,7 +331,7 @@ async def lockstep(a: Client, b: Client, texts: list[str], p: Params) -> list[fl
     return latencies
 
 
-async def probe(a: Client, texts: list[str], p: Params) -> list[float]:
+async def probe(a: RelayClient, texts: list[str], p: Params) -> list[float]:
     """Round trips of an offer to an unknown peer (answered on A's own socket)."""
     clock = time.perf_counter
     ping = json.dumps({"type": "ping"})
@@ -737,7 +353,7 @@ async def probe(a: Client, texts: list[str], p: Params) -> list[float]:
     return rtts
 
 
-async def burst(a: Client, b: Client, texts: list[str], p: Params) -> tuple[float, float]:
+async def burst(a: RelayClient, b: RelayClient, texts: list[str], p: Params) -> tuple[float, float]:
     """Send all back to back; (seconds until B had them all, seconds to send them)."""
     arrived = b.arm(len(texts))
     start = time.perf_counter()
@@ -747,7 +363,7 @@ async def burst(a: Client, b: Client, texts: list[str], p: Params) -> tuple[floa
     return await wait_for_count(b, arrived, p) - start, sent
 
 
-def check_b(b: Client, a_peer: str, first_seq: int, count: int, sample: Sample) -> None:
+def check_b(b: RelayClient, a_peer: str, first_seq: int, count: int, sample: Sample) -> None:
     """Parse B's offers (after the clock): sender, order, losses, duplicates."""
     seqs = []
     for text in b.offers:
@@ -767,7 +383,7 @@ class Live:
     def __init__(self, setup: Setup, round_no: int) -> None:
         self.setup = setup
         self.sample = Sample(setup.key, round_no)
-        self.clients: list[Client] = []
+        self.clients: list[RelayClient] = []
         self.seq = 0
         self.latencies: list[float] = []
         self.lockstep_s = 0.0
@@ -791,15 +407,15 @@ class Live:
         except Exception as exc:  # a closed socket, a stall, a refused handshake: go on
             self.sample.failure = f"{phase}: {type(exc).__name__}: {exc}"
             await asyncio.sleep(0.5)  # let the servers write down why
-            for server in self.setup.servers:  # a traceback's exception lines, not frames
-                said = [line for line in server.log_text().splitlines() if line[:1].strip()]
-                self.sample.notes += [f"{server.label}: {line}" for line in said[-4:]]
+            for label, server in self.setup.servers.items():  # a traceback's exception lines
+                said = [line for line in server.log().splitlines() if line[:1].strip()]
+                self.sample.notes += [f"{label}: {line}" for line in said[-4:]]
             return None
 
     async def join(self, p: Params) -> None:
         ep_a, ep_b, ep_c = self.setup.endpoints[self.sample.round]
         for name, endpoint in (("A", ep_a), ("B", ep_b), ("C", ep_c)):
-            self.clients.append(await connect(name, endpoint, p.connect_limit_s))
+            self.clients.append(await relay_connect(name, endpoint, p.connect_limit_s))
         a, b, c = self.clients
         a.partner = b
         if ep_a.token is not None:  # our server routes by what A's consumer has heard
@@ -924,17 +540,6 @@ async def run_round(setups: dict[str, Setup], round_no: int, p: Params) -> dict[
 # --- the benchmark ------------------------------------------------------------------------------
 
 
-def make_tokens(count: int) -> list[str]:
-    """Valid room-socket tokens, signed with the settings the servers read too."""
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rtcsite.settings")
-    from identity.services import Identity
-    from identity.tokens import issue_token
-
-    return [
-        issue_token(Identity(id=secrets.token_hex(8), name=f"sig-bench-{i}")) for i in range(count)
-    ]
-
-
 def room_endpoints(
     ports: tuple[int, int, int], slug: str, tokens: Iterator[str]
 ) -> tuple[Endpoint, Endpoint, Endpoint]:
@@ -944,55 +549,44 @@ def room_endpoints(
 
 def start_all(stack: contextlib.ExitStack, p: Params, tag: str, url: str) -> dict[str, Any]:
     """Every server of the run; returns the setups per target and the commands used."""
-    import tempfile
-
-    tokens = iter(make_tokens(3 * 2 * 3 * p.rounds))
+    tokens = iter(make_tokens(3 * 2 * 3 * p.rounds, "sig-bench"))
     rounds = range(p.rounds)
     setups: dict[str, Setup] = {}
 
-    workdir = Path(tempfile.mkdtemp(prefix="rtcsite-bench-sig-raw-"))
-    stack.callback(shutil.rmtree, workdir, ignore_errors=True)
-    raw_port = free_port()
-    raw_cmd = [sys.executable, "-m", "bench.bench_signaling", "--raw-relay", str(raw_port)]
-    raw = stack.enter_context(started(raw_cmd, dict(os.environ), "raw", workdir))
-    wait_listening(raw, None)
+    raw = stack.enter_context(peer_process("bench.bench_signaling:raw_relay_main"))
     setups["raw"] = Setup(
-        "raw", [tuple(Endpoint(raw_port) for _ in range(3)) for _ in rounds], [raw]
+        "raw", [tuple(Endpoint(raw.port) for _ in range(3)) for _ in rounds], {"raw": raw}
     )
 
-    single = [f"sig-{r}" for r in rounds]
-    cross = [f"sig-x{r}" for r in rounds]
-    (mem,) = site_servers(stack, "memory", {"REDIS_URL": ""}, 1, single)
+    single = [room_slug(r) for r in rounds]
+    cross = [room_slug(p.rounds + r) for r in rounds]
+    mem = site_servers(stack, "memory", EMBEDDED_ENV, 1, 2 * p.rounds)
+    (port,) = (server.port for server in mem.values())
     setups["memory"] = Setup(
-        "memory",
-        [room_endpoints((mem.port,) * 3, s, tokens) for s in single],
-        [mem],
+        "memory", [room_endpoints((port,) * 3, s, tokens) for s in single], mem
     )
     for backend in ("core", "pubsub"):
-        extra = {
-            "REDIS_URL": url,
-            "CHANNEL_LAYER_BACKEND": backend,
-            "CHANNEL_LAYER_PREFIX": f"{tag}-{backend}-layer",
-            "PRESENCE_KEY_PREFIX": f"{tag}-{backend}-presence",
-        }
-        one, two = site_servers(stack, f"redis-{backend}", extra, 2, single + cross)
+        env = {**redis_env(f"{tag}-{backend}", url), "CHANNEL_LAYER_BACKEND": backend}
+        both = site_servers(stack, f"redis-{backend}", env, 2, 2 * p.rounds)
+        one, two = (server.port for server in both.values())
         setups[f"redis-{backend}"] = Setup(
             f"redis-{backend}",
-            [room_endpoints((one.port,) * 3, s, tokens) for s in single],
-            [one, two],
+            [room_endpoints((one,) * 3, s, tokens) for s in single],
+            both,
             url,
         )
         setups[f"redis-{backend}-2proc"] = Setup(
             f"redis-{backend}-2proc",
-            [room_endpoints((one.port, two.port, two.port), s, tokens) for s in cross],
-            [one, two],
+            [room_endpoints((one, two, two), s, tokens) for s in cross],
+            both,
             url,
         )
+    daphne = next(iter(mem.values())).command()
     return {
         "setups": setups,
         "commands": {
-            "raw": " ".join(["python", *raw_cmd[1:3], "--raw-relay", "<port>"]),
-            "daphne": " ".join(["python", *daphne_command(0)[1:]]).replace(" -p 0 ", " -p <port> "),
+            "raw": raw.command,
+            "daphne": " ".join(["python", *daphne[1:]]).replace(f" {port} ", " <port> "),
         },
     }
 
@@ -1143,56 +737,52 @@ def run(quick: bool) -> dict[str, Any]:
         f"median of {p.rounds} round(s), {p.lockstep} lockstep + {p.burst} burst messages of "
         f"{frame_bytes} bytes; server rate limit lifted"
     )
-    return {
-        "name": NAME,
-        "rows": rows,
-        "ratio": ratio,
-        "headline": headline,
-        "parameters": {
-            **asdict(p),
-            "targets": TARGETS,
-            "sdp_bytes": sdp_bytes,
-            "frame_bytes": frame_bytes,
-            "room_capacity": ROOM_CAPACITY,
-            "placement": {
-                "single": "A, B, C on the same server",
-                "2proc": "A on server 1; B and C on server 2 (C next to the receiver)",
-            },
-            "rate_limit": {
-                "lifted": True,
-                "server_value": "RoomConsumer.rate_limit = (1e9, 10**9) via bench.daphne_unlimited",
-                "production_value": "bursts of 120, 40 msg/s sustained per connection",
-                "why": "the limit would cap every figure at 40 msg/s; this measures throughput",
-            },
-            "server_env": {
-                "DEBUG": "1",
-                "PRESENCE_TTL": "3600 (no heartbeats needed mid-measurement)",
-                "LOG_LEVEL": "WARNING",
-                "SQLITE_PATH": "<temp>",
-                "REDIS_URL": f"{server_redis_url(url)} (Redis targets), '' (memory)",
-                "socket_timeout": (
-                    f"{SERVER_SOCKET_TIMEOUT_S} s instead of redis-py's default 5 s, which "
-                    "equals RedisChannelLayer's BZPOPMIN block and kills idle consumers"
-                ),
-                "CHANNEL_LAYER_PREFIX/PRESENCE_KEY_PREFIX": f"{tag}-<backend>-...",
-            },
-            "commands": servers["commands"],
-            "client": (
-                "websockets asyncio client, one process, compression off (Daphne has none), "
-                "clock: time.perf_counter in the same process for send and receipt"
-            ),
-            "order": (
-                "per round: all targets join; warm-up each; lockstep in `chunks` chunks and "
-                "then the probe likewise, alternating targets chunk by chunk (order rotated); "
-                "then one burst per target"
-            ),
-            "ratio_means": "lockstep msg/s of the faster Redis layer, cross-process, / raw",
-            "local_delivery": (
-                "SIGNALING_LOCAL_DELIVERY on (the default): a relay between two sockets of one "
-                "process skips the channel layer (signaling/local.py), so the 1-process targets "
-                "measure that path and the -2proc targets the layer (Redis) path"
-            ),
+    parameters = {
+        **asdict(p),
+        "targets": TARGETS,
+        "sdp_bytes": sdp_bytes,
+        "frame_bytes": frame_bytes,
+        "room_capacity": ROOM_CAPACITY,
+        "placement": {
+            "single": "A, B, C on the same server",
+            "2proc": "A on server 1; B and C on server 2 (C next to the receiver)",
         },
+        "rate_limit": {
+            "lifted": True,
+            "server_value": "RoomConsumer.rate_limit = (1e9, 10**9) via bench.daphne_unlimited",
+            "production_value": "bursts of 120, 40 msg/s sustained per connection",
+            "why": "the limit would cap every figure at 40 msg/s; this measures throughput",
+        },
+        "server_env": {
+            "DEBUG": "1",
+            "PRESENCE_TTL": "3600 (no heartbeats needed mid-measurement)",
+            "LOG_LEVEL": "WARNING",
+            "SQLITE_PATH": "<temp>",
+            "REDIS_URL": f"{server_redis_url(url)} (Redis targets), '' (memory)",
+            "socket_timeout": (
+                f"{SERVER_SOCKET_TIMEOUT_S} s instead of redis-py's default 5 s, which "
+                "equals RedisChannelLayer's BZPOPMIN block and kills idle consumers"
+            ),
+            "CHANNEL_LAYER_PREFIX/PRESENCE_KEY_PREFIX": f"{tag}-<backend>-...",
+        },
+        "commands": servers["commands"],
+        "client": (
+            "websockets asyncio client, one process, compression off (Daphne has none), "
+            "clock: time.perf_counter in the same process for send and receipt"
+        ),
+        "order": (
+            "per round: all targets join; warm-up each; lockstep in `chunks` chunks and "
+            "then the probe likewise, alternating targets chunk by chunk (order rotated); "
+            "then one burst per target"
+        ),
+        "ratio_means": "lockstep msg/s of the faster Redis layer, cross-process, / raw",
+        "local_delivery": (
+            "SIGNALING_LOCAL_DELIVERY on (the default): a relay between two sockets of one "
+            "process skips the channel layer (signaling/local.py), so the 1-process targets "
+            "measure that path and the -2proc targets the layer (Redis) path"
+        ),
+    }
+    detail = {
         "reference_before_code": REFERENCE,
         "target_vs_raw": TARGET_VS_RAW,
         "summary": summary,
@@ -1203,10 +793,4 @@ def run(quick: bool) -> dict[str, Any]:
         },
         "samples": {key: [asdict(s) for s in rows_] for key, rows_ in samples.items()},
     }
-
-
-if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--raw-relay":
-        raw_relay_main(int(sys.argv[2]))
-    else:
-        sys.exit("usage: python -m bench.bench_signaling --raw-relay PORT")
+    return result(NAME, rows, ratio, headline, parameters, detail)

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import math
 import multiprocessing
 import os
 import statistics
-import subprocess
 import sys
 import time
 import traceback
@@ -34,27 +34,27 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
+from bench.clients import WsClient, close_all, ws_connect
+from bench.runner import result
 from bench.support import (
     EMBEDDED_ENV,
-    REPO,
-    WsClient,
-    close_all,
+    HOST,
     cpu_seconds,
     daphne_site,
     delete_keys,
     exit_cleanly_on_sigterm,
     make_tokens,
     ms,
+    peer_process,
     percentile,
     process_figures,
     raise_nofile,
     redis_env,
     room_slug,
-    stop_process,
     unique_tag,
-    ws_connect,
 )
 
 NAME = "ws_capacity"
@@ -264,24 +264,34 @@ class Workers:
 # --- servers ----------------------------------------------------------------------------------
 
 
+def raw_server_main(port: int) -> None:
+    """The peer: a bare ``websockets`` server that greets each socket once, then echoes.
+    Prints ``ready`` when listening."""
+    import websockets
+
+    hello = json.dumps({"type": "hello"})
+
+    async def handler(ws: Any) -> None:
+        try:
+            await ws.send(hello)
+            async for message in ws:
+                await ws.send(message)
+        except websockets.ConnectionClosed:
+            pass
+
+    async def main() -> None:
+        async with websockets.serve(handler, HOST, port):
+            print("ready", flush=True)
+            await asyncio.Future()
+
+    asyncio.run(main())
+
+
 @contextmanager
 def raw_server() -> Iterator[tuple[int, int]]:
-    """The peer: ``websockets.serve`` in its own process; yields (port, pid)."""
-    from tests.support.ports import free_port
-
-    port = free_port()
-    code = "from bench.support import raw_server_main; raw_server_main()"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, str(port)], cwd=REPO, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()  # "ready" once listening (empty if it died)
-        if line.strip() != "ready":
-            raise RuntimeError(f"raw websockets server did not start (exit {proc.poll()})")
-        yield port, proc.pid
-    finally:
-        stop_process(proc)
+    """The peer in its own process; yields (port, pid)."""
+    with peer_process("bench.bench_ws_capacity:raw_server_main") as peer:
+        yield peer.port, peer.pid
 
 
 @contextmanager
@@ -473,12 +483,8 @@ def _rows(phases: dict[str, dict[str, Any]], raw_rate: float, raw_kb: float) -> 
     return rows
 
 
+@exit_cleanly_on_sigterm()
 def run(quick: bool) -> dict[str, Any]:
-    with exit_cleanly_on_sigterm():
-        return _run(quick)
-
-
-def _run(quick: bool) -> dict[str, Any]:
     p = QUICK if quick else FULL
     soft, hard = raise_nofile()
     warm_rooms = math.ceil(p.warmup / p.room_capacity)
@@ -588,23 +594,19 @@ def _run(quick: bool) -> dict[str, Any]:
         f"{phases['rooms_redis']['connects_per_s']}/s; targets 20,000 / <=40 KB / >=0.7x: "
         f"{verdict['rooms']}; {fd_note}"
     )
-    return {
-        "name": NAME,
-        "rows": rows,
-        "ratio": ratio,
-        "headline": headline,
-        "parameters": {
-            **asdict(p),
-            "order": order,
-            "rooms": rooms,
-            "bench_nofile": [soft, hard],
-            "client": "bench.support.WsClient (asyncio Protocol) in forked worker processes",
-            "ours": "daphne rtcsite.asgi:application, DEBUG=1, LOG_LEVEL=WARNING, access log off",
-            "embedded_env": {"REDIS_URL": "", "DATABASE_URL": "", "SQLITE_PATH": "<temp>"},
-            "redis_env": "REDIS_URL, CHANNEL_LAYER_PREFIX/PRESENCE_KEY_PREFIX=<unique tag>",
-            "peer": "websockets.serve (greets once, echoes), one process",
-            "bare_peer": f"{BARE_APP} on the same Daphne command line and embedded settings",
-        },
+    parameters = {
+        **asdict(p),
+        "order": order,
+        "rooms": rooms,
+        "bench_nofile": [soft, hard],
+        "client": "bench.clients.WsClient (asyncio Protocol) in forked worker processes",
+        "ours": "daphne rtcsite.asgi:application, DEBUG=1, LOG_LEVEL=WARNING, access log off",
+        "embedded_env": {"REDIS_URL": "", "DATABASE_URL": "", "SQLITE_PATH": "<temp>"},
+        "redis_env": "REDIS_URL, CHANNEL_LAYER_PREFIX/PRESENCE_KEY_PREFIX=<unique tag>",
+        "peer": "websockets.serve (greets once, echoes), one process",
+        "bare_peer": f"{BARE_APP} on the same Daphne command line and embedded settings",
+    }
+    detail = {
         "targets": TARGETS,
         "reference_issue_3": REFERENCE,
         "verdict": verdict,
@@ -612,8 +614,11 @@ def _run(quick: bool) -> dict[str, Any]:
         "total_phase_s": round(time.monotonic() - started, 1),
         "loadavg": {"start": load_start, "end": os.getloadavg()},
         "os": {
-            "ip_local_port_range": open("/proc/sys/net/ipv4/ip_local_port_range").read().split(),
-            "somaxconn": int(open("/proc/sys/net/core/somaxconn").read()),
+            "ip_local_port_range": Path("/proc/sys/net/ipv4/ip_local_port_range")
+            .read_text()
+            .split(),
+            "somaxconn": int(Path("/proc/sys/net/core/somaxconn").read_text()),
             "pid": os.getpid(),
         },
     }
+    return result(NAME, rows, ratio, headline, parameters, detail)

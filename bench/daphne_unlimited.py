@@ -8,18 +8,32 @@ arguments as the ``daphne`` script::
 
     python -m bench.daphne_unlimited -b 127.0.0.1 -p 8123 rtcsite.asgi:application
 
-Nothing else differs from ``daphne``: same ASGI application, same settings from the
-environment. Never use it to serve anything but a benchmark.
+(``DaphneServer(daphne=UNLIMITED_DAPHNE)`` starts it so.) Nothing else differs from
+``daphne``: same ASGI application, same settings from the environment. Never use it to
+serve anything but a benchmark.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
+from typing import Any
 
 #: (messages per second sustained, burst): effectively no limit
 LIFTED_RATE_LIMIT = (1e9, 10**9)
 MARKER = "bench: RoomConsumer.rate_limit lifted to"
+#: the program a ``DaphneServer(daphne=...)`` runs in place of ``daphne``
+UNLIMITED_DAPHNE = [sys.executable, "-m", "bench.daphne_unlimited"]
+
+
+def check_lifted(server: Any, limit_s: float = 10.0) -> None:
+    """Fail unless ``server`` (a started ``DaphneServer``) logged the marker line."""
+    deadline = time.monotonic() + limit_s
+    while MARKER not in server.log():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"rate limit not lifted on port {server.port}:\n{server.log()}")
+        time.sleep(0.1)
 
 
 def main() -> None:

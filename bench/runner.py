@@ -54,6 +54,27 @@ def _is_benchmark(module: ModuleType) -> bool:
     return isinstance(getattr(module, "NAME", None), str) and callable(getattr(module, "run", None))
 
 
+def result(
+    name: str,
+    rows: list[dict[str, Any]],
+    ratio: Any,
+    headline: str | None,
+    parameters: Mapping[str, Any],
+    detail: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """What a benchmark's ``run`` returns: its table ``rows``, the ratio to its peer, a
+    one-line headline, the parameters that make the run comparable, and any further
+    JSON-serialisable ``detail`` (each key becomes a key of the result file)."""
+    return {
+        **dict(detail or {}),
+        "name": name,
+        "rows": rows,
+        "ratio": ratio,
+        "headline": headline,
+        "parameters": dict(parameters),
+    }
+
+
 def machine_info() -> dict[str, Any]:
     """Enough about the host to tell whether two result files are comparable."""
     return {

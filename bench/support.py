@@ -1,21 +1,21 @@
-"""Shared helpers for the WebSocket benchmarks (``presence``, ``ws_capacity``).
+"""The benchmarks' plumbing, written once (the clients are in ``bench/clients.py``, the run,
+tables and JSON in ``bench/runner.py``).
 
-* ``WsClient``/``ws_connect``: a lean asyncio WebSocket client (a ``Protocol``, no task per
-  socket, about 1 KB each), so one client process can hold ~10,000 sockets and the client is
-  not what limits a connect-rate measurement. It speaks just enough RFC 6455 for these
-  servers: no extensions, unmasked server frames, masked client frames, answers pings.
-* Daphne servers for the site (``tests.support.daphne.DaphneServer``) with their own SQLite,
-  bench rooms created through ``manage.py shell``, optional Redis with a unique key prefix
-  (``redis_env``/``delete_keys``).
-* Process figures from ``/proc``: RSS, open fds, fd limit, CPU seconds.
-* ``raw_server_main``: the peer for ``ws_capacity``, a bare ``websockets`` server (run as
-  ``python -c "from bench.support import raw_server_main; raw_server_main()" PORT``).
+* Servers: the site on Daphne (``daphne_site``: ``tests.support.daphne.DaphneServer``, the
+  test harness's launcher, with its own SQLite and bench rooms made through ``manage.py
+  shell``; more processes of the same site with ``DaphneServer.sibling``), and a benchmark's
+  comparison peer in a Python process of its own (``peer_process``).
+* Tokens for the room sockets (``make_tokens``), optional Redis with a unique key prefix
+  (``redis_env``/``delete_keys``), SIGTERM turned into a clean exit.
+* Numbers (``percentile``, ``ms``) and process figures from ``/proc``: RSS, open fds, fd
+  limit, CPU seconds.
+
+Benchmarks import ``tests.support`` (the launcher, media, the Python participant) rather
+than keep a copy: the test harness is already what starts real servers here.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
 import re
 import resource
@@ -24,14 +24,18 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from tests.support.process import log_tail, stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -91,18 +95,6 @@ def nofile_limit(pid: int) -> tuple[int, int]:
     raise KeyError("Max open files")
 
 
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
-    """Stop one of our children by its PID: SIGTERM, then SIGKILL if it lingers."""
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (all threads)."""
     stat = Path(f"/proc/{pid}/stat").read_text()
@@ -142,7 +134,8 @@ def make_tokens(count: int, prefix: str = "bench") -> list[str]:
 @contextmanager
 def exit_cleanly_on_sigterm() -> Iterator[None]:
     """Turn SIGTERM into ``SystemExit`` while benchmarking, so ``finally`` blocks still stop
-    the servers we started (by PID) and delete our Redis keys if this process is stopped."""
+    the servers we started (by PID) and delete our Redis keys if this process is stopped.
+    Also a decorator: ``@exit_cleanly_on_sigterm()`` on a benchmark's ``run``."""
 
     def handler(signum: int, _frame: Any) -> None:
         raise SystemExit(128 + signum)
@@ -214,14 +207,17 @@ def daphne_site(
     capacity: int = 4,
     report: dict[str, Any] | None = None,
     app: str = "rtcsite.asgi:application",
+    daphne: list[str] | None = None,
 ) -> Iterator[Any]:
     """A Daphne serving the site with its own SQLite (migrated), ``rooms`` mesh rooms
     ``bench-00000``... of ``capacity``; stopped by PID and its temp dir removed afterwards.
     ``report`` (if given) receives ``log_errors``: exception names counted in its log.
-    ``app``: another ASGI application on the same setup (a benchmark's bare peer)."""
+    ``app``: another ASGI application on the same setup (a benchmark's bare peer);
+    ``daphne``: another program with Daphne's command line (``bench.daphne_unlimited``)."""
     from tests.support.daphne import DaphneServer
 
-    server = DaphneServer(env={**env, "LOG_LEVEL": "WARNING"}, app=app)
+    options = {"daphne": daphne} if daphne else {}
+    server = DaphneServer(env={**env, "LOG_LEVEL": "WARNING"}, app=app, **options)
     try:
         server.manage("migrate", "--noinput", "-v0")
         if rooms:
@@ -250,247 +246,65 @@ def create_rooms_code(count: int, capacity: int) -> str:
     )
 
 
-# --- lean WebSocket client ----------------------------------------------------------------------
-
-_KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455's sample key: servers do not care which
-
-
-class WsError(Exception):
-    """Handshake refused, an ``error`` message before readiness, or the socket closed."""
-
-
-def handshake(port: int, path: str) -> bytes:
-    return (
-        f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {_KEY}\r\nSec-WebSocket-Version: 13\r\n"
-        f"Origin: http://{HOST}:{port}\r\nUser-Agent: rtcsite-bench\r\n\r\n"
-    ).encode("latin-1")
-
-
-def frame(opcode: int, payload: bytes) -> bytes:
-    """One final, masked client frame."""
-    n = len(payload)
-    if n < 126:
-        head = bytes((0x80 | opcode, 0x80 | n))
-    elif n < 65536:
-        head = bytes((0x80 | opcode, 0x80 | 126)) + n.to_bytes(2, "big")
-    else:
-        head = bytes((0x80 | opcode, 0x80 | 127)) + n.to_bytes(8, "big")
-    mask = os.urandom(4)
-    if not n:
-        return head + mask
-    stream = (mask * (n // 4 + 1))[:n]
-    body = (int.from_bytes(payload, "big") ^ int.from_bytes(stream, "big")).to_bytes(n, "big")
-    return head + mask + body
-
-
-OnMessage = Callable[["WsClient", str], None]
-
-
-class WsClient(asyncio.Protocol):
-    """One client socket. ``ready`` resolves with the first JSON message whose ``type`` is
-    in ``ready_types``; later text messages go to ``on_message`` and to one ``expect`` waiter.
-    """
-
-    __slots__ = (
-        "_buf",
-        "_frags",
-        "_request",
-        "_waiter",
-        "closed",
-        "on_message",
-        "ready",
-        "ready_types",
-        "sent_close",
-        "transport",
-    )
-
-    def __init__(
-        self, request: bytes, ready_types: frozenset[str], on_message: OnMessage | None = None
-    ) -> None:
-        loop = asyncio.get_running_loop()
-        self._request = request
-        self.ready_types = ready_types
-        self.on_message = on_message
-        self.ready: asyncio.Future[dict[str, Any]] = loop.create_future()
-        self.closed: asyncio.Future[None] = loop.create_future()
-        self.transport: asyncio.Transport | None = None
-        self._buf = bytearray()
-        self._frags: bytearray | None = None  # None until the 101 response is read
-        self._waiter: tuple[asyncio.Future[dict[str, Any]], Callable[[dict], bool]] | None = None
-        self.sent_close = False
-
-    # asyncio callbacks
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.write(self._request)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.ready.done():
-            self.ready.set_exception(WsError(f"closed before ready ({exc or 'eof'})"))
-        if self._waiter and not self._waiter[0].done():
-            self._waiter[0].set_exception(WsError("closed"))
-            self._waiter[0].exception()  # mark retrieved: an abandoned waiter is no error
-        if not self.closed.done():
-            self.closed.set_result(None)
-
-    def data_received(self, data: bytes) -> None:
-        buf = self._buf
-        buf += data
-        if self._frags is None:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            status = bytes(buf[: buf.find(b"\r\n")])
-            del buf[: end + 4]
-            if not status.startswith(b"HTTP/1.1 101"):
-                self._fail(f"handshake refused: {status.decode('latin-1')}")
-                return
-            self._frags = bytearray()
-        while len(buf) >= 2:
-            b0, b1 = buf[0], buf[1]
-            n, pos = b1 & 0x7F, 2
-            if n == 126:
-                if len(buf) < 4:
-                    return
-                n, pos = int.from_bytes(buf[2:4], "big"), 4
-            elif n == 127:
-                if len(buf) < 10:
-                    return
-                n, pos = int.from_bytes(buf[2:10], "big"), 10
-            if b1 & 0x80:  # servers must not mask; skip the key if one does
-                pos += 4
-            if len(buf) < pos + n:
-                return
-            payload = bytes(buf[pos : pos + n])
-            del buf[: pos + n]
-            self._frame(b0 & 0x0F, bool(b0 & 0x80), payload)
-
-    # frames and messages
-    def _frame(self, opcode: int, fin: bool, payload: bytes) -> None:
-        if opcode == 0x9:  # ping
-            self._write(frame(0xA, payload))
-        elif opcode == 0x8:  # close: echo it (if we did not start), the server drops TCP
-            if not self.sent_close:
-                self.sent_close = True
-                self._write(frame(0x8, payload[:2]))
-        elif opcode in (0x0, 0x1, 0x2):
-            frags = self._frags
-            assert frags is not None
-            frags += payload
-            if fin:
-                text = frags.decode("utf-8", "replace")
-                frags.clear()
-                self._message(text)
-
-    def _message(self, text: str) -> None:
-        if not self.ready.done():
-            msg = json.loads(text)
-            if msg.get("type") in self.ready_types:
-                self.ready.set_result(msg)
-            elif msg.get("type") == "error":
-                self.ready.set_exception(WsError(f"error {msg.get('code')}"))
-            return
-        if self.on_message is not None:
-            self.on_message(self, text)
-        if self._waiter is not None:
-            future, predicate = self._waiter
-            msg = json.loads(text)
-            if not future.done() and predicate(msg):
-                self._waiter = None
-                future.set_result(msg)
-
-    def _fail(self, reason: str) -> None:
-        if not self.ready.done():
-            self.ready.set_exception(WsError(reason))
-        self.abort()
-
-    def _write(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
-
-    # API
-    def send_json(self, message: dict[str, Any]) -> None:
-        self._write(frame(0x1, json.dumps(message, separators=(",", ":")).encode()))
-
-    def expect(self, predicate: Callable[[dict], bool]) -> asyncio.Future[dict[str, Any]]:
-        """A future for the next message matching ``predicate`` (one waiter at a time)."""
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._waiter = (future, predicate)
-        return future
-
-    def close(self, code: int = 1000) -> None:
-        """Start the closing handshake; ``closed`` resolves when the server drops TCP."""
-        if not self.sent_close:
-            self.sent_close = True
-            self._write(frame(0x8, code.to_bytes(2, "big")))
-
-    def abort(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
-
-
-async def ws_connect(
-    port: int,
-    path: str,
-    ready_types: frozenset[str],
-    *,
-    limit_s: float = 20.0,
-    on_message: OnMessage | None = None,
-) -> WsClient:
-    """Connect, upgrade, and wait for the first message of a ``ready_types`` type."""
-    loop = asyncio.get_running_loop()
-    client = WsClient(handshake(port, path), ready_types, on_message)
+@contextmanager
+def sibling_process(site: Any, **options: Any) -> Iterator[Any]:
+    """Another process of ``site`` (``DaphneServer.sibling``: same settings and SQLite),
+    started; stopped by PID and its temp dir removed afterwards. ``options``: ``nice``,
+    ``sched_idle`` (a media process as docs/deploy.md runs it)."""
+    server = site.sibling(**options)
     try:
-        async with asyncio.timeout(limit_s):
-            await loop.create_connection(lambda: client, HOST, port)
-            await client.ready
-    except BaseException:
-        client.abort()
-        raise
-    return client
+        server.start(migrate=False, timeout=60)
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server.workdir, ignore_errors=True)
 
 
-async def close_all(clients: list[WsClient], limit_s: float) -> dict[str, Any]:
-    """Closing handshake on every socket; abort those not closed within ``limit_s``."""
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    for client in clients:
-        client.close()
-    pending = [c.closed for c in clients if not c.closed.done()]
-    if pending:
-        await asyncio.wait(pending, timeout=limit_s)
-    aborted = 0
-    for client in clients:
-        if not client.closed.done():
-            aborted += 1
-            client.abort()
-    return {"closed": len(clients) - aborted, "aborted": aborted, "s": loop.time() - start}
+@dataclass
+class PeerProcess:
+    """A benchmark's comparison peer (raw relay, plain echo...) running in its own process."""
+
+    port: int
+    process: subprocess.Popen
+    log_path: Path
+    command: str  # how it was started, ``<port>`` for the port (recorded with the figures)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log(self) -> str:
+        return log_tail(self.log_path, 4000)
 
 
-# --- raw websockets peer ------------------------------------------------------------------------
+@contextmanager
+def peer_process(main: str, limit_s: float = 180.0) -> Iterator[PeerProcess]:
+    """Run ``main`` (``"module:function"``, called with a free port) in a Python process of
+    its own; ready once it prints a line ``ready``; stopped by PID afterwards."""
+    from tests.support.ports import free_port
 
-
-def raw_server_main() -> None:
-    """A bare ``websockets`` server: greet each socket once, then echo; the peer of
-    ``ws_capacity``. Argument: port. Prints ``ready`` when listening."""
-    import websockets
-
-    port = int(sys.argv[1])
-    hello = json.dumps({"type": "hello"})
-
-    async def handler(ws: Any) -> None:
+    module, function = main.split(":")
+    code = f"import sys; from {module} import {function}; {function}(int(sys.argv[1]))"
+    port = free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="rtcsite-bench-peer-"))
+    log_path = workdir / "peer.log"
+    try:
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", code, str(port)],
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        peer = PeerProcess(port, proc, log_path, f'python -c "{code}" <port>')
         try:
-            await ws.send(hello)
-            async for message in ws:
-                await ws.send(message)
-        except websockets.ConnectionClosed:
-            pass
-
-    async def main() -> None:
-        async with websockets.serve(handler, HOST, port):
-            print("ready", flush=True)
-            await asyncio.Future()
-
-    asyncio.run(main())
+            deadline = time.monotonic() + limit_s
+            while "ready" not in peer.log().splitlines():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{main} did not start (exit {proc.poll()}):\n{peer.log()}")
+                time.sleep(0.05)
+            yield peer
+        finally:
+            stop_process(proc)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

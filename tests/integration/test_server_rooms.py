@@ -1,6 +1,6 @@
 """Echo and relay rooms with real aiortc peers on loopback, through the real room socket.
 
-The client is ``signaling.media.client.ServerRoomClient`` (a Python participant that
+The client is ``tests.support.participant.ServerRoomClient`` (a Python participant that
 trickles its candidates like a browser); the socket is the full ASGI app through Channels'
 communicator, so the server peers live in this process and what they leave behind can
 be counted: asyncio tasks, UDP sockets, threads, live peers.
@@ -21,9 +21,9 @@ from identity.services import Identity
 from rooms.models import Room, RoomKind
 from rtcsite.ws.codes import CloseCode
 from signaling.media import peer as peer_module
-from signaling.media.client import ServerRoomClient
 from signaling.media.faces import BOX_YUV
 from tests.support.media import astronaut_frame
+from tests.support.participant import ServerRoomClient
 from tests.support.ws import communicator
 
 pytestmark = [pytest.mark.django_db(transaction=True)]

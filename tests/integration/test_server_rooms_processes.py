@@ -7,11 +7,11 @@ import os
 
 import websockets
 
-from signaling.media.client import ServerRoomClient
 from tests.integration import test_presence_processes
 from tests.integration.test_presence_processes import recv_until
 from tests.integration.test_ws_auth_daphne import page_token
 from tests.support.media import astronaut_frame
+from tests.support.participant import ServerRoomClient
 
 two_servers = test_presence_processes.two_servers  # fixture: two Daphnes, one SQLite + Redis
 PICTURE, _ = astronaut_frame(640, 480)

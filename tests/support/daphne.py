@@ -16,10 +16,11 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tests.support.ports import free_port
+from tests.support.process import ROOT, log_tail, run_python, stop_process
 
-ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -46,18 +47,18 @@ class DaphneServer:
     process: subprocess.Popen | None = None
     #: the ASGI application Daphne serves (benchmarks serve a bare Channels peer too)
     app: str = "rtcsite.asgi:application"
+    #: the program run with Daphne's arguments (a benchmark runs a wrapper of Daphne's CLI)
+    daphne: list[str] = field(default_factory=lambda: [str(VENV_BIN / "daphne")])
     #: CPU niceness (``nice -n``): media processes run below the web processes (deploy.md)
     nice: int = 0
     #: Linux SCHED_IDLE (``chrt --idle``): any normal task that wakes preempts this process
     sched_idle: bool = False
+    url: str = field(init=False)
+    ws_url: str = field(init=False)
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
+    def __post_init__(self) -> None:
+        self.url, self.ws_url = (f"{scheme}://127.0.0.1:{self.port}" for scheme in ("http", "ws"))
+        self.log_path = self.workdir / "daphne.log"
 
     @property
     def pid(self) -> int:
@@ -78,43 +79,38 @@ class DaphneServer:
         env.update(self.env)
         return env
 
+    def sibling(self, **options: Any) -> DaphneServer:
+        """Another process of the same site: same settings, application and SQLite file
+        (rooms made once are seen by both); ``options`` as for the constructor (``nice``...).
+        Not started; its own work dir holds its log and media."""
+        env = {**self.env, "SQLITE_PATH": self.full_env()["SQLITE_PATH"]}
+        return DaphneServer(env=env, app=self.app, daphne=self.daphne, **options)
+
     def manage(self, *args: str, extra_env: dict[str, str] | None = None) -> str:
         """Run a management command against this server's database."""
         env = self.full_env() | (extra_env or {})
-        done = subprocess.run(
-            [str(VENV_BIN / "python"), "manage.py", *args],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        done = run_python("manage.py", *args, env=env, timeout=120)
         if done.returncode != 0:
             raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
         return done.stdout
 
+    def command(self) -> list[str]:
+        return [
+            *priority_prefix(nice=self.nice, sched_idle=self.sched_idle),
+            *self.daphne,
+            *("-b", "127.0.0.1", "-p", str(self.port), "--access-log", os.devnull),
+            # Daphne refuses (403) a socket the app has not accepted within 5 s: on a
+            # loaded shared machine the first connects can take longer than that
+            *("--websocket_connect_timeout", "60"),
+            self.app,
+        ]
+
     def start(self, *, migrate: bool = True, timeout: float = 90.0) -> DaphneServer:
         if migrate:
             self.manage("migrate", "--noinput", "-v0")
-        self.log_path = self.workdir / "daphne.log"
         log = open(self.log_path, "wb")  # noqa: SIM115 - kept open for the child's lifetime
         self.process = subprocess.Popen(
-            [
-                *priority_prefix(nice=self.nice, sched_idle=self.sched_idle),
-                str(VENV_BIN / "daphne"),
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "--access-log",
-                os.devnull,
-                # Daphne refuses (403) a socket the app has not accepted within 5 s: on a
-                # loaded shared machine the first connects can take longer than that
-                "--websocket_connect_timeout",
-                "60",
-                self.app,
-            ],
+            self.command(),
             cwd=ROOT,
             env=self.full_env(),
             stdout=log,
@@ -133,10 +129,7 @@ class DaphneServer:
         raise RuntimeError(f"Daphne did not answer within {timeout}s:\n{self.log()}")
 
     def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-5000:]
-        except (AttributeError, OSError):
-            return ""
+        return log_tail(self.log_path)
 
     def kill(self) -> None:
         """SIGKILL, as a crash would: no cleanup code runs in the server."""
@@ -145,10 +138,4 @@ class DaphneServer:
             self.process.wait(timeout=10)
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.support.ports import free_port
+from tests.support.process import log_tail, stop_process
 
 
 class TurnMissing(RuntimeError):
@@ -39,6 +40,9 @@ class TurnServer:
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="rtcsite-turn-")))
     process: subprocess.Popen | None = None
 
+    def __post_init__(self) -> None:
+        self.log_path = self.workdir / "turn.log"
+
     @property
     def ice_server(self) -> dict:
         """The ICE_SERVERS entry: the site derives REST credentials from the secret."""
@@ -46,7 +50,6 @@ class TurnServer:
 
     def start(self) -> TurnServer:
         low = 49152 + secrets.randbelow(10000)
-        self.log_path = self.workdir / "turn.log"
         args = [
             turnserver_path(),
             "-n",
@@ -91,17 +94,8 @@ class TurnServer:
         return data[:2] == b"\x01\x01"
 
     def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-4000:]
-        except (AttributeError, OSError):
-            return ""
+        return log_tail(self.log_path, 4000)
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process)
         shutil.rmtree(self.workdir, ignore_errors=True)

@@ -18,22 +18,18 @@ from bench.bench_lobby_http import parse_wrk
 
 
 def fake_bench(name: str = "fake", calls: list[bool] | None = None) -> SimpleNamespace:
-    """A stand-in module: NAME plus run(quick) returning fixed figures."""
+    """A stand-in module: NAME plus run(quick) returning fixed figures (as benchmarks do,
+    through ``runner.result``)."""
 
     def run(quick: bool) -> dict[str, Any]:
         if calls is not None:
             calls.append(quick)
-        return {
-            "name": name,
-            "rows": [
-                {"metric": "requests/s", "value": 1234.5, "unit": "req/s", "target": "ours"},
-                {"metric": "requests/s", "value": 2469.0, "unit": "req/s", "target": "peer"},
-            ],
-            "ratio": 0.5,
-            "headline": "ours is half the peer",
-            "parameters": {"concurrency": 8},
-            "samples": {"ours": [1200.0, 1234.5, 1300.0]},
-        }
+        rows = [
+            {"metric": "requests/s", "value": 1234.5, "unit": "req/s", "target": "ours"},
+            {"metric": "requests/s", "value": 2469.0, "unit": "req/s", "target": "peer"},
+        ]
+        samples = {"samples": {"ours": [1200.0, 1234.5, 1300.0]}}
+        return runner.result(name, rows, 0.5, "ours is half the peer", {"concurrency": 8}, samples)
 
     return SimpleNamespace(NAME=name, run=run)
 

@@ -3,14 +3,13 @@
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from rtcsite.ice import validate_ice_servers
+from tests.support.process import run_python
 
-ROOT = Path(__file__).resolve().parents[2]
 PROBE = (
     "import json, django; from django.conf import settings; django.setup(); "
     "print(json.dumps({'layer': settings.CHANNEL_LAYERS['default']['BACKEND'], "
@@ -24,15 +23,7 @@ SCRUB = ("REDIS_URL", "DATABASE_URL", "SECRET_KEY", "DEBUG", "ICE_SERVERS", "ALL
 def run_settings(**env: str) -> subprocess.CompletedProcess:
     full = {k: v for k, v in os.environ.items() if k not in SCRUB}
     full.update({"DJANGO_SETTINGS_MODULE": "rtcsite.settings", **env})
-    return subprocess.run(
-        [sys.executable, "-c", PROBE],
-        cwd=ROOT,
-        env=full,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_python("-c", PROBE, env=full, timeout=60)
 
 
 def load(**env: str) -> dict:
