@@ -1,9 +1,9 @@
-"""The one OpenCV face detector of the site.
+"""The one OpenCV face detector of the site, and the one pool of threads it runs in.
 
 Used by the echo room (boxes drawn on returned video), by pushed-frame detection and by
 the live-stream overlay, so loading, pre-processing, parameters and box scaling live here
-once. OpenCV's Haar frontal-face cascade is small and needs no download (it ships in
-``opencv-python-headless``).
+once (drawing and tracking on video: ``faces/boxes.py``). OpenCV's Haar frontal-face
+cascade is small and needs no download (it ships in ``opencv-python-headless``).
 
 Why it looks like this:
 
@@ -24,6 +24,10 @@ Why it looks like this:
 * **OpenCV's own thread pool is capped** (``FACE_OPENCV_THREADS``, default 1): callers
   parallelise across sessions; letting every call fan out over all cores as well makes
   sessions fight each other and starves the event loop.
+* **One detection pool per process** (``detection_pool``, ``FACE_DETECT_THREADS``): every
+  feature's detection leaves the event loop for these threads, so the process's detection
+  CPU has one bound whatever mix of pushed frames, echo sessions and stream overlays runs;
+  each feature bounds its own share (one job in flight per client or video, a rate cap).
 * **Tracking between scans** (``detect_near``): video callers that already know where the
   faces were search only around them, at the faces' own scale: ~3 ms instead of ~37 ms
   for a 640x480 frame. On 36 VP8-coded astronaut frames per size it found the face in
@@ -34,20 +38,17 @@ Why it looks like this:
 
 from __future__ import annotations
 
+import os
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import cv2
 import numpy as np
 
 CASCADE_FILE = "haarcascade_frontalface_default.xml"
-
-#: Box colour drawn into video, BGR order (pure green: survives chroma subsampling well
-#: enough to be read back from decoded pixels; tests and pages look for it).
-BOX_BGR: tuple[int, int, int] = (0, 255, 0)
-BOX_THICKNESS = 4
 
 #: ``detect_near``: the search region extends this share of a face's width on each side
 #: (a face at 20 fps moving a quarter of its width per frame is still inside after 2 frames
@@ -241,18 +242,6 @@ def scale_boxes(found: Iterable[Iterable[int]], scale: float, width: int, height
     return boxes
 
 
-def draw_boxes(
-    image: np.ndarray,
-    boxes: Iterable[Box],
-    colour: tuple[int, int, int] = BOX_BGR,
-    thickness: int = BOX_THICKNESS,
-) -> np.ndarray:
-    """Draw ``boxes`` into a BGR ``image`` in place (and return it)."""
-    for box in boxes:
-        cv2.rectangle(image, (box.x, box.y), (box.x + box.w, box.y + box.h), colour, thickness)
-    return image
-
-
 def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     """Decode JPEG/PNG/WebP bytes to BGR, refusing non-images and oversized images.
 
@@ -271,19 +260,62 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     return image
 
 
-_shared: FaceDetector | None = None
-_shared_lock = threading.Lock()
+T = TypeVar("T")
+
+
+class _OnePerProcess(Generic[T]):
+    """A value made on first use, once per process (settings are read then, not at import)."""
+
+    def __init__(self, make: Callable[[], T]) -> None:
+        self._make = make
+        self._value: T | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> T:
+        value = self._value
+        if value is None:
+            with self._lock:
+                if self._value is None:
+                    self._value = self._make()
+                value = self._value
+        return value
+
+    def forget(self) -> T | None:
+        with self._lock:
+            old, self._value = self._value, None
+        return old
+
+
+def _make_detector() -> FaceDetector:
+    from django.conf import settings
+
+    return FaceDetector(DetectorParams.from_settings(), opencv_threads=settings.FACE_OPENCV_THREADS)
+
+
+def _make_pool() -> ThreadPoolExecutor:
+    from django.conf import settings
+
+    threads = settings.FACE_DETECT_THREADS or os.cpu_count() or 1
+    return ThreadPoolExecutor(threads, thread_name_prefix="face-detect")
+
+
+_detector = _OnePerProcess(_make_detector)
+_pool = _OnePerProcess(_make_pool)
 
 
 def get_detector() -> FaceDetector:
     """The process-wide detector with parameters from settings (created once, warm)."""
-    global _shared
-    if _shared is None:
-        with _shared_lock:
-            if _shared is None:
-                from django.conf import settings
+    return _detector.get()
 
-                _shared = FaceDetector(
-                    DetectorParams.from_settings(), opencv_threads=settings.FACE_OPENCV_THREADS
-                )
-    return _shared
+
+def detection_pool() -> ThreadPoolExecutor:
+    """The process-wide detection threads (``FACE_DETECT_THREADS``; 0: one per core)."""
+    return _pool.get()
+
+
+def reset_detection_pool() -> None:
+    """Forget the pool (after ``FACE_DETECT_THREADS`` changed, e.g. in tests); running work
+    finishes in the old threads."""
+    old = _pool.forget()
+    if old is not None:
+        old.shutdown(wait=False)

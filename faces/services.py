@@ -10,9 +10,10 @@ reply; everything else is here, so both transports enforce the same rules:
   previous one is still being detected is answered ``busy`` at once — dropped, never queued,
   so a slow server makes the page's frame rate drop instead of its latency grow;
 * **frames per second per client** (token bucket, ``FACE_MAX_FPS``);
-* **detection off the event loop**, in a small dedicated thread pool
-  (``FACE_DETECT_THREADS``): a slow detection delays only its own client, never signaling or
-  other sockets, and cannot exhaust the default executor that ``sync_to_async`` uses.
+* **detection off the event loop**, in the process's one detection pool
+  (``faces.detector.detection_pool``, ``FACE_DETECT_THREADS``): a slow detection delays only
+  its own client, never signaling or other sockets, and cannot exhaust the default executor
+  that ``sync_to_async`` uses.
 
 Errors carry a protocol ``code`` and an HTTP status (docs/protocol.md, "Face detection").
 """
@@ -22,71 +23,37 @@ from __future__ import annotations
 import asyncio
 import io
 import math
-import os
-import threading
 import time
 import warnings
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
 from PIL import Image
 
-from faces.detector import BadImage, Box, DetectorParams, decode_image, get_detector
+from faces.detector import (
+    BadImage,
+    Box,
+    DetectorParams,
+    decode_image,
+    detection_pool,
+    get_detector,
+)
 from rtcsite.errors import Busy, ClientError, RateLimited
 from rtcsite.ratelimit import TokenBucket
 
 FRAME_TYPES = ("image/webp", "image/jpeg", "image/png")
 
 
-# --- settings --------------------------------------------------------------------------
-def max_frame_bytes() -> int:
-    return int(getattr(settings, "FACE_MAX_FRAME_BYTES", 512 * 1024))
-
-
-def max_frame_pixels() -> int:
-    return int(getattr(settings, "FACE_MAX_FRAME_PIXELS", 1920 * 1080))
-
-
-def max_fps() -> float:
-    return float(getattr(settings, "FACE_MAX_FPS", 30.0))
-
-
 def limits() -> dict[str, Any]:
     """What a client may send (told to it up front, so a page can size its frames)."""
     return {
-        "max_frame_bytes": max_frame_bytes(),
-        "max_frame_pixels": max_frame_pixels(),
-        "max_fps": max_fps(),
+        "max_frame_bytes": settings.FACE_MAX_FRAME_BYTES,
+        "max_frame_pixels": settings.FACE_MAX_FRAME_PIXELS,
+        "max_fps": settings.FACE_MAX_FPS,
         "types": list(FRAME_TYPES),
     }
-
-
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-
-
-def detection_pool() -> ThreadPoolExecutor:
-    """The process-wide detection threads (``FACE_DETECT_THREADS``; 0: one per core)."""
-    global _pool
-    if _pool is None:
-        with _pool_lock:
-            if _pool is None:
-                threads = int(getattr(settings, "FACE_DETECT_THREADS", 0)) or os.cpu_count() or 1
-                _pool = ThreadPoolExecutor(threads, thread_name_prefix="face-detect")
-    return _pool
-
-
-def reset_detection_pool() -> None:
-    """Forget the pool (after ``FACE_DETECT_THREADS`` changed, e.g. in tests); running work
-    finishes in the old threads."""
-    global _pool
-    with _pool_lock:
-        old, _pool = _pool, None
-    if old is not None:
-        old.shutdown(wait=False)
 
 
 # --- parameters ------------------------------------------------------------------------
@@ -146,7 +113,7 @@ class Detection:
 
 def check_frame(data: bytes) -> tuple[int, int]:
     """Refuse oversized, non-image or too-large-bitmap frames before decoding them."""
-    limit = max_frame_bytes()
+    limit = settings.FACE_MAX_FRAME_BYTES
     if not data:
         raise ClientError(
             "Empty frame: send the image bytes (WebP, JPEG or PNG).", code="bad-image"
@@ -169,7 +136,7 @@ def check_frame(data: bytes) -> tuple[int, int]:
             f"Frame is far too large: {exc}",
             code="too-many-pixels",
             status=413,
-            limit=max_frame_pixels(),
+            limit=settings.FACE_MAX_FRAME_PIXELS,
         ) from exc
     except Exception as exc:  # Pillow raises many kinds for garbage
         raise ClientError("Not an image: send WebP, JPEG or PNG bytes.", code="bad-image") from exc
@@ -177,7 +144,7 @@ def check_frame(data: bytes) -> tuple[int, int]:
         raise ClientError(
             f"{kind} images are not accepted: send WebP, JPEG or PNG.", code="bad-image"
         )
-    pixels = max_frame_pixels()
+    pixels = settings.FACE_MAX_FRAME_PIXELS
     if width * height > pixels:
         raise ClientError(
             f"Frame is {width}x{height}; at most {pixels} pixels are accepted.",
@@ -193,7 +160,7 @@ def detect_frame(data: bytes, params: DetectorParams | None = None) -> Detection
     started = time.perf_counter()
     check_frame(data)
     try:
-        image = decode_image(data, max_frame_pixels())
+        image = decode_image(data, settings.FACE_MAX_FRAME_PIXELS)
     except BadImage as exc:  # e.g. a truncated file whose header was fine
         raise ClientError(f"Could not decode the frame: {exc}.", code="bad-image") from exc
     boxes = get_detector().detect(image, params)
@@ -208,7 +175,9 @@ class FrameSession:
 
     params: DetectorParams = field(default_factory=lambda: get_detector().params)
     bucket: TokenBucket = field(
-        default_factory=lambda: TokenBucket(max_fps(), max(1, round(max_fps())))
+        default_factory=lambda: TokenBucket(
+            settings.FACE_MAX_FPS, max(1, round(settings.FACE_MAX_FPS))
+        )
     )
     in_flight: bool = False
     frames: int = 0  # frames received (numbers the replies)
@@ -225,7 +194,7 @@ class FrameSession:
             )
         if not self.bucket.take():
             self.dropped += 1
-            raise RateLimited(f"More than {max_fps():g} frames per second: slow down.")
+            raise RateLimited(f"More than {settings.FACE_MAX_FPS:g} frames per second: slow down.")
         self.in_flight = True
         return self.frames
 

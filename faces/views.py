@@ -10,6 +10,7 @@ cannot make it add an ``Authorization`` header.
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -19,6 +20,7 @@ from django.views.decorators.http import require_POST
 from faces import services
 from identity.tokens import TokenError, verify_token
 from rtcsite.errors import ClientError, http_response
+from rtcsite.http import bearer_token
 
 
 def index(request: HttpRequest) -> HttpResponse:
@@ -70,16 +72,15 @@ async def detect(request: HttpRequest) -> HttpResponse:
     """``POST`` the image bytes; query parameters override detection parameters."""
     if request.method != "POST":
         return JsonResponse({"error": "method", "message": "Use POST."}, status=405)
-    auth = request.headers.get("Authorization", "")
     try:
-        identity = verify_token(auth[7:].strip() if auth.lower().startswith("bearer ") else None)
+        identity = verify_token(bearer_token(request))
     except TokenError as exc:
         return JsonResponse({"error": exc.code, "message": exc.message}, status=401)
     try:
         declared = int(request.headers.get("Content-Length") or 0)
     except ValueError:
         declared = 0
-    limit = services.max_frame_bytes()
+    limit = settings.FACE_MAX_FRAME_BYTES
     try:
         if declared > limit:  # before Django reads the body into memory
             raise ClientError(

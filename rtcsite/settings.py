@@ -138,9 +138,9 @@ if ICE_TRANSPORT_POLICY not in {"all", "relay"}:
     raise ImproperlyConfigured("ICE_TRANSPORT_POLICY must be 'all' or 'relay'.")
 # Server rooms (signaling/media/): aiortc peers in this process, face detection in a pool.
 SERVER_ROOM_MAX_PEERS = env_int("SERVER_ROOM_MAX_PEERS", 16, minimum=1)  # per process
-SERVER_ROOM_FACE_WORKERS = env_int("SERVER_ROOM_FACE_WORKERS", 1, minimum=1)  # detection threads
 SERVER_ROOM_DETECT_FPS = env_float("SERVER_ROOM_DETECT_FPS", 5.0, minimum=0)  # per echo; 0: max
-# seconds between full-frame face scans of an echo session while faces are tracked; 0: always
+# seconds between full-frame face scans of a boxed video (echo session, stream overlay)
+# while faces are tracked (faces/boxes.py); 0: always
 SERVER_ROOM_FULL_SCAN_INTERVAL = env_float("SERVER_ROOM_FULL_SCAN_INTERVAL", 1.0, minimum=0)
 SERVER_ROOM_STATS_INTERVAL = env_float("SERVER_ROOM_STATS_INTERVAL", 1.0, minimum=0.1)
 SERVER_ROOM_RECORDINGS = env_bool("SERVER_ROOM_RECORDINGS", False)  # pages may record sessions
@@ -239,7 +239,8 @@ FACE_MIN_SIZE = env_int("FACE_MIN_SIZE", 30, minimum=8)  # pixels, source coordi
 FACE_DETECT_WIDTH = env_int("FACE_DETECT_WIDTH", 320, minimum=0)  # resize before; 0: full size
 FACE_EQUALIZE = env_bool("FACE_EQUALIZE", False)  # histogram equalisation before detecting
 FACE_OPENCV_THREADS = env_int("FACE_OPENCV_THREADS", 1, minimum=0)  # 0: OpenCV's default
-# Pushed frames (faces/services.py): limits per client, detection threads (0: one per core).
+# Pushed frames (faces/services.py): limits per client. FACE_DETECT_THREADS: the process's one
+# detection pool (pushed frames, echo rooms, stream overlays; 0: one per core).
 FACE_MAX_FRAME_BYTES = env_int("FACE_MAX_FRAME_BYTES", 512 * 1024, minimum=1024)
 FACE_MAX_FRAME_PIXELS = env_int("FACE_MAX_FRAME_PIXELS", 1920 * 1080, minimum=64 * 64)
 FACE_MAX_FPS = env_float("FACE_MAX_FPS", 30.0, minimum=0.001)  # frames/s per connection

@@ -12,9 +12,12 @@ FFmpeg #2 is the usual encoder command (``streaming.ffmpeg.build_command``) with
 * **yuv420p, not BGR**: the detector takes the Y plane as its grayscale image and boxes are
   drawn into the three planes directly — no colour conversion in Python or in either FFmpeg,
   and 1.5 bytes per pixel through the pipes instead of 3.
-* **Detection on the latest frame, in its own thread**: every frame is drawn with the most
-  recent boxes, so the video keeps its frame rate even when detection is slower than the
-  frame rate (the boxes then lag by a frame or two instead of the stream falling behind).
+* **Boxes from ``faces/boxes.py``**, like the echo room's: the same drawing and colour, and
+  a ``FaceTracker`` in the process's one detection pool — tracking around the last boxes
+  between full scans, one job at a time on the newest frame, at most one per frame. Every
+  frame is drawn with the latest boxes, so the video keeps its frame rate even when
+  detection is slower (the boxes then lag by a frame or two instead of the stream falling
+  behind).
 * **Audio bypasses Python**: FFmpeg #1 writes PCM to a pipe FFmpeg #2 reads; both raw
   inputs start at time 0, kept continuous by ``fps`` (video) and ``aresample=async``
   (audio), so they stay in step. The audio pipe is enlarged so audio running ahead of the
@@ -32,13 +35,12 @@ import logging
 import os
 import signal
 import threading
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from faces.boxes import FaceTracker, draw_boxes_i420
 from streaming.ffmpeg import RawInput
 
 logger = logging.getLogger(__name__)
@@ -46,12 +48,6 @@ logger = logging.getLogger(__name__)
 AUDIO_PIPE_BYTES = 1 << 20  # ~5 s of 48 kHz stereo PCM (Linux's default pipe-max-size)
 SAMPLE_RATE = 48000
 CHANNELS = 2
-#: Box colour in YUV (BT.601, limited range) for pure green, the site's BOX_BGR.
-BOX_YUV = (145, 54, 34)
-BOX_THICKNESS = 4  # luma pixels (even: chroma is drawn at half resolution)
-#: Boxes stay this long after a detection that found nothing: the cascade misses a face in
-#: an odd frame (compression noise), and boxes blinking off for a few frames look broken.
-HOLD_SECONDS = 0.5
 
 
 @dataclass
@@ -74,14 +70,10 @@ class OverlayPlan:
         return cls(raw, audio_write)
 
     async def start(
-        self, binary: str, encoder_cmd: list[str], detect: Callable | None = None
+        self, binary: str, encoder_cmd: list[str], tracker: FaceTracker | None = None
     ) -> OverlayProcess:
-        """Start FFmpeg #1, the drawing threads and FFmpeg #2 (``encoder_cmd``)."""
-        if detect is None:
-            from faces.detector import get_detector
-
-            detect = get_detector().detect
-        process = OverlayProcess(self.raw, detect)
+        """Start FFmpeg #1, the drawing thread and FFmpeg #2 (``encoder_cmd``)."""
+        process = OverlayProcess(self.raw, tracker or FaceTracker(detect_fps=0))
         await process.start(
             decoder_command(binary, self.raw, self.audio_write_fd), encoder_cmd, self.audio_write_fd
         )
@@ -112,55 +104,26 @@ def decoder_command(binary: str, raw: RawInput, audio_write_fd: int | None) -> l
     return cmd
 
 
-# --- drawing -------------------------------------------------------------------------------
-def draw_boxes_yuv420(frame: np.ndarray, width: int, height: int, boxes) -> None:
-    """Draw box outlines into a flat yuv420p frame (in place), in the site's box colour."""
-    import cv2
-
-    y = frame[: width * height].reshape(height, width)
-    chroma = (width // 2) * (height // 2)
-    u = frame[width * height : width * height + chroma].reshape(height // 2, width // 2)
-    v = frame[width * height + chroma :].reshape(height // 2, width // 2)
-    for box in boxes:
-        x0, y0 = box.x & ~1, box.y & ~1
-        x1, y1 = min(width - 2, (box.x + box.w) & ~1), min(height - 2, (box.y + box.h) & ~1)
-        # Inner-aligned rectangles (thickness grows inwards), so chroma covers the same pixels.
-        for plane, value, scale in ((y, BOX_YUV[0], 1), (u, BOX_YUV[1], 2), (v, BOX_YUV[2], 2)):
-            t = BOX_THICKNESS // scale
-            a, b = (x0 // scale, y0 // scale), (x1 // scale, y1 // scale)
-            cv2.rectangle(plane, a, (b[0], a[1] + t - 1), value, -1)
-            cv2.rectangle(plane, (a[0], b[1] - t + 1), b, value, -1)
-            cv2.rectangle(plane, a, (a[0] + t - 1, b[1]), value, -1)
-            cv2.rectangle(plane, (b[0] - t + 1, a[1]), b, value, -1)
-
-
 @dataclass
 class OverlayStats:
+    tracker: FaceTracker
     frames: int = 0
-    detections: int = 0
-    detect_ms_total: float = 0.0
-    faces_last: int = 0
+    faces: int = 0  # in the newest frame drawn
     error: str = ""
 
     def as_dict(self) -> dict[str, Any]:
-        mean = self.detect_ms_total / self.detections if self.detections else None
+        tracker = self.tracker
+        detections = tracker.detections
+        mean = tracker.detect_ms_total / detections if detections else None
         return {
             "frames": self.frames,
-            "detections": self.detections,
+            "detections": detections,
+            "scans": tracker.scans,
             "detect_ms_mean": round(mean, 2) if mean is not None else None,
-            "faces": self.faces_last,
+            "faces": self.faces,
+            "detection_errors": tracker.errors,
             "error": self.error,
         }
-
-
-@dataclass
-class _Latest:
-    """The newest frame's Y plane for the detector thread, and the newest boxes back."""
-
-    lock: threading.Condition = field(default_factory=threading.Condition)
-    gray: np.ndarray | None = None
-    boxes: list = field(default_factory=list)
-    done: bool = False
 
 
 def _read_exact(fd: int, buffer: bytearray) -> bool:
@@ -181,18 +144,17 @@ def _write_all(fd: int, data: memoryview) -> None:
 
 
 class OverlayProcess:
-    """FFmpeg #1 + the drawing threads + FFmpeg #2, looking like one asyncio subprocess."""
+    """FFmpeg #1 + the drawing thread + FFmpeg #2, looking like one asyncio subprocess."""
 
-    def __init__(self, raw: RawInput, detect: Callable[[np.ndarray], list]) -> None:
+    def __init__(self, raw: RawInput, tracker: FaceTracker) -> None:
         self.raw = raw
-        self.detect = detect
+        self.tracker = tracker
         self.decoder: asyncio.subprocess.Process | None = None
         self.encoder: asyncio.subprocess.Process | None = None
         self.stdin: asyncio.StreamWriter | None = None
         self.stderr: asyncio.StreamReader | None = None
         self.returncode: int | None = None
-        self.stats = OverlayStats()
-        self._latest = _Latest()
+        self.stats = OverlayStats(tracker)
         self._threads: list[threading.Thread] = []
 
     @property
@@ -246,29 +208,26 @@ class OverlayProcess:
             threading.Thread(
                 target=self._pump, args=(frames_read, draw_write), name="overlay-pump", daemon=True
             ),
-            threading.Thread(target=self._detector, name="overlay-detect", daemon=True),
         ]
         for thread in self._threads:
             thread.start()
 
-    # --- threads ------------------------------------------------------------------------
+    # --- thread ---------------------------------------------------------------------------
     def _pump(self, frames_fd: int, draw_fd: int) -> None:
-        """Read each raw frame, hand its Y plane to the detector, draw the latest boxes, write."""
-        raw, latest = self.raw, self._latest
+        """Read each raw frame, offer its Y plane to the tracker, draw the latest boxes, write."""
+        raw, tracker = self.raw, self.tracker
         size = raw.width * raw.height * 3 // 2
         buffer = bytearray(size)
         frame = np.frombuffer(buffer, dtype=np.uint8)
         luma = frame[: raw.width * raw.height].reshape(raw.height, raw.width)
         try:
             while _read_exact(frames_fd, buffer):
-                with latest.lock:
-                    if latest.gray is None:  # the detector is idle: give it this frame
-                        latest.gray = luma.copy()
-                        latest.lock.notify()
-                    boxes = latest.boxes
-                draw_boxes_yuv420(frame, raw.width, raw.height, boxes)
+                tracker.offer(luma.copy())  # the buffer is reused and drawn into
+                boxes = tracker.boxes
+                draw_boxes_i420(frame, raw.width, raw.height, boxes)
                 _write_all(draw_fd, memoryview(buffer))
                 self.stats.frames += 1
+                self.stats.faces = len(boxes)
         except (BrokenPipeError, OSError) as exc:
             self.stats.error = f"overlay stopped: {exc}"
             logger.warning("face overlay: %s", self.stats.error)
@@ -277,40 +236,9 @@ class OverlayProcess:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(self.decoder.pid, signal.SIGKILL)
         finally:
+            tracker.close()
             os.close(frames_fd)
             os.close(draw_fd)  # EOF: FFmpeg #2 finishes its segments and playlists
-            with latest.lock:
-                latest.done = True
-                latest.lock.notify()
-
-    def _detector(self) -> None:
-        latest = self._latest
-        seen_at = 0.0  # when boxes were last found
-        while True:
-            with latest.lock:
-                while latest.gray is None and not latest.done:
-                    latest.lock.wait()
-                if latest.done:
-                    return
-                gray = latest.gray
-            started = time.perf_counter()
-            try:
-                boxes = self.detect(gray)
-            except Exception as exc:  # keep the video flowing without boxes
-                logger.exception("face overlay: detection failed")
-                self.stats.error = f"detection failed: {exc}"
-                boxes = []
-            self.stats.detections += 1
-            self.stats.detect_ms_total += (time.perf_counter() - started) * 1000
-            self.stats.faces_last = len(boxes)
-            now = time.monotonic()
-            with latest.lock:
-                if boxes:
-                    seen_at = now
-                    latest.boxes = boxes
-                elif now - seen_at > HOLD_SECONDS:
-                    latest.boxes = []
-                latest.gray = None  # ready for the next frame
 
     # --- process interface -----------------------------------------------------------------
     async def wait(self) -> int:

@@ -19,10 +19,12 @@ import numpy as np
 import pytest
 import skimage.data
 from channels.testing import HttpCommunicator
+from django.conf import settings
 from django.test import override_settings
 from PIL import Image
 
 from faces import services
+from faces.detector import detection_pool, reset_detection_pool
 from identity.services import Identity
 from identity.tokens import issue_token
 from tests.support.media import ASTRONAUT_FACE
@@ -55,9 +57,9 @@ def someone() -> Identity:
 
 @pytest.fixture(autouse=True)
 def fresh_pool() -> Iterator[None]:
-    services.reset_detection_pool()
+    reset_detection_pool()
     yield
-    services.reset_detection_pool()
+    reset_detection_pool()
 
 
 @pytest.fixture
@@ -65,8 +67,8 @@ def one_thread() -> Iterator[threading.Event]:
     """A one-thread detection pool, held busy until the returned event is set."""
     release = threading.Event()
     with override_settings(FACE_DETECT_THREADS=1):
-        services.reset_detection_pool()
-        services.detection_pool().submit(release.wait, 60)
+        reset_detection_pool()
+        detection_pool().submit(release.wait, 60)
         yield release
         release.set()
 
@@ -83,7 +85,7 @@ async def connect(identity: Identity | None = None):
 # --- WebSocket -------------------------------------------------------------------------------
 async def test_ws_finds_the_astronaut_and_no_face_in_the_coffee():
     comm, hello = await connect()
-    assert hello["limits"]["max_frame_bytes"] == services.max_frame_bytes()
+    assert hello["limits"]["max_frame_bytes"] == settings.FACE_MAX_FRAME_BYTES
     assert "image/webp" in hello["limits"]["types"]
     await comm.send_to(bytes_data=ASTRONAUT)
     faces = await comm.receive_json_from(timeout=30)
@@ -105,7 +107,7 @@ async def test_ws_bad_frames_get_errors_and_the_session_continues():
     for data, code in [
         (garbage, "bad-image"),
         (truncated, "bad-image"),
-        (b"\0" * (services.max_frame_bytes() + 1), "too-large"),
+        (b"\0" * (settings.FACE_MAX_FRAME_BYTES + 1), "too-large"),
     ]:
         await comm.send_to(bytes_data=data)
         error = await comm.receive_json_from(timeout=30)
@@ -229,7 +231,7 @@ async def test_http_bad_frames_and_params_get_errors():
     cases = [
         (b"not an image", "", 400, "bad-image"),
         (ASTRONAUT[:300], "", 400, "bad-image"),
-        (b"\0" * (services.max_frame_bytes() + 1), "", 413, "too-large"),
+        (b"\0" * (settings.FACE_MAX_FRAME_BYTES + 1), "", 413, "too-large"),
         (ASTRONAUT, "?min_neighbors=abc", 400, "bad-params"),
         (ASTRONAUT, "?scale_factor=5", 400, "bad-params"),
         (ASTRONAUT, "?nonsense=1", 400, "bad-params"),

@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 from channels.db import database_sync_to_async
 
+from faces.boxes import BOX_YUV
 from identity.services import Identity
 from rooms.models import Room, RoomKind
 from rtcsite.ws.codes import CloseCode
 from signaling.media import peer as peer_module
-from signaling.media.faces import BOX_YUV
 from tests.support.media import astronaut_frame
 from tests.support.participant import ServerRoomClient
 from tests.support.ws import communicator

@@ -7,14 +7,13 @@ import numpy as np
 import pytest
 import skimage.data
 
+from faces.boxes import BOX_BGR, draw_boxes
 from faces.detector import (
-    BOX_BGR,
     BadImage,
     Box,
     DetectorParams,
     FaceDetector,
     decode_image,
-    draw_boxes,
     get_detector,
 )
 

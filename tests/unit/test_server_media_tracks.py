@@ -10,8 +10,8 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import VideoFrame
 
-from faces.detector import BOX_BGR, Box
-from signaling.media.faces import draw_boxes_i420
+from faces.boxes import BOX_BGR, draw_boxes_i420
+from faces.detector import Box
 from signaling.media.tracks import FrameSource, SlotTrack
 
 
