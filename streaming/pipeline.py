@@ -13,9 +13,9 @@ The path of a chunk: sequence check (``chunks.ReorderBuffer``) → WebM structur
 continuous stream). When the queue is full ``feed`` raises ``Backpressure`` (or waits up
 to ``wait`` seconds first): memory stays bounded, and the caller tells the publisher to
 slow down. The errors ``feed`` raises are ``rtcsite.errors.ClientError``s, told to the
-publisher as they are. FFmpeg's stderr is kept as a bounded tail; if FFmpeg exits on its own the
-state becomes ``failed`` with that tail as the reason. FFmpeg is always waited for (no
-zombies) and killed if it does not finish in time or the pipeline is cancelled.
+publisher as they are. FFmpeg's stderr is kept as a bounded tail; if FFmpeg exits on its
+own the state becomes ``failed`` with that tail as the reason. FFmpeg is always waited for
+(no zombies) and killed if it does not finish in time or the pipeline is cancelled.
 """
 
 from __future__ import annotations

@@ -38,6 +38,13 @@ def publish_key_from(request: HttpRequest) -> str | None:
     return request.headers.get("X-Publish-Key") or None
 
 
+def remember_new_key(request: HttpRequest, slug: str, key: str) -> None:
+    """Keep a new stream's key in the session until its publisher page shows it once."""
+    keys = request.session.get(SESSION_NEW_KEYS, {})
+    keys[slug] = key
+    request.session[SESSION_NEW_KEYS] = keys
+
+
 # --- pages -------------------------------------------------------------------------------
 def index(request: HttpRequest) -> HttpResponse:
     """``/streams/``: the streams and a form to create one."""
@@ -55,10 +62,7 @@ def create(request: HttpRequest) -> HttpResponse:
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
         return redirect("streaming:index")
-    # Shown once, on the next publisher page of this browser, then forgotten.
-    keys = request.session.get(SESSION_NEW_KEYS, {})
-    keys[stream.slug] = key
-    request.session[SESSION_NEW_KEYS] = keys
+    remember_new_key(request, stream.slug, key)
     return redirect(stream.get_publish_url())
 
 

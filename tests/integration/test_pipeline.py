@@ -33,6 +33,7 @@ from streaming.pipeline import (
     StreamClosed,
     StreamPipeline,
 )
+from tests.support.ingest import media_cache
 from tests.support.media import TimedChunk, cached_webm, mediarecorder_chunks
 
 pytestmark = pytest.mark.timeout(120)
@@ -44,9 +45,8 @@ SEGMENT = 1.0
 # --- fixtures ------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def clip_dir(tmp_path_factory, request) -> Path:
-    """Generated clips are kept in pytest's cache folder between runs (keyed by parameters)."""
-    cache = getattr(request.config, "cache", None)  # absent with -p no:cacheprovider
-    return Path(cache.mkdir("rtcsite-media")) if cache else tmp_path_factory.mktemp("media")
+    """Generated clips are kept between runs (keyed by parameters)."""
+    return media_cache(request, tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
