@@ -37,13 +37,11 @@ def slug_for_name(name: str) -> str:
 
 
 def clean_room_name(raw: str) -> str:
-    name = " ".join((raw or "").split())
-    if not name:
-        raise ValidationError("Give the room a name.", code="required")
-    if len(name) > MAX_TITLE_LENGTH:
-        raise ValidationError(
-            f"Room names are limited to {MAX_TITLE_LENGTH} characters.", code="max_length"
-        )
+    from rtcsite.text import clean_title
+
+    name = clean_title(
+        raw, limit=MAX_TITLE_LENGTH, required="Give the room a name.", plural="Room names"
+    )
     if not slug_for_name(name):
         raise ValidationError("The name needs at least one letter or digit.", code="invalid")
     return name

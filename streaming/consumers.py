@@ -20,7 +20,7 @@ from presence.membership import Membership
 from rtcsite.errors import ClientError, NotFound
 from rtcsite.ws.codes import CloseCode
 from rtcsite.ws.consumer import JsonSocketConsumer
-from streaming import services
+from streaming import ingest, services
 from streaming.clock import ClockError, check_capture_ms
 
 logger = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ SEQ_HEADER = struct.Struct(">I")
 
 
 class StreamIngestConsumer(JsonSocketConsumer):
-    #: chunks are also rate-limited per stream by services.feed_chunk
+    #: chunks are also rate-limited per stream by ingest.feed_chunk
     rate_limit = (50.0, 100)
     binary_ref = "chunk"
 
@@ -50,7 +50,7 @@ class StreamIngestConsumer(JsonSocketConsumer):
         if not isinstance(key, str):
             raise ClientError("Send 'key': the stream's publish key.", code="key-missing")
         try:
-            stream = await services.authenticate(self.slug, key)
+            stream = await ingest.authenticate(self.slug, key)
         except ClientError as exc:
             logger.info("ws ingest refused (%s): %s", self.log_context(), exc.code)
             close = CloseCode.NOT_FOUND if exc.status == 404 else CloseCode.FORBIDDEN
@@ -62,7 +62,7 @@ class StreamIngestConsumer(JsonSocketConsumer):
                 "type": "ready",
                 "stream": stream.slug,
                 "status": stream.status,
-                "max_chunk_bytes": services.max_chunk_bytes(),
+                "max_chunk_bytes": settings.STREAM_MAX_CHUNK_BYTES,
             }
         )
 
@@ -73,7 +73,7 @@ class StreamIngestConsumer(JsonSocketConsumer):
             raise ClientError("A chunk frame is a 4-byte sequence number + data.", code="invalid")
         (seq,) = SEQ_HEADER.unpack_from(data)
         try:
-            reply = await services.feed_chunk(
+            reply = await ingest.feed_chunk(
                 self.slug, self.key, seq, data[SEQ_HEADER.size :], capture_ms=self.capture_ms
             )
         except ClientError as exc:
@@ -96,7 +96,7 @@ class StreamIngestConsumer(JsonSocketConsumer):
     async def handle_stop(self, content: dict[str, Any]) -> None:
         if self.key is None:
             raise ClientError("Send 'publish' with the key first.", code="not-publishing")
-        reply = await services.stop_stream(self.slug, self.key)
+        reply = await ingest.stop_stream(self.slug, self.key)
         await self.send_json({"type": "stopped", **reply})
 
 

@@ -53,24 +53,19 @@ def ffmpeg_binary() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
-def setting(name: str, default, cast):
-    """``settings.<name>`` (``default`` if absent) converted with ``cast``, or a clear error."""
-    value = getattr(settings, name, default)
-    try:
-        return cast(value)
-    except (TypeError, ValueError) as exc:
-        raise ImproperlyConfigured(f"{name}={value!r} is not a valid {cast.__name__}.") from exc
-
-
 @dataclass(frozen=True)
 class EncoderOptions:
-    """Everything about the encode that is not the ladder (see ``from_settings``)."""
+    """Everything about the encode that is not the ladder.
 
-    segment_seconds: float = 1.0
-    fps: int = 30
-    x264_preset: str = "veryfast"
-    live_window_seconds: float = 10.0  # 0: live playlists list every segment
-    low_latency_input: bool = True  # -probesize 32 -analyzeduration 0
+    The ``STREAM_*`` settings are its defaults (``from_settings``); the fields that have a
+    default here are not settings.
+    """
+
+    segment_seconds: float
+    fps: int
+    x264_preset: str
+    live_window_seconds: float  # 0: live playlists list every segment
+    low_latency_input: bool  # -probesize 32 -analyzeduration 0
     # -fflags nobuffer drops the packets read while probing: with a real MediaRecorder
     # stream that can be the first (and for seconds the only) VP8 keyframe, and FFmpeg then
     # exits ("Decode error rate 1 exceeds maximum"). Off; kept only to measure it.
@@ -112,14 +107,13 @@ class EncoderOptions:
     @classmethod
     def from_settings(cls, **overrides) -> EncoderOptions:
         values = {
-            "segment_seconds": setting("STREAM_SEGMENT_SECONDS", 0.5, float),
-            "fps": setting("STREAM_FPS", 30, int),
-            "x264_preset": setting("STREAM_X264_PRESET", "veryfast", str),
-            "live_window_seconds": setting("STREAM_LIVE_WINDOW_SECONDS", 10.0, float),
-            "low_latency_input": setting("STREAM_LOW_LATENCY_INPUT", True, bool),
+            "segment_seconds": settings.STREAM_SEGMENT_SECONDS,
+            "fps": settings.STREAM_FPS,
+            "x264_preset": settings.STREAM_X264_PRESET,
+            "live_window_seconds": settings.STREAM_LIVE_WINDOW_SECONDS,
+            "low_latency_input": settings.STREAM_LOW_LATENCY_INPUT,
         }
-        values.update(overrides)
-        return cls(**values)
+        return cls(**{**values, **overrides})
 
 
 @dataclass(frozen=True)
@@ -175,7 +169,7 @@ def build_command(
     """
     if not renditions:
         raise ValueError("at least one rendition is needed")
-    options = options or EncoderOptions()
+    options = options or EncoderOptions.from_settings()
     seg = options.segment_seconds
     input_kwargs: dict[str, object] = {"f": "webm"}
     if options.low_latency_input:

@@ -1,6 +1,6 @@
 """The bitrate ladder: which renditions one live stream is encoded to.
 
-``STREAM_LADDER`` (a Django setting, read with ``getattr`` so it may be absent) accepts:
+``STREAM_LADDER`` (a Django setting, ``"720,360"`` by default) accepts:
 
 * ``"720,360"`` — heights; bitrates come from ``DEFAULT_BITRATES`` (or scale by area);
 * ``"720:2500:128,360:800:96"`` — height:video kbps[:audio kbps] per rung;
@@ -37,7 +37,6 @@ DEFAULT_BITRATES: dict[int, tuple[int, int]] = {
     240: (400, 64),
     144: (200, 64),
 }
-DEFAULT_LADDER = "720,360"
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
 
@@ -182,7 +181,7 @@ def _validated(rungs: Sequence[Rendition]) -> tuple[Rendition, ...]:
 def configured_ladder() -> tuple[Rendition, ...]:
     from django.conf import settings
 
-    return parse_ladder(getattr(settings, "STREAM_LADDER", DEFAULT_LADDER))
+    return parse_ladder(settings.STREAM_LADDER)
 
 
 def renditions_for_source(

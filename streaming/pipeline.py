@@ -12,9 +12,10 @@ The path of a chunk: sequence check (``chunks.ReorderBuffer``) → WebM structur
 (``webm.WebMStreamChecker``) → bounded byte queue → writer task → FFmpeg's stdin (one
 continuous stream). When the queue is full ``feed`` raises ``Backpressure`` (or waits up
 to ``wait`` seconds first): memory stays bounded, and the caller tells the publisher to
-slow down. FFmpeg's stderr is kept as a bounded tail; if FFmpeg exits on its own the
-state becomes ``failed`` with that tail as the reason. FFmpeg is always waited for (no
-zombies) and killed if it does not finish in time or the pipeline is cancelled.
+slow down. The errors ``feed`` raises are ``rtcsite.errors.ClientError``s, told to the
+publisher as they are. FFmpeg's stderr is kept as a bounded tail; if FFmpeg exits on its
+own the state becomes ``failed`` with that tail as the reason. FFmpeg is always waited for
+(no zombies) and killed if it does not finish in time or the pipeline is cancelled.
 """
 
 from __future__ import annotations
@@ -23,21 +24,23 @@ import asyncio
 import contextlib
 import dataclasses
 import enum
-import inspect
 import logging
 import os
 import signal
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
+
+from rtcsite.errors import Busy, ClientError, Conflict
 from streaming.chunks import Chunk, Gap, HeldBufferFull, Released, ReorderBuffer
-from streaming.clock import StreamClock, now_ms, write_clock
-from streaming.ffmpeg import EncoderOptions, build_command, ffmpeg_binary, setting
+from streaming.clock import ClockError, StreamClock, check_capture_ms, now_ms, write_clock
+from streaming.ffmpeg import EncoderOptions, build_command, ffmpeg_binary
 from streaming.ladder import Rendition, configured_ladder, renditions_for_source
 from streaming.playlists import finalize_vod, segment_files
 from streaming.webm import WebMError, WebMStreamChecker
@@ -55,16 +58,8 @@ class PipelineState(enum.StrEnum):
     FAILED = "failed"
 
 
-class PipelineError(Exception):
-    """Base class: the message is meant for the publisher."""
-
-    status = "error"
-
-
-class Backpressure(PipelineError):
+class Backpressure(Busy):
     """FFmpeg is behind: the chunk was NOT accepted; send it again (same seq) later."""
-
-    status = "busy"
 
     def __init__(self, queue_bytes: int, limit: int, chunk_bytes: int):
         self.queue_bytes = queue_bytes
@@ -72,20 +67,21 @@ class Backpressure(PipelineError):
         self.chunk_bytes = chunk_bytes
         super().__init__(
             f"busy: {queue_bytes} bytes queued for the encoder (limit {limit}); "
-            f"retry this chunk ({chunk_bytes} bytes) shortly"
+            f"retry this chunk ({chunk_bytes} bytes) shortly",
+            queue_bytes=queue_bytes,
         )
 
 
-class InvalidChunk(PipelineError):
-    """The chunk is not (a continuation of) a WebM stream: NOT accepted."""
+class InvalidChunk(ClientError):
+    """The chunk (or what came with it) is not acceptable: NOT accepted. Carries ``seq``."""
 
-    status = "invalid"
+    code = "invalid"
 
 
-class StreamClosed(PipelineError):
+class StreamClosed(Conflict):
     """The stream has ended or failed; it takes no more chunks."""
 
-    status = "closed"
+    code = "closed"
 
 
 @dataclass(frozen=True)
@@ -98,18 +94,22 @@ class FeedResult:
 
 @dataclass(frozen=True)
 class PipelineConfig:
+    """One stream's whole configuration. The ``STREAM_*`` settings are the defaults of the
+    fields without one here (``from_settings``)."""
+
     ladder: tuple[Rendition, ...]
-    encoder: EncoderOptions = field(default_factory=EncoderOptions)
-    max_queue_bytes: int = 8 << 20  # bytes waiting for FFmpeg's stdin
-    max_chunk_bytes: int = 4 << 20
+    encoder: EncoderOptions
+    max_queue_bytes: int  # bytes waiting for FFmpeg's stdin
+    max_chunk_bytes: int
+    gap_timeout: float  # seconds to wait for a missing chunk before skipping it
+    idle_timeout: float | None  # seconds without chunks → stop as ended; None: never
+    stop_timeout: float  # seconds FFmpeg may take to finalise after stdin closes
     max_held_bytes: int = 8 << 20  # early chunks waiting for a gap to fill
-    gap_timeout: float = 2.0  # seconds to wait for a missing chunk before skipping it
-    idle_timeout: float | None = None  # seconds without chunks → stop as ended
-    stop_timeout: float = 20.0  # seconds FFmpeg may take to finalise after stdin closes
     start_timeout: float = 30.0  # seconds from creation to the first chunk (with idle_timeout)
     stderr_lines: int = 40
     first_seq: int = 0
     tick: float = 0.1  # housekeeping period (gap and idle timers)
+    face_overlay: bool = False  # draw server-side face boxes (streaming/overlay.py)
 
     def __post_init__(self) -> None:
         if self.max_chunk_bytes > self.max_queue_bytes:
@@ -119,17 +119,18 @@ class PipelineConfig:
 
     @classmethod
     def from_settings(cls, **overrides: Any) -> PipelineConfig:
-        idle = setting("STREAM_IDLE_TIMEOUT", 30.0, float)
         values: dict[str, Any] = {
-            "ladder": configured_ladder(),
-            "encoder": EncoderOptions.from_settings(),
-            "max_queue_bytes": setting("STREAM_QUEUE_BYTES", 8 << 20, int),
-            "max_chunk_bytes": setting("STREAM_MAX_CHUNK_BYTES", 4 << 20, int),
-            "gap_timeout": setting("STREAM_GAP_TIMEOUT", 2.0, float),
-            "idle_timeout": idle or None,
-            "stop_timeout": setting("STREAM_STOP_TIMEOUT", 20.0, float),
+            "max_queue_bytes": settings.STREAM_QUEUE_BYTES,
+            "max_chunk_bytes": settings.STREAM_MAX_CHUNK_BYTES,
+            "gap_timeout": settings.STREAM_GAP_TIMEOUT,
+            "idle_timeout": settings.STREAM_IDLE_TIMEOUT or None,
+            "stop_timeout": settings.STREAM_STOP_TIMEOUT,
+            **overrides,
         }
-        values.update(overrides)
+        if "ladder" not in values:
+            values["ladder"] = configured_ladder()
+        if "encoder" not in values:
+            values["encoder"] = EncoderOptions.from_settings()
         return cls(**values)
 
 
@@ -145,6 +146,12 @@ class _Counters:
 
 
 class StreamPipeline:
+    """One stream's chunks → FFmpeg, built once with its whole ``config``.
+
+    ``on_state(pipeline)`` is called on every state change, synchronously: it must not
+    block (a caller with I/O to do schedules it).
+    """
+
     def __init__(
         self,
         output_dir: Path | str,
@@ -158,7 +165,7 @@ class StreamPipeline:
         self.config = config or PipelineConfig.from_settings()
         self.name = name or self.output_dir.name
         self.binary = binary
-        self.on_state = on_state
+        self._on_state = on_state
         self.state = PipelineState.IDLE
         self.reason = ""  # why it ended or failed
         self.last_error = ""  # the latest refused chunk or skipped gap, for the publisher
@@ -166,9 +173,8 @@ class StreamPipeline:
         self.started_at: datetime | None = None
         self.ended_at: datetime | None = None
         self.renditions: tuple[Rendition, ...] = ()
-        self.face_overlay = False  # draw server-side face boxes (streaming/overlay.py)
-        # Wall-clock ms of media time 0 as the publisher captured it (set before the first
-        # chunk); None: the first chunk's arrival is used. See streaming/clock.py.
+        # Wall-clock ms of media time 0 as the publisher captured it (given with a chunk
+        # before FFmpeg starts); None: the first chunk's arrival is used. streaming/clock.py.
         self.capture_ms: int | None = None
         self.clock: StreamClock | None = None
         self.command: list[str] = []
@@ -187,10 +193,12 @@ class StreamPipeline:
         self._space_event = asyncio.Event()  # feed(wait=...): bytes left the queue
         self._closing = False  # no more input: the writer closes stdin when the queue is empty
         self._last_chunk_at = time.monotonic()
+        self._tasks: set[asyncio.Task] = set()  # every task of this pipeline, kept referenced
         self._start_task: asyncio.Task | None = None
-        self._tasks: set[asyncio.Task] = set()  # fire-and-forget tasks, kept referenced
+        self._writer_task: asyncio.Task | None = None
+        self._stderr_task: asyncio.Task | None = None
         self._monitor: asyncio.Task | None = None
-        self._ticker: asyncio.Task | None = asyncio.get_running_loop().create_task(self._tick())
+        self._ticker = self._task(self._tick())
         self._finished = asyncio.Event()
 
     # --- public API --------------------------------------------------------------------
@@ -206,25 +214,37 @@ class StreamPipeline:
     def closed(self) -> bool:
         return self.state in (PipelineState.ENDED, PipelineState.FAILED)
 
-    async def feed(self, seq: int, data: bytes, *, wait: float = 0.0) -> FeedResult:
+    async def feed(
+        self, seq: int, data: bytes, *, wait: float = 0.0, capture_ms: Any = None
+    ) -> FeedResult:
         """Offer chunk ``seq``. Raises ``Backpressure``, ``InvalidChunk`` or ``StreamClosed``.
 
         ``wait``: seconds to wait for queue space before answering ``Backpressure`` (this
-        slows the uploader down instead of refusing at once).
+        slows the uploader down instead of refusing at once). ``capture_ms``: the
+        publisher's capture clock (``streaming.clock.check_capture_ms``); it anchors the
+        timelines if given before FFmpeg starts, and is ignored after.
         """
         if self.state not in (PipelineState.IDLE, PipelineState.LIVE):
             raise StreamClosed(
                 f"stream is {self.state}" + (f": {self.reason}" if self.reason else "")
             )
         if not isinstance(seq, int) or seq < self.config.first_seq:
-            raise InvalidChunk(f"sequence number must be an integer >= {self.config.first_seq}")
+            raise InvalidChunk(
+                f"sequence number must be an integer >= {self.config.first_seq}", seq=seq
+            )
+        if capture_ms is not None and self.state == PipelineState.IDLE:
+            try:
+                self.capture_ms = check_capture_ms(capture_ms)
+            except ClockError as exc:
+                raise InvalidChunk(str(exc), seq=seq) from exc
         if not isinstance(data, bytes):
             data = bytes(data)  # a bytearray/memoryview from the caller must not change later
         if not data:
-            raise InvalidChunk(f"chunk seq={seq} is empty")
+            raise InvalidChunk(f"chunk seq={seq} is empty", seq=seq)
         if len(data) > self.config.max_chunk_bytes:
             raise InvalidChunk(
-                f"chunk seq={seq} has {len(data)} bytes (limit {self.config.max_chunk_bytes})"
+                f"chunk seq={seq} has {len(data)} bytes (limit {self.config.max_chunk_bytes})",
+                seq=seq,
             )
         if self._reorder.seen(seq):
             self._reorder.push(seq, data, time.monotonic())  # counts and logs the duplicate
@@ -250,7 +270,7 @@ class StreamPipeline:
                 self.counters.rejected += 1
                 self.last_error = f"chunk seq={seq} refused: {exc}"
                 logger.warning("%s: %s", self.name, self.last_error)
-                raise InvalidChunk(self.last_error) from exc
+                raise InvalidChunk(self.last_error, seq=seq) from exc
         try:
             released = self._reorder.push(seq, data, now)
         except HeldBufferFull as exc:
@@ -279,10 +299,7 @@ class StreamPipeline:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._start_task)
         if self.state == PipelineState.IDLE:
-            self.reason = reason
-            self._set_state(PipelineState.ENDED)
-            await self._cleanup_tasks()
-            self._finished.set()
+            await self._finish(PipelineState.ENDED, reason)
             return self.state
         if self.state == PipelineState.LIVE:
             self.reason = reason
@@ -308,13 +325,7 @@ class StreamPipeline:
     async def abort(self, reason: str = "aborted") -> PipelineState:
         """Kill FFmpeg now (no finalisation); the state becomes ``failed``."""
         if not self.closed:
-            if self.process is None:
-                self.reason = reason
-                self._set_state(PipelineState.FAILED)
-                await self._cleanup_tasks()
-                self._finished.set()
-            else:
-                await self._kill(reason)
+            await self._kill(reason)
         return self.state
 
     async def wait_closed(self) -> PipelineState:
@@ -395,10 +406,12 @@ class StreamPipeline:
             except TimeoutError:
                 return
 
-    def _spawn(self, coro) -> None:
+    def _task(self, coro) -> asyncio.Task:
+        """Every task of the pipeline starts here: kept referenced until it is done."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def _process(self, released: list[Released]) -> int:
         """Check and enqueue released chunks; a gap (or a refused chunk) → resync."""
@@ -443,7 +456,7 @@ class StreamPipeline:
     # --- FFmpeg process ----------------------------------------------------------------
     async def _ensure_started(self) -> None:
         if self._start_task is None:
-            self._start_task = asyncio.get_running_loop().create_task(self._start())
+            self._start_task = self._task(self._start())
         await asyncio.shield(self._start_task)
 
     async def _start(self) -> None:
@@ -461,7 +474,7 @@ class StreamPipeline:
             if options.availability_start_ms is None:
                 options = dataclasses.replace(options, availability_start_ms=self.clock.capture_ms)
             plan = None
-            if self.face_overlay:  # decode → face boxes → encode (streaming/overlay.py)
+            if self.config.face_overlay:  # decode → face boxes → encode (streaming/overlay.py)
                 from streaming.overlay import OverlayPlan
 
                 plan = OverlayPlan.for_source(
@@ -498,18 +511,14 @@ class StreamPipeline:
                 start_new_session=True,
             )
         except Exception as exc:  # a bad setting, an unwritable folder, no binary
-            self.reason = f"could not start FFmpeg: {exc}"
-            logger.error("%s: %s", self.name, self.reason)
-            self._set_state(PipelineState.FAILED)
-            await self._cleanup_tasks()
-            self._finished.set()
+            logger.error("%s: could not start FFmpeg: %s", self.name, exc)
+            await self._finish(PipelineState.FAILED, f"could not start FFmpeg: {exc}")
             raise StreamClosed(self.reason) from exc
         self.started_at = datetime.now(UTC)
         self._set_state(PipelineState.LIVE)
-        loop = asyncio.get_running_loop()
-        self._writer_task = loop.create_task(self._writer())
-        self._stderr_task = loop.create_task(self._read_stderr())
-        self._monitor = loop.create_task(self._watch())
+        self._writer_task = self._task(self._writer())
+        self._stderr_task = self._task(self._read_stderr())
+        self._monitor = self._task(self._watch())
 
     async def _writer(self) -> None:
         proc = self.process
@@ -565,37 +574,31 @@ class StreamPipeline:
             raise
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._stderr_task, 5)
+        state, reason = PipelineState.FAILED, None  # if killed, the kill's reason stands
         if self.state == PipelineState.STOPPING and code == 0:
             try:
                 await asyncio.to_thread(finalize_vod, self.output_dir)
             except Exception as exc:  # the live outputs stay as FFmpeg wrote them
                 logger.warning("%s: VOD playlists not rewritten: %s", self.name, exc)
                 self.last_error = f"VOD playlists not rewritten: {exc}"
-            self._set_state(PipelineState.ENDED)
-        elif self.state != PipelineState.FAILED:
+            state = PipelineState.ENDED
+        elif not self.closed:
             tail = " | ".join(self.stderr_tail) or "(no output)"
             how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
             when = "while finishing" if self.state == PipelineState.STOPPING else "unexpectedly"
-            self.reason = f"FFmpeg {how} {when}: {tail}"
-            logger.error("%s: %s", self.name, self.reason)
-            self._set_state(PipelineState.FAILED)
-        self._closing = True
-        self._data_event.set()
-        self._space_event.set()
-        await self._cleanup_tasks()
-        self._queue.clear()  # nothing will read it any more: free the memory
-        self._queue_bytes = 0
-        self._finished.set()
+            reason = f"FFmpeg {how} {when}: {tail}"
+            logger.error("%s: %s", self.name, reason)
+        await self._finish(state, reason)
 
     async def _kill(self, reason: str) -> None:
-        if not self.closed:
-            self.reason = reason
-            self._set_state(PipelineState.FAILED)
+        """Fail now (before the kill, so FFmpeg's exit is not taken as the reason), kill
+        FFmpeg and wait until the monitor has reaped it."""
+        self._close(PipelineState.FAILED, reason)
         await self._kill_process()
         if self._monitor is not None and not self._monitor.done():
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.shield(self._monitor)
-        self._finished.set()
+        await self._finish(PipelineState.FAILED)
 
     async def _kill_process(self) -> None:
         proc = self.process
@@ -607,9 +610,29 @@ class StreamPipeline:
         # Always reap: a killed child that is never waited for stays a zombie.
         await asyncio.shield(proc.wait())
 
+    def _close(self, state: PipelineState, reason: str | None = None) -> None:
+        """The one transition into ``ended`` or ``failed`` (the first one stands)."""
+        if self.closed:
+            return
+        if reason is not None:
+            self.reason = reason
+        self._set_state(state)
+
+    async def _finish(self, state: PipelineState, reason: str | None = None) -> None:
+        """Close (see ``_close``), then release: stop the writer and the timers, free the
+        queue, wake whoever waits for space or for the end. Safe to repeat."""
+        self._close(state, reason)
+        self._closing = True
+        self._data_event.set()
+        self._space_event.set()
+        await self._cleanup_tasks()
+        self._queue.clear()  # nothing will read it any more: free the memory
+        self._queue_bytes = 0
+        self._finished.set()
+
     async def _cleanup_tasks(self) -> None:
         current = asyncio.current_task()
-        for task in [self._ticker, getattr(self, "_writer_task", None)]:
+        for task in [self._ticker, self._writer_task]:
             if task is not None and task is not current and not task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -634,7 +657,7 @@ class StreamPipeline:
                 )
                 if now - self._last_chunk_at > limit:
                     logger.info("%s: no chunk for %.0f s: ending the stream", self.name, limit)
-                    self._spawn(self.stop(f"idle: no data for {limit:g} s"))
+                    self._task(self.stop(f"idle: no data for {limit:g} s"))
                     return
 
     def _set_state(self, state: PipelineState) -> None:
@@ -644,10 +667,8 @@ class StreamPipeline:
         if state in (PipelineState.ENDED, PipelineState.FAILED):
             self.ended_at = datetime.now(UTC)
         logger.info("%s: %s%s", self.name, state, f" ({self.reason})" if self.reason else "")
-        if self.on_state is not None:
+        if self._on_state is not None:
             try:
-                result = self.on_state(self)
-                if inspect.isawaitable(result):
-                    self._spawn(result)
+                self._on_state(self)
             except Exception:
                 logger.exception("%s: on_state callback failed", self.name)

@@ -1,4 +1,5 @@
-"""Stream pages and the HTTP ingest endpoints: parse the request, call streaming.services.
+"""Stream pages and the HTTP ingest endpoints: parse the request, call streaming.services
+or streaming.ingest.
 
 Ingest (``POST /streams/<slug>/ingest/``, ``POST /streams/<slug>/stop/``) authenticates with
 the publish key (``Authorization: Bearer <key>``), not with cookies, so it is CSRF-exempt
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -21,7 +23,7 @@ from django.views.decorators.http import require_GET, require_POST
 from rtcsite.errors import ClientError, http_response
 from streaming import services
 from streaming.clock import iso_ms, now_ms
-from streaming.ffmpeg import EncoderOptions
+from streaming.ingest import authenticate, feed_chunk, stop_stream
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +36,13 @@ def publish_key_from(request: HttpRequest) -> str | None:
     if auth.lower().startswith("bearer "):
         return auth[7:].strip() or None
     return request.headers.get("X-Publish-Key") or None
+
+
+def remember_new_key(request: HttpRequest, slug: str, key: str) -> None:
+    """Keep a new stream's key in the session until its publisher page shows it once."""
+    keys = request.session.get(SESSION_NEW_KEYS, {})
+    keys[slug] = key
+    request.session[SESSION_NEW_KEYS] = keys
 
 
 # --- pages -------------------------------------------------------------------------------
@@ -53,10 +62,7 @@ def create(request: HttpRequest) -> HttpResponse:
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
         return redirect("streaming:index")
-    # Shown once, on the next publisher page of this browser, then forgotten.
-    keys = request.session.get(SESSION_NEW_KEYS, {})
-    keys[stream.slug] = key
-    request.session[SESSION_NEW_KEYS] = keys
+    remember_new_key(request, stream.slug, key)
     return redirect(stream.get_publish_url())
 
 
@@ -84,7 +90,7 @@ def watch(request: HttpRequest, slug: str, player: str) -> HttpResponse:
             "player": player,
             "player_label": PLAYERS[player],
             # how often the dash.js page re-reads the MPD (static/js/viewer.js)
-            "segment_seconds": EncoderOptions.from_settings().segment_seconds,
+            "segment_seconds": settings.STREAM_SEGMENT_SECONDS,
         },
     )
 
@@ -135,7 +141,7 @@ async def ingest(request: HttpRequest, slug: str) -> HttpResponse:
     """``POST`` multipart: ``seq`` (integer) and ``chunk`` (a file: the WebM bytes)."""
     if request.method != "POST":
         return JsonResponse({"error": "method", "message": "Use POST."}, status=405)
-    limit = services.max_chunk_bytes()
+    limit = settings.STREAM_MAX_CHUNK_BYTES
     try:
         declared = int(request.headers.get("Content-Length") or 0)
     except ValueError:
@@ -150,7 +156,7 @@ async def ingest(request: HttpRequest, slug: str) -> HttpResponse:
         )
     key = publish_key_from(request)
     try:
-        stream = await services.authenticate(slug, key)  # before parsing the body
+        stream = await authenticate(slug, key)  # before parsing the body
         seq_raw, data, capture_ms = await sync_to_async(_read_multipart, thread_sensitive=False)(
             request
         )
@@ -158,9 +164,7 @@ async def ingest(request: HttpRequest, slug: str) -> HttpResponse:
             seq = int(seq_raw)
         except (TypeError, ValueError):
             raise ClientError("'seq' must be an integer >= 0.", code="invalid") from None
-        reply = await services.feed_chunk(
-            slug, key, seq, data, stream=stream, capture_ms=capture_ms
-        )
+        reply = await feed_chunk(slug, key, seq, data, stream=stream, capture_ms=capture_ms)
     except ClientError as exc:
         if exc.status >= 500 or exc.code in ("invalid", "too-large"):
             logger.info("ingest %s: %s %s", slug, exc.code, exc.message)
@@ -177,9 +181,10 @@ def _read_multipart(request: HttpRequest) -> tuple[str | None, bytes, str | None
         raise ClientError(f"Malformed upload: {exc}", code="invalid") from exc
     if upload is None:
         raise ClientError("Send the chunk as a multipart file field named 'chunk'.", code="invalid")
-    if upload.size > services.max_chunk_bytes():
+    limit = settings.STREAM_MAX_CHUNK_BYTES
+    if upload.size > limit:
         raise ClientError(
-            f"Chunk of {upload.size} bytes is over the limit of {services.max_chunk_bytes()}.",
+            f"Chunk of {upload.size} bytes is over the limit of {limit}.",
             code="too-large",
             status=413,
         )
@@ -191,7 +196,7 @@ async def stop(request: HttpRequest, slug: str) -> HttpResponse:
     if request.method != "POST":
         return JsonResponse({"error": "method", "message": "Use POST."}, status=405)
     try:
-        reply = await services.stop_stream(slug, publish_key_from(request))
+        reply = await stop_stream(slug, publish_key_from(request))
     except ClientError as exc:
         return http_response(exc)
     return JsonResponse(reply)

@@ -118,15 +118,6 @@ class StreamInfo:
         return next((t for t in self.tracks if t.kind == "audio"), None)
 
 
-@dataclass
-class Block:
-    """A frame seen by the checker (for callers that cut streams by time)."""
-
-    track: int
-    timestamp_ms: int  # cluster timestamp + block offset, in TimestampScale units (ms)
-    offset: int  # absolute byte offset of the element in the stream
-
-
 def read_vint(buf: bytes | bytearray, pos: int, *, keep_marker: bool) -> tuple[int, int] | None:
     """Decode an EBML variable-length integer at ``pos``.
 
@@ -242,7 +233,6 @@ class _State:
     header_done: bool = False  # EBML header read and DocType accepted
     doc_type: str = ""
     info: StreamInfo | None = None
-    cluster_timestamp: int = 0
     block_peek: int | None = None  # element whose first payload bytes are being read
     block_need: int = 0
     block_peek_buf: bytes = b""
@@ -264,10 +254,8 @@ class WebMStreamChecker:
     suffix after a resync) or raises ``WebMError`` and leaves the state unchanged.
     """
 
-    def __init__(self, *, max_element: int = DEFAULT_MAX_ELEMENT, collect_blocks: bool = False):
+    def __init__(self, *, max_element: int = DEFAULT_MAX_ELEMENT):
         self.max_element = max_element
-        self.collect_blocks = collect_blocks
-        self.blocks: list[Block] = []
         self._s = _State()
 
     # --- public ------------------------------------------------------------------------
@@ -288,7 +276,6 @@ class WebMStreamChecker:
         if not chunk:
             return b""
         state = self._s.copy()
-        blocks_before = len(self.blocks)
         first = state.offset == 0 and not state.pending
         try:
             head = chunk[: len(EBML_MAGIC)]
@@ -309,7 +296,6 @@ class WebMStreamChecker:
                     return b""
             self._parse(state, chunk)
         except WebMError as exc:
-            del self.blocks[blocks_before:]
             what = "not a WebM stream" if first else "not a continuation of the WebM stream"
             raise WebMError(f"{what}: {exc}") from None
         self._s = state
@@ -487,7 +473,6 @@ class WebMStreamChecker:
         if ident == ID_TIMESTAMP:
             if not 0 < size <= 8:
                 raise WebMError(f"invalid Cluster Timestamp size {size} {where}")
-            state.block_peek, state.block_need = ident, size
         elif ident == ID_SIMPLE_BLOCK:
             if size < 4:  # track number, 2-byte timestamp, flags
                 raise WebMError(f"a frame of {size} bytes {where} is too short")
@@ -520,15 +505,9 @@ class WebMStreamChecker:
         state.capture = bytearray()
 
     def _check_block(self, state: _State) -> None:
-        """Sanity-check a frame's first payload bytes; note cluster timestamps."""
+        """Sanity-check a frame's first payload bytes."""
         data = state.block_peek_buf
-        complete = len(data) >= state.block_need
-        if state.block_peek == ID_TIMESTAMP:
-            if complete:
-                state.cluster_timestamp = _uint(data)
-                state.block_peek = None
-            return
-        if not complete:
+        if len(data) < state.block_need:
             return
         kind, state.block_peek = state.block_peek, None
         if kind == ID_BLOCK_GROUP:
@@ -552,6 +531,3 @@ class WebMStreamChecker:
                 f"a frame at stream offset {state.block_at} has reserved flag bits set "
                 f"(0x{flags:02x})"
             )
-        if self.collect_blocks and len(data) >= track[1] + 2:
-            relative = int.from_bytes(data[track[1] : track[1] + 2], "big", signed=True)
-            self.blocks.append(Block(track[0], state.cluster_timestamp + relative, state.block_at))

@@ -28,9 +28,9 @@ pytestmark = pytest.mark.timeout(180)
 
 async def publish(tmp_path: Path, clip_dir: Path, face_overlay: bool):
     webm, face = astronaut_webm(clip_dir, seconds=5)
-    config = PipelineConfig.from_settings(encoder=EncoderOptions(live_window_seconds=0))
+    encoder = EncoderOptions.from_settings(segment_seconds=1.0, live_window_seconds=0)
+    config = PipelineConfig.from_settings(encoder=encoder, face_overlay=face_overlay)
     pipeline = StreamPipeline(tmp_path / ("overlay" if face_overlay else "plain"), config)
-    pipeline.face_overlay = face_overlay
     start = asyncio.get_running_loop().time()
     for seq, chunk in enumerate(mediarecorder_chunks(webm, timeslice_ms=250)):
         delay = chunk.end_ms / 1000 - (asyncio.get_running_loop().time() - start)

@@ -33,6 +33,7 @@ from streaming.pipeline import (
     StreamClosed,
     StreamPipeline,
 )
+from tests.support.ingest import media_cache
 from tests.support.media import TimedChunk, cached_webm, mediarecorder_chunks
 
 pytestmark = pytest.mark.timeout(120)
@@ -44,9 +45,8 @@ SEGMENT = 1.0
 # --- fixtures ------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def clip_dir(tmp_path_factory, request) -> Path:
-    """Generated clips are kept in pytest's cache folder between runs (keyed by parameters)."""
-    cache = getattr(request.config, "cache", None)  # absent with -p no:cacheprovider
-    return Path(cache.mkdir("rtcsite-media")) if cache else tmp_path_factory.mktemp("media")
+    """Generated clips are kept between runs (keyed by parameters)."""
+    return media_cache(request, tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
@@ -73,7 +73,10 @@ async def make_pipeline(tmp_path):
     made: list[StreamPipeline] = []
 
     def make(window: float = 4.0, **overrides) -> StreamPipeline:
-        overrides.setdefault("encoder", EncoderOptions(live_window_seconds=window))
+        overrides.setdefault(
+            "encoder",
+            EncoderOptions.from_settings(segment_seconds=SEGMENT, live_window_seconds=window),
+        )
         config = PipelineConfig.from_settings(**overrides)
         pipeline = StreamPipeline(tmp_path / f"stream{len(made)}", config)
         made.append(pipeline)
@@ -257,8 +260,13 @@ async def test_duplicates_reordering_and_a_missing_chunk(make_pipeline, chunks):
 
 async def test_garbage_chunks_are_refused_and_do_not_harm_the_stream(make_pipeline, chunks):
     pipeline = make_pipeline()
-    with pytest.raises(InvalidChunk, match=r"seq=0 refused: not a WebM stream: .*EBML magic"):
+    with pytest.raises(
+        InvalidChunk, match=r"seq=0 refused: not a WebM stream: .*EBML magic"
+    ) as refused:
         await pipeline.feed(0, b"<!DOCTYPE html><html><body>Not WebM</body></html>")
+    # Told to the publisher as it is: code, HTTP status and the chunk's seq.
+    assert (refused.value.code, refused.value.status) == ("invalid", 400)
+    assert refused.value.details == {"seq": 0}
     assert pipeline.state == PipelineState.IDLE and pipeline.process is None
 
     for seq, chunk in enumerate(chunks):
@@ -290,8 +298,9 @@ async def test_ffmpeg_killed_mid_stream_fails_the_stream_without_a_zombie(make_p
         assert await pipeline.wait_closed() == PipelineState.FAILED
     assert "FFmpeg killed by signal 9 unexpectedly" in pipeline.reason
     assert_reaped(pid)
-    with pytest.raises(StreamClosed, match="failed"):
+    with pytest.raises(StreamClosed, match="failed") as closed:
         await pipeline.feed(12, chunks[12].data)
+    assert (closed.value.code, closed.value.status) == ("closed", 409)
     assert pipeline.stats()["queue_bytes"] == 0
 
 
@@ -327,7 +336,9 @@ async def test_backpressure_when_ffmpeg_falls_behind(make_pipeline, chunks):
                 seq += 1
                 await asyncio.sleep(0.05)  # the writer fills the pipe until it blocks
         assert busy.value.limit == limit and busy.value.queue_bytes <= limit
-        assert "busy" in str(busy.value) and busy.value.status == "busy"
+        assert "busy" in str(busy.value) and busy.value.code == "busy"
+        assert busy.value.status == 503 and busy.value.retry_after == 1
+        assert busy.value.details["queue_bytes"] == busy.value.queue_bytes
         assert pipeline.queue_bytes <= limit
         # Waiting gives FFmpeg a chance; it is still stopped, so still busy after the wait.
         started = time.monotonic()

@@ -18,21 +18,12 @@ import time
 import urllib.request
 import xml.etree.ElementTree as ET
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 import websockets
 
 from streaming.clock import iso_ms, now_ms
-from tests.support.ingest import (
-    new_stream,
-    page_token,
-    post_chunk,
-    stop_http,
-    stream_status,
-    ws_recv,
-)
-from tests.support.media import cached_webm, mediarecorder_chunks
+from tests.support import ingest
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -47,9 +38,7 @@ PAST_MS = 120_000  # the known capture clock: two minutes before now
 
 @pytest.fixture(scope="module")
 def chunks(request, tmp_path_factory):
-    cache = getattr(request.config, "cache", None)
-    folder = Path(cache.mkdir("rtcsite-media")) if cache else tmp_path_factory.mktemp("media")
-    return mediarecorder_chunks(cached_webm(folder, seconds=4, size="640x480", fps=30), 250)
+    return ingest.clip_chunks(request, tmp_path_factory, seconds=4)
 
 
 @pytest.fixture(scope="module")
@@ -121,66 +110,68 @@ def check_anchored(server, slug: str, capture_ms: int, *, live: bool) -> None:
 
 
 def test_http_capture_clock_anchors_playlists_and_manifest(server, chunks):
-    slug, key = new_stream(server, "Clock http")
+    slug, key = ingest.new_stream(server, "Clock http")
     capture_ms = now_ms() - PAST_MS
-    status, body = post_chunk(server, slug, key, 0, chunks[0].data, capture_ms=str(capture_ms))
+    status, body = ingest.post_chunk(
+        server, slug, key, 0, chunks[0].data, capture_ms=str(capture_ms)
+    )
     assert status == 202, body
     for seq, chunk in enumerate(chunks[1:], start=1):
-        assert post_chunk(server, slug, key, seq, chunk.data)[0] == 202
+        assert ingest.post_chunk(server, slug, key, seq, chunk.data)[0] == 202
     check_anchored(server, slug, capture_ms, live=True)
-    clock = stream_status(server, slug)["clock"]
+    clock = ingest.stream_status(server, slug)["clock"]
     assert clock == {
         "capture_ms": capture_ms,
         "capture_time": iso_ms(capture_ms),
         "source": "publisher",
     }
-    assert stop_http(server, slug, key)[1]["state"] == "ended"
+    assert ingest.stop_http(server, slug, key)[1]["state"] == "ended"
     check_anchored(server, slug, capture_ms, live=False)  # the VOD keeps the anchor
 
 
 def test_without_a_capture_clock_the_server_receipt_anchors(server, chunks):
-    slug, key = new_stream(server, "Clock none")
+    slug, key = ingest.new_stream(server, "Clock none")
     before = now_ms()
     for seq, chunk in enumerate(chunks):
-        assert post_chunk(server, slug, key, seq, chunk.data)[0] == 202
-    clock = stream_status(server, slug)["clock"]
+        assert ingest.post_chunk(server, slug, key, seq, chunk.data)[0] == 202
+    clock = ingest.stream_status(server, slug)["clock"]
     assert clock["source"] == "server" and clock["capture_ms"] >= before
     check_anchored(server, slug, clock["capture_ms"], live=True)
-    assert stop_http(server, slug, key)[0] == 200
+    assert ingest.stop_http(server, slug, key)[0] == 200
 
 
 def test_an_implausible_capture_clock_is_refused_clearly(server, chunks):
-    slug, key = new_stream(server, "Clock bad")
+    slug, key = ingest.new_stream(server, "Clock bad")
     year_ago = str(now_ms() - 365 * 86400 * 1000)
-    status, body = post_chunk(server, slug, key, 0, chunks[0].data, capture_ms=year_ago)
+    status, body = ingest.post_chunk(server, slug, key, 0, chunks[0].data, capture_ms=year_ago)
     assert status == 400 and body["error"] == "invalid", body
     assert "/streams/time/" in body["message"]
-    status, body = post_chunk(server, slug, key, 0, chunks[0].data, capture_ms="soon")
+    status, body = ingest.post_chunk(server, slug, key, 0, chunks[0].data, capture_ms="soon")
     assert status == 400 and "integer" in body["message"]
-    assert stream_status(server, slug)["status"] == "idle"  # nothing started
+    assert ingest.stream_status(server, slug)["status"] == "idle"  # nothing started
 
 
 async def ws_publish_with_clock(server, chunks, slug: str, key: str, capture_ms: int) -> None:
-    url = f"{server.ws_url}/ws/streams/{slug}/ingest/?token={page_token(server)}&v=1"
+    url = f"{server.ws_url}/ws/streams/{slug}/ingest/?token={ingest.page_token(server)}&v=1"
     async with websockets.connect(url, origin=server.url, max_size=2**22) as ws:
         await ws.send(json.dumps({"type": "publish", "key": key}))
-        assert (await ws_recv(ws))["type"] == "ready"
+        assert (await ingest.ws_recv(ws))["type"] == "ready"
         await ws.send(json.dumps({"type": "clock", "capture_ms": "yesterday"}))
-        reply = await ws_recv(ws)
+        reply = await ingest.ws_recv(ws)
         assert reply["type"] == "error" and reply["code"] == "bad-clock", reply
         await ws.send(json.dumps({"type": "clock", "capture_ms": capture_ms}))
-        assert (await ws_recv(ws)) == {"type": "clock", "capture_ms": capture_ms}
+        assert (await ingest.ws_recv(ws)) == {"type": "clock", "capture_ms": capture_ms}
         for seq, chunk in enumerate(chunks):
             await ws.send(struct.pack(">I", seq) + chunk.data)
-            reply = await ws_recv(ws)
+            reply = await ingest.ws_recv(ws)
             assert reply["type"] == "ack", reply
         await asyncio.to_thread(check_anchored, server, slug, capture_ms, live=True)
         await ws.send(json.dumps({"type": "stop"}))
-        assert (await ws_recv(ws))["state"] == "ended"
+        assert (await ingest.ws_recv(ws))["state"] == "ended"
 
 
 def test_websocket_capture_clock_anchors_playlists_and_manifest(server, chunks):
-    slug, key = new_stream(server, "Clock ws")
+    slug, key = ingest.new_stream(server, "Clock ws")
     capture_ms = now_ms() - PAST_MS
     asyncio.run(ws_publish_with_clock(server, chunks, slug, key, capture_ms))
     check_anchored(server, slug, capture_ms, live=False)

@@ -14,7 +14,6 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from pathlib import Path
 
 import m3u8
 import pytest
@@ -23,6 +22,7 @@ from websockets.exceptions import ConnectionClosed
 
 from rtcsite.ws.codes import CloseCode
 from tests.support.ingest import (
+    clip_chunks,
     media_dir,
     new_stream,
     page_token,
@@ -31,7 +31,6 @@ from tests.support.ingest import (
     stream_status,
     ws_recv,
 )
-from tests.support.media import cached_webm, mediarecorder_chunks
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -49,10 +48,7 @@ SERVER_ENV = {
 # --- fixtures and helpers ----------------------------------------------------------------
 @pytest.fixture(scope="module")
 def chunks(request, tmp_path_factory):
-    cache = getattr(request.config, "cache", None)
-    folder = Path(cache.mkdir("rtcsite-media")) if cache else tmp_path_factory.mktemp("media")
-    clip = cached_webm(folder, seconds=CLIP_SECONDS, size="640x480", fps=30)
-    return mediarecorder_chunks(clip, timeslice_ms=250)
+    return clip_chunks(request, tmp_path_factory, seconds=CLIP_SECONDS)
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,23 @@ import uuid
 from http.cookiejar import CookieJar
 from pathlib import Path
 
+from tests.support.media import TimedChunk, cached_webm, mediarecorder_chunks
+
+
+def media_cache(request, tmp_path_factory) -> Path:
+    """Where generated clips are kept: pytest's cache folder (between runs), else a temp one
+    (with ``-p no:cacheprovider``)."""
+    cache = getattr(request.config, "cache", None)
+    return Path(cache.mkdir("rtcsite-media")) if cache else tmp_path_factory.mktemp("media")
+
+
+def clip_chunks(request, tmp_path_factory, seconds: float) -> list[TimedChunk]:
+    """A 640x480 30 fps VP8 + Opus clip of ``seconds``, in MediaRecorder-like 250 ms chunks."""
+    clip = cached_webm(
+        media_cache(request, tmp_path_factory), seconds=seconds, size="640x480", fps=30
+    )
+    return mediarecorder_chunks(clip, timeslice_ms=250)
+
 
 def new_stream(server, title: str = "Test show") -> tuple[str, str]:
     """Create a stream as a browser does (form + CSRF) and read the key shown once."""

@@ -16,7 +16,8 @@ from django.utils import timezone
 from identity.services import Identity
 from streaming import media
 from streaming.models import Stream, StreamStatus, hash_publish_key
-from streaming.services import create_stream, list_streams, mark_stale_streams, rotate_publish_key
+from streaming.services import create_stream, list_streams, rotate_publish_key
+from streaming.status import mark_stale_streams
 
 pytestmark = pytest.mark.django_db
 ALICE = Identity(id="a" * 16, name="alice")
@@ -285,6 +286,7 @@ def test_parse_range(header, expected):
     ("env", "message"),
     [
         ({"STREAM_SEGMENT_SECONDS": "fast"}, "STREAM_SEGMENT_SECONDS='fast' is not a number"),
+        ({"STREAM_FPS": "thirty"}, "STREAM_FPS='thirty' is not an integer"),
         ({"STREAM_IDLE_TIMEOUT": "-1"}, "STREAM_IDLE_TIMEOUT=-1.0 must be >= 0"),
         (
             {"STREAM_MAX_CHUNK_BYTES": "9000000", "STREAM_QUEUE_BYTES": "8000000"},

@@ -14,6 +14,7 @@ import pytest
 
 from streaming.chunks import Chunk, Gap, HeldBufferFull, ReorderBuffer
 from streaming.webm import WebMError, WebMStreamChecker
+from tests.support.media import webm_blocks
 
 
 # --- ReorderBuffer -----------------------------------------------------------------------
@@ -221,14 +222,21 @@ def feed_in(checker: WebMStreamChecker, data: bytes, size: int) -> bytes:
 @pytest.mark.parametrize("size", [1, 3, 13, 100, 4096, 1 << 20])
 def test_any_chunking_of_a_webm_stream_is_accepted(size):
     data, _ = webm_stream()
-    checker = WebMStreamChecker(collect_blocks=True)
+    checker = WebMStreamChecker()
     assert feed_in(checker, data, size) == data
     info = checker.info
     assert info.doc_type == "webm"
     assert (info.video.codec, info.video.width, info.video.height) == ("V_VP8", 640, 480)
     assert info.audio.codec == "A_OPUS" and info.audio.channels == 2
-    assert len(checker.blocks) == 4 * 10
-    assert [b.timestamp_ms for b in checker.blocks if b.track == 1][:6] == [
+
+
+def test_the_test_stream_lists_its_frames():
+    """tests/support/media.webm_blocks, which cuts clips by time, reads the frames."""
+    data, starts = webm_stream()
+    blocks = webm_blocks(data)
+    assert len(blocks) == 4 * 10
+    assert blocks[0].offset > starts[0]
+    assert [b.timestamp_ms for b in blocks if b.track == 1][:6] == [
         0,
         33,
         66,

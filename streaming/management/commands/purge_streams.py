@@ -18,7 +18,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from streaming.models import Stream, StreamStatus
-from streaming.services import mark_stale_streams
+from streaming.status import mark_stale_streams
 
 
 def _folder_size(path: Path) -> int:
@@ -43,7 +43,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, hours: float | None, dry_run: bool, **options) -> None:
-        hours = float(getattr(settings, "STREAM_RETENTION_HOURS", 72.0)) if hours is None else hours
+        hours = settings.STREAM_RETENTION_HOURS if hours is None else hours
         if hours < 0:
             raise CommandError("--hours must be >= 0.")
         now = timezone.now()

@@ -1,0 +1,138 @@
+"""Publishing: publish-key auth, one chunk into the stream's pipeline, stop.
+
+The HTTP ingest views and the WebSocket ingest consumer call these; every refusal is a
+``rtcsite.errors.ClientError`` (the pipeline's own ones included), which they send as is.
+A stream's pipeline runs in the process that took its first chunk (``streaming.registry``);
+another process answers ``wrong-process``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.utils import timezone
+
+from rtcsite.errors import ClientError, Conflict, Forbidden, NotFound, RateLimited
+from rtcsite.process import PROCESS_ID
+from streaming import registry, status
+from streaming.models import Stream, StreamStatus
+from streaming.registry import LiveStream
+from streaming.services import announce_status, get_stream
+
+
+@sync_to_async
+def _authenticate(slug: str, key: str | None) -> Stream:
+    stream = get_stream(slug)
+    if stream is None:
+        raise NotFound("No such stream.")
+    if not key:
+        raise ClientError("This stream needs its publish key.", code="key-missing", status=401)
+    if not stream.check_publish_key(key):
+        raise Forbidden("Wrong publish key for this stream.", code="bad-key")
+    return stream
+
+
+async def authenticate(slug: str, key: str | None) -> Stream:
+    """The stream if ``key`` is its publish key; else ``NotFound`` (404), ``key-missing``
+    (401) or ``bad-key`` (403)."""
+    return await _authenticate(slug, key)
+
+
+def _live_stream(stream: Stream) -> LiveStream:
+    """The stream's pipeline in this process, started if the stream may go live here."""
+    live = registry.get(stream.slug)
+    if live is not None:
+        if live.pipeline.closed:  # ended a moment ago; its status write may be pending
+            reason = live.pipeline.reason
+            raise Conflict(f"This stream has {live.pipeline.state}: {reason}.", code="closed")
+        return live
+    if not stream.accepts_chunks:
+        raise Conflict(
+            f"This stream has {stream.status}"
+            + (f": {stream.reason}" if stream.reason else "")
+            + ". Create a new stream to go live again.",
+            code="closed",
+        )
+    if stream.status == StreamStatus.LIVE:
+        if stream.worker and stream.worker != PROCESS_ID:
+            raise Conflict(
+                f"This stream is running in another server process ({stream.worker}); "
+                "ingest for one stream must always reach the same process.",
+                code="wrong-process",
+            )
+        # Live in this process but no pipeline any more: it just closed. Never restart an
+        # encode into a folder that already holds this stream's segments.
+        raise Conflict("This stream's pipeline has closed. Create a new stream.", code="closed")
+    return registry.start(stream)
+
+
+async def feed_chunk(
+    slug: str,
+    key: str | None,
+    seq: Any,
+    data: bytes,
+    *,
+    stream: Stream | None = None,
+    capture_ms: Any = None,
+) -> dict[str, Any]:
+    """Authenticate, rate-limit and feed one chunk; returns the publisher's status reply.
+
+    ``stream``: already authenticated with ``key`` by the caller in this request.
+    ``capture_ms``: the publisher's capture clock (epoch ms of media time 0, synced with
+    ``/streams/time/``), sent with the first chunk; it anchors the HLS/DASH timelines
+    (streaming/clock.py). Ignored once the encoder runs.
+    """
+    if stream is None or stream.slug != slug:
+        stream = await authenticate(slug, key)
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0 or seq > 2**31:
+        raise ClientError("'seq' must be an integer >= 0.", code="invalid")
+    limit = settings.STREAM_MAX_CHUNK_BYTES
+    if len(data) > limit:
+        raise ClientError(
+            f"Chunk of {len(data)} bytes is over the limit of {limit} bytes.",
+            code="too-large",
+            status=413,
+        )
+    if not data:
+        raise ClientError(f"Chunk seq={seq} is empty.", code="invalid")
+    live = _live_stream(stream)
+    if not live.bucket.take():
+        raise RateLimited("Too many chunks for this stream; slow down.")
+    pipeline = live.pipeline
+    result = await pipeline.feed(seq, data, wait=settings.STREAM_FEED_WAIT, capture_ms=capture_ms)
+    live.save_progress_if_due()
+    return {
+        "status": result.status,
+        "seq": seq,
+        "state": str(pipeline.state),
+        "queue_bytes": pipeline.queue_bytes,
+        "queue_limit": pipeline.config.max_queue_bytes,
+        "segments": pipeline.stats()["segments"],
+        "last_error": pipeline.last_error,
+    }
+
+
+async def stop_stream(slug: str, key: str | None) -> dict[str, Any]:
+    """End the stream: FFmpeg finalises the playlists (``#EXT-X-ENDLIST``, static MPD)."""
+    stream = await authenticate(slug, key)
+    live = registry.get(stream.slug)
+    if live is None:
+        if stream.status == StreamStatus.IDLE:
+            await status.save(
+                stream.pk,
+                {"status": StreamStatus.ENDED, "ended_at": timezone.now(), "reason": "stopped"},
+            )
+            await announce_status(stream.slug, StreamStatus.ENDED, "stopped before going live")
+            return {"state": StreamStatus.ENDED, "reason": "stopped before going live"}
+        if stream.status == StreamStatus.LIVE and stream.worker != PROCESS_ID:
+            raise Conflict(
+                f"This stream is running in another process ({stream.worker}).",
+                code="wrong-process",
+            )
+        return {"state": stream.status, "reason": stream.reason}
+    state = await live.stop("stopped by the publisher")
+    stats = live.pipeline.stats()
+    summary = {k: stats[k] for k in ("segments", "bytes_in", "chunks", "renditions")}
+    return {"state": str(state), "reason": live.pipeline.reason, **summary}
