@@ -201,9 +201,9 @@ async def pipeline_round(webm: bytes, out: Path, face_overlay: bool) -> dict[str
     from streaming.pipeline import PipelineConfig, StreamPipeline
     from tests.support.media import mediarecorder_chunks
 
-    config = PipelineConfig.from_settings(encoder=EncoderOptions(live_window_seconds=0))
+    encoder = EncoderOptions.from_settings(segment_seconds=1.0, live_window_seconds=0)
+    config = PipelineConfig.from_settings(encoder=encoder, face_overlay=face_overlay)
     pipeline = StreamPipeline(out, config)
-    pipeline.face_overlay = face_overlay
     chunks = mediarecorder_chunks(webm, timeslice_ms=250)
     started = time.perf_counter()
     for seq, chunk in enumerate(chunks):

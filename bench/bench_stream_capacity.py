@@ -38,7 +38,7 @@ async def _one(chunks, out: Path, options, ladder) -> dict[str, Any]:
 
     fed_at: dict[int, float] = {}
     busy = 0
-    pipeline = StreamPipeline(out, PipelineConfig(ladder=ladder, encoder=options))
+    pipeline = StreamPipeline(out, PipelineConfig.from_settings(ladder=ladder, encoder=options))
     start = time.monotonic()
     for seq, chunk in enumerate(chunks):
         await asyncio.sleep(max(0.0, start + chunk.end_ms / 1000 - time.monotonic()))

@@ -123,7 +123,7 @@ def ours_fast(chunks, out: Path, options) -> dict[str, float]:
     from streaming.pipeline import PipelineConfig, StreamPipeline
 
     async def go() -> str:
-        config = PipelineConfig(ladder=configured_ladder(), encoder=options)
+        config = PipelineConfig.from_settings(ladder=configured_ladder(), encoder=options)
         pipeline = StreamPipeline(out, config)
         for seq, chunk in enumerate(chunks):
             await pipeline.feed(seq, chunk.data, wait=60)
@@ -171,7 +171,8 @@ def ours_paced(chunks, out: Path, options) -> dict[str, Any]:
     fed_at: dict[int, float] = {}
 
     async def go() -> None:
-        pipeline = StreamPipeline(out, PipelineConfig(ladder=configured_ladder(), encoder=options))
+        config = PipelineConfig.from_settings(ladder=configured_ladder(), encoder=options)
+        pipeline = StreamPipeline(out, config)
         start = time.monotonic()
         for seq, chunk in enumerate(chunks):
             await asyncio.sleep(max(0.0, start + chunk.end_ms / 1000 - time.monotonic()))

@@ -26,15 +26,14 @@ from rtcsite.http import bearer_token
 def index(request: HttpRequest) -> HttpResponse:
     """``/faces/``: camera, browser (face-api) and server (OpenCV) detection, publishing."""
     from streaming.services import get_stream
-    from streaming.views import SESSION_NEW_KEYS
+    from streaming.views import new_key
 
     stream = None
     key = ""
     slug = request.GET.get("stream", "")
     if slug:
         stream = get_stream(slug)
-        keys = request.session.get(SESSION_NEW_KEYS) or {}
-        key = keys.get(slug, "")  # kept until the publisher page shows it (same browser)
+        key = new_key(request, slug, forget=False)  # the publisher page shows it, then drops it
     return render(
         request,
         "faces/index.html",
@@ -54,16 +53,14 @@ def new_stream(request: HttpRequest) -> HttpResponse:
     from django.core.exceptions import ValidationError
 
     from streaming.services import create_stream
-    from streaming.views import SESSION_NEW_KEYS
+    from streaming.views import remember_new_key
 
     try:
         stream, key = create_stream(request.POST.get("title", ""), request.identity)
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
         return redirect("faces:index")
-    keys = request.session.get(SESSION_NEW_KEYS, {})
-    keys[stream.slug] = key
-    request.session[SESSION_NEW_KEYS] = keys
+    remember_new_key(request, stream.slug, key)
     return redirect(f"{reverse('faces:index')}?stream={stream.slug}")
 
 

@@ -14,6 +14,7 @@ import struct
 from typing import Any
 
 from channels.db import database_sync_to_async
+from django.conf import settings
 
 from presence import membership
 from presence.membership import Membership

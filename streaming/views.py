@@ -21,6 +21,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from rtcsite.errors import ClientError, http_response
+from rtcsite.http import bearer_token
 from streaming import services
 from streaming.clock import iso_ms, now_ms
 from streaming.ingest import authenticate, feed_chunk, stop_stream
@@ -32,10 +33,7 @@ MULTIPART_OVERHEAD = 16 * 1024  # boundaries, part headers and the seq field
 
 
 def publish_key_from(request: HttpRequest) -> str | None:
-    auth = request.headers.get("Authorization", "")
-    if auth.lower().startswith("bearer "):
-        return auth[7:].strip() or None
-    return request.headers.get("X-Publish-Key") or None
+    return bearer_token(request) or request.headers.get("X-Publish-Key") or None
 
 
 def remember_new_key(request: HttpRequest, slug: str, key: str) -> None:
@@ -43,6 +41,16 @@ def remember_new_key(request: HttpRequest, slug: str, key: str) -> None:
     keys = request.session.get(SESSION_NEW_KEYS, {})
     keys[slug] = key
     request.session[SESSION_NEW_KEYS] = keys
+
+
+def new_key(request: HttpRequest, slug: str, *, forget: bool) -> str:
+    """The key ``remember_new_key`` kept for ``slug`` ("" if none); ``forget``: shown now,
+    so drop it."""
+    keys = request.session.get(SESSION_NEW_KEYS) or {}
+    key = keys.pop(slug, "") if forget else keys.get(slug, "")
+    if key and forget:
+        request.session[SESSION_NEW_KEYS] = keys
+    return key
 
 
 # --- pages -------------------------------------------------------------------------------
@@ -113,15 +121,12 @@ def publish(request: HttpRequest, slug: str) -> HttpResponse:
     stream = services.get_stream(slug)
     if stream is None:
         raise Http404("No such stream.")
-    keys = request.session.get(SESSION_NEW_KEYS) or {}
-    new_key = keys.pop(slug, "")
-    if new_key:
-        request.session[SESSION_NEW_KEYS] = keys
+    key = new_key(request, slug, forget=True)
     is_owner = bool(stream.owner_id) and stream.owner_id == request.identity.id
     return render(
         request,
         "streaming/publish.html",
-        {"stream": stream, "new_key": new_key, "is_owner": is_owner},
+        {"stream": stream, "new_key": key, "is_owner": is_owner},
     )
 
 
