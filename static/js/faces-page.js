@@ -2,11 +2,12 @@
 // (TinyFaceDetector, weights served from static/vendor) or from the server (OpenCV), which
 // gets a resized WebP frame every N ms by WebSocket (binary) or HTTP POST — one frame in
 // flight at a time: the next frame is captured only after the previous answer.
-// The canvas (video + boxes) can be published as a live stream with publish.js's Publisher.
+// The canvas (video + boxes) can be published as a live stream with publisher.js.
 // Protocol: docs/protocol.md, "Face detection".
 
 import { RtcSocket, fetchToken, pageToken, showStatus } from "./socket.js";
-import { publishMediaStream } from "./publisher.js";
+import { describeMediaError, openLocalMedia } from "./local-media.js";
+import { PUBLISH_VIDEO, publishMediaStream } from "./publisher.js";
 
 const BOX_COLOUR = "#00ff00"; // the server's BOX_BGR; tests read it back from the stream
 const BOX_WIDTH = 4;
@@ -279,12 +280,13 @@ function onDetectorChange() {
 }
 
 async function start() {
-  try {
-    camera = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: true });
-  } catch (error) {
-    setError(`camera: ${error.message}`);
+  const { stream, error } = await openLocalMedia({ video: PUBLISH_VIDEO });
+  if (!stream?.getVideoTracks().length) {
+    for (const track of stream?.getTracks() ?? []) track.stop();
+    setError(`camera: ${describeMediaError(error)}`);
     return;
   }
+  camera = stream;
   ui.video.srcObject = camera;
   await ui.video.play().catch(() => {});
   schedule();
