@@ -8,6 +8,7 @@
 import { RtcSocket, fetchToken, pageToken, showStatus } from "./socket.js";
 import { describeMediaError, openLocalMedia } from "./local-media.js";
 import { PUBLISH_VIDEO, publishMediaStream } from "./publisher.js";
+import { uploadHealth } from "./upload-health.js";
 
 const BOX_COLOUR = "#00ff00"; // the server's BOX_BGR; tests read it back from the stream
 const BOX_WIDTH = 4;
@@ -229,22 +230,12 @@ function setUpPublisher() {
   if (!section.dataset.slug) return null;
   const pui = {
     key: $("fp-key"), transport: $("fp-transport"), timeslice: $("fp-timeslice"),
-    start: $("fp-start"), stop: $("fp-stop"), state: $("fp-state"), sent: $("fp-sent"),
-    queue: $("fp-queue"), bitrate: $("fp-bitrate"), serverQueue: $("fp-server-queue"),
-    segments: $("fp-segments"), error: $("fp-error"), status: $("fp-status"),
+    start: $("fp-start"), stop: $("fp-stop"), error: $("fp-error"), status: $("fp-status"),
   };
+  const showHealth = uploadHealth("fp-");
   const render = (pub) => {
     section.dataset.pubState = pub.state;
-    pui.state.textContent = pub.state;
-    pui.error.textContent = pub.error || "—";
-    pui.sent.textContent = String(pub.sent);
-    pui.queue.textContent = `${pub.queue.length} chunks / ${Math.round(pub.queueBytes / 1024)} KB`;
-    pui.bitrate.textContent = pub.bitrateKbps === null ? "—" : `${pub.bitrateKbps} kbit/s`;
-    const reply = pub.lastReply;
-    if (reply) {
-      pui.serverQueue.textContent = `${Math.round(reply.queue_bytes / 1024)} KB / ${Math.round(reply.queue_limit / 1024)} KB`;
-      pui.segments.textContent = String(reply.segments);
-    }
+    showHealth(pub);
     if (pub.stopReply && pub.stopReply.state) pui.status.textContent = pub.stopReply.state;
   };
   const state = { publisher: null };

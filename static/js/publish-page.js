@@ -3,30 +3,20 @@
 
 import { describeMediaError, openLocalMedia } from "./local-media.js";
 import { PUBLISH_VIDEO, StreamPublisher } from "./publisher.js";
+import { uploadHealth } from "./upload-health.js";
 
 const root = document.getElementById("publisher");
 const $ = (id) => document.getElementById(id);
 const ui = {
   key: $("publish-key"), transport: $("transport"), timeslice: $("timeslice"),
-  start: $("start"), stop: $("stop"), preview: $("preview"), state: $("pub-state"),
-  sent: $("pub-sent"), queue: $("pub-queue"), bitrate: $("pub-bitrate"),
-  serverQueue: $("pub-server-queue"), segments: $("pub-segments"), error: $("pub-error"),
+  start: $("start"), stop: $("stop"), preview: $("preview"), error: $("pub-error"),
   status: $("stream-status"),
 };
+const showHealth = uploadHealth("pub-");
 
 function render(pub) {
   root.dataset.pubState = pub.state;
-  ui.state.textContent = pub.state;
-  ui.error.textContent = pub.error || "—";
-  ui.sent.textContent = String(pub.sent);
-  ui.queue.textContent = `${pub.queue.length} chunks / ${Math.round(pub.queueBytes / 1024)} KB`;
-  const kbps = pub.bitrateKbps;
-  ui.bitrate.textContent = kbps === null ? "—" : `${kbps} kbit/s`;
-  const reply = pub.lastReply;
-  if (reply) {
-    ui.serverQueue.textContent = `${Math.round(reply.queue_bytes / 1024)} KB / ${Math.round(reply.queue_limit / 1024)} KB`;
-    ui.segments.textContent = String(reply.segments);
-  }
+  showHealth(pub);
   if (pub.captureMs) root.dataset.captureMs = String(pub.captureMs);
 }
 
