@@ -1,23 +1,27 @@
 """Glass-to-glass latency of a live stream, HLS (hls.js) and DASH (dash.js), in Chromium.
 
-The publisher page publishes a canvas (``?source=clock``: static/js/frameclock.js) whose
-frames carry the wall clock at drawing time as two rows of black/white blocks (24 bits of
-ms, and their complement as a check). Each viewer page decodes the block rows of every
-presented frame (``requestVideoFrameCallback`` → ``drawImage`` → pixels) and subtracts
-them from ``Date.now()``: capture → MediaRecorder chunk → upload → FFmpeg → segment →
-playlist → player → screen. All pages run in one Chromium on this machine, so they share
+The publisher page publishes "the camera", which an init script replaces by a canvas
+(bench/frameclock.js, injected into the page: the site has no test hook) whose frames carry
+the wall clock at drawing time as two rows of black/white blocks (24 bits of ms, and their
+complement as a check). Each viewer page decodes the block rows of every presented frame
+(``requestVideoFrameCallback`` → ``drawImage`` → pixels) and subtracts them from
+``Date.now()``: capture → MediaRecorder chunk → upload → FFmpeg → segment → playlist →
+player → screen. All pages run in one Chromium on this machine, so they share
 one clock. The viewer page's own readout (``data-latency-ms``: server-synced now - capture
 clock anchored in the playlist/MPD) is sampled at the same moments, to show it tells the
 truth; the players' own estimates are sampled too.
 
 Configurations (one Daphne each, same run): the site's standard settings, and variations
 that isolate one choice each (players at their defaults, segment length, MediaRecorder
-timeslice, FFmpeg's input probing). The figures feed docs/decisions.md ("Viewer
-latency").
+timeslice, FFmpeg's input probing). A player variation is served to the viewer pages as the
+site's static/js/player-tuning.js with assignments to its ``PLAYER_TUNING`` appended (a
+Playwright route); a publisher variation fills the publisher form's fields as a user would.
+The figures feed docs/decisions.md ("Viewer latency").
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import statistics
@@ -31,31 +35,82 @@ from bench.support import EMBEDDED_ENV, daphne_site, percentile
 NAME = "stream_latency"
 TARGET_P50_S = 2.5
 
-# name → (server env, publisher query, viewer query)
-STANDARD: dict[str, Any] = {"env": {}, "publisher": "", "viewer": ""}
+BENCH_DIR = Path(__file__).resolve().parent
+FRAMECLOCK_JS = BENCH_DIR / "frameclock.js"
+PLAYER_TUNING_JS = BENCH_DIR.parent / "static" / "js" / "player-tuning.js"
+
+# name → server env, publisher form fields (id → value), viewer PLAYER_TUNING assignments
+# (dotted path → value; static/js/player-tuning.js)
+STANDARD: dict[str, Any] = {"env": {}, "publisher": {}, "viewer": {}}
 CONFIGS: dict[str, dict[str, Any]] = {
     "standard": STANDARD,
-    "players_default": {"env": {}, "publisher": "", "viewer": "player_defaults=1"},
-    "segment_1s": {"env": {"STREAM_SEGMENT_SECONDS": "1"}, "publisher": "", "viewer": ""},
-    "sync_1_5": {"env": {}, "publisher": "", "viewer": "live_sync=1.5&live_delay=1.5"},
-    "gentle_catchup": {"env": {}, "publisher": "", "viewer": "catchup_rate=0.1"},
-    # dash.js re-reading the MPD on its own (>= 1 s) instead of once per segment
-    "mpd_refresh_off": {"env": {}, "publisher": "", "viewer": "mpd_refresh=0"},
-    # once per segment, with dash.js's live delay lowered to what that buys
-    "dash_delay_1_5": {"env": {}, "publisher": "", "viewer": "live_delay=1.5"},
-    # hls.js left to itself (its own catch-up at up to 1.5x), not steered on the capture clock
-    "hls_unsteered": {"env": {}, "publisher": "", "viewer": "target_latency=0&max_rate=1.5"},
-    "timeslice_500": {"env": {}, "publisher": "timeslice=500", "viewer": ""},
-    "default_probing": {
-        "env": {"STREAM_LOW_LATENCY_INPUT": "0"},
-        "publisher": "",
-        "viewer": "",
+    # the players' own defaults: nothing set, no steering, no MPD refresh of the page's
+    "players_default": {
+        "env": {},
+        "publisher": {},
+        "viewer": {"hls": {}, "dash": {}, "hlsTargetS": 0, "mpdRefreshS": 0},
     },
+    "segment_1s": {"env": {"STREAM_SEGMENT_SECONDS": "1"}, "publisher": {}, "viewer": {}},
+    "sync_1_5": {
+        "env": {},
+        "publisher": {},
+        "viewer": {"hls.liveSyncDuration": 1.5, "dash.streaming.delay.liveDelay": 1.5},
+    },
+    "gentle_catchup": {
+        "env": {},
+        "publisher": {},
+        "viewer": {"dash.streaming.liveCatchup.playbackRate": {"min": -0.1, "max": 0.1}},
+    },
+    # dash.js re-reading the MPD on its own (>= 1 s) instead of once per segment
+    "mpd_refresh_off": {"env": {}, "publisher": {}, "viewer": {"mpdRefreshS": 0}},
+    # once per segment, with dash.js's live delay lowered to what that buys
+    "dash_delay_1_5": {
+        "env": {},
+        "publisher": {},
+        "viewer": {"dash.streaming.delay.liveDelay": 1.5},
+    },
+    # hls.js left to itself (its own catch-up at up to 1.5x), not steered on the capture clock
+    "hls_unsteered": {
+        "env": {},
+        "publisher": {},
+        "viewer": {"hlsTargetS": 0, "hls.maxLiveSyncPlaybackRate": 1.5},
+    },
+    "timeslice_500": {"env": {}, "publisher": {"timeslice": 500}, "viewer": {}},
+    "default_probing": {"env": {"STREAM_LOW_LATENCY_INPUT": "0"}, "publisher": {}, "viewer": {}},
 }
+
+# The publisher page opens "the camera" (static/js/local-media.js): it gets the clock canvas.
+CLOCK_CAMERA_JS = """
+navigator.mediaDevices.getUserMedia = async () => window.frameClock.clockStream().stream;
+"""
+
+
+def form_fields_js(fields: dict[str, Any]) -> str:
+    """An init script that fills the page's form fields once the document is parsed."""
+    values = json.dumps({name: str(value) for name, value in fields.items()})
+    return f"""
+document.addEventListener("DOMContentLoaded", () => {{
+  for (const [id, value] of Object.entries({values})) document.getElementById(id).value = value;
+}});
+"""
+
+
+def player_tuning_js(assignments: dict[str, Any]) -> str:
+    """static/js/player-tuning.js with ``PLAYER_TUNING.<path> = <value>;`` appended."""
+    lines = [f"PLAYER_TUNING.{path} = {json.dumps(value)};" for path, value in assignments.items()]
+    return "\n".join([PLAYER_TUNING_JS.read_text(), *lines, ""])
+
+
+TUNING_READ_JS = """
+async (paths) => {
+  const { PLAYER_TUNING } = await import('/static/js/player-tuning.js');
+  return paths.map((path) => path.split('.').reduce((at, key) => at?.[key], PLAYER_TUNING));
+}
+"""
 
 MEASURE_JS = """
 async () => {
-  const { readClock, clockDelay } = await import('/static/js/frameclock.js');
+  const { readClock, clockDelay } = window.frameClock;
   const video = document.getElementById('video');
   const canvas = document.createElement('canvas');
   const ctx = canvas.getContext('2d', { willReadFrequently: true });
@@ -164,19 +219,31 @@ def measure(browser, config: dict[str, Any], warmup_s: float, sample_s: float) -
         # ~1 fps — seen as "8 frames in 8 s" from a viewer playing at 30 fps.
         context = browser.new_context(viewport={"width": 800, "height": 700})
         context.grant_permissions(["camera", "microphone"])
+        context.add_init_script(path=str(FRAMECLOCK_JS))
+        context.add_init_script(CLOCK_CAMERA_JS)
+        if config["publisher"]:
+            context.add_init_script(form_fields_js(config["publisher"]))
         contexts = [context]
         watcher: SegmentWatcher | None = None
         try:
             publisher = context.new_page()
             publisher.set_default_timeout(60_000)
-            query = "source=clock" + (f"&{config['publisher']}" if config["publisher"] else "")
-            slug = start_publishing_in_page(publisher, server, "Latency", "ws", query)
+            slug = start_publishing_in_page(publisher, server, "Latency", "ws")
             watcher = SegmentWatcher(media_dir(server, slug)).__enter__()
             viewers = {}
             missing = {"hls": [0], "dash": [0]}  # media requests answered 404 while sampling
             sampling = [False]
             for player in ("hls", "dash"):
                 viewer_context = browser.new_context(viewport={"width": 800, "height": 700})
+                viewer_context.add_init_script(path=str(FRAMECLOCK_JS))
+                if config["viewer"]:
+                    body = player_tuning_js(config["viewer"])
+                    viewer_context.route(
+                        "**/static/js/player-tuning.js",
+                        lambda route, body=body: route.fulfill(
+                            status=200, content_type="text/javascript", body=body
+                        ),
+                    )
                 contexts.append(viewer_context)
                 page = viewer_context.new_page()
                 page.set_default_timeout(90_000)
@@ -189,8 +256,10 @@ def measure(browser, config: dict[str, Any], warmup_s: float, sample_s: float) -
                         and n.__setitem__(0, n[0] + 1)
                     ),
                 )
-                extra = f"?{config['viewer']}" if config["viewer"] else ""
-                page.goto(f"{server.url}/streams/{slug}/{player}/{extra}")
+                page.goto(f"{server.url}/streams/{slug}/{player}/")
+                paths = list(config["viewer"])
+                served = page.evaluate(TUNING_READ_JS, paths)
+                assert served == [config["viewer"][p] for p in paths], (served, config["viewer"])
                 viewers[player] = page
             for page in viewers.values():
                 page.wait_for_function(

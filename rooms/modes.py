@@ -1,9 +1,5 @@
-"""The lobby's tabs and whether each mode works yet.
-
-One list, read by the lobby and the room pages, so a mode that is not built yet says
-so plainly everywhere instead of pretending. Each feature flips ``available`` when it
-lands.
-"""
+"""The lobby's tabs: one list, read by the lobby and the room pages (label, blurb, and the
+room kind a tab lists)."""
 
 from __future__ import annotations
 
@@ -16,7 +12,6 @@ class Mode:
     label: str
     blurb: str
     room_kind: str | None  # the Room.kind it lists, or None for non-room tabs
-    available: bool
 
 
 MODES: tuple[Mode, ...] = (
@@ -25,7 +20,6 @@ MODES: tuple[Mode, ...] = (
         "Mesh rooms",
         "Up to three browsers connect directly to each other (full mesh).",
         "mesh",
-        True,
     ),
     Mode(
         "echo",
@@ -33,28 +27,24 @@ MODES: tuple[Mode, ...] = (
         "A server-side WebRTC peer sends your own video back, "
         "optionally with face boxes drawn by OpenCV.",
         "echo",
-        True,
     ),
     Mode(
         "relay",
         "Server relay",
         "Two people whose media is relayed through the server.",
         "relay",
-        True,
     ),
     Mode(
         "streams",
         "Live streams",
         "Publish your camera from the browser; anyone watches it as HLS or MPEG-DASH.",
         None,
-        True,
     ),
     Mode(
         "faces",
         "Face detection",
         "Face boxes found in the browser (face-api) or on the server (OpenCV), and streamed live.",
         None,
-        True,
     ),
 )
 

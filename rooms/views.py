@@ -49,9 +49,7 @@ def detail(request: HttpRequest, slug: str) -> HttpResponse:
         raise Http404("No such room.")
     mode = mode_for_kind(room.kind)
     status = 200 if room.is_open else 403
+    # rooms/room_<kind>.html extends rooms/room.html (the part every kind shares)
     return render(
-        request,
-        [f"rooms/room_{room.kind}.html", "rooms/room.html"],
-        {"room": room, "mode": mode},
-        status=status,
+        request, f"rooms/room_{room.kind}.html", {"room": room, "mode": mode}, status=status
     )

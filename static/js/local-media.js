@@ -1,5 +1,6 @@
 // The visitor's camera and microphone: open them with fallbacks, and say in plain words
-// why they could not be opened. Shared by the mesh and server room pages.
+// why they could not be opened. The one place pages call getUserMedia (room pages, the
+// publisher page, the face page).
 
 export const VIDEO_CONSTRAINTS = { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 20 } };
 
@@ -25,11 +26,12 @@ export function describeMediaError(err) {
 }
 
 // Both camera and mic, else whichever of the two exists (a laptop without a mic still
-// shows video). Returns {stream (or null), error (the first failure, or null)}.
-export async function openLocalMedia() {
+// shows video). ``video``: the camera constraints. Returns {stream (or null), error (the
+// first failure, or null)}.
+export async function openLocalMedia({ video = VIDEO_CONSTRAINTS } = {}) {
   if (!navigator.mediaDevices?.getUserMedia) return { stream: null, error: null };
   let error = null;
-  for (const constraints of [{ audio: true, video: VIDEO_CONSTRAINTS }, { video: VIDEO_CONSTRAINTS }, { audio: true }]) {
+  for (const constraints of [{ audio: true, video }, { video }, { audio: true }]) {
     try {
       return { stream: await navigator.mediaDevices.getUserMedia(constraints), error };
     } catch (err) {

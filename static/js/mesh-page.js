@@ -13,7 +13,7 @@
 // and window.rtcMesh.peers() returns per-link figures from getStats().
 import { describeMediaError, openLocalMedia } from "./local-media.js";
 import { MeshController } from "./mesh.js";
-import { LeaveRejoin, RoomPage } from "./room-page.js";
+import { LeaveRejoin, RoomPage, showNotice } from "./room-page.js";
 import { StatsSampler, drawSparkline, formatKbps } from "./stats.js";
 
 const STATS_INTERVAL_MS = 1000;
@@ -42,9 +42,6 @@ const el = {
   status: $("mesh-status"),
   mediaError: $("media-error"),
 };
-// The server decides (welcome.ice_transport_policy); `?ice=relay` forces TURN for a test.
-const forceRelay = new URLSearchParams(location.search).get("ice") === "relay";
-
 let localStream = null; // null: no camera/mic (we still receive)
 let mesh = null;
 // One DTLS certificate for all of this page's connections, made while the page loads
@@ -57,20 +54,10 @@ RTCPeerConnection.generateCertificate?.({ name: "ECDSA", namedCurve: "P-256" })
   .catch(() => {}); // each connection makes its own
 const tiles = new Map(); // peer id -> tile record
 
-// --- serialized message handling --------------------------------------------------------
-let chain = Promise.resolve();
-function serial(handler) {
-  return (msg) => {
-    chain = chain.then(() => handler(msg)).catch((err) => console.error("mesh page:", err));
-    return chain;
-  };
-}
+const serial = (handler) => room.serial(handler); // socket messages, one at a time
 
 // --- local media ------------------------------------------------------------------------
-function showMediaError(text) {
-  el.mediaError.textContent = text;
-  el.mediaError.hidden = !text;
-}
+const showMediaError = (text) => showNotice(el.mediaError, text);
 
 // One opening at a time: the page starts it at load (and on Rejoin); the mesh gets its
 // tracks when it ends (welcome does not wait for it).
@@ -291,7 +278,7 @@ function startMesh(welcome) {
     selfId: welcome.you.peer,
     send: (msg) => socket.send(msg),
     iceServers: welcome.ice_servers,
-    iceTransportPolicy: forceRelay || welcome.ice_transport_policy === "relay" ? "relay" : "all",
+    iceTransportPolicy: welcome.ice_transport_policy === "relay" ? "relay" : "all",
     localStream,
     mediaPending: !localStream, // welcome started (or joined) the opening: tracks follow
     certificates,
@@ -375,7 +362,6 @@ el.video.addEventListener("click", () => toggle("video"));
 const controls = new LeaveRejoin(room, {
   leave: el.leave,
   rejoin: el.rejoin,
-  serial,
   teardown,
   stopMedia,
   status: renderStatus,

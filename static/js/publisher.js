@@ -9,12 +9,14 @@
 //     key, ingestUrl, stopUrl, wsPath, transport: "ws", onUpdate: (pub) => render(pub) });
 //   ... await pub.stop();
 //
-// The publisher page (publish.js) and the face-detection page use it.
+// The publisher page (publish-page.js) and the face-detection page use it.
 
 import { fetchToken } from "./socket.js";
 import { ServerClock } from "./clock.js";
 
 export const MIME = "video/webm;codecs=vp8,opus";
+// The camera a published stream starts from (the ladder's top rung is 480p).
+export const PUBLISH_VIDEO = { width: 640, height: 480 };
 const FINAL_ERRORS = new Set(["bad-key", "key-missing", "not-found", "closed", "wrong-process", "bad-clock"]);
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));

@@ -1,11 +1,28 @@
 // What every room page does: join the room socket, list who is here, show why a join was
 // refused. Media features (mesh.js, …) listen to the same socket through `page.socket`.
+//
+// RoomPage is an EventTarget: "connection" (detail: the socket's state, close code and
+// `retrying`) follows every socket state change once RoomPage has decided whether it
+// retries, so a listener never depends on the order listeners were added in.
+import { CloseCode } from "./close-codes.js";
 import { RtcSocket, showStatus } from "./socket.js";
 
-const REFUSALS = new Set(["room-full", "room-closed", "not-found"]);
+// Error codes that end a join for good; the socket closes with a final close code after.
+const REFUSALS = new Set(["room-full", "room-closed", "not-found", "wrong-path"]);
 
-export class RoomPage {
+// Close codes after which "Try again" cannot help (a full room may have room later).
+const GONE_FOR_GOOD = new Set([CloseCode.NOT_FOUND, CloseCode.FORBIDDEN, CloseCode.PROTOCOL_VERSION, CloseCode.WRONG_PATH]);
+
+/** Show ``text`` in ``element``, hidden when empty (banners, media errors). */
+export function showNotice(element, text) {
+  if (!element) return;
+  element.textContent = text;
+  element.hidden = !text;
+}
+
+export class RoomPage extends EventTarget {
   constructor(root = document.querySelector("[data-room]")) {
+    super();
     this.root = root;
     this.slug = root.dataset.room;
     this.list = document.getElementById("participants");
@@ -18,6 +35,7 @@ export class RoomPage {
     this.retrying = false; // waiting to try again after a room-full on reconnect
     this.retryUntil = 0;
     this.retryDelayMs = 1000;
+    this.chain = Promise.resolve(); // socket messages handled one at a time (serial)
     // data-ws-path: /ws/media/<slug>/ for echo and relay rooms (routed to media processes).
     this.socket = new RtcSocket(root.dataset.wsPath || `/ws/rooms/${this.slug}/`);
     showStatus(this.socket);
@@ -68,18 +86,21 @@ export class RoomPage {
 
   // A reconnect after a dropped connection can find the room "full" of our own previous
   // connection: the server only forgets it when its heartbeat expires (about three
-  // heartbeat intervals). RtcSocket treats 4009 as final; when we were in the room a
+  // heartbeat intervals). RtcSocket treats ROOM_FULL as final; when we were in the room a
   // moment ago, keep trying (with backoff) until that ghost must have expired.
-  onState({ state, code }) {
+  onState(detail) {
+    this.retrying = this.retryIfGhost(detail);
+    this.dispatchEvent(new CustomEvent("connection", { detail: { ...detail, retrying: this.retrying } }));
+  }
+
+  retryIfGhost({ state, code }) {
     if (state !== "open") this.root.dataset.joined = "false";
-    this.retrying = false;
-    if (state !== "closed" || code !== 4009 || !this.wasJoined) return;
+    if (state !== "closed" || code !== CloseCode.ROOM_FULL || !this.wasJoined) return false;
     this.retryUntil ||= Date.now() + 3 * this.heartbeatMs + 5000;
     if (Date.now() >= this.retryUntil) {
       this.wasJoined = false; // really full: give up, the banner says why
-      return;
+      return false;
     }
-    this.retrying = true;
     const delay = this.retryDelayMs;
     this.retryDelayMs = Math.min(this.retryDelayMs * 2, 8000);
     this.showBanner(
@@ -87,6 +108,15 @@ export class RoomPage {
     );
     clearTimeout(this.retryTimer);
     this.retryTimer = setTimeout(() => this.socket.connect(), delay);
+    return true;
+  }
+
+  /** ``handler`` wrapped to run after every message handled before it (a promise chain). */
+  serial(handler) {
+    return (msg) => {
+      this.chain = this.chain.then(() => handler(msg)).catch((err) => console.error("room page:", err));
+      return this.chain;
+    };
   }
 
   // The heartbeat interval is only known from `welcome` (pings are the heartbeat).
@@ -123,9 +153,7 @@ export class RoomPage {
   }
 
   showBanner(text) {
-    if (!this.banner) return;
-    this.banner.textContent = text;
-    this.banner.hidden = !text;
+    showNotice(this.banner, text);
   }
 
   connect() {
@@ -140,11 +168,12 @@ export class RoomPage {
  * really closed (a rejoin before that would race it); while RoomPage retries, keep the
  * camera; refused or gone for good, release the camera and offer "Try again" where it may
  * help. The page says how to drop its connections (`teardown`) and camera (`stopMedia`),
- * how to show a status line, and what else Rejoin starts (`onRejoin`). Create it after
- * the RoomPage: its socket listener must run after RoomPage's, which decides `retrying`.
+ * how to show a status line, and what else Rejoin starts (`onRejoin`). It follows the
+ * room's "connection" events (which carry RoomPage's retry decision), in the room's
+ * message order.
  */
 export class LeaveRejoin {
-  constructor(room, { leave, rejoin, serial, teardown, stopMedia, status, onRejoin = () => {} }) {
+  constructor(room, { leave, rejoin, teardown, stopMedia, status, onRejoin = () => {} }) {
     this.room = room;
     this.leaveButton = leave;
     this.rejoinButton = rejoin;
@@ -152,12 +181,10 @@ export class LeaveRejoin {
     this.stopMedia = stopMedia;
     this.status = status;
     this.leaving = false; // the user pressed Leave: a closed socket is expected
-    room.socket.addEventListener("state", ({ detail }) => {
-      if (detail.state === "open") return;
-      const retrying = room.retrying; // decided by RoomPage's listener, which ran first
-      serial(() => this.onClosed(detail, retrying))();
+    room.addEventListener("connection", ({ detail }) => {
+      if (detail.state !== "open") room.serial(() => this.onClosed(detail))();
     });
-    leave.addEventListener("click", serial(() => this.leave()));
+    leave.addEventListener("click", room.serial(() => this.leave()));
     rejoin.addEventListener("click", () => {
       rejoin.hidden = true;
       status("Joining…");
@@ -192,7 +219,7 @@ export class LeaveRejoin {
     this.status("You left the room.");
   }
 
-  onClosed({ state, code }, retrying) {
+  onClosed({ state, code, retrying }) {
     if (this.leaving) {
       if (state === "closed") {
         this.leaving = false;
@@ -205,10 +232,10 @@ export class LeaveRejoin {
       this.status("Reconnecting…"); // keep the camera: we expect to be back shortly
     } else if (state === "closed") {
       this.stopMedia(); // final: refused (full, closed, gone) — release the camera
-      this.status(code === 4009 ? "The room is full." : "Disconnected.");
+      this.status(code === CloseCode.ROOM_FULL ? "The room is full." : "Disconnected.");
       this.leaveButton.disabled = true;
-      // Full: someone may leave soon. Closed room, no such room, old page: no point.
-      if (![4004, 4005, 4010].includes(code)) {
+      // Full: someone may leave soon. Closed room, no such room, old page, wrong path: no point.
+      if (!GONE_FOR_GOOD.has(code)) {
         this.rejoinButton.textContent = "Try again";
         this.rejoinButton.hidden = false;
       }

@@ -9,7 +9,7 @@
 // Test hooks: the article carries data-link (connection state) and data-partner (relay:
 // "present"/"none"); window.rtcServerRoom exposes the last media-stats and inbound stats.
 import { describeMediaError, openLocalMedia } from "./local-media.js";
-import { LeaveRejoin, RoomPage } from "./room-page.js";
+import { LeaveRejoin, RoomPage, showNotice } from "./room-page.js";
 import { ServerLink } from "./server-room.js";
 import { StatsSampler, formatKbps } from "./stats.js";
 
@@ -40,21 +40,11 @@ let link = null;
 let lastStats = null;
 const sampler = new StatsSampler();
 
-let chain = Promise.resolve();
-function serial(handler) {
-  return (msg) => {
-    chain = chain.then(() => handler(msg)).catch((err) => console.error("server room:", err));
-    return chain;
-  };
-}
+const serial = (handler) => room.serial(handler); // socket messages, one at a time
+const showMediaError = (text) => showNotice(el.mediaError, text);
 
 function status(text) {
   el.status.textContent = text;
-}
-
-function showMediaError(text) {
-  el.mediaError.textContent = text;
-  el.mediaError.hidden = !text;
 }
 
 async function acquireMedia() {
@@ -169,7 +159,6 @@ el.faces?.addEventListener("change", () => {
 const controls = new LeaveRejoin(room, {
   leave: el.leave,
   rejoin: el.rejoin,
-  serial,
   teardown,
   stopMedia,
   status,

@@ -1,11 +1,10 @@
 // A WebSocket to the site: signed token, JSON messages, reconnect with backoff.
 //
 // Usage: const s = new RtcSocket("/ws/lobby/"); s.on("hello", msg => ...); s.connect();
-// Close codes 4001-4003 (token missing/invalid/expired) trigger one token refresh from
-// /me/token/ before the next attempt; 4004/4005/4009/4010 are final (no reconnect).
+// A token close code (missing/invalid/expired) triggers one token refresh from /me/token/
+// before the next attempt; a final one (close-codes.js) ends the socket: no reconnect.
 
-const FINAL_CLOSE_CODES = new Set([4004, 4005, 4009, 4010]);
-const TOKEN_CLOSE_CODES = new Set([4001, 4002, 4003]);
+import { FINAL_CLOSE_CODES, TOKEN_CLOSE_CODES } from "./close-codes.js";
 
 export function pageToken() {
   const meta = document.querySelector('meta[name="rtc-ws-token"]');

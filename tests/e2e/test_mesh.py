@@ -7,11 +7,11 @@ see: the remote <video> has a size and its decoded frame count keeps going up.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from contextlib import AbstractContextManager
 
-from playwright.sync_api import BrowserContext, Page, expect
+from playwright.sync_api import expect
+
+from tests.e2e.browsers import Visitor, new_visitor, visitors
 
 WAIT_MS = 45_000  # generous: three Chromium pages share two cores with the servers
 
@@ -32,13 +32,7 @@ FRAMES_ADVANCED_JS = """(before) => {
 }"""
 
 
-@dataclass
-class Participant:
-    name: str
-    context: BrowserContext
-    page: Page
-    console: list[str] = field(default_factory=list)
-
+class Participant(Visitor):
     @property
     def peer_id(self) -> str:
         return self.page.evaluate("window.rtcMesh.selfId")
@@ -52,13 +46,8 @@ class Participant:
 
 def new_participant(browser, base_url: str, name: str) -> Participant:
     """A browser context of its own (its own session cookie: its own identity), renamed."""
-    context = browser.new_context()
-    context.grant_permissions(["camera", "microphone"])
-    page = context.new_page()
-    page.set_default_timeout(WAIT_MS)
-    participant = Participant(name, context, page)
-    page.on("console", lambda msg: participant.console.append(f"{msg.type}: {msg.text}"))
-    page.on("pageerror", lambda err: participant.console.append(f"pageerror: {err}"))
+    participant = new_visitor(browser, name, WAIT_MS, Participant)
+    page = participant.page
     page.on("websocket", lambda ws: watch_socket(participant, ws))
     page.goto(f"{base_url}/#mesh")
     page.get_by_test_id("display-name").fill(name)
@@ -227,18 +216,10 @@ def leave_and_rejoin(leaver: Participant, stayers: list[Participant]) -> None:
     expect_full_mesh([leaver, *stayers])
 
 
-@contextmanager
-def participants(browser, base_url: str, names: list[str]) -> Iterator[list[Participant]]:
-    people: list[Participant] = []
-    try:
-        for name in names:
-            people.append(new_participant(browser, base_url, name))
-        yield people
-    finally:
-        for person in people:
-            if person.console:
-                print(f"--- console of {person.name} ---\n" + "\n".join(person.console[-60:]))
-            person.context.close()
+def participants(
+    browser, base_url: str, names: list[str]
+) -> AbstractContextManager[list[Participant]]:
+    return visitors(lambda name: new_participant(browser, base_url, name), names)
 
 
 def run_mesh_flow(browser, urls: list[str], title: str) -> None:

@@ -9,6 +9,7 @@
 
 import { RtcSocket, showStatus } from "./socket.js";
 import { ServerClock } from "./clock.js";
+import { PLAYER_TUNING } from "./player-tuning.js";
 
 const root = document.getElementById("viewer");
 const video = document.getElementById("video");
@@ -18,41 +19,11 @@ const ui = {
   latency: $("latency"), latencyNote: $("latency-note"), viewers: $("viewers"),
   playerState: $("player-state"),
 };
-const params = new URLSearchParams(location.search);
-const num = (name, fallback) => (params.has(name) ? Number(params.get(name)) : fallback);
-
-// Player live-sync settings (docs/decisions.md, "Viewer latency"); the query string can
-// override them for measurements (bench/bench_stream_latency.py).
-const PLAYER_DEFAULTS = params.get("player_defaults") === "1"; // measure the players' own
-const HLS_CONFIG = PLAYER_DEFAULTS ? {} : {
-  liveSyncDuration: num("live_sync", 1),
-  liveMaxLatencyDuration: num("live_max", 4),
-  // hls.js's own catch-up (and its reset of playbackRate to 1 on every timeupdate) is off:
-  // the page steers hls.js on the capture clock instead (steerHls below).
-  maxLiveSyncPlaybackRate: num("max_rate", 1),
-  lowLatencyMode: false, // no LL-HLS parts from FFmpeg's dash muxer
-  backBufferLength: 30,
-};
-const DASH_SETTINGS = PLAYER_DEFAULTS ? {} : {
-  streaming: {
-    delay: { liveDelay: num("live_delay", 2) },
-    // Symmetric: dash.js's default catch-up maps the latency error through a sigmoid onto
-    // [1+min, 1+max], so at zero error it plays at 1 + (min+max)/2; an asymmetric range
-    // (-0.3/+0.5 was seen here) plays at 1.1x at the target, runs into the buffer's end and
-    // stalls about every 2 s.
-    liveCatchup: {
-      enabled: true,
-      maxDrift: num("max_drift", 2),
-      playbackRate: { min: -num("catchup_rate", 0.2), max: num("catchup_rate", 0.2) },
-    },
-  },
-};
-
-// dash.js re-reads a live MPD at most once a second (it floors minimumUpdatePeriod at 1 s,
-// and FFmpeg writes 0 for sub-second segments), and with a SegmentTimeline it only learns
-// of a new segment from the MPD: up to a second late, which at 0.5 s segments ran its
-// buffer dry (stalls, ~24 of 30 fps shown). So the page asks for the MPD once per segment.
-const MPD_REFRESH_S = PLAYER_DEFAULTS ? 0 : num("mpd_refresh", Number(root.dataset.segmentSeconds) || 0);
+// Player settings (player-tuning.js): what the players are told, and how the page steers.
+const HLS_CONFIG = PLAYER_TUNING.hls;
+const DASH_SETTINGS = PLAYER_TUNING.dash;
+const HLS_TARGET_S = PLAYER_TUNING.hlsTargetS;
+const MPD_REFRESH_S = PLAYER_TUNING.mpdRefreshS ?? (Number(root.dataset.segmentSeconds) || 0);
 
 const clock = new ServerClock();
 const state = { status: root.dataset.status, reason: "", clock: null, started: false, player: null };
@@ -243,8 +214,7 @@ function restartIfStuck() {
 // joins decides its latency for the whole session (1.7-2.9 s measured with the same
 // settings). So the page steers it on the capture clock: a little faster while behind the
 // target and the buffer has room, a little slower while ahead, else 1x. dash.js steers
-// itself on the wall clock (liveCatchup above).
-const HLS_TARGET_S = PLAYER_DEFAULTS ? 0 : num("target_latency", 2);
+// itself on the wall clock (PLAYER_TUNING.dash.streaming.liveCatchup).
 const STEER = { deadband: 0.15, gain: 0.25, fastest: 1.15, slowest: 0.95, keepAhead: 0.6 };
 
 function bufferedAhead() {

@@ -1,49 +1,31 @@
 // Publisher page: camera preview, start/stop and upload health; the upload itself is
-// publisher.js (reusable for any MediaStream). Hidden test hook: ?source=clock publishes a
-// canvas with the clock drawn into the frames (bench/bench_stream_latency.py).
+// publisher.js (reusable for any MediaStream).
 
-import { StreamPublisher } from "./publisher.js";
-import { clockStream } from "./frameclock.js";
+import { describeMediaError, openLocalMedia } from "./local-media.js";
+import { PUBLISH_VIDEO, StreamPublisher } from "./publisher.js";
+import { uploadHealth } from "./upload-health.js";
 
 const root = document.getElementById("publisher");
 const $ = (id) => document.getElementById(id);
 const ui = {
   key: $("publish-key"), transport: $("transport"), timeslice: $("timeslice"),
-  start: $("start"), stop: $("stop"), preview: $("preview"), state: $("pub-state"),
-  sent: $("pub-sent"), queue: $("pub-queue"), bitrate: $("pub-bitrate"),
-  serverQueue: $("pub-server-queue"), segments: $("pub-segments"), error: $("pub-error"),
+  start: $("start"), stop: $("stop"), preview: $("preview"), error: $("pub-error"),
   status: $("stream-status"),
 };
-const params = new URLSearchParams(location.search);
+const showHealth = uploadHealth("pub-");
 
 function render(pub) {
   root.dataset.pubState = pub.state;
-  ui.state.textContent = pub.state;
-  ui.error.textContent = pub.error || "—";
-  ui.sent.textContent = String(pub.sent);
-  ui.queue.textContent = `${pub.queue.length} chunks / ${Math.round(pub.queueBytes / 1024)} KB`;
-  const kbps = pub.bitrateKbps;
-  ui.bitrate.textContent = kbps === null ? "—" : `${kbps} kbit/s`;
-  const reply = pub.lastReply;
-  if (reply) {
-    ui.serverQueue.textContent = `${Math.round(reply.queue_bytes / 1024)} KB / ${Math.round(reply.queue_limit / 1024)} KB`;
-    ui.segments.textContent = String(reply.segments);
-  }
+  showHealth(pub);
   if (pub.captureMs) root.dataset.captureMs = String(pub.captureMs);
 }
 
 let media = null;
 async function preview() {
-  try {
-    if (params.get("source") === "clock") {
-      media = clockStream().stream;
-    } else {
-      media = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: true });
-    }
-    ui.preview.srcObject = media;
-  } catch (error) {
-    ui.error.textContent = `camera: ${error.message}`;
-  }
+  const { stream, error } = await openLocalMedia({ video: PUBLISH_VIDEO });
+  media = stream;
+  ui.preview.srcObject = stream;
+  if (error) ui.error.textContent = `${stream ? "not everything is shared" : "camera"}: ${describeMediaError(error)}`;
 }
 
 let publisher = null;
@@ -80,5 +62,4 @@ ui.stop.addEventListener("click", () => stop());
 // Start is disabled in the HTML until this module runs: a click before it would be lost
 // (seen in a loaded e2e run: clicked before the module had loaded, nothing happened).
 ui.start.disabled = false;
-if (params.get("timeslice")) ui.timeslice.value = params.get("timeslice");
 preview();

@@ -2,11 +2,13 @@
 // (TinyFaceDetector, weights served from static/vendor) or from the server (OpenCV), which
 // gets a resized WebP frame every N ms by WebSocket (binary) or HTTP POST — one frame in
 // flight at a time: the next frame is captured only after the previous answer.
-// The canvas (video + boxes) can be published as a live stream with publish.js's Publisher.
+// The canvas (video + boxes) can be published as a live stream with publisher.js.
 // Protocol: docs/protocol.md, "Face detection".
 
 import { RtcSocket, fetchToken, pageToken, showStatus } from "./socket.js";
-import { publishMediaStream } from "./publisher.js";
+import { describeMediaError, openLocalMedia } from "./local-media.js";
+import { PUBLISH_VIDEO, publishMediaStream } from "./publisher.js";
+import { uploadHealth } from "./upload-health.js";
 
 const BOX_COLOUR = "#00ff00"; // the server's BOX_BGR; tests read it back from the stream
 const BOX_WIDTH = 4;
@@ -228,22 +230,12 @@ function setUpPublisher() {
   if (!section.dataset.slug) return null;
   const pui = {
     key: $("fp-key"), transport: $("fp-transport"), timeslice: $("fp-timeslice"),
-    start: $("fp-start"), stop: $("fp-stop"), state: $("fp-state"), sent: $("fp-sent"),
-    queue: $("fp-queue"), bitrate: $("fp-bitrate"), serverQueue: $("fp-server-queue"),
-    segments: $("fp-segments"), error: $("fp-error"), status: $("fp-status"),
+    start: $("fp-start"), stop: $("fp-stop"), error: $("fp-error"), status: $("fp-status"),
   };
+  const showHealth = uploadHealth("fp-");
   const render = (pub) => {
     section.dataset.pubState = pub.state;
-    pui.state.textContent = pub.state;
-    pui.error.textContent = pub.error || "—";
-    pui.sent.textContent = String(pub.sent);
-    pui.queue.textContent = `${pub.queue.length} chunks / ${Math.round(pub.queueBytes / 1024)} KB`;
-    pui.bitrate.textContent = pub.bitrateKbps === null ? "—" : `${pub.bitrateKbps} kbit/s`;
-    const reply = pub.lastReply;
-    if (reply) {
-      pui.serverQueue.textContent = `${Math.round(reply.queue_bytes / 1024)} KB / ${Math.round(reply.queue_limit / 1024)} KB`;
-      pui.segments.textContent = String(reply.segments);
-    }
+    showHealth(pub);
     if (pub.stopReply && pub.stopReply.state) pui.status.textContent = pub.stopReply.state;
   };
   const state = { publisher: null };
@@ -279,12 +271,13 @@ function onDetectorChange() {
 }
 
 async function start() {
-  try {
-    camera = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: true });
-  } catch (error) {
-    setError(`camera: ${error.message}`);
+  const { stream, error } = await openLocalMedia({ video: PUBLISH_VIDEO });
+  if (!stream?.getVideoTracks().length) {
+    for (const track of stream?.getTracks() ?? []) track.stop();
+    setError(`camera: ${describeMediaError(error)}`);
     return;
   }
+  camera = stream;
   ui.video.srcObject = camera;
   await ui.video.play().catch(() => {});
   schedule();
