@@ -86,7 +86,7 @@ PLAYERS = {"hls": "HLS (hls.js)", "dash": "MPEG-DASH (dash.js)"}
 
 
 def watch(request: HttpRequest, slug: str, player: str) -> HttpResponse:
-    """``/streams/<slug>/hls/`` and ``/dash/``: the viewer page (static/js/viewer.js)."""
+    """``/streams/<slug>/hls/`` and ``/dash/``: the viewer page (static/js/viewer-page.js)."""
     stream = services.get_stream(slug)
     if stream is None or player not in PLAYERS:
         raise Http404("No such stream.")
@@ -97,7 +97,7 @@ def watch(request: HttpRequest, slug: str, player: str) -> HttpResponse:
             "stream": stream,
             "player": player,
             "player_label": PLAYERS[player],
-            # how often the dash.js page re-reads the MPD (static/js/viewer.js)
+            # how often the dash.js page re-reads the MPD (static/js/viewer-page.js)
             "segment_seconds": settings.STREAM_SEGMENT_SECONDS,
         },
     )
@@ -117,7 +117,7 @@ def server_time(request: HttpRequest) -> HttpResponse:
 
 
 def publish(request: HttpRequest, slug: str) -> HttpResponse:
-    """``/streams/<slug>/publish/``: camera preview and chunk upload (static/js/publish.js)."""
+    """``/streams/<slug>/publish/``: camera preview and chunk upload (static/js/publish-page.js)."""
     stream = services.get_stream(slug)
     if stream is None:
         raise Http404("No such stream.")

@@ -109,12 +109,11 @@ async def ws_recv(ws) -> dict:
 
 
 def start_publishing_in_page(
-    page, server, title: str, transport: str, query: str = "", wait_ms: int = 120_000
+    page, server, title: str, transport: str, wait_ms: int = 120_000
 ) -> str:
     """Create a stream on the site's form, start the publisher page; returns the slug.
 
-    ``query`` is added to the publisher page's URL (e.g. ``source=clock``). ``wait_ms``:
-    generous, shared machines are often loaded.
+    ``wait_ms``: generous, shared machines are often loaded.
     """
     from playwright.sync_api import expect
 
@@ -125,9 +124,6 @@ def start_publishing_in_page(
     slug = page.url.rstrip("/").split("/")[-2]
     key = page.get_by_test_id("new-key").inner_text()
     assert key.startswith("sk_")
-    if query:  # the key was shown once; keep it in the field across the reload
-        page.goto(f"{page.url}?{query}")
-        page.get_by_test_id("publish-key").fill(key)
     expect(page.get_by_test_id("publish-key")).to_have_value(key, timeout=wait_ms)
     page.get_by_test_id("transport").select_option(transport)
     page.get_by_test_id("start").click()
