@@ -5,8 +5,8 @@ when FFmpeg started (unless ``-availability_start_time_ms`` is given) and the HL
 ``#EXT-X-PROGRAM-DATE-TIME`` is FFmpeg's start in whole seconds plus the segment
 durations. Neither says when the camera captured the frames, so a player computing
 "now - wall-clock time of the playing frame" under-reports the delay by the chunking,
-upload and start-up time (measured: dash.js said ~1.3 s while the clock drawn in the
-frames said ~3.5 s).
+upload and start-up time, by seconds (docs/decisions.md, "Viewer latency: timelines
+anchored to capture time").
 
 The publisher sends its capture clock with the first chunk: the wall-clock time (ms
 since the epoch, synced to this server with ``/streams/time/``) of media time 0. The

@@ -21,8 +21,7 @@ export const PLAYER_TUNING = {
       delay: { liveDelay: 2 },
       // Symmetric: dash.js's default catch-up maps the latency error through a sigmoid onto
       // [1+min, 1+max], so at zero error it plays at 1 + (min+max)/2; an asymmetric range
-      // (-0.3/+0.5 was seen here) plays at 1.1x at the target, runs into the buffer's end
-      // and stalls about every 2 s.
+      // plays faster than 1x at the target, drains the buffer and stalls.
       liveCatchup: { enabled: true, maxDrift: 2, playbackRate: { min: -0.2, max: 0.2 } },
     },
   },

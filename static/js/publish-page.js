@@ -59,7 +59,6 @@ async function stop() {
 
 ui.start.addEventListener("click", () => start());
 ui.stop.addEventListener("click", () => stop());
-// Start is disabled in the HTML until this module runs: a click before it would be lost
-// (seen in a loaded e2e run: clicked before the module had loaded, nothing happened).
+// Start is disabled in the HTML until this module runs: a click before it would be lost.
 ui.start.disabled = false;
 preview();

@@ -170,7 +170,7 @@ async function startPlayer() {
   const url = kind === "hls" ? root.dataset.hlsUrl : root.dataset.dashUrl;
   setPlayerState("waiting for the first segments");
   // Two finished segments first: a player that joins with a one-segment window (dash.js)
-  // was seen to stall at 0 s.
+  // can stall at 0 s.
   await waitForManifest(url.replace(/[^/]+$/, "chunk-stream0-00002.m4s"));
   await waitForManifest(url);
   if (kind === "hls") await waitForManifest(url.replace(/master\.m3u8$/, "media_0.m3u8"));
@@ -182,9 +182,9 @@ async function startPlayer() {
   }
 }
 
-// A player that has not shown a frame 45 s after loading (seen once with dash.js joining at
-// the first segment), or whose playhead has not moved for 20 s while the stream is live
-// (seen with dash.js under load: frozen mid-stream without recovering), is started again.
+// A player that has not shown a frame 45 s after loading, or whose playhead has not moved
+// for 20 s while the stream is live, is started again: dash.js can freeze without
+// recovering.
 const STUCK_START_MS = 45000;
 const STUCK_LIVE_MS = 20000;
 const progress = { time: -1, at: 0 };
@@ -211,8 +211,8 @@ function restartIfStuck() {
 
 // hls.js keeps its distance from the end of the playlist *it knows*, which lags the real
 // edge by up to a playlist reload, and it never corrects it while playing at 1x: where it
-// joins decides its latency for the whole session (1.7-2.9 s measured with the same
-// settings). So the page steers it on the capture clock: a little faster while behind the
+// joins decides its latency for the whole session (docs/decisions.md, "Viewer latency:
+// hls.js steered on the capture clock"). So the page steers it on the capture clock: a little faster while behind the
 // target and the buffer has room, a little slower while ahead, else 1x. dash.js steers
 // itself on the wall clock (PLAYER_TUNING.dash.streaming.liveCatchup).
 const STEER = { deadband: 0.15, gain: 0.25, fastest: 1.15, slowest: 0.95, keepAhead: 0.6 };
