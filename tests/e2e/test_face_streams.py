@@ -53,16 +53,38 @@ def wait_until_green(out: Path, box: list[int] | tuple[int, ...]) -> None:
     pytest.fail(f"no frame of {out} shows the box colour at {box}")
 
 
+def create_stream(page, title_field: str, title: str, create: str, lands_on: str):
+    """Fill the stream-creation form on this page and wait for the page it leads to."""
+    page.get_by_test_id(title_field).fill(title)
+    page.get_by_test_id(create).click()
+    expect(page).to_have_url(re.compile(lands_on), timeout=WAIT_MS)
+
+
+def wait_live(page, root: str, segments: str) -> None:
+    """The publisher (``root``) is live and has written a few segments."""
+    expect(page.locator(root)).to_have_attribute("data-pub-state", "live", timeout=STREAM_WAIT_MS)
+    expect(page.get_by_test_id(segments)).to_have_text(
+        re.compile(r"^([3-9]|\d\d+)$"), timeout=STREAM_WAIT_MS
+    )
+
+
+def stop(page, root: str, button: str) -> None:
+    page.get_by_test_id(button).click()
+    expect(page.locator(root)).to_have_attribute("data-pub-state", STOPPED, timeout=STREAM_WAIT_MS)
+
+
 def test_face_api_canvas_published_shows_boxes_to_hls_viewers(
     context, live_server_proc, astronaut_clip
 ):
     server, face = live_server_proc, astronaut_clip[1]
     page = context.new_page()
     page.goto(f"{server.url}/faces/")
-    page.get_by_test_id("fp-title").fill("Faces canvas")
-    page.get_by_test_id("fp-create").click()
-    expect(page).to_have_url(
-        re.compile(r"/faces/\?stream=faces-canvas-[a-z0-9]+$"), timeout=WAIT_MS
+    create_stream(
+        page,
+        "fp-title",
+        "Faces canvas",
+        "fp-create",
+        r"/faces/\?stream=faces-canvas-[a-z0-9]+$",
     )
     slug = page.url.split("stream=")[1]
     assert page.get_by_test_id("fp-key").input_value().startswith("sk_")
@@ -74,20 +96,12 @@ def test_face_api_canvas_published_shows_boxes_to_hls_viewers(
 
     page.get_by_test_id("fp-transport").select_option("ws")
     page.get_by_test_id("fp-start").click()
-    expect(page.locator("#face-publisher")).to_have_attribute(
-        "data-pub-state", "live", timeout=STREAM_WAIT_MS
-    )
-    expect(page.get_by_test_id("fp-segments")).to_have_text(
-        re.compile(r"^([3-9]|\d\d+)$"), timeout=STREAM_WAIT_MS
-    )
+    wait_live(page, "#face-publisher", "fp-segments")
     box = json.loads(page.get_by_test_id("face-boxes").inner_text())[0]  # as drawn now
 
     wait_until_green(server.workdir / "media" / "streams" / slug, box)
     assert page.get_by_test_id("fp-error").inner_text() == "—"
-    page.get_by_test_id("fp-stop").click()
-    expect(page.locator("#face-publisher")).to_have_attribute(
-        "data-pub-state", STOPPED, timeout=STREAM_WAIT_MS
-    )
+    stop(page, "#face-publisher", "fp-stop")
 
 
 def test_camera_stream_with_server_side_boxes_shows_them_to_hls_viewers(
@@ -96,27 +110,21 @@ def test_camera_stream_with_server_side_boxes_shows_them_to_hls_viewers(
     server, face = live_server_proc, astronaut_clip[1]
     page = context.new_page()
     page.goto(f"{server.url}/streams/")
-    page.get_by_test_id("stream-title").fill("Server boxes")
     page.get_by_test_id("face-overlay").check()
-    page.get_by_test_id("create-stream").click()
-    expect(page).to_have_url(
-        re.compile(r"/streams/server-boxes-[a-z0-9]+/publish/$"), timeout=WAIT_MS
+    create_stream(
+        page,
+        "stream-title",
+        "Server boxes",
+        "create-stream",
+        r"/streams/server-boxes-[a-z0-9]+/publish/$",
     )
     slug = page.url.rstrip("/").split("/")[-2]
     page.get_by_test_id("transport").select_option("http")
     page.get_by_test_id("start").click()
-    expect(page.locator("#publisher")).to_have_attribute(
-        "data-pub-state", "live", timeout=STREAM_WAIT_MS
-    )
-    expect(page.get_by_test_id("pub-segments")).to_have_text(
-        re.compile(r"^([3-9]|\d\d+)$"), timeout=STREAM_WAIT_MS
-    )
+    wait_live(page, "#publisher", "pub-segments")
 
     wait_until_green(server.workdir / "media" / "streams" / slug, face)
     detail = context.new_page()
     detail.goto(f"{server.url}/streams/{slug}/")
     expect(detail.get_by_test_id("face-overlay-on")).to_be_visible(timeout=WAIT_MS)
-    page.get_by_test_id("stop").click()
-    expect(page.locator("#publisher")).to_have_attribute(
-        "data-pub-state", STOPPED, timeout=STREAM_WAIT_MS
-    )
+    stop(page, "#publisher", "stop")

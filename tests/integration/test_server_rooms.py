@@ -64,6 +64,12 @@ async def participant(who: Identity, slug: str, tracks="default", **kwargs):
         await comm.disconnect()
 
 
+async def offer_answered(client: ServerRoomClient) -> None:
+    """Offer and wait until the server's answer is applied."""
+    await client.offer()
+    await asyncio.wait_for(client.answered.wait(), WAIT)
+
+
 async def wait_for(predicate, what: str, within: float = WAIT) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
@@ -167,8 +173,7 @@ async def test_echo_returns_video_and_audio_then_leaves_nothing_behind():
     await make_room("echo1", RoomKind.ECHO)
     baseline = baseline_footprint()
     async with participant(PEOPLE[0], "echo1") as client:
-        await client.offer()
-        await asyncio.wait_for(client.answered.wait(), WAIT)
+        await offer_answered(client)
         video = await client.wait_frames("video", 30, WAIT)
         await client.wait_frames("audio", 30, WAIT)
         assert (video.last.width, video.last.height) == (640, 480)
@@ -246,8 +251,7 @@ async def test_relay_between_two_peers_leave_rejoin_and_third_refused():
     await make_room("relay1", RoomKind.RELAY)
     baseline = baseline_footprint()
     async with participant(PEOPLE[0], "relay1") as ada:
-        await ada.offer()
-        await asyncio.wait_for(ada.answered.wait(), WAIT)
+        await offer_answered(ada)
         async with participant(PEOPLE[1], "relay1") as bob:
             await bob.offer()
             got_a = await ada.wait_frames("video", 20, WAIT)
