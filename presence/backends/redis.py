@@ -99,7 +99,7 @@ redis.call('ZADD', KEYS[1], ARGV[5], ARGV[3])
 redis.call('ZADD', KEYS[3], ARGV[5], member)
 redis.call('SADD', KEYS[4], ARGV[2])
 for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[7]) end
-return {1, joined, media}
+return {1, joined, media, {}}
 """
 )
 
@@ -158,44 +158,55 @@ return out
 """
 )
 
-# KEYS: room   ARGV: prefix, slug, now
-_LIST_ROOM = """
-local peers = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[3], '+inf')
-local out = {}
-for _, c in ipairs(peers) do
-  local data = redis.call('HGETALL', ARGV[1] .. ':peer:' .. ARGV[2] .. '\\31' .. c)
-  if #data > 0 then table.insert(out, data) end
-end
-return out
-"""
-
-# KEYS: rooms   ARGV: prefix, now   (forgets slugs whose room key is gone)
-_ROOM_COUNTS = """
-local out = {}
-for _, slug in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local room_key = ARGV[1] .. ':room:' .. slug
-  local n = redis.call('ZCOUNT', room_key, '(' .. ARGV[2], '+inf')
-  if n > 0 then
-    table.insert(out, slug)
-    table.insert(out, n)
-  elseif redis.call('EXISTS', room_key) == 0 then
-    redis.call('SREM', KEYS[1], slug)
+# Shared Lua: the live members of one room, as HGETALL replies, in ZSET order.
+_MEMBERS = """
+local function members(prefix, slug, room_key, now)
+  local out = {}
+  for _, c in ipairs(redis.call('ZRANGEBYSCORE', room_key, '(' .. now, '+inf')) do
+    local data = redis.call('HGETALL', prefix .. ':peer:' .. slug .. '\\31' .. c)
+    if #data > 0 then table.insert(out, data) end
   end
+  return out
 end
-return out
 """
 
+# KEYS: room   ARGV: prefix, slug, now
+_LIST_ROOM = _MEMBERS + "return members(ARGV[1], ARGV[2], KEYS[1], ARGV[3])\n"
 
-# _TRACK, then the room's live members (as _LIST_ROOM): {1, joined, media, hash, hash, ...}
-_TRACK_LIST = _TRACK.replace(
-    "return {1, joined, media}\n",
-    """local out = {1, joined, media}
-for _, c in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[4], '+inf')) do
-  local data = redis.call('HGETALL', ARGV[1] .. ':peer:' .. ARGV[2] .. '\\31' .. c)
-  if #data > 0 then table.insert(out, data) end
+# Shared Lua: {slug, found, slug, found, ...} for every room where ``found(slug, room_key)``
+# is not nil; forgets slugs whose room key is gone.
+_ROOMS = """
+local function rooms(rooms_key, prefix, found)
+  local out = {}
+  for _, slug in ipairs(redis.call('SMEMBERS', rooms_key)) do
+    local room_key = prefix .. ':room:' .. slug
+    local value = found(slug, room_key)
+    if value then
+      table.insert(out, slug)
+      table.insert(out, value)
+    elseif redis.call('EXISTS', room_key) == 0 then
+      redis.call('SREM', rooms_key, slug)
+    end
+  end
+  return out
 end
-return out
-""",
+"""
+
+# KEYS: rooms   ARGV: prefix, now  -> {slug, count, slug, count, ...}
+_ROOM_COUNTS = (
+    _ROOMS
+    + """
+return rooms(KEYS[1], ARGV[1], function(slug, room_key)
+  local n = redis.call('ZCOUNT', room_key, '(' .. ARGV[2], '+inf')
+  if n > 0 then return n end
+end)
+"""
+)
+
+# _TRACK, then the room's live members (as _LIST_ROOM): {1, joined, media, {hash, ...}}
+_TRACK_LIST = _MEMBERS + _TRACK.replace(
+    "return {1, joined, media, {}}\n",
+    "return {1, joined, media, members(ARGV[1], ARGV[2], KEYS[1], ARGV[4])}\n",
 )
 
 # KEYS: expiry, rooms   ARGV: prefix, member, now  -> {hash or {}, live count left}
@@ -215,24 +226,16 @@ return {data, redis.call('ZCOUNT', room_key, '(' .. ARGV[3], '+inf')}
 )
 
 # KEYS: rooms   ARGV: prefix, now  -> {slug, {hash, ...}, slug, {hash, ...}, ...}
-_SNAPSHOT = """
-local out = {}
-for _, slug in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local room_key = ARGV[1] .. ':room:' .. slug
-  local rows = {}
-  for _, c in ipairs(redis.call('ZRANGEBYSCORE', room_key, '(' .. ARGV[2], '+inf')) do
-    local data = redis.call('HGETALL', ARGV[1] .. ':peer:' .. slug .. '\\31' .. c)
-    if #data > 0 then table.insert(rows, data) end
-  end
-  if #rows > 0 then
-    table.insert(out, slug)
-    table.insert(out, rows)
-  elseif redis.call('EXISTS', room_key) == 0 then
-    redis.call('SREM', KEYS[1], slug)
-  end
-end
-return out
+_SNAPSHOT = (
+    _ROOMS
+    + _MEMBERS
+    + """
+return rooms(KEYS[1], ARGV[1], function(slug, room_key)
+  local rows = members(ARGV[1], slug, room_key, ARGV[2])
+  if #rows > 0 then return rows end
+end)
 """
+)
 
 
 #: A script call: one EVALSHA in a pipeline.
@@ -245,6 +248,8 @@ class RedisPresenceBackend(PresenceBackend):
     def __init__(self, url: str, *, prefix: str, ttl: float, clock: Clock = time.time) -> None:
         super().__init__(ttl=ttl, clock=clock)
         self.prefix = prefix
+        self.expiry_key = f"{prefix}:expiry"
+        self.rooms_key = f"{prefix}:rooms"
         self.key_ttl_ms = max(1000, math.ceil(2 * self.ttl * 1000))
         self.redis = aioredis.Redis.from_url(url, decode_responses=True)
         self._track = self.redis.register_script(_TRACK)
@@ -309,21 +314,8 @@ class RedisPresenceBackend(PresenceBackend):
     def peer_key(self, room: str, peer_id: str) -> str:
         return f"{self.prefix}:peer:{room}{SEP}{peer_id}"
 
-    @property
-    def expiry_key(self) -> str:
-        return f"{self.prefix}:expiry"
-
-    @property
-    def rooms_key(self) -> str:
-        return f"{self.prefix}:rooms"
-
     def _keys(self, room: str, peer_id: str) -> list[str]:
-        return [
-            self.room_key(room),
-            self.peer_key(room, peer_id),
-            self.expiry_key,
-            self.rooms_key,
-        ]
+        return [self.room_key(room), self.peer_key(room, peer_id), self.expiry_key, self.rooms_key]
 
     # --- interface -----------------------------------------------------------------------
     async def track(
@@ -365,7 +357,7 @@ class RedisPresenceBackend(PresenceBackend):
         presence = peer.presence(
             room, peer_id, joined_at=float(result[1]), media=json.loads(result[2]), expires=expires
         )
-        return presence, _ordered(map(_presence, result[3:]))
+        return presence, _ordered(map(_presence, result[3]))
 
     async def refresh(self, room: str, peer_id: str) -> bool:
         now = self.clock()

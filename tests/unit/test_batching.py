@@ -42,6 +42,15 @@ class Sender:
         self.gate.set()
 
 
+async def in_flight(
+    send: Sender, batcher: Batcher[str, str], *items: str
+) -> list[asyncio.Future[str]]:
+    """Call with ``items`` and wait until their batch is in ``send`` (held there)."""
+    calls = [asyncio.ensure_future(batcher.call(item)) for item in items]
+    await send.entered.wait()
+    return calls
+
+
 async def settle() -> None:
     """Let every ready task run (a few loop turns, no timer)."""
     for _ in range(10):
@@ -58,8 +67,7 @@ async def test_a_lone_call_goes_out_at_once() -> None:
 async def test_calls_during_a_batch_go_out_together_next_in_order() -> None:
     send = Sender(hold=True)
     batcher: Batcher[str, str] = Batcher(send)
-    first = asyncio.ensure_future(batcher.call("a"))
-    await send.entered.wait()
+    [first] = await in_flight(send, batcher, "a")
     rest = [asyncio.ensure_future(batcher.call(x)) for x in "bcd"]
     await settle()
     assert send.batches == [["a"]]  # one batch in flight; the rest wait for it
@@ -103,8 +111,7 @@ async def test_a_failed_batch_fails_its_callers_only_and_the_next_goes_out() -> 
     send = Sender(hold=True)
     batcher: Batcher[str, str] = Batcher(send)
     send.failures = {0: ConnectionError("link down"), 2: TimeoutError("slow")}
-    first = [asyncio.ensure_future(batcher.call(x)) for x in "ab"]
-    await send.entered.wait()
+    first = await in_flight(send, batcher, "a", "b")
     second = [asyncio.ensure_future(batcher.call(x)) for x in "cd"]
     await settle()
     send.release()
@@ -130,8 +137,7 @@ async def test_wrong_result_count_is_a_batch_error() -> None:
 async def test_a_caller_cancelled_before_its_batch_is_left_out() -> None:
     send = Sender(hold=True)
     batcher: Batcher[str, str] = Batcher(send)
-    first = asyncio.ensure_future(batcher.call("a"))
-    await send.entered.wait()
+    [first] = await in_flight(send, batcher, "a")
     gone = asyncio.ensure_future(batcher.call("gone"))
     kept = asyncio.ensure_future(batcher.call("kept"))
     await settle()
@@ -145,9 +151,7 @@ async def test_a_caller_cancelled_before_its_batch_is_left_out() -> None:
 async def test_a_caller_cancelled_in_flight_loses_its_result_only() -> None:
     send = Sender(hold=True)
     batcher: Batcher[str, str] = Batcher(send)
-    a = asyncio.ensure_future(batcher.call("a"))
-    b = asyncio.ensure_future(batcher.call("b"))
-    await send.entered.wait()
+    a, b = await in_flight(send, batcher, "a", "b")
     a.cancel()
     await settle()
     send.release()
@@ -160,14 +164,13 @@ async def test_a_caller_cancelled_in_flight_loses_its_result_only() -> None:
 async def test_cancelling_the_batcher_task_cancels_every_waiting_caller() -> None:
     send = Sender(hold=True)
     batcher: Batcher[str, str] = Batcher(send)
-    in_flight = asyncio.ensure_future(batcher.call("a"))
-    await send.entered.wait()
+    [sent] = await in_flight(send, batcher, "a")
     queued = asyncio.ensure_future(batcher.call("b"))
     await settle()
     assert batcher._task is not None
     batcher._task.cancel()
     await settle()
-    assert in_flight.cancelled() and queued.cancelled()
+    assert sent.cancelled() and queued.cancelled()
     send.release()
     assert await batcher.call("c") == "c"  # a later call starts afresh
 
