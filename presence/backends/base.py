@@ -83,7 +83,13 @@ class PeerInfo:
     media: dict[str, bool] | None = field(default=None, hash=False)
 
     def presence(
-        self, room: str, peer_id: str, *, joined_at: float, media: dict[str, bool], expires: float
+        self,
+        room: str,
+        peer_id: str,
+        *,
+        joined_at: float,
+        media: dict[str, bool],
+        expires_at: float,
     ) -> Presence:
         """The presence a backend stored for this peer (``media`` as resolved by the track)."""
         return Presence(
@@ -94,7 +100,7 @@ class PeerInfo:
             joined_at=joined_at,
             process=self.process,
             media=media,
-            expires_at=expires,
+            expires_at=expires_at,
             channel=self.channel,
         )
 

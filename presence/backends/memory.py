@@ -55,7 +55,7 @@ class MemoryPresenceBackend(PresenceBackend):
                 peer_id,
                 joined_at=now if mine is None else mine.joined_at,
                 media=media,
-                expires=now + self.ttl,
+                expires_at=now + self.ttl,
             )
             self._rooms.setdefault(room, {})[peer_id] = presence
             return presence

@@ -355,7 +355,11 @@ class RedisPresenceBackend(PresenceBackend):
         if int(result[0]) == 0:
             raise RoomFull(room, int(capacity or 0))
         presence = peer.presence(
-            room, peer_id, joined_at=float(result[1]), media=json.loads(result[2]), expires=expires
+            room,
+            peer_id,
+            joined_at=float(result[1]),
+            media=json.loads(result[2]),
+            expires_at=expires,
         )
         return presence, _ordered(map(_presence, result[3]))
 
