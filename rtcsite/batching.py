@@ -11,8 +11,7 @@ Guarantees of ``Batcher``:
 * **Order.** Items reach ``send`` in the order they were queued; batches go out in order.
 * **One batch in flight.** ``send`` is never entered again before it has returned.
 * **Progress.** Items queued while a batch is in flight go out as soon as it returns,
-  without waiting for a further call (the lobby's former batcher left them until the next
-  presence event on the process).
+  without waiting for a further call: nothing depends on a later, unrelated event.
 * **Errors.** ``send`` returns one result per item; an ``Exception`` instance in that list
   is raised in that item's caller only. If ``send`` raises, every caller of that batch gets
   the exception, nobody else does, and the next batch goes out as usual. A failure with no
