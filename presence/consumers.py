@@ -30,18 +30,6 @@ class LobbyConsumer(JsonSocketConsumer):
         for frame in event["frames"]:
             await self.send(text_data=frame)
 
-    async def lobby_delta(self, event: dict[str, Any]) -> None:
-        """A join or leave somewhere: forwarded as ``presence``."""
-        await self.send_json(
-            {
-                "type": "presence",
-                "room": event["room"],
-                "event": event["event"],
-                "peer": event["peer"],
-                "count": event["count"],
-            }
-        )
-
     async def lobby_stream(self, event: dict[str, Any]) -> None:
         """A live stream went live, ended or failed (streaming.services.announce_status)."""
         await self.send_json(

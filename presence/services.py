@@ -12,14 +12,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 from typing import Any
 
 from channels.layers import get_channel_layer
+from django.conf import settings
 
 from presence.backends import get_backend
-from presence.backends.base import Presence
+from presence.backends.base import PeerInfo, Presence
 from presence.sweeper import sweep_forever
+from rtcsite.batching import Batcher
 from rtcsite.process import PROCESS_ID
 
 logger = logging.getLogger(__name__)
@@ -81,16 +82,8 @@ async def join_and_list(
     """``join``, also returning the room's members as of the join (this one included):
     one backend round trip instead of a join and a read."""
     ensure_sweeper()
-    presence, members = await get_backend().track_and_list(
-        room,
-        peer_id,
-        user_id=user_id,
-        name=name,
-        process=PROCESS_ID,
-        channel=channel,
-        media=media,
-        capacity=capacity,
-    )
+    peer = PeerInfo(user_id=user_id, name=name, process=PROCESS_ID, channel=channel, media=media)
+    presence, members = await get_backend().track_and_list(room, peer_id, peer, capacity=capacity)
     await _announce(presence, "join", count=len(members))
     return presence, members
 
@@ -174,43 +167,27 @@ class LobbyBatcher:
     """Coalesce lobby deltas once they come fast: then one ``group_send`` per ``interval``.
 
     Every join and leave goes to every lobby socket, so a burst of joins costs (joins x
-    lobby sockets) deliveries. The first ``burst`` deltas of an interval go out at once
-    (deltas on the same loop tick share one send), so a normal site adds no delay; later
-    ones wait for the interval's end and go out together. Deltas are encoded to JSON once
-    here, not once per lobby socket; each still reaches clients as its own ``presence``
-    frame, in order.
+    lobby sockets) deliveries. The first ``burst`` sends of an interval go out at once (and
+    deltas queued during a send go out together right after it), so a normal site adds no
+    delay; later ones wait for the interval's end and go out together. Deltas are encoded to
+    JSON once here, not once per lobby socket; each still reaches clients as its own
+    ``presence`` frame, in order (``rtcsite.batching``: one send in flight, in order).
     """
 
     def __init__(self, interval: float, burst: int = 2) -> None:
-        self.interval = interval
-        self.burst = burst
-        self.frames: list[str] = []
-        self.window_start = -math.inf
-        self.sent_in_window = 0
-        self.task: asyncio.Task[None] | None = None
         self.loop = asyncio.get_running_loop()
+        self.frames: Batcher[str, None] = Batcher(self._send, interval=interval, burst=burst)
 
     def add(self, frame: str) -> None:
-        self.frames.append(frame)
-        if self.task is None or self.task.done():
-            self.task = self.loop.create_task(self._send_soon())
+        self.frames.submit(frame)
 
-    async def _send_soon(self) -> None:
-        now = self.loop.time()
-        if now - self.window_start >= self.interval:
-            self.window_start, self.sent_in_window = now, 0
-        elif self.sent_in_window >= self.burst:
-            await asyncio.sleep(self.window_start + self.interval - now)
-            self.window_start, self.sent_in_window = self.loop.time(), 0
-        self.sent_in_window += 1
-        frames, self.frames = self.frames, []
-        if frames:
-            try:
-                await get_channel_layer().group_send(
-                    LOBBY_GROUP, {"type": "lobby.frames", "frames": frames}
-                )
-            except Exception:
-                logger.exception("lobby deltas lost (%d)", len(frames))
+    async def _send(self, frames: list[str]) -> None:
+        try:
+            await get_channel_layer().group_send(
+                LOBBY_GROUP, {"type": "lobby.frames", "frames": frames}
+            )
+        except Exception:
+            logger.exception("lobby deltas lost (%d)", len(frames))
 
 
 _batcher: LobbyBatcher | None = None
@@ -219,18 +196,9 @@ _batcher: LobbyBatcher | None = None
 def _lobby_batcher() -> LobbyBatcher:
     """This process's batcher, on the running loop (tests run several loops)."""
     global _batcher
-    loop = asyncio.get_running_loop()
-    if _batcher is None or _batcher.loop is not loop:
-        from django.conf import settings
-
-        _batcher = LobbyBatcher(float(getattr(settings, "LOBBY_DELTA_INTERVAL", 0.05)))
+    if _batcher is None or _batcher.loop is not asyncio.get_running_loop():
+        _batcher = LobbyBatcher(settings.LOBBY_DELTA_INTERVAL)
     return _batcher
-
-
-async def flush_lobby() -> None:
-    """Wait until queued lobby deltas are sent (tests, shutdown)."""
-    while _batcher is not None and _batcher.task is not None and not _batcher.task.done():
-        await asyncio.shield(_batcher.task)
 
 
 _sweeper: asyncio.Task | None = None
@@ -244,10 +212,9 @@ def ensure_sweeper() -> None:
     loop = asyncio.get_running_loop()
     if _sweeper is not None and not _sweeper.done() and _sweeper.get_loop() is loop:
         return
-    from django.conf import settings
-
-    interval = float(getattr(settings, "PRESENCE_SWEEP_INTERVAL", 2.0))
-    _sweeper = loop.create_task(sweep_forever(get_backend(), announce_left, interval))
+    _sweeper = loop.create_task(
+        sweep_forever(get_backend(), announce_left, settings.PRESENCE_SWEEP_INTERVAL)
+    )
 
 
 def stop_sweeper() -> None:

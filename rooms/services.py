@@ -17,6 +17,7 @@ from django.utils.text import slugify
 
 from identity.services import Identity
 from rooms.models import Room, RoomKind
+from rtcsite.batching import Batcher
 
 MAX_TITLE_LENGTH = 80
 
@@ -149,52 +150,32 @@ _reader_pool: ThreadPoolExecutor | None = None
 class RoomReader:
     """Reads rooms missing from the cache for socket connects, off the event loop.
 
-    Misses that arrive while a read is in flight wait and go out together as the next read
-    (one ``slug IN (...)`` query, one thread hop), like the presence backend's auto-pipeline:
-    a lone miss is read at once, a burst of connects to new rooms shares the work. Found
-    rooms are remembered (``remember_room``); misses are not.
+    Misses that arrive while a read is in flight go out together as the next read (one
+    ``slug IN (...)`` query, one thread hop; ``rtcsite.batching``): a lone miss is read at
+    once, a burst of connects to new rooms shares the work. Found rooms are remembered
+    (``remember_room``); misses are not.
     """
 
     def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self.pending: dict[str, list[asyncio.Future[Room | None]]] = {}
-        self.task: asyncio.Task[None] | None = None
+        self.misses: Batcher[str, Room | None] = Batcher(self._read)
 
     async def get(self, slug: str) -> Room | None:
         room = cached_room(slug)
         if room is not None:
             return room
-        future: asyncio.Future[Room | None] = self.loop.create_future()
-        self.pending.setdefault(slug, []).append(future)
-        if self.task is None or self.task.done():
-            self.task = self.loop.create_task(self._run())
-        return await future
+        return await self.misses.call(slug)
 
-    async def _run(self) -> None:
+    async def _read(self, slugs: list[str]) -> list[Room | None]:
         global _reader_pool
         if _reader_pool is None:
             _reader_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="room-reader")
-        while self.pending:
-            batch, self.pending = self.pending, {}
-            try:
-                rooms = await self.loop.run_in_executor(
-                    _reader_pool, _read_rooms_keeping_connection, list(batch)
-                )
-            except BaseException as exc:
-                for futures in batch.values():
-                    for future in futures:
-                        if not future.done():
-                            future.set_exception(exc)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                continue
-            for slug, futures in batch.items():
-                room = rooms.get(slug)
-                if room is not None:
-                    remember_room(room)
-                for future in futures:
-                    if not future.done():
-                        future.set_result(room)
+        rooms = await self.loop.run_in_executor(
+            _reader_pool, _read_rooms_keeping_connection, list(dict.fromkeys(slugs))
+        )
+        for room in rooms.values():
+            remember_room(room)
+        return [rooms.get(slug) for slug in slugs]
 
 
 _reader: RoomReader | None = None

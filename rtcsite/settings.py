@@ -206,6 +206,8 @@ PRESENCE_HEARTBEAT_INTERVAL = env_int(
 )
 PRESENCE_SWEEP_INTERVAL = env_int("PRESENCE_SWEEP_INTERVAL", 2, minimum=1)
 PRESENCE_KEY_PREFIX = env_str("PRESENCE_KEY_PREFIX", "rtcsite:presence")
+# Dotted path of a presence backend class; empty: Redis if REDIS_URL is set, else memory.
+PRESENCE_BACKEND = env_str("PRESENCE_BACKEND", "")
 # Lobby join/leave deltas: at most one fan-out per this many seconds (presence.services).
 LOBBY_DELTA_INTERVAL = env_float("LOBBY_DELTA_INTERVAL", 0.05, minimum=0)
 

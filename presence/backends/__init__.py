@@ -2,20 +2,21 @@
 
 ``settings.PRESENCE_BACKEND`` (dotted path to a ``PresenceBackend`` subclass) wins; otherwise
 Redis when ``settings.REDIS_URL`` is set (presence must be shared by every process), else the
-in-process memory backend. ``settings.PRESENCE_TTL`` is the expiry window in seconds (default
-30); the Redis backend also reads ``settings.PRESENCE_KEY_PREFIX`` (default
-``rtcsite:presence``).
+in-process memory backend. ``settings.PRESENCE_TTL`` is the expiry window in seconds; the
+Redis backend also reads ``settings.PRESENCE_KEY_PREFIX`` (defaults: ``rtcsite/settings.py``).
 """
 
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from django.utils.module_loading import import_string
 
-from presence.backends.base import Presence, PresenceBackend, RoomFull
+from presence.backends.base import PeerInfo, Presence, PresenceBackend, RoomFull
 
 __all__ = [
+    "PeerInfo",
     "Presence",
     "PresenceBackend",
     "RoomFull",
@@ -31,12 +32,11 @@ _backend: PresenceBackend | None = None
 _lock = threading.Lock()
 
 
-def backend_path(settings: object) -> str:
+def backend_path(settings: Any) -> str:
     """Dotted path of the backend class the given settings select."""
-    path = getattr(settings, "PRESENCE_BACKEND", "")
-    if path:
-        return path
-    return REDIS if getattr(settings, "REDIS_URL", "") else MEMORY
+    if settings.PRESENCE_BACKEND:
+        return settings.PRESENCE_BACKEND
+    return REDIS if settings.REDIS_URL else MEMORY
 
 
 def get_backend() -> PresenceBackend:

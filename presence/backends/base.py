@@ -69,6 +69,42 @@ class Presence:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class PeerInfo:
+    """What ``track`` is told about a peer besides its place (room, ``peer_id``): who it is
+    and where it is reachable. One value instead of five keywords restated by every backend.
+    """
+
+    user_id: str
+    name: str
+    process: str  # which server process holds the socket, e.g. "host:pid"
+    channel: str = ""  # channel-layer name to reach the socket (never sent to browsers)
+    # Media flags; None keeps those of a still-live presence on re-track ({} for a new one).
+    media: dict[str, bool] | None = field(default=None, hash=False)
+
+    def presence(
+        self,
+        room: str,
+        peer_id: str,
+        *,
+        joined_at: float,
+        media: dict[str, bool],
+        expires_at: float,
+    ) -> Presence:
+        """The presence a backend stored for this peer (``media`` as resolved by the track)."""
+        return Presence(
+            room=room,
+            peer_id=peer_id,
+            user_id=self.user_id,
+            name=self.name,
+            joined_at=joined_at,
+            process=self.process,
+            media=media,
+            expires_at=expires_at,
+            channel=self.channel,
+        )
+
+
 class RoomFull(Exception):
     """``track`` refused: the room already holds ``capacity`` live connections."""
 
@@ -99,7 +135,7 @@ class PresenceBackend(ABC):
     processes' clocks must be synchronised (NTP) to well within ``ttl``.
     """
 
-    def __init__(self, ttl: float = 30.0, clock: Clock = time.time) -> None:
+    def __init__(self, *, ttl: float, clock: Clock = time.time) -> None:
         if ttl <= 0:
             raise ValueError("ttl must be positive")
         self.ttl = float(ttl)
@@ -108,28 +144,18 @@ class PresenceBackend(ABC):
     @classmethod
     def from_settings(cls, settings: Any) -> PresenceBackend:
         """Build from Django settings (``get_backend`` uses this); subclasses read more."""
-        return cls(ttl=presence_ttl(settings))
+        return cls(ttl=settings.PRESENCE_TTL)
 
     @abstractmethod
     async def track(
-        self,
-        room: str,
-        peer_id: str,
-        *,
-        user_id: str,
-        name: str,
-        process: str,
-        media: dict[str, bool] | None = None,
-        capacity: int | None = None,
-        channel: str = "",
+        self, room: str, peer_id: str, peer: PeerInfo, *, capacity: int | None = None
     ) -> Presence:
-        """Add (or replace) a connection's presence, atomically checking capacity.
+        """Add (or replace) a peer's presence, atomically checking capacity.
 
         Expired members do not count. If ``capacity`` is given and the room already has
-        ``>= capacity`` live connections other than ``peer_id``, raise ``RoomFull``.
-        Re-tracking a live ``peer_id`` keeps its ``joined_at`` (and its media if ``media`` is
-        None) and never counts twice. ``channel`` is the channel-layer name for reaching the
-        connection, for callers whose ``peer_id`` is a public id rather than the channel name.
+        ``>= capacity`` live peers other than ``peer_id``, raise ``RoomFull``. Re-tracking a
+        live ``peer_id`` keeps its ``joined_at`` (and its media if ``peer.media`` is None) and
+        never counts twice.
         """
 
     @abstractmethod
@@ -169,28 +195,10 @@ class PresenceBackend(ABC):
     # defaults compose the primitives; the Redis backend does each in one script.
 
     async def track_and_list(
-        self,
-        room: str,
-        peer_id: str,
-        *,
-        user_id: str,
-        name: str,
-        process: str,
-        media: dict[str, bool] | None = None,
-        capacity: int | None = None,
-        channel: str = "",
+        self, room: str, peer_id: str, peer: PeerInfo, *, capacity: int | None = None
     ) -> tuple[Presence, list[Presence]]:
         """``track``, then the room's live members (this one included), as of the track."""
-        presence = await self.track(
-            room,
-            peer_id,
-            user_id=user_id,
-            name=name,
-            process=process,
-            media=media,
-            capacity=capacity,
-            channel=channel,
-        )
+        presence = await self.track(room, peer_id, peer, capacity=capacity)
         return presence, await self.list_room(room)
 
     async def untrack_and_count(self, room: str, peer_id: str) -> tuple[Presence | None, int]:
@@ -209,8 +217,3 @@ class PresenceBackend(ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
         """Release connections."""
-
-
-def presence_ttl(settings: Any) -> float:
-    """``settings.PRESENCE_TTL`` (seconds, default 30)."""
-    return float(getattr(settings, "PRESENCE_TTL", 30))

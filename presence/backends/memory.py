@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from presence.backends.base import (
     Clock,
+    PeerInfo,
     Presence,
     PresenceBackend,
     RoomFull,
@@ -24,23 +25,14 @@ from presence.backends.base import (
 class MemoryPresenceBackend(PresenceBackend):
     """``room -> peer_id -> Presence``; empty rooms are deleted so nothing lingers."""
 
-    def __init__(self, ttl: float = 30.0, clock: Clock = time.time) -> None:
+    def __init__(self, *, ttl: float, clock: Clock = time.time) -> None:
         super().__init__(ttl=ttl, clock=clock)
         self._rooms: dict[str, dict[str, Presence]] = {}
         self._lock = threading.Lock()
         self._last_purge = clock()
 
     async def track(
-        self,
-        room: str,
-        peer_id: str,
-        *,
-        user_id: str,
-        name: str,
-        process: str,
-        media: dict[str, bool] | None = None,
-        capacity: int | None = None,
-        channel: str = "",
+        self, room: str, peer_id: str, peer: PeerInfo, *, capacity: int | None = None
     ) -> Presence:
         check_ids(room, peer_id)
         with self._lock:
@@ -48,25 +40,22 @@ class MemoryPresenceBackend(PresenceBackend):
             self._purge_stale(now)
             members = self._rooms.get(room, {})
             mine = members.get(peer_id)
-            mine_live = mine is not None and mine.is_live(now)
+            if mine is not None and not mine.is_live(now):
+                mine = None
             if capacity is not None:
-                live = sum(1 for p in members.values() if p.is_live(now)) - int(mine_live)
+                live = sum(1 for p in members.values() if p.is_live(now)) - (mine is not None)
                 if live >= capacity:
                     raise RoomFull(room, capacity)
-            if media is not None:
-                flags = clean_media(media)
+            if peer.media is not None:
+                media = clean_media(peer.media)
             else:
-                flags = dict(mine.media) if mine is not None and mine_live else {}
-            presence = Presence(
-                room=room,
-                peer_id=peer_id,
-                user_id=user_id,
-                name=name,
-                joined_at=mine.joined_at if mine is not None and mine_live else now,
-                process=process,
-                media=flags,
+                media = dict(mine.media) if mine is not None else {}
+            presence = peer.presence(
+                room,
+                peer_id,
+                joined_at=now if mine is None else mine.joined_at,
+                media=media,
                 expires_at=now + self.ttl,
-                channel=channel,
             )
             self._rooms.setdefault(room, {})[peer_id] = presence
             return presence

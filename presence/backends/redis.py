@@ -1,6 +1,6 @@
 """Redis presence backend: shared by every process, survives any one of them crashing.
 
-Keys (``P`` = prefix, default ``rtcsite:presence``; ``\\x1f`` = ``SEP``):
+Keys (``P`` = ``settings.PRESENCE_KEY_PREFIX``; ``\\x1f`` = ``SEP``):
 
 * ``P:room:{slug}``             sorted set, ``peer_id`` scored by expiry time
 * ``P:peer:{slug}\\x1f{peer_id}`` hash: the presence's fields (``media`` as JSON)
@@ -20,7 +20,6 @@ synchronised clocks (NTP), within a small fraction of ``ttl``.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import time
@@ -33,15 +32,15 @@ from redis.exceptions import NoScriptError
 from presence.backends.base import (
     SEP,
     Clock,
+    PeerInfo,
     Presence,
     PresenceBackend,
     RoomFull,
     check_ids,
     clean_media,
-    presence_ttl,
 )
+from rtcsite.batching import Batcher
 
-DEFAULT_PREFIX = "rtcsite:presence"
 #: Long-dead presences ``track`` may drop per call (bounds growth when no sweeper runs).
 STALE_PURGE_LIMIT = 64
 #: Expired presences one ``expire`` script removes; ``expire()`` loops, keeping Redis responsive.
@@ -100,7 +99,7 @@ redis.call('ZADD', KEYS[1], ARGV[5], ARGV[3])
 redis.call('ZADD', KEYS[3], ARGV[5], member)
 redis.call('SADD', KEYS[4], ARGV[2])
 for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[7]) end
-return {1, joined, media}
+return {1, joined, media, {}}
 """
 )
 
@@ -159,44 +158,55 @@ return out
 """
 )
 
-# KEYS: room   ARGV: prefix, slug, now
-_LIST_ROOM = """
-local peers = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[3], '+inf')
-local out = {}
-for _, c in ipairs(peers) do
-  local data = redis.call('HGETALL', ARGV[1] .. ':peer:' .. ARGV[2] .. '\\31' .. c)
-  if #data > 0 then table.insert(out, data) end
-end
-return out
-"""
-
-# KEYS: rooms   ARGV: prefix, now   (forgets slugs whose room key is gone)
-_ROOM_COUNTS = """
-local out = {}
-for _, slug in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local room_key = ARGV[1] .. ':room:' .. slug
-  local n = redis.call('ZCOUNT', room_key, '(' .. ARGV[2], '+inf')
-  if n > 0 then
-    table.insert(out, slug)
-    table.insert(out, n)
-  elseif redis.call('EXISTS', room_key) == 0 then
-    redis.call('SREM', KEYS[1], slug)
+# Shared Lua: the live members of one room, as HGETALL replies, in ZSET order.
+_MEMBERS = """
+local function members(prefix, slug, room_key, now)
+  local out = {}
+  for _, c in ipairs(redis.call('ZRANGEBYSCORE', room_key, '(' .. now, '+inf')) do
+    local data = redis.call('HGETALL', prefix .. ':peer:' .. slug .. '\\31' .. c)
+    if #data > 0 then table.insert(out, data) end
   end
+  return out
 end
-return out
 """
 
+# KEYS: room   ARGV: prefix, slug, now
+_LIST_ROOM = _MEMBERS + "return members(ARGV[1], ARGV[2], KEYS[1], ARGV[3])\n"
 
-# _TRACK, then the room's live members (as _LIST_ROOM): {1, joined, media, hash, hash, ...}
-_TRACK_LIST = _TRACK.replace(
-    "return {1, joined, media}\n",
-    """local out = {1, joined, media}
-for _, c in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[4], '+inf')) do
-  local data = redis.call('HGETALL', ARGV[1] .. ':peer:' .. ARGV[2] .. '\\31' .. c)
-  if #data > 0 then table.insert(out, data) end
+# Shared Lua: {slug, found, slug, found, ...} for every room where ``found(slug, room_key)``
+# is not nil; forgets slugs whose room key is gone.
+_ROOMS = """
+local function rooms(rooms_key, prefix, found)
+  local out = {}
+  for _, slug in ipairs(redis.call('SMEMBERS', rooms_key)) do
+    local room_key = prefix .. ':room:' .. slug
+    local value = found(slug, room_key)
+    if value then
+      table.insert(out, slug)
+      table.insert(out, value)
+    elseif redis.call('EXISTS', room_key) == 0 then
+      redis.call('SREM', rooms_key, slug)
+    end
+  end
+  return out
 end
-return out
-""",
+"""
+
+# KEYS: rooms   ARGV: prefix, now  -> {slug, count, slug, count, ...}
+_ROOM_COUNTS = (
+    _ROOMS
+    + """
+return rooms(KEYS[1], ARGV[1], function(slug, room_key)
+  local n = redis.call('ZCOUNT', room_key, '(' .. ARGV[2], '+inf')
+  if n > 0 then return n end
+end)
+"""
+)
+
+# _TRACK, then the room's live members (as _LIST_ROOM): {1, joined, media, {hash, ...}}
+_TRACK_LIST = _MEMBERS + _TRACK.replace(
+    "return {1, joined, media, {}}\n",
+    "return {1, joined, media, members(ARGV[1], ARGV[2], KEYS[1], ARGV[4])}\n",
 )
 
 # KEYS: expiry, rooms   ARGV: prefix, member, now  -> {hash or {}, live count left}
@@ -216,98 +226,30 @@ return {data, redis.call('ZCOUNT', room_key, '(' .. ARGV[3], '+inf')}
 )
 
 # KEYS: rooms   ARGV: prefix, now  -> {slug, {hash, ...}, slug, {hash, ...}, ...}
-_SNAPSHOT = """
-local out = {}
-for _, slug in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local room_key = ARGV[1] .. ':room:' .. slug
-  local rows = {}
-  for _, c in ipairs(redis.call('ZRANGEBYSCORE', room_key, '(' .. ARGV[2], '+inf')) do
-    local data = redis.call('HGETALL', ARGV[1] .. ':peer:' .. slug .. '\\31' .. c)
-    if #data > 0 then table.insert(rows, data) end
-  end
-  if #rows > 0 then
-    table.insert(out, slug)
-    table.insert(out, rows)
-  elseif redis.call('EXISTS', room_key) == 0 then
-    redis.call('SREM', KEYS[1], slug)
-  end
-end
-return out
+_SNAPSHOT = (
+    _ROOMS
+    + _MEMBERS
+    + """
+return rooms(KEYS[1], ARGV[1], function(slug, room_key)
+  local rows = members(ARGV[1], slug, room_key, ARGV[2])
+  if #rows > 0 then return rows end
+end)
 """
+)
 
 
-class _AutoPipeline:
-    """Send the script calls made while a batch is in flight together, as the next batch.
-
-    One presence operation is one EVALSHA; redis-py's per-command cost (pool checkout,
-    encode, parse) dominates, not Redis. Under load (heartbeats of thousands of sockets,
-    joins in bursts) calls queue here and go out as one pipeline per round trip; alone, a
-    call goes out at once (no timer, so no added latency). Each call keeps its own result
-    or error; a connection failure fails the batch it hit.
-    """
-
-    def __init__(self, redis: aioredis.Redis, scripts: list[AsyncScript]) -> None:
-        self.redis = redis
-        self.scripts = scripts
-        self.pending: list[tuple[AsyncScript, list[Any], list[Any], asyncio.Future[Any]]] = []
-        self.task: asyncio.Task[None] | None = None
-        self.loaded = False
-
-    async def call(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self.pending.append((script, keys, args, future))
-        if self.task is None or self.task.done():
-            self.task = loop.create_task(self._run())
-        return await future
-
-    async def _run(self) -> None:
-        while self.pending:
-            batch, self.pending = self.pending, []
-            try:
-                if not self.loaded:  # EVALSHA needs the scripts on the server
-                    for script in self.scripts:
-                        await self.redis.script_load(script.script)
-                    self.loaded = True
-                pipe = self.redis.pipeline(transaction=False)
-                for script, keys, args, _ in batch:
-                    pipe.evalsha(script.sha, len(keys), *keys, *args)
-                results = await pipe.execute(raise_on_error=False)
-            except BaseException as exc:
-                for *_, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                continue
-            for (script, keys, args, future), result in zip(batch, results, strict=True):
-                if isinstance(result, NoScriptError):  # SCRIPT FLUSH since: load, retry
-                    self.loaded = False
-                    try:
-                        result = await script(keys=keys, args=args)
-                    except Exception as exc:
-                        result = exc
-                if future.done():  # the caller was cancelled
-                    continue
-                if isinstance(result, Exception):
-                    future.set_exception(result)
-                else:
-                    future.set_result(result)
+#: A script call: one EVALSHA in a pipeline.
+Call = tuple[AsyncScript, list[Any], list[Any]]
 
 
 class RedisPresenceBackend(PresenceBackend):
     """Presence in Redis (selected when ``REDIS_URL`` is set)."""
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        prefix: str = DEFAULT_PREFIX,
-        ttl: float = 30.0,
-        clock: Clock = time.time,
-    ) -> None:
+    def __init__(self, url: str, *, prefix: str, ttl: float, clock: Clock = time.time) -> None:
         super().__init__(ttl=ttl, clock=clock)
         self.prefix = prefix
+        self.expiry_key = f"{prefix}:expiry"
+        self.rooms_key = f"{prefix}:rooms"
         self.key_ttl_ms = max(1000, math.ceil(2 * self.ttl * 1000))
         self.redis = aioredis.Redis.from_url(url, decode_responses=True)
         self._track = self.redis.register_script(_TRACK)
@@ -320,29 +262,50 @@ class RedisPresenceBackend(PresenceBackend):
         self._track_list = self.redis.register_script(_TRACK_LIST)
         self._untrack_count = self.redis.register_script(_UNTRACK_COUNT)
         self._snapshot = self.redis.register_script(_SNAPSHOT)
-        self._pipeline = _AutoPipeline(
-            self.redis,
-            [
-                self._track,
-                self._refresh,
-                self._update_media,
-                self._untrack,
-                self._list_room,
-                self._room_counts,
-                self._track_list,
-                self._untrack_count,
-                self._snapshot,
-                self._expire,
-            ],
-        )
+        self._loaded = False
+        # One presence operation is one EVALSHA, and redis-py's per-command cost (pool
+        # checkout, encode, parse) dominates, not Redis: under load (heartbeats of thousands
+        # of sockets, joins in bursts) the calls made during a round trip share the next one.
+        self._calls: Batcher[Call, Any] = Batcher(self._execute)
 
     @classmethod
     def from_settings(cls, settings: Any) -> RedisPresenceBackend:
-        url = getattr(settings, "REDIS_URL", "")
-        if not url:
+        if not settings.REDIS_URL:
             raise ValueError("RedisPresenceBackend needs settings.REDIS_URL")
-        prefix = getattr(settings, "PRESENCE_KEY_PREFIX", DEFAULT_PREFIX)
-        return cls(url, prefix=prefix, ttl=presence_ttl(settings))
+        return cls(
+            settings.REDIS_URL, prefix=settings.PRESENCE_KEY_PREFIX, ttl=settings.PRESENCE_TTL
+        )
+
+    async def _eval(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
+        """Run one script (batched with the calls made while a batch is in flight)."""
+        return await self._calls.call((script, keys, args))
+
+    async def _execute(self, calls: list[Call]) -> list[Any]:
+        """One batch of script calls as one pipeline; each keeps its own result or error."""
+        if not self._loaded:  # EVALSHA needs the scripts on the server
+            await self._load_scripts()
+        results = await self._pipe(calls)
+        missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+        if missing:  # SCRIPT FLUSH since: load them again and rerun those calls
+            await self._load_scripts()
+            retried = await self._pipe([calls[i] for i in missing])
+            for i, result in zip(missing, retried, strict=True):
+                results[i] = result
+        return results
+
+    async def _load_scripts(self) -> None:
+        """Load every script up front, so that no call of a batch waits for a load while the
+        calls queued behind it have run (a leave overtaking its join)."""
+        for script in vars(self).values():
+            if isinstance(script, AsyncScript):
+                await self.redis.script_load(script.script)
+        self._loaded = True
+
+    async def _pipe(self, calls: list[Call]) -> list[Any]:
+        pipe = self.redis.pipeline(transaction=False)
+        for script, keys, args in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        return await pipe.execute(raise_on_error=False)
 
     # --- keys ----------------------------------------------------------------------------
     def room_key(self, room: str) -> str:
@@ -351,123 +314,58 @@ class RedisPresenceBackend(PresenceBackend):
     def peer_key(self, room: str, peer_id: str) -> str:
         return f"{self.prefix}:peer:{room}{SEP}{peer_id}"
 
-    @property
-    def expiry_key(self) -> str:
-        return f"{self.prefix}:expiry"
-
-    @property
-    def rooms_key(self) -> str:
-        return f"{self.prefix}:rooms"
-
     def _keys(self, room: str, peer_id: str) -> list[str]:
-        return [
-            self.room_key(room),
-            self.peer_key(room, peer_id),
-            self.expiry_key,
-            self.rooms_key,
-        ]
+        return [self.room_key(room), self.peer_key(room, peer_id), self.expiry_key, self.rooms_key]
 
     # --- interface -----------------------------------------------------------------------
-    def _track_args(
-        self,
-        room: str,
-        peer_id: str,
-        now: float,
-        expires_at: float,
-        user_id: str,
-        name: str,
-        process: str,
-        media: dict[str, bool] | None,
-        capacity: int | None,
-        channel: str,
-    ) -> list[Any]:
-        return [
+    async def track(
+        self, room: str, peer_id: str, peer: PeerInfo, *, capacity: int | None = None
+    ) -> Presence:
+        presence, _ = await self._track_call(self._track, room, peer_id, peer, capacity)
+        return presence
+
+    async def track_and_list(
+        self, room: str, peer_id: str, peer: PeerInfo, *, capacity: int | None = None
+    ) -> tuple[Presence, list[Presence]]:
+        return await self._track_call(self._track_list, room, peer_id, peer, capacity)
+
+    async def _track_call(
+        self, script: AsyncScript, room: str, peer_id: str, peer: PeerInfo, capacity: int | None
+    ) -> tuple[Presence, list[Presence]]:
+        check_ids(room, peer_id)
+        now = self.clock()
+        expires = now + self.ttl
+        args = [
             self.prefix,
             room,
             peer_id,
             repr(now),
-            repr(expires_at),
+            repr(expires),
             -1 if capacity is None else int(capacity),
             self.key_ttl_ms,
             repr(now - self.ttl),
-            user_id,
-            name,
-            process,
-            "" if media is None else json.dumps(clean_media(media)),
+            peer.user_id,
+            peer.name,
+            peer.process,
+            "" if peer.media is None else json.dumps(clean_media(peer.media)),
             STALE_PURGE_LIMIT,
-            channel,
+            peer.channel,
         ]
-
-    async def track(
-        self,
-        room: str,
-        peer_id: str,
-        *,
-        user_id: str,
-        name: str,
-        process: str,
-        media: dict[str, bool] | None = None,
-        capacity: int | None = None,
-        channel: str = "",
-    ) -> Presence:
-        presence, _ = await self._track_call(
-            self._track, room, peer_id, user_id, name, process, media, capacity, channel
-        )
-        return presence
-
-    async def track_and_list(
-        self,
-        room: str,
-        peer_id: str,
-        *,
-        user_id: str,
-        name: str,
-        process: str,
-        media: dict[str, bool] | None = None,
-        capacity: int | None = None,
-        channel: str = "",
-    ) -> tuple[Presence, list[Presence]]:
-        return await self._track_call(
-            self._track_list, room, peer_id, user_id, name, process, media, capacity, channel
-        )
-
-    async def _track_call(
-        self,
-        script: AsyncScript,
-        room: str,
-        peer_id: str,
-        user_id: str,
-        name: str,
-        process: str,
-        media: dict[str, bool] | None,
-        capacity: int | None,
-        channel: str,
-    ) -> tuple[Presence, list[Presence]]:
-        check_ids(room, peer_id)
-        now = self.clock()
-        expires_at = now + self.ttl
-        args = self._track_args(
-            room, peer_id, now, expires_at, user_id, name, process, media, capacity, channel
-        )
-        result = await self._pipeline.call(script, self._keys(room, peer_id), args)
+        result = await self._eval(script, self._keys(room, peer_id), args)
         if int(result[0]) == 0:
             raise RoomFull(room, int(capacity or 0))
-        presence = Presence(
-            room=room,
-            peer_id=peer_id,
-            user_id=user_id,
-            name=name,
+        presence = peer.presence(
+            room,
+            peer_id,
             joined_at=float(result[1]),
-            process=process,
             media=json.loads(result[2]),
-            expires_at=expires_at,
-            channel=channel,
+            expires_at=expires,
         )
-        return presence, _ordered(map(_presence, result[3:]))
+        return presence, _ordered(map(_presence, result[3]))
 
     async def refresh(self, room: str, peer_id: str) -> bool:
         now = self.clock()
-        result = await self._pipeline.call(
+        result = await self._eval(
             self._refresh,
             self._keys(room, peer_id),
             [
@@ -483,7 +381,7 @@ class RedisPresenceBackend(PresenceBackend):
     async def update_media(
         self, room: str, peer_id: str, media: dict[str, bool]
     ) -> Presence | None:
-        data = await self._pipeline.call(
+        data = await self._eval(
             self._update_media,
             [self.room_key(room), self.peer_key(room, peer_id)],
             [peer_id, repr(self.clock()), json.dumps(clean_media(media))],
@@ -491,7 +389,7 @@ class RedisPresenceBackend(PresenceBackend):
         return _presence(data) if data else None
 
     async def untrack(self, room: str, peer_id: str) -> Presence | None:
-        data = await self._pipeline.call(
+        data = await self._eval(
             self._untrack,
             [self.expiry_key, self.rooms_key],
             [self.prefix, f"{room}{SEP}{peer_id}"],
@@ -499,7 +397,7 @@ class RedisPresenceBackend(PresenceBackend):
         return _presence(data) if data else None
 
     async def untrack_and_count(self, room: str, peer_id: str) -> tuple[Presence | None, int]:
-        data, count = await self._pipeline.call(
+        data, count = await self._eval(
             self._untrack_count,
             [self.expiry_key, self.rooms_key],
             [self.prefix, f"{room}{SEP}{peer_id}", repr(self.clock())],
@@ -507,28 +405,26 @@ class RedisPresenceBackend(PresenceBackend):
         return (_presence(data) if data else None), int(count)
 
     async def list_room(self, room: str) -> list[Presence]:
-        rows = await self._pipeline.call(
+        rows = await self._eval(
             self._list_room, [self.room_key(room)], [self.prefix, room, repr(self.clock())]
         )
         return _ordered(map(_presence, rows))
 
     async def room_counts(self) -> dict[str, int]:
-        flat = await self._pipeline.call(
+        flat = await self._eval(
             self._room_counts, [self.rooms_key], [self.prefix, repr(self.clock())]
         )
         return {flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2)}
 
     async def snapshot(self) -> dict[str, list[Presence]]:
-        flat = await self._pipeline.call(
-            self._snapshot, [self.rooms_key], [self.prefix, repr(self.clock())]
-        )
+        flat = await self._eval(self._snapshot, [self.rooms_key], [self.prefix, repr(self.clock())])
         return {flat[i]: _ordered(map(_presence, flat[i + 1])) for i in range(0, len(flat), 2)}
 
     async def expire(self) -> list[Presence]:
         now = repr(self.clock())
         removed: list[Presence] = []
         while True:
-            result = await self._pipeline.call(
+            result = await self._eval(
                 self._expire, [self.expiry_key, self.rooms_key], [self.prefix, now, EXPIRE_BATCH]
             )
             removed.extend(_presence(row) for row in result[1:])

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 import presence.backends.redis as redis_backend
-from presence.backends.base import Presence
+from presence.backends.base import PeerInfo, Presence
 from presence.backends.redis import RedisPresenceBackend
 from presence.sweeper import sweep_forever
 
@@ -45,7 +45,9 @@ async def two(
 
 
 async def track(backend: RedisPresenceBackend, room: str, conn: str, process: str) -> Presence:
-    return await backend.track(room, conn, user_id=f"u-{conn}", name=conn, process=process)
+    return await backend.track(
+        room, conn, PeerInfo(user_id=f"u-{conn}", name=conn, process=process)
+    )
 
 
 async def test_both_processes_see_the_same_presence(two) -> None:
@@ -124,3 +126,19 @@ async def test_crashed_process_ghosts_leave_via_the_other_sweeper(
     assert sorted(p.peer_id for p in left) == sorted(f"ghost{i}" for i in range(20))
     assert {p.process for p in left} == {"dead:1"}
     assert [p.peer_id for p in await b.list_room("r1")] == ["alive"]
+
+
+async def test_a_script_missing_on_the_server_is_loaded_and_its_calls_rerun(
+    two, redis_prefix: str
+) -> None:
+    """After a SCRIPT FLUSH (or a Redis restart) the batched EVALSHAs fail with NOSCRIPT:
+    the backend loads the scripts again and reruns those calls. Simulated with a script no
+    server has seen (a real flush would hit every other user of this Redis)."""
+    a, _ = two
+    await track(a, "r1", "c1", "host:1")
+    a._refresh = a.redis.register_script(f"{redis_backend._REFRESH}\n-- {redis_prefix}\n")
+    results = await asyncio.gather(
+        a.refresh("r1", "c1"), a.list_room("r1"), a.refresh("r1", "nobody"), a.refresh("r1", "c1")
+    )
+    assert results[0] is True and results[2] is False and results[3] is True
+    assert [p.peer_id for p in results[1]] == ["c1"]

@@ -15,7 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from presence.backends import MEMORY, REDIS, backend_path, get_backend, reset_backend
-from presence.backends.base import Presence, PresenceBackend, RoomFull
+from presence.backends.base import PeerInfo, Presence, PresenceBackend, RoomFull
 from presence.backends.memory import MemoryPresenceBackend
 from presence.backends.redis import RedisPresenceBackend
 from presence.sweeper import sweep_forever, sweep_once
@@ -89,11 +89,13 @@ async def env(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator
     await env.close()
 
 
-async def track(backend: PresenceBackend, room: str, conn: str, **kwargs) -> Presence:
+async def track(
+    backend: PresenceBackend, room: str, conn: str, capacity: int | None = None, **kwargs
+) -> Presence:
     kwargs.setdefault("user_id", f"peer-{conn}")
     kwargs.setdefault("name", f"name-{conn}")
     kwargs.setdefault("process", "host:1")
-    return await backend.track(room, conn, **kwargs)
+    return await backend.track(room, conn, PeerInfo(**kwargs), capacity=capacity)
 
 
 def conns(presences: list[Presence]) -> list[str]:
@@ -105,15 +107,10 @@ class TestPresenceContract:
 
     async def test_track_list_untrack(self, env: Env) -> None:
         b = env.backend
-        p = await b.track(
-            "r1",
-            "c1",
-            user_id="u1",
-            name="Ann",
-            process="h:1",
-            media={"audio": True},
-            channel="specific.x!y",
+        ann = PeerInfo(
+            user_id="u1", name="Ann", process="h:1", channel="specific.x!y", media={"audio": True}
         )
+        p = await b.track("r1", "c1", ann)
         assert p == Presence(
             room="r1",
             peer_id="c1",
@@ -342,11 +339,12 @@ class TestPresenceContract:
         env.clock.advance(TTL - 0.5)  # a and x expire (not swept), ghost is live
         await b.refresh("r1", "ghost")
         me, members = await b.track_and_list(
-            "r1", "me", user_id="u", name="Me", process="h:1", capacity=2
+            "r1", "me", PeerInfo(user_id="u", name="Me", process="h:1"), capacity=2
         )
         assert conns(members) == ["ghost", "me"] and members[1] == me
         with pytest.raises(RoomFull):
-            await b.track_and_list("r1", "late", user_id="u", name="L", process="h", capacity=2)
+            late = PeerInfo(user_id="u", name="L", process="h")
+            await b.track_and_list("r1", "late", late, capacity=2)
         assert conns(members) == conns(await b.list_room("r1"))
         snap = await b.snapshot()
         assert {room: conns(people) for room, people in snap.items()} == {"r1": ["ghost", "me"]}
@@ -488,7 +486,7 @@ async def test_sweep_forever_rejects_bad_interval(clock: FakeClock) -> None:
         pass
 
     with pytest.raises(ValueError):
-        await sweep_forever(MemoryPresenceBackend(clock=clock), on_expired, interval=0)
+        await sweep_forever(MemoryPresenceBackend(ttl=TTL, clock=clock), on_expired, interval=0)
 
 
 # --- choosing a backend from settings -------------------------------------------------------
@@ -502,7 +500,7 @@ def fresh_backend() -> Iterator[None]:
 def test_backend_selection(settings, fresh_backend: None) -> None:
     settings.REDIS_URL = ""
     settings.PRESENCE_TTL = 12
-    del settings.PRESENCE_BACKEND  # not set in settings.py; the wrapper tolerates that
+    settings.PRESENCE_BACKEND = ""  # the default: chosen by REDIS_URL
     assert backend_path(settings) == MEMORY
     backend = get_backend()
     assert isinstance(backend, MemoryPresenceBackend) and backend.ttl == 12.0

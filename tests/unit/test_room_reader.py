@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 from channels.db import database_sync_to_async
+from django.db import DatabaseError
 
 from rooms import services
 from rooms.models import Room, RoomKind
@@ -67,3 +68,26 @@ async def test_a_closed_room_is_seen_after_save(reads: list[list[str]]) -> None:
 
     await close()
     assert not (await services.aget_room("r")).is_open
+
+
+async def test_a_failed_read_fails_its_own_callers_only(
+    reads: list[list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await make_rooms("ok")
+    counting = services.read_rooms
+
+    def failing(slugs: list[str]) -> dict[str, Room]:
+        if "broken" in slugs:
+            raise DatabaseError("connection lost")  # twice: the reader retries once
+        return counting(slugs)
+
+    monkeypatch.setattr(services, "read_rooms", failing)
+    first = asyncio.ensure_future(services.aget_room("broken"))
+    await asyncio.sleep(0)  # "broken" is being read; "ok" queues behind it
+    behind = asyncio.ensure_future(services.aget_room("ok"))
+    with pytest.raises(DatabaseError):
+        await first
+    assert (await behind).slug == "ok"
+    await make_rooms("later")
+    assert (await services.aget_room("later")).slug == "later"  # the reader carries on
+    assert reads == [["ok"], ["later"]]
