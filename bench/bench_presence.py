@@ -311,6 +311,8 @@ async def drive(count: int, concurrency: int, op: Callable[[int], Awaitable[Any]
 
 
 async def presence_ops(backend: Any, count: int, p: Params, round_no: int) -> dict[str, Any]:
+    from presence.backends.base import PeerInfo
+
     """Track, refresh, untrack ``count`` presences (rooms of ``room_capacity``)."""
 
     def room(i: int) -> str:
@@ -322,16 +324,14 @@ async def presence_ops(backend: Any, count: int, p: Params, round_no: int) -> di
     ok = {"refreshed": 0, "untracked": 0}
 
     async def track(i: int) -> None:
-        await backend.track(
-            room(i),
-            conn(i),
+        peer = PeerInfo(
             user_id=f"{i:016x}",
             name=f"bench-{i}",
             process="bench",
             media={"audio": True, "video": True},
-            capacity=p.room_capacity,
             channel=f"specific.bench!{i}",
         )
+        await backend.track(room(i), conn(i), peer, capacity=p.room_capacity)
 
     async def refresh(i: int) -> None:
         refreshed = await backend.refresh(room(i), conn(i))  # not inside +=: the await

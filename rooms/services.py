@@ -92,10 +92,11 @@ def cached_room(slug: str) -> Room | None:
     """The room if this process read it less than ``ROOM_CACHE_SECONDS`` ago, else None.
 
     Every room socket connect needs its room; a query per connect (a thread hop, a new
-    SQLite connection) was a sixth of a Daphne process's connect-time CPU (py-spy). Saves
-    and deletes in this process drop the entry at once (signals, ``rooms/apps.py``); another
-    process's change (an admin closing the room elsewhere) is seen within the TTL. Misses
-    are never cached, so a room created anywhere is joinable at once.
+    SQLite connection) was a large share of connect-time CPU (docs/decisions.md, "Presence
+    hot path"). Saves and deletes in this process drop the entry at once (signals,
+    ``rooms/apps.py``); another process's change (an admin closing the room elsewhere) is
+    seen within the TTL. Misses are never cached, so a room created anywhere is joinable at
+    once.
     """
     from django.conf import settings
 
@@ -134,7 +135,7 @@ def _read_rooms_keeping_connection(slugs: list[str]) -> dict[str, Room]:
     """``read_rooms`` in the reader thread, whose database connection stays open.
 
     ``database_sync_to_async`` closes the connection around every call (CONN_MAX_AGE 0 for
-    SQLite): opening SQLite and registering its functions was half of a miss (py-spy). A
+    SQLite): opening SQLite and registering its functions is most of a miss's cost. A
     failed query (database restarted, connection dropped) closes it so the retry reconnects.
     """
     try:
