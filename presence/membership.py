@@ -7,7 +7,7 @@ only here:
 * **join**: a reconnecting client's ``resume`` place is released first (its own ghost would
   otherwise count against a full room); the socket is added to the room's channel-layer group
   *before* it is tracked, so whoever tracks after it is either in its member list or
-  announced to it; tracking checks capacity atomically (``presence.services.join_and_list``)
+  announced to it; tracking checks capacity atomically (``presence.services.join``)
   and announces the join. A full room leaves nothing behind and raises ``room-full``.
 * **heartbeat**: pushes the place's expiry forward; a place that expired meanwhile (the
   server was too busy to refresh it) is taken back, or ``room-full`` if someone took it.
@@ -94,7 +94,7 @@ async def join(
     group = presence.room_group(room)
     await layer.group_add(group, channel)
     try:
-        _, members = await presence.join_and_list(
+        _, members = await presence.join(
             room, peer_id, channel=channel, user_id=user.id, name=user.name, capacity=capacity
         )
     except RoomFull:

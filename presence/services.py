@@ -52,35 +52,10 @@ async def join(
     name: str,
     capacity: int | None,
     media: dict[str, bool] | None = None,
-) -> Presence:
-    """Track a connection in a room (capacity enforced atomically) and announce it.
-
-    Raises ``RoomFull`` when the room has no place; nothing is announced then.
-    """
-    presence, _ = await join_and_list(
-        room,
-        peer_id,
-        channel=channel,
-        user_id=user_id,
-        name=name,
-        capacity=capacity,
-        media=media,
-    )
-    return presence
-
-
-async def join_and_list(
-    room: str,
-    peer_id: str,
-    *,
-    channel: str,
-    user_id: str,
-    name: str,
-    capacity: int | None,
-    media: dict[str, bool] | None = None,
 ) -> tuple[Presence, list[Presence]]:
-    """``join``, also returning the room's members as of the join (this one included):
-    one backend round trip instead of a join and a read."""
+    """Track a peer in a room (capacity enforced atomically) and announce it; returns its
+    presence and the room's members as of the join, this one included (one backend round
+    trip). Raises ``RoomFull`` when the room has no place; nothing is announced then."""
     ensure_sweeper()
     peer = PeerInfo(user_id=user_id, name=name, process=PROCESS_ID, channel=channel, media=media)
     presence, members = await get_backend().track_and_list(room, peer_id, peer, capacity=capacity)
