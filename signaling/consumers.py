@@ -43,6 +43,8 @@ class RoomConsumer(JsonSocketConsumer):
 
     #: the room kinds this path serves
     kinds: ClassVar[tuple[str, ...]] = ()
+    #: SDP and trickled ICE come in bursts (an offer and a dozen candidates per peer)
+    rate_limit = (40.0, 120)
     #: the only query (the room) runs in rooms.services' reader thread
     close_db_per_message = False
 
@@ -208,8 +210,6 @@ class MeshRoomConsumer(RoomConsumer):
     """``/ws/rooms/<slug>/``: addressed SDP/ICE relay between the browsers of a mesh room."""
 
     kinds = ("mesh",)
-    #: SDP and trickled ICE come in bursts (an offer and a dozen candidates per peer)
-    rate_limit = (40.0, 120)
 
     async def on_join(self) -> None:
         local.register(self.channel_name, self)

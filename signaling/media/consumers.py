@@ -23,8 +23,6 @@ class MediaRoomConsumer(RoomConsumer):
     """One participant of an echo or relay room and its server peer."""
 
     kinds = SERVER_KINDS
-    #: an offer and a dozen trickled candidates per session
-    rate_limit = (40.0, 120)
 
     media: MediaSession | None = None
 
