@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -44,7 +44,8 @@ def new_peer_id() -> str:
 
 @dataclass(slots=True)
 class Membership:
-    """What ``join`` granted: the place, and the room's members as of the join."""
+    """What ``join`` granted: the place (held by the socket for its lifetime, so small:
+    the member list of the join is returned beside it, not kept)."""
 
     layer: Any  # the channel layer the socket's group lives in
     room: str  # presence room key: a room slug, or ``stream.<slug>`` for viewers
@@ -52,15 +53,11 @@ class Membership:
     channel: str  # this socket's channel-layer name
     user: Identity
     capacity: int | None
-    members: list[Presence] = field(default_factory=list)  # as of the join, this one included
     joined: bool = True
 
     @property
     def group(self) -> str:
         return presence.room_group(self.room)
-
-    def others(self) -> list[Presence]:
-        return [p for p in self.members if p.peer_id != self.peer_id]
 
     def welcome(self, **fields: Any) -> dict[str, Any]:
         """The ``welcome`` message every room-like socket starts with (docs/protocol.md):
@@ -82,8 +79,9 @@ async def join(
     capacity: int | None,
     title: str = "",
     resume: str | None = None,
-) -> Membership:
-    """Take a place in ``room`` for the socket ``channel`` (see the module docstring).
+) -> tuple[Membership, list[Presence]]:
+    """Take a place in ``room`` for the socket ``channel`` (see the module docstring);
+    returns it and the room's members as of the join, this one included.
 
     ``resume``: the peer id this client held before reconnecting; released if it belongs to
     the same user. Raises ``Conflict`` (``room-full``) when there is no place.
@@ -102,7 +100,7 @@ async def join(
         raise Conflict(
             f"“{title or room}” is full ({capacity} participants).", code="room-full"
         ) from None
-    return Membership(layer, room, peer_id, channel, user, capacity, members)
+    return Membership(layer, room, peer_id, channel, user, capacity), members
 
 
 async def heartbeat(membership: Membership | None) -> None:

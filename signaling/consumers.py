@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 from django.conf import settings
 
 from presence import membership
+from presence.backends.base import Presence
 from presence.membership import Membership
 from presence.services import public_peer
 from rooms.models import Room
@@ -64,7 +65,7 @@ class RoomConsumer(JsonSocketConsumer):
     async def on_connect(self) -> None:
         try:
             self.room = await self._open_room()
-            self.place = await membership.join(
+            self.place, members = await membership.join(
                 self.channel_layer,
                 self.channel_name,
                 self.room.slug,
@@ -76,9 +77,10 @@ class RoomConsumer(JsonSocketConsumer):
         except ClientError as exc:
             await self.refuse(exc, _close_code(exc))
             return
-        self.peers = {p.peer_id: p.channel for p in self.place.others()}
+        others = [p for p in members if p.peer_id != self.place.peer_id]
+        self.peers = {p.peer_id: p.channel for p in others}
         try:
-            await self.on_join()
+            await self.on_join(members)
         except ClientError as exc:
             await self._leave()
             await self.refuse(exc, _close_code(exc))
@@ -91,7 +93,7 @@ class RoomConsumer(JsonSocketConsumer):
                     "kind": self.room.kind,
                     "capacity": self.room.capacity,
                 },
-                peers=[public_peer(p) for p in self.place.others()],
+                peers=[public_peer(p) for p in others],
                 ice_servers=client_ice_servers(settings.ICE_SERVERS, self.identity.id),
                 ice_transport_policy=settings.ICE_TRANSPORT_POLICY,
                 **self.welcome_fields(),
@@ -113,9 +115,10 @@ class RoomConsumer(JsonSocketConsumer):
             )
         return room
 
-    async def on_join(self) -> None:
-        """Hook: the place is taken, ``welcome`` not sent yet. A ``ClientError`` here gives
-        the place back and refuses the socket."""
+    async def on_join(self, members: list[Presence]) -> None:
+        """Hook: the place is taken (``members``: the room as of the join, this one
+        included), ``welcome`` not sent yet. A ``ClientError`` here gives the place back and
+        refuses the socket."""
 
     def welcome_fields(self) -> dict[str, Any]:
         """Hook: the product's own ``welcome`` fields."""
@@ -211,7 +214,7 @@ class MeshRoomConsumer(RoomConsumer):
 
     kinds = ("mesh",)
 
-    async def on_join(self) -> None:
+    async def on_join(self, members: list[Presence]) -> None:
         local.register(self.channel_name, self)
 
     async def _leave(self) -> None:

@@ -122,14 +122,14 @@ class StreamViewerConsumer(JsonSocketConsumer):
         if info is None:
             await self.refuse(NotFound("No such stream."), CloseCode.NOT_FOUND)
             return
-        self.place = await membership.join(
+        self.place, members = await membership.join(
             self.channel_layer,
             self.channel_name,
             services.viewer_room(self.slug),
             self.identity,
             capacity=None,
         )
-        await self.send_json(self.place.welcome(stream=info, viewers=len(self.place.members)))
+        await self.send_json(self.place.welcome(stream=info, viewers=len(members)))
 
     def log_context(self) -> str:
         return f"{super().log_context()} watching={getattr(self, 'slug', '-')}"

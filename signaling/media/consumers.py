@@ -12,6 +12,7 @@ from typing import Any
 
 from django.conf import settings
 
+from presence.backends.base import Presence
 from rtcsite.errors import ClientError, Conflict
 from rtcsite.process import PROCESS_ID
 from signaling.consumers import RoomConsumer
@@ -26,8 +27,8 @@ class MediaRoomConsumer(RoomConsumer):
 
     media: MediaSession | None = None
 
-    async def on_join(self) -> None:
-        if joined_elsewhere(self.room.kind, self.peer_id, self.place.members, PROCESS_ID):
+    async def on_join(self, members: list[Presence]) -> None:
+        if joined_elsewhere(self.room.kind, self.peer_id, members, PROCESS_ID):
             raise Conflict(
                 "The other participant of this relay room is connected to another server "
                 "process; try again (the load balancer should route a room to one process).",
