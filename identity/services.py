@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import re
 import secrets
-import unicodedata
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.contrib.sessions.backends.base import SessionBase
-from django.core.exceptions import ValidationError
+
+from rtcsite.text import clean_title
 
 SESSION_KEY = "rtcsite_identity"
 IDENTITY_ID_RE = re.compile(r"^[0-9a-f]{16}$")
@@ -87,25 +87,15 @@ def random_display_name() -> str:
     return f"{secrets.choice(_ADJECTIVES)}-{secrets.choice(_ANIMALS)}-{secrets.randbelow(100)}"
 
 
-def clean_display_name(raw: str) -> str:
-    """Normalise a user-chosen display name or raise ``ValidationError``.
-
-    NFC-normalised, whitespace collapsed, no control/format characters (they can hide
-    or reorder text in other people's UIs), 1..DISPLAY_NAME_MAX_LENGTH characters.
-    """
-    if not isinstance(raw, str):
-        raise ValidationError("Display name must be text.", code="invalid")
-    name = " ".join(unicodedata.normalize("NFC", raw).split())
-    if not name:
-        raise ValidationError("Display name cannot be empty.", code="required")
-    if any(unicodedata.category(ch) in {"Cc", "Cf", "Co", "Cs"} for ch in name):
-        raise ValidationError(
-            "Display name contains invisible or control characters.", code="invalid"
-        )
-    limit = settings.DISPLAY_NAME_MAX_LENGTH
-    if len(name) > limit:
-        raise ValidationError(f"Display name is limited to {limit} characters.", code="max_length")
-    return name
+def clean_display_name(raw: object) -> str:
+    """Normalise a user-chosen display name or raise ``ValidationError``: the rules of every
+    name shown to others (``rtcsite.text.clean_title``), 1..DISPLAY_NAME_MAX_LENGTH long."""
+    return clean_title(
+        raw,
+        limit=settings.DISPLAY_NAME_MAX_LENGTH,
+        required="Display name cannot be empty.",
+        plural="Display names",
+    )
 
 
 def get_or_create_identity(session: SessionBase) -> Identity:

@@ -57,12 +57,33 @@ class ClockError(ValueError):
     """The publisher's capture clock is not an integer or is far from the server's time."""
 
 
-def check_capture_ms(value: object, server_ms: int | None = None) -> int:
-    """Validate a publisher's capture clock (epoch ms); raises ``ClockError`` with why."""
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
+#: The form a capture clock may take as text: ASCII digits only, at most 15 of them (ms
+#: since the epoch have 13 until the year 2286). ``str.isdigit`` and ``int()`` also take
+#: "²" or "١٢٣", spaces and underscores; the first made ``int()`` raise (a 500, a dead
+#: socket) and the others are not what any publisher sends.
+CAPTURE_MS_TEXT_RE = re.compile(r"[0-9]{1,15}")
+#: Outside this an integer is not a time at all: refused before any arithmetic, so a
+#: huge JSON integer cannot overflow the float in the message.
+CAPTURE_MS_MAX = 10**15
+
+
+def parse_capture_ms(value: object) -> int:
+    """A capture clock as sent (a JSON integer, or ASCII digits in a form field) as an
+    ``int``; ``ClockError`` for anything else (bools, floats, NaN, signs, exponents,
+    spaces, non-ASCII digits, more than 15 digits)."""
+    if isinstance(value, str) and CAPTURE_MS_TEXT_RE.fullmatch(value):
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise ClockError("capture_ms must be an integer (milliseconds since the epoch)")
+    if not 0 <= value < CAPTURE_MS_MAX:
+        raise ClockError("capture_ms is out of range: milliseconds since the epoch expected")
+    return value
+
+
+def check_capture_ms(value: object, server_ms: int | None = None) -> int:
+    """Validate a publisher's capture clock (epoch ms, as ``parse_capture_ms`` takes it)
+    against the server's time; raises ``ClockError`` with why."""
+    value = parse_capture_ms(value)
     server_ms = now_ms() if server_ms is None else server_ms
     if not server_ms - MAX_CLOCK_PAST_MS <= value <= server_ms + MAX_CLOCK_FUTURE_MS:
         raise ClockError(

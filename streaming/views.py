@@ -23,7 +23,7 @@ from django.views.decorators.http import require_GET, require_POST
 from rtcsite.errors import ClientError, http_response
 from rtcsite.http import bearer_token
 from streaming import services
-from streaming.clock import iso_ms, now_ms
+from streaming.clock import ClockError, iso_ms, now_ms, parse_capture_ms
 from streaming.ingest import authenticate, feed_chunk, stop_stream
 
 logger = logging.getLogger(__name__)
@@ -169,6 +169,11 @@ async def ingest(request: HttpRequest, slug: str) -> HttpResponse:
             seq = int(seq_raw)
         except (TypeError, ValueError):
             raise ClientError("'seq' must be an integer >= 0.", code="invalid") from None
+        if capture_ms is not None:
+            try:  # its form here; the pipeline checks it against the server's clock
+                capture_ms = parse_capture_ms(capture_ms)
+            except ClockError as exc:
+                raise ClientError(str(exc), code="invalid") from None
         reply = await feed_chunk(slug, key, seq, data, stream=stream, capture_ms=capture_ms)
     except ClientError as exc:
         if exc.status >= 500 or exc.code in ("invalid", "too-large"):
@@ -178,6 +183,7 @@ async def ingest(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 def _read_multipart(request: HttpRequest) -> tuple[str | None, bytes, str | None]:
+    """``seq``, the chunk's bytes and ``capture_ms`` as sent (text, or ``None``)."""
     try:
         upload = request.FILES.get("chunk")
         seq = request.POST.get("seq")

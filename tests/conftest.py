@@ -1,7 +1,8 @@
-"""Shared fixtures: real Daphne servers, a real Redis, real Chromium (Playwright).
+"""Shared fixtures: real Daphne servers, a real Redis, real Chromium (Playwright), a fresh
+PostgreSQL database.
 
-Nothing here skips: a missing Chromium or Redis fails the test with a message naming
-what is missing and how to get it (scripts/run-tests installs/starts both).
+Nothing here skips: a missing Chromium, Redis or PostgreSQL fails the test with a message
+naming what is missing and how to get it (scripts/run-tests installs/starts the first two).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import redis
 
 from tests.support.chromium import ChromiumMissing, chromium_path, launched_chromium
 from tests.support.daphne import DaphneServer
+from tests.support.postgres import PostgresMissing, fresh_database
 
 
 # --- servers -------------------------------------------------------------------------------
@@ -88,6 +90,18 @@ def redis_env(redis_url: str, redis_prefix: str) -> dict[str, str]:
         "CHANNEL_LAYER_PREFIX": f"{redis_prefix}-layer",
         "PRESENCE_KEY_PREFIX": f"{redis_prefix}-presence",
     }
+
+
+# --- PostgreSQL ----------------------------------------------------------------------------
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh database on a real PostgreSQL (``TEST_POSTGRES_URL``, default the local
+    ``postgres`` role), as a ``DATABASE_URL``; dropped after the test."""
+    try:
+        with fresh_database() as url:
+            yield url
+    except PostgresMissing as exc:
+        pytest.fail(str(exc))
 
 
 # --- Chromium ------------------------------------------------------------------------------

@@ -109,8 +109,8 @@ def check_anchored(server, slug: str, capture_ms: int, *, live: bool) -> None:
         assert timing is not None and timing.get("value").endswith("/streams/time/"), mpd_text
 
 
-def test_http_capture_clock_anchors_playlists_and_manifest(server, chunks):
-    slug, key = ingest.new_stream(server, "Clock http")
+def http_publish_with_clock(server, chunks, slug: str, key: str) -> int:
+    """Every chunk by HTTP, the first with a capture clock two minutes back; returns it."""
     capture_ms = now_ms() - PAST_MS
     status, body = ingest.post_chunk(
         server, slug, key, 0, chunks[0].data, capture_ms=str(capture_ms)
@@ -118,6 +118,12 @@ def test_http_capture_clock_anchors_playlists_and_manifest(server, chunks):
     assert status == 202, body
     for seq, chunk in enumerate(chunks[1:], start=1):
         assert ingest.post_chunk(server, slug, key, seq, chunk.data)[0] == 202
+    return capture_ms
+
+
+def test_http_capture_clock_anchors_playlists_and_manifest(server, chunks):
+    slug, key = ingest.new_stream(server, "Clock http")
+    capture_ms = http_publish_with_clock(server, chunks, slug, key)
     check_anchored(server, slug, capture_ms, live=True)
     clock = ingest.stream_status(server, slug)["clock"]
     assert clock == {
@@ -151,14 +157,20 @@ def test_an_implausible_capture_clock_is_refused_clearly(server, chunks):
     assert ingest.stream_status(server, slug)["status"] == "idle"  # nothing started
 
 
-async def ws_publish_with_clock(server, chunks, slug: str, key: str, capture_ms: int) -> None:
+async def ws_publish_with_clock(
+    server, chunks, slug: str, key: str, capture_ms: int, bad_clocks=("yesterday",)
+) -> None:
+    """Publish over the socket; each of ``bad_clocks`` is sent first and must be refused
+    with ``bad-clock``, leaving the socket and the stream as they were."""
     url = f"{server.ws_url}/ws/streams/{slug}/ingest/?token={ingest.page_token(server)}&v=1"
     async with websockets.connect(url, origin=server.url, max_size=2**22) as ws:
         await ws.send(json.dumps({"type": "publish", "key": key}))
         assert (await ingest.ws_recv(ws))["type"] == "ready"
-        await ws.send(json.dumps({"type": "clock", "capture_ms": "yesterday"}))
-        reply = await ingest.ws_recv(ws)
-        assert reply["type"] == "error" and reply["code"] == "bad-clock", reply
+        for bad in bad_clocks:  # json.dumps writes NaN as bare NaN: the server's json reads it
+            await ws.send(json.dumps({"type": "clock", "capture_ms": bad}))
+            reply = await ingest.ws_recv(ws)
+            assert reply["type"] == "error" and reply["code"] == "bad-clock", (bad, reply)
+            assert "capture_ms" in reply["message"], reply
         await ws.send(json.dumps({"type": "clock", "capture_ms": capture_ms}))
         assert (await ingest.ws_recv(ws)) == {"type": "clock", "capture_ms": capture_ms}
         for seq, chunk in enumerate(chunks):
@@ -175,6 +187,46 @@ def test_websocket_capture_clock_anchors_playlists_and_manifest(server, chunks):
     capture_ms = now_ms() - PAST_MS
     asyncio.run(ws_publish_with_clock(server, chunks, slug, key, capture_ms))
     check_anchored(server, slug, capture_ms, live=False)
+
+
+# Capture clocks that are not clocks: Unicode digits ("²".isdigit() is true, int("²")
+# raises: that was a 500 and a socket closed with 1011), signs, spaces, exponents, floats,
+# NaN, booleans and integers too big for a float.
+WIDE_123 = "\uff11\uff12\uff13"
+BAD_CLOCK_TEXT = ["²", "١٢٣", WIDE_123, " 12", "-1", "1e3", "12.5", "NaN", "9" * 40, "9" * 5000]
+BAD_CLOCK_JSON = [*BAD_CLOCK_TEXT, 1.5e12, float("nan"), True, 10**400, -(10**30), None, [1]]
+
+
+def log_size(server) -> int:
+    return server.log_path.stat().st_size
+
+
+def new_log(server, since: int) -> str:
+    return server.log_path.read_bytes()[since:].decode(errors="replace")
+
+
+def test_http_bad_capture_clocks_are_400_and_the_stream_carries_on(server, chunks):
+    slug, key = ingest.new_stream(server, "Clock junk http")
+    since = log_size(server)
+    for bad in BAD_CLOCK_TEXT:
+        status, body = ingest.post_chunk(server, slug, key, 0, chunks[0].data, capture_ms=bad)
+        assert status == 400 and body["error"] == "invalid", (bad, status, body)
+        assert "capture_ms" in body["message"], body
+    assert ingest.stream_status(server, slug)["status"] == "idle"  # nothing started
+    # The same stream then takes a good clock and its chunks.
+    capture_ms = http_publish_with_clock(server, chunks, slug, key)
+    assert ingest.stop_http(server, slug, key)[1]["state"] == "ended"
+    assert ingest.stream_status(server, slug)["clock"]["capture_ms"] == capture_ms
+    assert "Traceback" not in new_log(server, since)
+
+
+def test_websocket_bad_capture_clocks_are_errors_and_the_socket_stays(server, chunks):
+    slug, key = ingest.new_stream(server, "Clock junk ws")
+    since = log_size(server)
+    capture_ms = now_ms() - PAST_MS
+    asyncio.run(ws_publish_with_clock(server, chunks, slug, key, capture_ms, BAD_CLOCK_JSON))
+    assert ingest.stream_status(server, slug)["clock"]["capture_ms"] == capture_ms
+    assert "Traceback" not in new_log(server, since)
 
 
 def test_time_endpoint_serves_the_server_clock(server):
