@@ -1,5 +1,5 @@
-# Sourced by scripts/run-tests: find or install Chromium, find or start a Redis server.
-# Exports CHROMIUM_PATH and TEST_REDIS_URL; a Redis started here is stopped on exit (by PID).
+# Sourced by scripts/run-tests: find or install Chromium and coturn, find or start Redis and PostgreSQL.
+# Exports CHROMIUM_PATH, TURNSERVER_PATH, TEST_REDIS_URL, TEST_POSTGRES_URL; servers started here are stopped on exit.
 
 say() { printf '\033[1m[test-env]\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31m[test-env] %s\033[0m\n' "$*" >&2; exit 1; }
@@ -51,3 +51,32 @@ else
   say "started redis-server (pid $REDIS_PID) on port $REDIS_PORT for the tests"
 fi
 export TEST_REDIS_URL
+
+# --- PostgreSQL (a few tests need it: it refuses what SQLite stores) ------------------------
+pg_ok() { .venv/bin/python -c 'import sys, psycopg; psycopg.connect(sys.argv[1], connect_timeout=2).close()' "$1" 2>/dev/null; }
+if [ -n "${TEST_POSTGRES_URL:-}" ] && pg_ok "$TEST_POSTGRES_URL"; then
+  :
+elif pg_ok "postgres://postgres@127.0.0.1:5432/postgres"; then
+  TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:5432/postgres"
+else
+  PG_BIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)"
+  [ -n "$PG_BIN" ] || { apt_install postgresql || true; PG_BIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)"; }
+  [ -n "$PG_BIN" ] || die "No PostgreSQL reachable and none installed: run 'apt-get install postgresql' as root, or set TEST_POSTGRES_URL to a role that may create databases."
+  # A private cluster on a free port, trust auth, run as the 'postgres' user when we are root
+  # (initdb refuses root), stopped and deleted on exit.
+  PG_PORT="$(.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  PG_DIR="$(mktemp -d)"
+  as_pg() { if [ "$(id -u)" = "0" ]; then chown -R postgres "$PG_DIR"; su postgres -s /bin/sh -c "$*"; else sh -c "$*"; fi; }
+  PG_USER="$([ "$(id -u)" = "0" ] && echo postgres || id -un)"
+  as_pg "'$PG_BIN/initdb' -D '$PG_DIR/data' -U postgres -A trust >'$PG_DIR/initdb.log' 2>&1" ||
+    die "initdb failed (log: $PG_DIR/initdb.log)."
+  as_pg "'$PG_BIN/pg_ctl' -D '$PG_DIR/data' -l '$PG_DIR/pg.log' -w -o \"-p $PG_PORT -h 127.0.0.1 -k '$PG_DIR'\" start >/dev/null" ||
+    die "PostgreSQL did not start (log: $PG_DIR/pg.log)."
+  stop_pg() { as_pg "'$PG_BIN/pg_ctl' -D '$PG_DIR/data' -m fast stop >/dev/null 2>&1"; rm -rf "$PG_DIR"; }
+  previous_trap="$(trap -p EXIT | sed -e "s/^trap -- '//" -e "s/' EXIT$//")"
+  trap "stop_pg; ${previous_trap:-:}" EXIT
+  TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+  pg_ok "$TEST_POSTGRES_URL" || die "Started PostgreSQL on port $PG_PORT but it does not answer (log: $PG_DIR/pg.log)."
+  say "started PostgreSQL on port $PG_PORT for the tests ($PG_USER)"
+fi
+export TEST_POSTGRES_URL
