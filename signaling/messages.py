@@ -2,7 +2,9 @@
 
 Every field's type and size is checked before anything is relayed; the result is a new
 dict holding only the known fields, so nothing a client adds (``from``, extra keys,
-nested junk) ever reaches another peer.
+nested junk) ever reaches another peer. Strings arrive here as valid Unicode (the socket
+base refuses lone surrogates when it parses a message), so whatever is cleaned here can
+cross the channel layer between processes (msgpack encodes strings as UTF-8).
 """
 
 from __future__ import annotations

@@ -2,10 +2,12 @@
 
 It does, once, what every socket needs: authenticate the signed token from the query
 string, close with a documented code when that fails, parse and bound incoming JSON
-messages, rate-limit, and answer bad input with an ``error`` message while keeping the
-connection up. Subclasses implement ``on_connect`` and ``handle_<type>`` methods
-(``type`` with dashes turned into underscores) and raise ``rtcsite.errors.ClientError``
-for anything the client must be told; this module turns it into the ``error`` message.
+messages (strict JSON, valid Unicode: what the channel layer can carry), rate-limit, answer
+bad input with an ``error`` message while keeping the connection up, and send nothing (nor
+handle queued frames) once the socket is closed. Subclasses implement ``on_connect`` and
+``handle_<type>`` methods (``type`` with dashes turned into underscores) and raise
+``rtcsite.errors.ClientError`` for anything the client must be told; this module turns it
+into the ``error`` message.
 Close codes (``codes.py``) and error codes are documented in docs/protocol.md.
 
 **Forked from Channels** (checked against channels 4.x; re-check on every Channels
@@ -25,11 +27,14 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
+import re
 from collections.abc import Awaitable, Callable
 from enum import IntEnum
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import parse_qs
 
+from autobahn.exception import Disconnected
 from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
@@ -44,6 +49,50 @@ from rtcsite.waiters import Waiters
 from rtcsite.ws.codes import PROTOCOL_VERSION, TOKEN_CLOSE_CODES, CloseCode
 
 logger = logging.getLogger(__name__)
+
+#: what a server's ``send`` raises on a closed socket: ASGI says an ``OSError``; Daphne lets
+#: Autobahn's ``Disconnected`` through between a close frame and ``websocket.disconnect``
+SEND_ON_CLOSED = (OSError, Disconnected)
+
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def _refuse_constant(name: str) -> NoReturn:
+    """Python's json reads ``NaN``/``Infinity``; JSON has neither, nor can we echo them."""
+    raise ClientError(f"{name} is not JSON.")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999: valid JSON syntax, no finite value
+        raise ClientError("Numbers must be finite.")
+    return value
+
+
+#: the one decoder of client messages (a module-level one: ``json.loads`` with hooks would
+#: build a decoder per message)
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
+#: ``allow_nan=False``: a bug raises here rather than sending NaN/Infinity, which are not JSON
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
+def _has_lone_surrogate(content: Any) -> bool:
+    """Whether a string (or key) anywhere in the parsed message holds a surrogate code
+    point: only a lone ``\\udXXX`` escape makes one (a valid pair decodes to one
+    character). Such strings cannot be encoded as UTF-8, so msgpack (the Redis channel
+    layer) raises on them in the sender's handler."""
+    stack = [content]
+    while stack:  # iterative: parsed JSON may nest nearly as deep as the recursion limit
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 class DispatchLock(Waiters):
@@ -102,6 +151,9 @@ class JsonSocketConsumer(AsyncJsonWebsocketConsumer):
     close_db_per_message: bool = True
     #: ``ref`` of the errors answering a binary message (what a binary message is here)
     binary_ref: str | None = None
+    #: set once the socket is closing or closed (by us or the peer): nothing more is sent
+    #: and queued client frames are dropped (a class default: no per-socket memory until set)
+    closed: bool = False
 
     identity: Identity
 
@@ -117,7 +169,7 @@ class JsonSocketConsumer(AsyncJsonWebsocketConsumer):
         """
         self.scope = scope
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
-        self.base_send = send
+        self._server_send = send
         lock = DispatchLock()
         layer_task: asyncio.Task[None] | None = None
         if self.channel_layer is not None:
@@ -156,6 +208,22 @@ class JsonSocketConsumer(AsyncJsonWebsocketConsumer):
             message = await layer.receive(channel_name)
             async with lock:
                 await self.dispatch(message)
+
+    async def base_send(self, message: dict[str, Any]) -> None:
+        """The server's ``send`` (Channels' ``send`` calls this), a no-op once the socket is
+        closed. Sending on a closing socket makes Daphne raise ``Disconnected``; events
+        (``peer-left``...) and replies to frames received before the close still come, and
+        each would end the consumer with a traceback in the server's log."""
+        if self.closed:
+            logger.debug("not sent, socket closed (%s): %s", self.log_context(), message["type"])
+            return
+        if message["type"] == "websocket.close":
+            self.closed = True
+        try:
+            await self._server_send(message)
+        except SEND_ON_CLOSED:
+            self.closed = True
+            logger.debug("not sent, socket closed by the peer (%s)", self.log_context())
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Call the handler for ``message['type']`` (see ``close_db_per_message``)."""
@@ -215,8 +283,8 @@ class JsonSocketConsumer(AsyncJsonWebsocketConsumer):
     # --- incoming -------------------------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None):
-        if not self.authenticated:
-            return
+        if self.closed or not self.authenticated:
+            return  # closed: frames that were already queued are not answered
         if not self._bucket.take():
             await self.reject(RateLimited("Too many messages; slow down."))
             return
@@ -237,11 +305,17 @@ class JsonSocketConsumer(AsyncJsonWebsocketConsumer):
         if len(text_data) > limit or len(text_data.encode("utf-8")) > limit:
             raise ClientError("Message exceeds the size limit.", code="too-large", status=413)
         try:
-            content = json.loads(text_data)
+            content = _DECODER.decode(text_data)
         except (ValueError, RecursionError):  # ValueError: also numbers past int's limit
             raise ClientError("Message is not valid JSON.") from None
         if not isinstance(content, dict) or not isinstance(content.get("type"), str):
             raise ClientError("Message must be an object with a string 'type'.")
+        # a surrogate can only come from a \u escape: most messages skip the walk
+        if "\\u" in text_data and _has_lone_surrogate(content):
+            raise ClientError(
+                "Message has a lone surrogate (a \\ud800-\\udfff escape not in a pair): "
+                "strings must be valid Unicode."
+            )
         return content
 
     async def receive_bytes(self, data: bytes) -> None:
@@ -276,8 +350,9 @@ class JsonSocketConsumer(AsyncJsonWebsocketConsumer):
     async def handle_ping(self, content: dict[str, Any]) -> None:
         """Application-level keepalive; echoes ``t`` so clients can measure round trips."""
         reply: dict[str, Any] = {"type": "pong"}
-        if isinstance(content.get("t"), (int, float)):
-            reply["t"] = content["t"]
+        t = content.get("t")
+        if isinstance(t, int) or (isinstance(t, float) and math.isfinite(t)):
+            reply["t"] = t
         await self.send_json(reply)
 
     # --- outgoing -------------------------------------------------------------------------
@@ -310,7 +385,7 @@ class JsonSocketConsumer(AsyncJsonWebsocketConsumer):
 
     @classmethod
     async def encode_json(cls, content: Any) -> str:
-        return json.dumps(content, separators=(",", ":"))
+        return _ENCODER.encode(content)
 
 
 class NotFoundConsumer(JsonSocketConsumer):

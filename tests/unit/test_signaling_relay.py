@@ -154,6 +154,20 @@ async def test_capacity_race_admits_exactly_three(layer):
         (json.dumps({"type": "offer", "sdp": SDP}), "bad-message"),  # no 'to'
         (json.dumps({"type": "offer", "to": "0" * 12, "sdp": SDP}), "unknown-peer"),
         (json.dumps({"type": "offer", "to": "PEER", "sdp": SDP}), "bad-message"),
+        # a valid id plus a newline ('$' matches before a final newline; fullmatch does not)
+        (json.dumps({"type": "offer", "to": "{b}\n", "sdp": SDP}), "bad-message"),
+        # a lone surrogate (JSON \ud800): not UTF-8, so not sendable through Redis
+        (json.dumps({"type": "offer", "to": "{b}", "sdp": SDP + "a=x:\ud800"}), "bad-message"),
+        (
+            json.dumps(
+                {
+                    "type": "candidate",
+                    "to": "{b}",
+                    "candidate": {"candidate": "", "sdpMid": "\udc00"},
+                }
+            ),
+            "bad-message",
+        ),
         (json.dumps({"type": "offer", "to": "{b}", "sdp": "hello"}), "bad-message"),
         (json.dumps({"type": "offer", "to": "{b}", "sdp": 5}), "bad-message"),
         (json.dumps({"type": "offer", "to": "{b}", "sdp": "v=0" + "x" * 50_000}), "too-large"),
