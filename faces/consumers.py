@@ -68,8 +68,7 @@ class FaceFramesConsumer(JsonSocketConsumer):
             raise
         except Exception:
             logger.exception("face detection failed (%s)", self.log_context())
-            error = ClientError("Detection failed.", code="server-error", status=500)
-            error.details["frame"] = number
+            error = ClientError("Detection failed.", code="server-error", status=500, frame=number)
             await self.send_error(error, "frame")
             return
         await self.send_json({"type": "faces", "frame": number, **result.as_dict()})

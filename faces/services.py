@@ -40,7 +40,7 @@ from faces.detector import (
     detection_pool,
     get_detector,
 )
-from rtcsite.errors import Busy, ClientError, RateLimited
+from rtcsite.errors import Busy, ClientError, RateLimited, TooLarge
 from rtcsite.ratelimit import TokenBucket
 
 FRAME_TYPES = ("image/webp", "image/jpeg", "image/png")
@@ -119,10 +119,8 @@ def check_frame(data: bytes) -> tuple[int, int]:
             "Empty frame: send the image bytes (WebP, JPEG or PNG).", code="bad-image"
         )
     if len(data) > limit:
-        raise ClientError(
+        raise TooLarge(
             f"Frame has {len(data)} bytes; at most {limit} are accepted.",
-            code="too-large",
-            status=413,
             limit=limit,
         )
     try:

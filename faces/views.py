@@ -19,7 +19,7 @@ from django.views.decorators.http import require_POST
 
 from faces import services
 from identity.tokens import TokenError, verify_token
-from rtcsite.errors import ClientError, http_response
+from rtcsite.errors import ClientError, TooLarge, http_response
 from rtcsite.http import bearer_token
 
 
@@ -80,10 +80,8 @@ async def detect(request: HttpRequest) -> HttpResponse:
     limit = settings.FACE_MAX_FRAME_BYTES
     try:
         if declared > limit:  # before Django reads the body into memory
-            raise ClientError(
+            raise TooLarge(
                 f"Frame has {declared} bytes; at most {limit} are accepted.",
-                code="too-large",
-                status=413,
                 limit=limit,
             )
         params = services.params_from_query(request.GET)

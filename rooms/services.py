@@ -18,6 +18,7 @@ from django.utils.text import slugify
 from identity.services import Identity
 from rooms.models import Room, RoomKind
 from rtcsite.batching import Batcher
+from rtcsite.text import clean_title
 
 MAX_TITLE_LENGTH = 80
 
@@ -38,8 +39,6 @@ def slug_for_name(name: str) -> str:
 
 
 def clean_room_name(raw: str) -> str:
-    from rtcsite.text import clean_title
-
     name = clean_title(
         raw, limit=MAX_TITLE_LENGTH, required="Give the room a name.", plural="Room names"
     )

@@ -62,6 +62,12 @@ class Conflict(ClientError):
     code, status = "conflict", 409
 
 
+class TooLarge(ClientError):
+    """Over a size limit (message, chunk, frame); ``limit`` in the details where useful."""
+
+    code, status = "too-large", 413
+
+
 class RateLimited(ClientError):
     """The client sent too much too fast; it may retry after ``retry_after`` seconds."""
 

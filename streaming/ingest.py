@@ -14,7 +14,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
-from rtcsite.errors import ClientError, Conflict, Forbidden, NotFound, RateLimited
+from rtcsite.errors import ClientError, Conflict, Forbidden, NotFound, RateLimited, TooLarge
 from rtcsite.process import PROCESS_ID
 from streaming import registry, status
 from streaming.models import Stream, StreamStatus
@@ -40,6 +40,15 @@ async def authenticate(slug: str, key: str | None) -> Stream:
     return await _authenticate(slug, key)
 
 
+def _elsewhere(stream: Stream) -> Conflict:
+    """A live stream whose pipeline runs in another process (sticky ingest missed)."""
+    return Conflict(
+        f"This stream is running in another server process ({stream.worker}); "
+        "ingest for one stream must always reach the same process.",
+        code="wrong-process",
+    )
+
+
 def _live_stream(stream: Stream) -> LiveStream:
     """The stream's pipeline in this process, started if the stream may go live here."""
     live = registry.get(stream.slug)
@@ -57,11 +66,7 @@ def _live_stream(stream: Stream) -> LiveStream:
         )
     if stream.status == StreamStatus.LIVE:
         if stream.worker and stream.worker != PROCESS_ID:
-            raise Conflict(
-                f"This stream is running in another server process ({stream.worker}); "
-                "ingest for one stream must always reach the same process.",
-                code="wrong-process",
-            )
+            raise _elsewhere(stream)
         # Live in this process but no pipeline any more: it just closed. Never restart an
         # encode into a folder that already holds this stream's segments.
         raise Conflict("This stream's pipeline has closed. Create a new stream.", code="closed")
@@ -90,11 +95,7 @@ async def feed_chunk(
         raise ClientError("'seq' must be an integer >= 0.", code="invalid")
     limit = settings.STREAM_MAX_CHUNK_BYTES
     if len(data) > limit:
-        raise ClientError(
-            f"Chunk of {len(data)} bytes is over the limit of {limit} bytes.",
-            code="too-large",
-            status=413,
-        )
+        raise TooLarge(f"Chunk of {len(data)} bytes is over the limit of {limit} bytes.")
     if not data:
         raise ClientError(f"Chunk seq={seq} is empty.", code="invalid")
     live = _live_stream(stream)
@@ -127,10 +128,7 @@ async def stop_stream(slug: str, key: str | None) -> dict[str, Any]:
             await announce_status(stream.slug, StreamStatus.ENDED, "stopped before going live")
             return {"state": StreamStatus.ENDED, "reason": "stopped before going live"}
         if stream.status == StreamStatus.LIVE and stream.worker != PROCESS_ID:
-            raise Conflict(
-                f"This stream is running in another process ({stream.worker}).",
-                code="wrong-process",
-            )
+            raise _elsewhere(stream)
         return {"state": stream.status, "reason": stream.reason}
     state = await live.stop("stopped by the publisher")
     stats = live.pipeline.stats()

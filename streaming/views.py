@@ -20,7 +20,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from rtcsite.errors import ClientError, http_response
+from rtcsite.errors import ClientError, TooLarge, http_response
 from rtcsite.http import bearer_token
 from streaming import services
 from streaming.clock import ClockError, iso_ms, now_ms, parse_capture_ms
@@ -153,11 +153,7 @@ async def ingest(request: HttpRequest, slug: str) -> HttpResponse:
         declared = 0
     if declared > limit + MULTIPART_OVERHEAD:
         return http_response(
-            ClientError(
-                f"Request of {declared} bytes is over the chunk limit {limit}.",
-                code="too-large",
-                status=413,
-            )
+            TooLarge(f"Request of {declared} bytes is over the chunk limit {limit}.")
         )
     key = publish_key_from(request)
     try:
@@ -194,11 +190,7 @@ def _read_multipart(request: HttpRequest) -> tuple[str | None, bytes, str | None
         raise ClientError("Send the chunk as a multipart file field named 'chunk'.", code="invalid")
     limit = settings.STREAM_MAX_CHUNK_BYTES
     if upload.size > limit:
-        raise ClientError(
-            f"Chunk of {upload.size} bytes is over the limit of {limit}.",
-            code="too-large",
-            status=413,
-        )
+        raise TooLarge(f"Chunk of {upload.size} bytes is over the limit of {limit}.")
     return seq, upload.read(), capture_ms
 
 

@@ -43,7 +43,7 @@ from django.conf import settings
 
 from identity.services import Identity
 from identity.tokens import TokenError, verify_token
-from rtcsite.errors import ClientError, NotFound, RateLimited
+from rtcsite.errors import ClientError, NotFound, RateLimited, TooLarge
 from rtcsite.ratelimit import TokenBucket
 from rtcsite.waiters import Waiters
 from rtcsite.ws.codes import PROTOCOL_VERSION, TOKEN_CLOSE_CODES, CloseCode
@@ -303,7 +303,7 @@ class JsonSocketConsumer(AsyncJsonWebsocketConsumer):
         limit = settings.WS_MAX_MESSAGE_BYTES
         # characters >= bytes / 4: the cheap check first
         if len(text_data) > limit or len(text_data.encode("utf-8")) > limit:
-            raise ClientError("Message exceeds the size limit.", code="too-large", status=413)
+            raise TooLarge("Message exceeds the size limit.")
         try:
             content = _DECODER.decode(text_data)
         except (ValueError, RecursionError):  # ValueError: also numbers past int's limit
