@@ -231,6 +231,18 @@ STREAM_STOP_TIMEOUT = env_float("STREAM_STOP_TIMEOUT", 20.0, minimum=1)
 STREAM_FEED_WAIT = env_float("STREAM_FEED_WAIT", 2.0, minimum=0)  # wait for queue space
 STREAM_RATE_LIMIT = env_float("STREAM_RATE_LIMIT", 20.0, minimum=0.1)  # chunks/s per stream
 STREAM_RETENTION_HOURS = env_float("STREAM_RETENTION_HOURS", 72.0, minimum=0)
+# The source frame size a WebM header may declare (streaming/webm.py check_source): a side
+# at most this many pixels, and at most this many pixels in all (4096x2160: DCI 4K).
+STREAM_SOURCE_MAX_SIDE = env_int("STREAM_SOURCE_MAX_SIDE", 4096, minimum=16)
+STREAM_SOURCE_MAX_PIXELS = env_int("STREAM_SOURCE_MAX_PIXELS", 4096 * 2160, minimum=256)
+# Each FFmpeg child (streaming/ffmpeg.py ChildLimits): address-space limit in MiB (0: none;
+# a 720p+360p run peaks near VMPEAK_MB, see docs/decisions.md), niceness added, and
+# oom_score_adj (the kernel's OOM killer takes an encoder before the web process).
+STREAM_FFMPEG_MEMORY_MB = env_int("STREAM_FFMPEG_MEMORY_MB", 2048, minimum=0)
+STREAM_FFMPEG_NICE = env_int("STREAM_FFMPEG_NICE", 10, minimum=0)
+STREAM_FFMPEG_OOM_SCORE_ADJ = env_int("STREAM_FFMPEG_OOM_SCORE_ADJ", 500, minimum=0)
+if STREAM_FFMPEG_NICE > 19 or STREAM_FFMPEG_OOM_SCORE_ADJ > 1000:
+    raise ImproperlyConfigured("STREAM_FFMPEG_NICE is 0..19, STREAM_FFMPEG_OOM_SCORE_ADJ 0..1000.")
 # Uploaded chunks are parsed in memory up to this size (Django's default is 2.5 MB).
 FILE_UPLOAD_MAX_MEMORY_SIZE = max(2_621_440, STREAM_MAX_CHUNK_BYTES + 1)
 

@@ -47,6 +47,7 @@ class StreamAdmin(admin.ModelAdmin):
         "slug",  # the media folder is named after it
         "status",
         "reason",
+        "failure_detail",  # FFmpeg's words, may name server paths: staff only
         "created_at",
         "started_at",
         "ended_at",

@@ -12,7 +12,10 @@ reasons for each latency-relevant option are in ``docs/decisions.md`` ("Streamin
 
 from __future__ import annotations
 
+import asyncio
 import math
+import os
+import resource
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -117,6 +120,71 @@ class EncoderOptions:
 
 
 @dataclass(frozen=True)
+class ChildLimits:
+    """What one FFmpeg child may take from the machine (``spawn`` applies it).
+
+    ``memory_mb``: its address space (RLIMIT_AS; 0: unlimited), so a hostile or broken
+    source makes that FFmpeg fail its allocations instead of the machine swapping.
+    ``nice``: added to its CPU niceness, so encoders yield to the web process.
+    ``oom_score_adj``: the kernel's OOM killer picks an FFmpeg before Daphne.
+    """
+
+    memory_mb: int
+    nice: int
+    oom_score_adj: int
+
+    @classmethod
+    def from_settings(cls) -> ChildLimits:
+        return cls(
+            memory_mb=settings.STREAM_FFMPEG_MEMORY_MB,
+            nice=settings.STREAM_FFMPEG_NICE,
+            oom_score_adj=settings.STREAM_FFMPEG_OOM_SCORE_ADJ,
+        )
+
+    def _apply_in_child(self) -> None:
+        """Runs in the forked child just before exec, so FFmpeg and every thread it starts
+        inherit it. Only three system calls: no imports, no locks (``preexec_fn`` runs in a
+        copy of a threaded process)."""
+        if self.memory_mb:
+            limit = self.memory_mb << 20
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        if self.nice:
+            os.nice(self.nice)
+        if self.oom_score_adj:
+            fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
+            try:
+                os.write(fd, self._oom_bytes)
+            except PermissionError:
+                pass  # below the server's own value (that needs privilege): keep the server's
+            finally:
+                os.close(fd)
+
+    @property
+    def _oom_bytes(self) -> bytes:
+        return str(self.oom_score_adj).encode()
+
+
+async def spawn(
+    cmd: Sequence[str], limits: ChildLimits | None = None, **kwargs
+) -> asyncio.subprocess.Process:
+    """Start one FFmpeg child: the only place the site does (pipeline and face overlay).
+
+    Always in a session of its own (a Ctrl-C aimed at the server does not kill FFmpeg
+    before it finalises; if the server dies, FFmpeg sees EOF on stdin and exits), with
+    ``limits`` (default: the settings) applied before exec. The caller must ``wait()`` for
+    the returned process on every path (no zombies).
+    """
+    limits = limits or ChildLimits.from_settings()
+    # glibc reserves 64 MiB of address space per malloc arena, up to 8 per core: that, not
+    # memory used, made most of FFmpeg's address space (and scaled it with the machine's
+    # cores). Two arenas: the limit measures what FFmpeg does.
+    kwargs.setdefault("env", {**os.environ, "MALLOC_ARENA_MAX": "2"})
+    return await asyncio.create_subprocess_exec(
+        *cmd, start_new_session=True, preexec_fn=limits._apply_in_child, **kwargs
+    )
+
+
+@dataclass(frozen=True)
 class RawInput:
     """Raw frames on stdin instead of WebM (the face overlay, ``streaming/overlay.py``).
 
@@ -197,7 +265,14 @@ def build_command(
                 thread_queue_size=1024,
             )
 
-    video = source.video.filter("fps", fps=options.fps)
+    video = source.video
+    if raw_input is not None:
+        # Raw frames carry no sample aspect ratio. With none, scale cannot keep the display
+        # aspect ratio where ``-2`` rounds a rung's width (638x478 → 480x360 is not 4:3
+        # exactly), and the dash muxer refuses rungs whose aspect ratios differ. Square
+        # pixels (what the decoder was told to output) let scale set each rung's SAR.
+        video = video.filter("setsar", 1)
+    video = video.filter("fps", fps=options.fps)
     if len(renditions) > 1:
         split = video.filter_multi_output("split", len(renditions))
         branches = [split.stream(i) for i in range(len(renditions))]

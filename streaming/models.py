@@ -52,7 +52,13 @@ class Stream(models.Model):
     status = models.CharField(
         max_length=8, choices=StreamStatus.choices, default=StreamStatus.IDLE, db_index=True
     )
-    reason = models.TextField(blank=True, help_text="Why the stream ended or failed.")
+    reason = models.TextField(
+        blank=True, help_text="Why the stream ended or failed: short, shown to everyone."
+    )
+    failure_detail = models.TextField(
+        blank=True,
+        help_text="Staff only: how the encoder failed, with FFmpeg's last output lines.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)

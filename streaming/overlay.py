@@ -24,6 +24,9 @@ FFmpeg #2 is the usual encoder command (``streaming.ffmpeg.build_command``) with
   video (which waits for Python) never blocks FFmpeg #1.
 * **One process-like object** (``OverlayProcess``): the pipeline writes its stdin, reads one
   merged stderr, waits for it and kills it exactly as it does a single FFmpeg.
+* **Sizes from a checked header only**: the pipeline runs ``webm.check_source`` first (at
+  least 16 pixels a side, bounded area), so no buffer here is sized from an unchecked
+  header; odd sizes are rounded down to even here.
 """
 
 from __future__ import annotations
@@ -41,13 +44,16 @@ from typing import Any
 import numpy as np
 
 from faces.boxes import FaceTracker, draw_boxes_i420
-from streaming.ffmpeg import RawInput
+from streaming.ffmpeg import ChildLimits, RawInput, spawn
 
 logger = logging.getLogger(__name__)
 
 AUDIO_PIPE_BYTES = 1 << 20  # ~5 s of 48 kHz stereo PCM (Linux's default pipe-max-size)
 SAMPLE_RATE = 48000
 CHANNELS = 2
+# The drawing thread ends once both FFmpegs have exited (EOF or a broken pipe); waiting for
+# it longer than this means a bug, not a slow machine: log it and let the stream close.
+THREAD_JOIN_TIMEOUT = 5.0
 
 
 @dataclass
@@ -57,33 +63,37 @@ class OverlayPlan:
 
     raw: RawInput
     audio_write_fd: int | None = None
+    limits: ChildLimits | None = None  # for both FFmpegs (None: the settings)
 
     @classmethod
-    def for_source(cls, width: int, height: int, fps: int, has_audio: bool) -> OverlayPlan:
+    def for_source(
+        cls,
+        width: int,
+        height: int,
+        fps: int,
+        has_audio: bool,
+        limits: ChildLimits | None = None,
+    ) -> OverlayPlan:
         width, height = width - width % 2, height - height % 2  # yuv420p needs even sizes
+        if width < 2 or height < 2:  # check_source keeps such headers out; never size 0
+            raise ValueError(f"frame size {width}x{height} is too small for the overlay")
         audio_read = audio_write = None
         if has_audio:
             audio_read, audio_write = os.pipe()
             with contextlib.suppress(OSError):  # keep the default size if the limit is lower
                 fcntl.fcntl(audio_write, fcntl.F_SETPIPE_SZ, AUDIO_PIPE_BYTES)
         raw = RawInput(width, height, fps, "yuv420p", audio_read, SAMPLE_RATE, CHANNELS)
-        return cls(raw, audio_write)
+        return cls(raw, audio_write, limits)
 
     async def start(
         self, binary: str, encoder_cmd: list[str], tracker: FaceTracker | None = None
     ) -> OverlayProcess:
         """Start FFmpeg #1, the drawing thread and FFmpeg #2 (``encoder_cmd``)."""
-        process = OverlayProcess(self.raw, tracker or FaceTracker(detect_fps=0))
+        process = OverlayProcess(self.raw, tracker or FaceTracker(detect_fps=0), self.limits)
         await process.start(
             decoder_command(binary, self.raw, self.audio_write_fd), encoder_cmd, self.audio_write_fd
         )
         return process
-
-    async def spawn(self, *encoder_cmd: str, **_pipes: Any) -> OverlayProcess:
-        """A stand-in for ``asyncio.create_subprocess_exec(*encoder_cmd, **pipes)``: the
-        pipeline's pipe arguments are for a single FFmpeg; the chain sets up its own. FFmpeg
-        #1 is the same binary as #2."""
-        return await self.start(encoder_cmd[0], list(encoder_cmd))
 
 
 def decoder_command(binary: str, raw: RawInput, audio_write_fd: int | None) -> list[str]:
@@ -127,6 +137,10 @@ class OverlayStats:
 
 
 def _read_exact(fd: int, buffer: bytearray) -> bool:
+    """Fill ``buffer`` from ``fd``; False at EOF. An empty buffer is an error, not a
+    frame: reading 0 bytes always "succeeds", and the caller would loop forever."""
+    if not buffer:
+        raise ValueError("a frame buffer of 0 bytes")
     view = memoryview(buffer)
     got = 0
     while got < len(buffer):
@@ -146,9 +160,12 @@ def _write_all(fd: int, data: memoryview) -> None:
 class OverlayProcess:
     """FFmpeg #1 + the drawing thread + FFmpeg #2, looking like one asyncio subprocess."""
 
-    def __init__(self, raw: RawInput, tracker: FaceTracker) -> None:
+    def __init__(
+        self, raw: RawInput, tracker: FaceTracker, limits: ChildLimits | None = None
+    ) -> None:
         self.raw = raw
         self.tracker = tracker
+        self.limits = limits
         self.decoder: asyncio.subprocess.Process | None = None
         self.encoder: asyncio.subprocess.Process | None = None
         self.stdin: asyncio.StreamWriter | None = None
@@ -171,21 +188,21 @@ class OverlayProcess:
         err_read, err_write = os.pipe()  # both FFmpegs' stderr, merged
         own = [frames_write, draw_read, err_write]
         try:
-            self.decoder = await asyncio.create_subprocess_exec(
-                *decoder_cmd,
+            self.decoder = await spawn(
+                decoder_cmd,
+                self.limits,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=frames_write,
                 stderr=err_write,
                 pass_fds=(audio_write,) if audio_write is not None else (),
-                start_new_session=True,
             )
-            self.encoder = await asyncio.create_subprocess_exec(
-                *encoder_cmd,
+            self.encoder = await spawn(
+                encoder_cmd,
+                self.limits,
                 stdin=draw_read,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=err_write,
                 pass_fds=(audio_read,) if audio_read is not None else (),
-                start_new_session=True,
             )
         except BaseException:
             for fd in (frames_read, draw_write, err_read):
@@ -228,7 +245,7 @@ class OverlayProcess:
                 _write_all(draw_fd, memoryview(buffer))
                 self.stats.frames += 1
                 self.stats.faces = len(boxes)
-        except (BrokenPipeError, OSError) as exc:
+        except (OSError, ValueError) as exc:  # BrokenPipeError is an OSError
             self.stats.error = f"overlay stopped: {exc}"
             logger.warning("face overlay: %s", self.stats.error)
             # FFmpeg #2 is gone: stop FFmpeg #1 too, or it blocks on a full pipe forever.
@@ -241,15 +258,26 @@ class OverlayProcess:
             os.close(draw_fd)  # EOF: FFmpeg #2 finishes its segments and playlists
 
     # --- process interface -----------------------------------------------------------------
+    def kill(self) -> None:
+        """Kill both FFmpegs (the drawing thread then ends on EOF or a broken pipe)."""
+        for proc in (self.decoder, self.encoder):
+            if proc is not None and proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+
     async def wait(self) -> int:
+        """Wait for (reap) both FFmpegs, then the drawing thread (bounded, see
+        ``THREAD_JOIN_TIMEOUT``)."""
         assert self.decoder is not None and self.encoder is not None
         decoded = await self.decoder.wait()
         if decoded < 0 and self.encoder.returncode is None:  # killed: kill the whole chain
             with contextlib.suppress(ProcessLookupError):
-                os.kill(self.encoder.pid, signal.SIGKILL)
-        for thread in self._threads:
-            await asyncio.to_thread(thread.join)
+                self.encoder.kill()
         encoded = await self.encoder.wait()
+        for thread in self._threads:
+            await asyncio.to_thread(thread.join, THREAD_JOIN_TIMEOUT)
+            if thread.is_alive():
+                logger.error("face overlay: %s still running after both FFmpegs", thread.name)
         self.returncode = decoded if decoded != 0 else encoded
         logger.info("face overlay finished: %s", self.stats.as_dict())
         return self.returncode

@@ -13,9 +13,13 @@ The path of a chunk: sequence check (``chunks.ReorderBuffer``) → WebM structur
 continuous stream). When the queue is full ``feed`` raises ``Backpressure`` (or waits up
 to ``wait`` seconds first): memory stays bounded, and the caller tells the publisher to
 slow down. The errors ``feed`` raises are ``rtcsite.errors.ClientError``s, told to the
-publisher as they are. FFmpeg's stderr is kept as a bounded tail; if FFmpeg exits on its
-own the state becomes ``failed`` with that tail as the reason. FFmpeg is always waited for
-(no zombies) and killed if it does not finish in time or the pipeline is cancelled.
+publisher as they are. Before FFmpeg starts, the source the header declares is checked
+(``webm.check_source``: frame size, codecs); one the site does not take fails the stream.
+FFmpeg's stderr is kept as a bounded tail; if FFmpeg exits on its own the state becomes
+``failed``: ``reason`` is short fixed text for the public (status, viewers, lobby), the
+tail goes to ``failure_detail`` (staff: admin, logs) as it can name server paths. FFmpeg
+is always waited for (no zombies) and killed if it does not finish in time or the pipeline
+is cancelled.
 """
 
 from __future__ import annotations
@@ -25,8 +29,6 @@ import contextlib
 import dataclasses
 import enum
 import logging
-import os
-import signal
 import time
 from collections import deque
 from collections.abc import Callable
@@ -40,14 +42,17 @@ from django.conf import settings
 from rtcsite.errors import Busy, ClientError, Conflict
 from streaming.chunks import Chunk, Gap, HeldBufferFull, Released, ReorderBuffer
 from streaming.clock import ClockError, StreamClock, check_capture_ms, now_ms, write_clock
-from streaming.ffmpeg import EncoderOptions, build_command, ffmpeg_binary
+from streaming.ffmpeg import ChildLimits, EncoderOptions, build_command, ffmpeg_binary, spawn
 from streaming.ladder import Rendition, configured_ladder, renditions_for_source
 from streaming.playlists import finalize_vod, segment_files
-from streaming.webm import WebMError, WebMStreamChecker
+from streaming.webm import UnsupportedSource, WebMError, WebMStreamChecker, check_source
 
 logger = logging.getLogger(__name__)
 
 MAX_STDERR_LINE = 400  # characters kept per FFmpeg stderr line
+# Public reasons of a failed encode (FFmpeg's own words go to ``failure_detail``).
+ENCODER_FAILED = "encoder failed"
+ENCODER_NOT_STARTED = "encoder could not start"
 
 
 class PipelineState(enum.StrEnum):
@@ -104,6 +109,9 @@ class PipelineConfig:
     gap_timeout: float  # seconds to wait for a missing chunk before skipping it
     idle_timeout: float | None  # seconds without chunks → stop as ended; None: never
     stop_timeout: float  # seconds FFmpeg may take to finalise after stdin closes
+    max_source_side: int  # frame size a header may declare (webm.check_source)
+    max_source_pixels: int
+    limits: ChildLimits  # memory, niceness, OOM score of every FFmpeg child
     max_held_bytes: int = 8 << 20  # early chunks waiting for a gap to fill
     start_timeout: float = 30.0  # seconds from creation to the first chunk (with idle_timeout)
     stderr_lines: int = 40
@@ -125,12 +133,16 @@ class PipelineConfig:
             "gap_timeout": settings.STREAM_GAP_TIMEOUT,
             "idle_timeout": settings.STREAM_IDLE_TIMEOUT or None,
             "stop_timeout": settings.STREAM_STOP_TIMEOUT,
+            "max_source_side": settings.STREAM_SOURCE_MAX_SIDE,
+            "max_source_pixels": settings.STREAM_SOURCE_MAX_PIXELS,
             **overrides,
         }
         if "ladder" not in values:
             values["ladder"] = configured_ladder()
         if "encoder" not in values:
             values["encoder"] = EncoderOptions.from_settings()
+        if "limits" not in values:
+            values["limits"] = ChildLimits.from_settings()
         return cls(**values)
 
 
@@ -167,7 +179,8 @@ class StreamPipeline:
         self.binary = binary
         self._on_state = on_state
         self.state = PipelineState.IDLE
-        self.reason = ""  # why it ended or failed
+        self.reason = ""  # why it ended or failed: short, public (no FFmpeg output)
+        self.failure_detail = ""  # staff only: FFmpeg's exit and its last stderr lines
         self.last_error = ""  # the latest refused chunk or skipped gap, for the publisher
         self.created_at = time.monotonic()
         self.started_at: datetime | None = None
@@ -463,6 +476,17 @@ class StreamPipeline:
         info = self._checker.info
         assert info is not None and info.video is not None
         try:
+            # Before anything is sized from the header (ladder, overlay buffers, FFmpeg).
+            check_source(
+                info,
+                max_side=self.config.max_source_side,
+                max_pixels=self.config.max_source_pixels,
+            )
+        except UnsupportedSource as exc:
+            logger.warning("%s: %s", self.name, exc.reason)
+            await self._finish(PipelineState.FAILED, exc.reason)
+            raise StreamClosed(f"stream is {self.state}: {exc.reason}") from exc
+        try:
             self.renditions = renditions_for_source(self.config.ladder, info.video.height)
             self.output_dir.mkdir(parents=True, exist_ok=True)
             if self.capture_ms is not None:
@@ -478,10 +502,11 @@ class StreamPipeline:
                 from streaming.overlay import OverlayPlan
 
                 plan = OverlayPlan.for_source(
-                    info.video.width or 640,
-                    info.video.height or 480,
+                    info.video.width,
+                    info.video.height,
                     self.config.encoder.fps,
                     info.audio is not None,
+                    limits=self.config.limits,
                 )
             self.command = build_command(
                 self.output_dir,
@@ -500,20 +525,21 @@ class StreamPipeline:
                 ", ".join(r.name for r in self.renditions),
                 self.output_dir,
             )
-            spawn = plan.spawn if plan else asyncio.create_subprocess_exec
-            self.process = await spawn(
-                *self.command,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE,
-                # Own session: a Ctrl-C aimed at the server does not kill FFmpeg before it
-                # finalises; if the server dies, FFmpeg sees EOF on stdin and exits.
-                start_new_session=True,
-            )
+            if plan is not None:
+                self.process = await plan.start(self.command[0], self.command)
+            else:
+                self.process = await spawn(
+                    self.command,
+                    self.config.limits,
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.PIPE,
+                )
         except Exception as exc:  # a bad setting, an unwritable folder, no binary
-            logger.error("%s: could not start FFmpeg: %s", self.name, exc)
-            await self._finish(PipelineState.FAILED, f"could not start FFmpeg: {exc}")
-            raise StreamClosed(self.reason) from exc
+            self.failure_detail = f"could not start FFmpeg: {exc}"
+            logger.error("%s: %s", self.name, self.failure_detail)
+            await self._finish(PipelineState.FAILED, ENCODER_NOT_STARTED)
+            raise StreamClosed(f"stream is {self.state}: {self.reason}") from exc
         self.started_at = datetime.now(UTC)
         self._set_state(PipelineState.LIVE)
         self._writer_task = self._task(self._writer())
@@ -586,8 +612,9 @@ class StreamPipeline:
             tail = " | ".join(self.stderr_tail) or "(no output)"
             how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
             when = "while finishing" if self.state == PipelineState.STOPPING else "unexpectedly"
-            reason = f"FFmpeg {how} {when}: {tail}"
-            logger.error("%s: %s", self.name, reason)
+            self.failure_detail = f"FFmpeg {how} {when}: {tail}"
+            reason = ENCODER_FAILED
+            logger.error("%s: %s", self.name, self.failure_detail)
         await self._finish(state, reason)
 
     async def _kill(self, reason: str) -> None:
@@ -606,7 +633,7 @@ class StreamPipeline:
             return
         if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
+                proc.kill()  # the overlay's kill() ends both of its FFmpegs
         # Always reap: a killed child that is never waited for stays a zombie.
         await asyncio.shield(proc.wait())
 

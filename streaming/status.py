@@ -25,8 +25,17 @@ PROGRESS_SAVE_INTERVAL = 2.0  # seconds between progress writes to the row while
 def row_values(pipeline: StreamPipeline, *, stopped_by_publisher: bool) -> dict[str, Any]:
     """The row's fields for the pipeline as it is now (``status`` absent while idle)."""
     if pipeline.closed and pipeline.started_at is None:
-        # Never went live (only refused chunks, or FFmpeg did not start). Stopped by its
+        # Never went live. Failed (a source the site does not take, FFmpeg did not start):
+        # failed, so it is not published again. Only refused chunks, then stopped by its
         # publisher: ended; abandoned: it stays idle and may be published again.
+        if pipeline.state == PipelineState.FAILED:
+            return {
+                "status": StreamStatus.FAILED,
+                "ended_at": pipeline.ended_at,
+                "reason": pipeline.reason[:200],
+                "failure_detail": pipeline.failure_detail[:4000],
+                "worker": "",
+            }
         if stopped_by_publisher:
             return {"status": StreamStatus.ENDED, "ended_at": timezone.now(), "reason": "stopped"}
         return {"status": StreamStatus.IDLE, "worker": ""}
@@ -48,7 +57,10 @@ def row_values(pipeline: StreamPipeline, *, stopped_by_publisher: bool) -> dict[
         values.update(status=StreamStatus.ENDED, ended_at=pipeline.ended_at, reason=pipeline.reason)
     elif state == PipelineState.FAILED:
         values.update(
-            status=StreamStatus.FAILED, ended_at=pipeline.ended_at, reason=pipeline.reason[:4000]
+            status=StreamStatus.FAILED,
+            ended_at=pipeline.ended_at,
+            reason=pipeline.reason[:200],
+            failure_detail=pipeline.failure_detail[:4000],
         )
     return values
 

@@ -14,6 +14,15 @@ payloads) so the pipeline can:
   bad upload does not disturb a healthy stream;
 * resynchronise on the next Cluster after bytes were lost (a skipped sequence gap).
 
+``check_source`` then decides whether the site takes that source at all (``UnsupportedSource``
+fails the stream, before any pipeline sizes a buffer or starts FFmpeg from the header):
+
+* a frame size of ``MIN_SIDE`` (16) to ``max_side`` (``STREAM_SOURCE_MAX_SIDE``, 4096)
+  pixels a side and at most ``max_pixels`` (``STREAM_SOURCE_MAX_PIXELS``, 4096x2160) in
+  all; a missing size counts as 0x0. Odd sizes are fine (the encoders round down to even);
+* browser codecs only: video VP8, VP9, AV1 or H.264, audio Opus, Vorbis, AAC or PCM
+  (``VIDEO_CODECS``, ``AUDIO_CODECS``: what MediaRecorder writes into WebM/Matroska).
+
 Limits, on purpose: frame payloads are not decoded, so corruption *inside* a frame
 passes (FFmpeg's decoder conceals it); a garbage chunk that happens to look like valid
 element headers is accepted (for random bytes the chance is well below 1 in 1000, see
@@ -87,8 +96,38 @@ DEFAULT_MAX_ELEMENT = 32 << 20  # a single frame (SimpleBlock) above 32 MiB is n
 PAD_LIMIT = 1 << 20  # see WebMStreamChecker.resync()
 
 
+MIN_SIDE = 16  # pixels: below this a picture is not video (and 4:2:0 planes round to 0)
+# Matroska CodecIDs browsers' MediaRecorder writes (H.264 in Chromium's x-matroska).
+VIDEO_CODECS = {
+    "V_VP8": "VP8",
+    "V_VP9": "VP9",
+    "V_AV1": "AV1",
+    "V_MPEG4/ISO/AVC": "H.264",
+}
+AUDIO_CODECS = {
+    "A_OPUS": "Opus",
+    "A_VORBIS": "Vorbis",
+    "A_AAC": "AAC",
+    "A_PCM/INT/LIT": "PCM",
+    "A_PCM/INT/BIG": "PCM",
+    "A_PCM/FLOAT/IEEE": "PCM",
+}
+
+
 class WebMError(ValueError):
     """The bytes are not (a continuation of) a WebM stream; the message says why."""
+
+
+class UnsupportedSource(ValueError):
+    """A well-formed WebM whose source the site does not take (frame size, codec).
+
+    Not a refused chunk (``WebMError``): the stream fails. ``reason`` is short, fixed text
+    fit for anyone to read (no bytes of the upload beyond the numbers and codec ID).
+    """
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(reason)
 
 
 @dataclass(frozen=True)
@@ -116,6 +155,36 @@ class StreamInfo:
     @property
     def audio(self) -> Track | None:
         return next((t for t in self.tracks if t.kind == "audio"), None)
+
+
+def _printable(codec: str) -> str:
+    """A codec ID as it may be shown publicly: bounded, printable ASCII only."""
+    text = "".join(c if c.isascii() and c.isprintable() else "?" for c in codec[:32])
+    return text or "none"
+
+
+def check_source(info: StreamInfo, *, max_side: int, max_pixels: int) -> None:
+    """Raise ``UnsupportedSource`` unless the site takes this source (see the module doc).
+
+    Pure: the limits are the ``STREAM_SOURCE_*`` settings, passed in by the pipeline.
+    """
+    video = info.video
+    if video is None:  # the checker refuses such a header already; kept for direct callers
+        raise UnsupportedSource("unsupported video: no video track")
+    if video.codec not in VIDEO_CODECS:
+        raise UnsupportedSource(f"unsupported video: codec {_printable(video.codec)}")
+    width, height = video.width or 0, video.height or 0
+    if (
+        not MIN_SIDE <= width <= max_side
+        or not MIN_SIDE <= height <= max_side
+        or width * height > max_pixels
+    ):
+        raise UnsupportedSource(f"unsupported video: {width}x{height} frame size")
+    audio = info.audio
+    if audio is not None and not any(
+        audio.codec == known or audio.codec.startswith(known + "/") for known in AUDIO_CODECS
+    ):  # AAC comes as A_AAC/MPEG4/LC etc.
+        raise UnsupportedSource(f"unsupported audio: codec {_printable(audio.codec)}")
 
 
 def read_vint(buf: bytes | bytearray, pos: int, *, keep_marker: bool) -> tuple[int, int] | None:
@@ -159,6 +228,8 @@ def _iter_children(payload: bytes):
 
 
 def _uint(data: bytes) -> int:
+    if len(data) > 8:  # EBML unsigned integers are at most 8 bytes
+        raise WebMError(f"an unsigned integer element of {len(data)} bytes (at most 8)")
     return int.from_bytes(data, "big") if data else 0
 
 

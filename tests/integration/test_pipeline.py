@@ -296,7 +296,8 @@ async def test_ffmpeg_killed_mid_stream_fails_the_stream_without_a_zombie(make_p
     os.kill(pid, signal.SIGKILL)
     async with asyncio.timeout(10):
         assert await pipeline.wait_closed() == PipelineState.FAILED
-    assert "FFmpeg killed by signal 9 unexpectedly" in pipeline.reason
+    assert pipeline.reason == "encoder failed"  # public; FFmpeg's words are for staff
+    assert "FFmpeg killed by signal 9 unexpectedly" in pipeline.failure_detail
     assert_reaped(pid)
     with pytest.raises(StreamClosed, match="failed") as closed:
         await pipeline.feed(12, chunks[12].data)
@@ -305,7 +306,8 @@ async def test_ffmpeg_killed_mid_stream_fails_the_stream_without_a_zombie(make_p
 
 
 async def test_ffmpeg_error_exit_reports_its_last_stderr_lines(make_pipeline, chunks):
-    """The output folder vanishes: FFmpeg exits with an error; its words become the reason."""
+    """The output folder vanishes: FFmpeg exits with an error; its words become the staff
+    detail, never the public reason (they name server paths)."""
     pipeline = make_pipeline()
     await feed_paced(pipeline, chunks, speed=4.0, order=range(6))
     await wait_for(lambda: pipeline.stats()["segments"] >= 1)
@@ -316,8 +318,10 @@ async def test_ffmpeg_error_exit_reports_its_last_stderr_lines(make_pipeline, ch
             await asyncio.sleep(0.05)
     async with asyncio.timeout(10):
         assert await pipeline.wait_closed() == PipelineState.FAILED
-    assert "FFmpeg exited with code" in pipeline.reason
-    assert "No such file or directory" in pipeline.reason, pipeline.reason
+    assert pipeline.reason == "encoder failed", pipeline.reason
+    assert str(pipeline.output_dir) not in pipeline.reason
+    assert "FFmpeg exited with code" in pipeline.failure_detail
+    assert "No such file or directory" in pipeline.failure_detail, pipeline.failure_detail
     assert 0 < len(pipeline.stderr_tail) <= pipeline.config.stderr_lines
     assert_reaped(pipeline.pid)
 
@@ -397,8 +401,9 @@ async def test_video_only_small_source_gets_one_rung_and_no_audio(make_pipeline,
 async def test_a_missing_ffmpeg_binary_fails_the_stream_clearly(tmp_path, chunks):
     config = PipelineConfig.from_settings()
     pipeline = StreamPipeline(tmp_path / "s", config, binary=str(tmp_path / "no-ffmpeg"))
-    with pytest.raises(StreamClosed, match="could not start FFmpeg"):
+    with pytest.raises(StreamClosed, match="encoder could not start"):
         await pipeline.feed(0, chunks[0].data)
     assert pipeline.state == PipelineState.FAILED and pipeline.process is None
+    assert "could not start FFmpeg" in pipeline.failure_detail  # staff only: names a path
     with pytest.raises(StreamClosed):
         await pipeline.feed(1, chunks[1].data)

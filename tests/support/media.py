@@ -25,9 +25,14 @@ if TYPE_CHECKING:
 from streaming.ffmpeg import ffmpeg_binary
 from streaming.webm import (
     ID_CLUSTER,
+    ID_PIXEL_HEIGHT,
+    ID_PIXEL_WIDTH,
     ID_SEGMENT,
     ID_SIMPLE_BLOCK,
     ID_TIMESTAMP,
+    ID_TRACK_ENTRY,
+    ID_TRACKS,
+    ID_VIDEO,
     WebMStreamChecker,
     read_vint,
 )
@@ -121,6 +126,38 @@ def webm_blocks(webm: bytes) -> list[Block]:
             blocks.append(Block(track, cluster_ms + relative, pos))
         pos = start + size
     return blocks
+
+
+def with_frame_size(webm: bytes, width: int, height: int) -> bytes:
+    """``webm`` with its header's PixelWidth/PixelHeight rewritten in place (a lying header,
+    as a hostile publisher could send). The new values must fit the elements' byte lengths
+    (FFmpeg writes 2 bytes for sizes of 256..65535)."""
+    data = bytearray(webm)
+    patched = 0
+
+    def walk(pos: int, end: int) -> None:
+        nonlocal patched
+        while pos < end:
+            ident, id_length = read_vint(data, pos, keep_marker=True)
+            size, size_length = read_vint(data, pos + id_length, keep_marker=False)
+            start = pos + id_length + size_length
+            if ident == ID_SEGMENT:
+                walk(start, len(data) if size < 0 else start + size)
+                return
+            if ident == ID_CLUSTER:
+                return  # the header is over
+            if ident in (ID_TRACKS, ID_TRACK_ENTRY, ID_VIDEO):
+                walk(start, start + size)
+            elif ident in (ID_PIXEL_WIDTH, ID_PIXEL_HEIGHT):
+                value = width if ident == ID_PIXEL_WIDTH else height
+                data[start : start + size] = value.to_bytes(size, "big")  # OverflowError if not
+                patched += 1
+            pos = start + size
+
+    walk(0, len(data))
+    if patched != 2:
+        raise ValueError(f"{patched} frame size elements found, expected 2")
+    return bytes(data)
 
 
 def mediarecorder_chunks(webm: bytes, timeslice_ms: int = 250) -> list[TimedChunk]:
