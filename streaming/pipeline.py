@@ -612,7 +612,9 @@ class StreamPipeline:
             tail = " | ".join(self.stderr_tail) or "(no output)"
             how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
             when = "while finishing" if self.state == PipelineState.STOPPING else "unexpectedly"
-            self.failure_detail = f"FFmpeg {how} {when}: {tail}"
+            limit = self.config.limits.memory_mb
+            bound = f" (memory limit {limit} MiB)" if limit else ""
+            self.failure_detail = f"FFmpeg {how} {when}{bound}: {tail}"
             reason = ENCODER_FAILED
             logger.error("%s: %s", self.name, self.failure_detail)
         await self._finish(state, reason)

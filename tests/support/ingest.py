@@ -34,13 +34,16 @@ def clip_chunks(request, tmp_path_factory, seconds: float) -> list[TimedChunk]:
     return mediarecorder_chunks(clip, timeslice_ms=250)
 
 
-def new_stream(server, title: str = "Test show") -> tuple[str, str]:
+def new_stream(server, title: str = "Test show", *, face_overlay: bool = False) -> tuple[str, str]:
     """Create a stream as a browser does (form + CSRF) and read the key shown once."""
     jar = CookieJar()
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
     opener.open(server.url + "/streams/").read()
     csrf = next(c.value for c in jar if c.name == "csrftoken")
-    form = urllib.parse.urlencode({"title": title, "csrfmiddlewaretoken": csrf}).encode()
+    fields = {"title": title, "csrfmiddlewaretoken": csrf}
+    if face_overlay:
+        fields["face_overlay"] = "on"
+    form = urllib.parse.urlencode(fields).encode()
     request = urllib.request.Request(
         server.url + "/streams/new/", data=form, headers={"Referer": server.url + "/streams/"}
     )
