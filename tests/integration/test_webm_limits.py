@@ -13,7 +13,9 @@ live and writes HLS and DASH.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -23,7 +25,14 @@ import pytest
 from django.conf import settings
 
 from streaming.ffmpeg import EncoderOptions
-from streaming.pipeline import PipelineConfig, PipelineState, StreamClosed, StreamPipeline
+from streaming.overlay import THREAD_JOIN_TIMEOUT
+from streaming.pipeline import (
+    Backpressure,
+    PipelineConfig,
+    PipelineState,
+    StreamClosed,
+    StreamPipeline,
+)
 from tests.support.ingest import media_cache, new_stream, post_chunk, stream_status
 from tests.support.media import cached_webm, mediarecorder_chunks, with_frame_size
 
@@ -138,3 +147,32 @@ def _parent(pid: str) -> int | None:
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
     except (OSError, ValueError):
         return None
+
+
+async def test_stop_returns_in_time_when_the_overlay_encoder_hangs(tmp_path, clip):
+    """FFmpeg #2 stopped (SIGSTOP) while the stream ends: stop() kills both FFmpegs after
+    ``stop_timeout`` and returns; both are reaped, the drawing thread is gone."""
+    encoder = EncoderOptions.from_settings(segment_seconds=1.0, live_window_seconds=0)
+    config = PipelineConfig.from_settings(
+        encoder=encoder, face_overlay=True, idle_timeout=None, stop_timeout=2.0
+    )
+    pipeline = StreamPipeline(tmp_path / "stream", config)
+    chunks = chunks_of(clip, 640, 480)
+    for seq, chunk in enumerate(chunks[:6]):
+        await pipeline.feed(seq, chunk, wait=10)
+    overlay = pipeline.process
+    os.kill(overlay.encoder.pid, signal.SIGSTOP)
+    for seq, chunk in enumerate(chunks[6:], start=6):
+        with contextlib.suppress(Backpressure):
+            await pipeline.feed(seq, chunk)
+    async with asyncio.timeout(config.stop_timeout + THREAD_JOIN_TIMEOUT + 10):
+        assert await pipeline.stop() == PipelineState.FAILED
+    assert "did not finish" in pipeline.reason
+    for pid in (overlay.decoder.pid, overlay.encoder.pid):
+        assert_reaped(pid)
+    assert overlay_threads() == []
+
+
+def assert_reaped(pid: int) -> None:
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # waited for already: not our child any more
