@@ -128,7 +128,7 @@ def ours_fast(chunks, out: Path, options) -> dict[str, float]:
         for seq, chunk in enumerate(chunks):
             await pipeline.feed(seq, chunk.data, wait=60)
         state = await pipeline.stop()
-        return f"{state}: {pipeline.reason}"
+        return f"{state}: {pipeline.reason} {pipeline.failure_detail}"
 
     cpu0, self0, t0 = _children_cpu(), _self_cpu(), time.monotonic()
     state = asyncio.run(go())
