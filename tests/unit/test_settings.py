@@ -124,3 +124,12 @@ def test_ffmpeg_default_is_bundled_binary():
         check=True,
     )
     assert "ffmpeg version" in done.stdout
+
+
+@pytest.mark.parametrize(
+    "env", [{"STREAM_FFMPEG_NICE": "20"}, {"STREAM_FFMPEG_OOM_SCORE_ADJ": "1001"}]
+)
+def test_ffmpeg_child_limits_out_of_range_are_named(env):
+    done = run_settings(**env)
+    assert done.returncode != 0
+    assert "STREAM_FFMPEG_NICE is 0..19, STREAM_FFMPEG_OOM_SCORE_ADJ 0..1000" in done.stderr
