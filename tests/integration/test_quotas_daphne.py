@@ -82,6 +82,8 @@ def test_stream_creation_rate_is_shared_by_processes(daphne_factory, redis_env):
     refused = erin.create_stream(second, "Erin again")
     assert_refused_page(refused, 429, "Too many new streams from you: at most 1 per hour.")
     assert 'value="Erin again"' in refused.body  # the form keeps what was typed
+    faces = erin.post_form(first, "/faces/stream/", {"title": "Erin faces"}, page="/faces/")
+    assert_refused_page(faces, 429, "Too many new streams from you")
     Visitor().new_stream(second, "Frank live")
 
 
