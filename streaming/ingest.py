@@ -3,7 +3,8 @@
 The HTTP ingest views and the WebSocket ingest consumer call these; every refusal is a
 ``rtcsite.errors.ClientError`` (the pipeline's own ones included), which they send as is.
 A stream's pipeline runs in the process that took its first chunk (``streaming.registry``);
-another process answers ``wrong-process``.
+another process answers ``wrong-process``. The first chunk goes live only within the
+live-stream caps (``streaming.limits``), counted against the publisher's address.
 """
 
 from __future__ import annotations
@@ -99,7 +100,10 @@ async def _go_live(stream: Stream, address: str) -> LiveStream:
         raise refused
     live = registry.start(stream, address)
     if address and address != stream.address:  # other processes count it by this address
-        await status.save(stream.pk, {"address": address})
+        try:
+            await status.save(stream.pk, {"address": address})
+        except Exception:  # the stream goes on; only other processes' count is off
+            logger.exception("stream %s: could not save its publisher's address", stream.slug)
     return live
 
 
