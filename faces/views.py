@@ -20,11 +20,10 @@ from django.views.decorators.http import require_POST
 from faces import services
 from identity.tokens import TokenError, verify_token
 from rtcsite.errors import ClientError, TooLarge, http_response
-from rtcsite.http import bearer_token
+from rtcsite.http import bearer_token, client_address, refusal_page
 
 
-def index(request: HttpRequest) -> HttpResponse:
-    """``/faces/``: camera, browser (face-api) and server (OpenCV) detection, publishing."""
+def index_context(request: HttpRequest) -> dict:
     from streaming.services import get_stream
     from streaming.views import new_key
 
@@ -34,21 +33,23 @@ def index(request: HttpRequest) -> HttpResponse:
     if slug:
         stream = get_stream(slug)
         key = new_key(request, slug, forget=False)  # the publisher page shows it, then drops it
-    return render(
-        request,
-        "faces/index.html",
-        {
-            "limits": services.limits(),
-            "params": services.parse_params(None),
-            "stream": stream,
-            "new_key": key,
-        },
-    )
+    return {
+        "limits": services.limits(),
+        "params": services.parse_params(None),
+        "stream": stream,
+        "new_key": key,
+    }
+
+
+def index(request: HttpRequest) -> HttpResponse:
+    """``/faces/``: camera, browser (face-api) and server (OpenCV) detection, publishing."""
+    return render(request, "faces/index.html", index_context(request))
 
 
 @require_POST
 def new_stream(request: HttpRequest) -> HttpResponse:
-    """Create a stream to publish the face-api canvas to, then come back to ``/faces/``."""
+    """Create a stream to publish the face-api canvas to, then come back to ``/faces/``
+    (over a quota: this page again with the message, 429/503 and ``Retry-After``)."""
     from django.contrib import messages
     from django.core.exceptions import ValidationError
 
@@ -56,7 +57,11 @@ def new_stream(request: HttpRequest) -> HttpResponse:
     from streaming.views import remember_new_key
 
     try:
-        stream, key = create_stream(request.POST.get("title", ""), request.identity)
+        stream, key = create_stream(
+            request.POST.get("title", ""), request.identity, address=client_address(request)
+        )
+    except ClientError as exc:
+        return refusal_page(request, "faces/index.html", index_context(request), exc)
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
         return redirect("faces:index")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.contrib.sessions.backends.base import SessionBase
 
+from rtcsite import quotas
 from rtcsite.text import clean_title
 
 SESSION_KEY = "rtcsite_identity"
@@ -98,8 +99,13 @@ def clean_display_name(raw: object) -> str:
     )
 
 
-def get_or_create_identity(session: SessionBase) -> Identity:
-    """Return the session's identity, creating (and persisting) one on first use."""
+def get_or_create_identity(session: SessionBase, *, address: str | None = None) -> Identity:
+    """Return the session's identity, creating (and persisting) one on first use.
+
+    A new one (a cookie-less request: a session row each) counts towards
+    ``IDENTITY_MINT_RATE_PER_ADDRESS`` for the client ``address``; over it,
+    ``rtcsite.errors.RateLimited`` (the middleware answers 429).
+    """
     data = session.get(SESSION_KEY)
     if (
         isinstance(data, dict)
@@ -108,14 +114,17 @@ def get_or_create_identity(session: SessionBase) -> Identity:
         and isinstance(data.get("name"), str)
     ):
         return Identity(id=data["id"], name=data["name"])
+    quotas.check(quotas.IDENTITY_MINT, address=address)
     identity = Identity(id=new_identity_id(), name=random_display_name())
     session[SESSION_KEY] = identity.as_dict()
     return identity
 
 
-def set_display_name(session: SessionBase, raw_name: str) -> Identity:
+def set_display_name(
+    session: SessionBase, raw_name: str, *, address: str | None = None
+) -> Identity:
     """Validate and store a new display name; the id never changes."""
-    current = get_or_create_identity(session)
+    current = get_or_create_identity(session, address=address)
     identity = Identity(id=current.id, name=clean_display_name(raw_name))
     session[SESSION_KEY] = identity.as_dict()
     return identity

@@ -11,8 +11,9 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from identity.services import get_or_create_identity, set_display_name
+from identity.services import set_display_name
 from identity.tokens import issue_token
+from rtcsite.http import client_address
 
 
 def _safe_next(request: HttpRequest) -> str:
@@ -28,7 +29,9 @@ def _safe_next(request: HttpRequest) -> str:
 def change_name(request: HttpRequest) -> HttpResponse:
     """Set the display name (form post from the header); errors come back as a message."""
     try:
-        identity = set_display_name(request.session, request.POST.get("name", ""))
+        identity = set_display_name(
+            request.session, request.POST.get("name", ""), address=client_address(request)
+        )
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
     else:
@@ -40,7 +43,7 @@ def change_name(request: HttpRequest) -> HttpResponse:
 @require_GET
 def token(request: HttpRequest) -> JsonResponse:
     """A fresh token for reconnecting sockets (same-origin only: no CORS headers)."""
-    identity = get_or_create_identity(request.session)
+    identity = request.identity
     return JsonResponse(
         {
             "token": issue_token(identity),

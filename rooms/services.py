@@ -17,6 +17,7 @@ from django.utils.text import slugify
 
 from identity.services import Identity
 from rooms.models import Room, RoomKind
+from rtcsite import quotas
 from rtcsite.batching import Batcher
 from rtcsite.text import clean_title
 
@@ -47,12 +48,16 @@ def clean_room_name(raw: str) -> str:
     return name
 
 
-def get_or_create_room(name: str, kind: str, creator: Identity) -> JoinResult:
+def get_or_create_room(
+    name: str, kind: str, creator: Identity, *, address: str | None = None
+) -> JoinResult:
     """Open the room called ``name`` of ``kind``, creating it if nobody has yet.
 
-    Anyone may create a room. Names map to slugs, so "Team sync" and "team-sync" are the
-    same room; asking for an existing name with another kind is refused (one URL, one
-    kind). Concurrent creators of the same name both end up in the one room.
+    Anyone may create a room, at the rate ``ROOM_CREATE_RATE`` per identity and
+    ``ROOM_CREATE_RATE_PER_ADDRESS`` per client ``address`` (``rtcsite.quotas``: only a new
+    room counts; joining never does). Names map to slugs, so "Team sync" and "team-sync"
+    are the same room; asking for an existing name with another kind is refused (one URL,
+    one kind). Concurrent creators of the same name both end up in the one room.
     """
     if kind not in RoomKind.values:
         raise ValidationError(f"Unknown room kind {kind!r}.", code="invalid_kind")
@@ -61,6 +66,7 @@ def get_or_create_room(name: str, kind: str, creator: Identity) -> JoinResult:
     room = Room.objects.filter(slug=slug).first()
     created = False
     if room is None:
+        quotas.check(quotas.ROOM_CREATE, identity=creator.id, address=address)
         candidate = Room(
             slug=slug, title=title, kind=kind, created_by=creator.id, created_by_name=creator.name
         )

@@ -75,3 +75,33 @@ def env_json(name: str, default: Any) -> Any:
         return json.loads(raw)
     except json.JSONDecodeError as exc:
         raise ImproperlyConfigured(f"{name} is not valid JSON: {exc}") from exc
+
+
+#: Units a rate's window may be written in ("20/h"), in seconds.
+RATE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_rate(raw: str) -> tuple[int, int]:
+    """``"N/window"`` → ``(N, window seconds)``. The window is seconds (``"20/3600"``) or a
+    number and a unit s/m/h/d (``"20/h"``, ``"50/10m"``). N = 0 means no limit."""
+    count, sep, window = raw.strip().partition("/")
+    if not sep:
+        raise ValueError("expected N/window, e.g. 20/h")
+    window = window.strip().lower()
+    unit = 1
+    if window and window[-1] in RATE_UNITS:
+        unit = RATE_UNITS[window[-1]]
+        window = window[:-1] or "1"
+    limit, seconds = int(count), int(window) * unit
+    if limit < 0 or seconds < 1:
+        raise ValueError("N must be >= 0 and the window at least 1 s")
+    return limit, seconds
+
+
+def env_rate(name: str, default: str) -> tuple[int, int]:
+    """A rate limit such as ``"20/h"``: ``(count, window seconds)``; count 0: unlimited."""
+    raw = os.environ.get(name)
+    try:
+        return parse_rate(default if raw is None or raw.strip() == "" else raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a rate ({exc}).") from exc

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 
 
 def bearer_token(request: HttpRequest) -> str | None:
@@ -15,3 +15,32 @@ def bearer_token(request: HttpRequest) -> str | None:
     if auth[:7].lower() == "bearer ":
         return auth[7:].strip() or None
     return None
+
+
+def client_address(request: HttpRequest) -> str:
+    """The client's address as the server sees it (``REMOTE_ADDR``).
+
+    Behind a proxy, Daphne runs with ``--proxy-headers`` and puts the address the proxy
+    names in ``X-Forwarded-For`` here (docs/deploy.md); the header itself is never read,
+    so a client cannot choose the address it is counted under.
+    """
+    return request.META.get("REMOTE_ADDR") or ""
+
+
+def scope_address(scope: dict) -> str:
+    """``client_address`` for an ASGI scope (sockets)."""
+    client = scope.get("client")
+    return str(client[0]) if client else ""
+
+
+def refusal_page(request: HttpRequest, template: str, context: dict, exc) -> HttpResponse:
+    """A form's page again, with ``exc`` (a ``ClientError``) as its error message, the
+    error's status and ``Retry-After`` on 429/503."""
+    from django.contrib import messages
+    from django.shortcuts import render
+
+    messages.error(request, exc.message)
+    response = render(request, template, context, status=exc.status)
+    if exc.retry_after is not None:
+        response["Retry-After"] = str(exc.retry_after)
+    return response

@@ -12,7 +12,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from rtcsite.env import env_bool, env_float, env_int, env_json, env_list, env_str
+from rtcsite.env import env_bool, env_float, env_int, env_json, env_list, env_rate, env_str
 from rtcsite.ice import validate_ice_servers
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -119,6 +119,24 @@ if REDIS_URL:
 else:
     # In-memory, with its expiry sweep throttled (rtcsite/layers.py: O(sockets) per message)
     CHANNEL_LAYERS = {"default": {"BACKEND": "rtcsite.layers.EmbeddedChannelLayer"}}
+# The cache holds the quota counters (rtcsite/quotas.py): shared by every process through
+# Redis when REDIS_URL is set, else per process (one process needs nothing more).
+CACHE_KEY_PREFIX = env_str("CACHE_KEY_PREFIX", "rtcsite")
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": CACHE_KEY_PREFIX,
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "KEY_PREFIX": CACHE_KEY_PREFIX,
+        }
+    }
 # Relay offers/answers/candidates between peers on the same process directly, not through
 # the layer (signaling/local.py; measured in bench/bench_signaling.py).
 SIGNALING_LOCAL_DELIVERY = env_bool("SIGNALING_LOCAL_DELIVERY", True)
@@ -259,3 +277,21 @@ FACE_MAX_FRAME_BYTES = env_int("FACE_MAX_FRAME_BYTES", 512 * 1024, minimum=1024)
 FACE_MAX_FRAME_PIXELS = env_int("FACE_MAX_FRAME_PIXELS", 1920 * 1080, minimum=64 * 64)
 FACE_MAX_FPS = env_float("FACE_MAX_FPS", 30.0, minimum=0.001)  # frames/s per connection
 FACE_DETECT_THREADS = env_int("FACE_DETECT_THREADS", 0, minimum=0)
+
+# --- quotas (rtcsite/quotas.py): what one visitor may make the site do --------------------
+# Rates are "N/window" (window in s, or with a unit: "20/h", "50/10m"); N = 0: no limit.
+# Counted per identity and per client address (IPv6: per /64), across processes with Redis.
+ROOM_CREATE_RATE = env_rate("ROOM_CREATE_RATE", "20/h")  # new rooms per identity
+ROOM_CREATE_RATE_PER_ADDRESS = env_rate("ROOM_CREATE_RATE_PER_ADDRESS", "60/h")
+STREAM_CREATE_RATE = env_rate("STREAM_CREATE_RATE", "10/h")  # new streams per identity
+STREAM_CREATE_RATE_PER_ADDRESS = env_rate("STREAM_CREATE_RATE_PER_ADDRESS", "30/h")
+# New identities (sessions: a database row each) handed to cookie-less requests
+IDENTITY_MINT_RATE_PER_ADDRESS = env_rate("IDENTITY_MINT_RATE_PER_ADDRESS", "300/h")
+# Live streams at once (each one FFmpeg: ~0.3 core, bench stream_capacity); 0: no limit
+STREAM_MAX_LIVE_PER_IDENTITY = env_int("STREAM_MAX_LIVE_PER_IDENTITY", 2, minimum=0)
+STREAM_MAX_LIVE_PER_ADDRESS = env_int("STREAM_MAX_LIVE_PER_ADDRESS", 4, minimum=0)
+STREAM_MAX_LIVE_PER_PROCESS = env_int("STREAM_MAX_LIVE_PER_PROCESS", 4, minimum=0)
+STREAM_MAX_LIVE = env_int("STREAM_MAX_LIVE", 16, minimum=0)  # the whole site
+STREAM_MAX_DURATION = env_float("STREAM_MAX_DURATION", 4 * 3600.0, minimum=0)  # s live; 0: none
+# Segments kept per stream (VOD included); 4 h of the default ladder is ~6 GB. 0: none
+STREAM_MAX_DISK_MB = env_float("STREAM_MAX_DISK_MB", 8192.0, minimum=0)

@@ -42,7 +42,7 @@ class StreamAdmin(admin.ModelAdmin):
         "created_at",
     )
     list_filter = ("status", "face_overlay", "created_at")
-    search_fields = ("title", "slug", "owner_id", "owner_name")
+    search_fields = ("title", "slug", "owner_id", "owner_name", "address")
     readonly_fields = (
         "slug",  # the media folder is named after it
         "status",
@@ -60,6 +60,7 @@ class StreamAdmin(admin.ModelAdmin):
         "files_purged_at",
         "owner_id",
         "owner_name",
+        "address",  # who the live-stream caps count it against (staff tracing abuse)
         "links",
     )
     fields = ("title", "face_overlay", *readonly_fields)  # face_overlay: read at go-live

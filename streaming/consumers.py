@@ -19,6 +19,7 @@ from django.conf import settings
 from presence import membership
 from presence.membership import Membership
 from rtcsite.errors import ClientError, NotFound
+from rtcsite.http import scope_address
 from rtcsite.ws.codes import CloseCode
 from rtcsite.ws.consumer import JsonSocketConsumer
 from streaming import ingest, services
@@ -75,7 +76,12 @@ class StreamIngestConsumer(JsonSocketConsumer):
         (seq,) = SEQ_HEADER.unpack_from(data)
         try:
             reply = await ingest.feed_chunk(
-                self.slug, self.key, seq, data[SEQ_HEADER.size :], capture_ms=self.capture_ms
+                self.slug,
+                self.key,
+                seq,
+                data[SEQ_HEADER.size :],
+                capture_ms=self.capture_ms,
+                address=scope_address(self.scope),
             )
         except ClientError as exc:
             exc.details.setdefault("seq", seq)

@@ -3,23 +3,28 @@
 The HTTP ingest views and the WebSocket ingest consumer call these; every refusal is a
 ``rtcsite.errors.ClientError`` (the pipeline's own ones included), which they send as is.
 A stream's pipeline runs in the process that took its first chunk (``streaming.registry``);
-another process answers ``wrong-process``.
+another process answers ``wrong-process``. The first chunk goes live only within the
+live-stream caps (``streaming.limits``), counted against the publisher's address.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
+from rtcsite import quotas
 from rtcsite.errors import ClientError, Conflict, Forbidden, NotFound, RateLimited, TooLarge
 from rtcsite.process import PROCESS_ID
-from streaming import registry, status
+from streaming import limits, registry, status
 from streaming.models import Stream, StreamStatus
 from streaming.registry import LiveStream
 from streaming.services import announce_status, get_stream
+
+logger = logging.getLogger(__name__)
 
 
 @sync_to_async
@@ -49,8 +54,8 @@ def _elsewhere(stream: Stream) -> Conflict:
     )
 
 
-def _live_stream(stream: Stream) -> LiveStream:
-    """The stream's pipeline in this process, started if the stream may go live here."""
+def _live_stream(stream: Stream) -> LiveStream | None:
+    """The stream's pipeline in this process; None if the stream may go live here."""
     live = registry.get(stream.slug)
     if live is not None:
         if live.pipeline.closed:  # ended a moment ago; its status write may be pending
@@ -70,7 +75,36 @@ def _live_stream(stream: Stream) -> LiveStream:
         # Live in this process but no pipeline any more: it just closed. Never restart an
         # encode into a folder that already holds this stream's segments.
         raise Conflict("This stream's pipeline has closed. Create a new stream.", code="closed")
-    return registry.start(stream)
+    return None
+
+
+async def _go_live(stream: Stream, address: str) -> LiveStream:
+    """Start the stream's pipeline here unless a live-stream cap refuses it
+    (``streaming.limits``: 429 per identity or address, 503 process or site full)."""
+    rows = await limits.alive_rows()
+    # From here to the registration there is no await: two first chunks in this process
+    # cannot both take the last place.
+    live = _live_stream(stream)  # another request may have started it meanwhile
+    if live is not None:
+        return live
+    local = registry.entries()
+    refused = limits.refusal(
+        [*rows, *local],
+        owner_id=stream.owner_id,
+        address=address,
+        in_process=len(local),
+        slug=stream.slug,
+    )
+    if refused is not None:
+        logger.info("stream %s: not going live: %s", stream.slug, refused.message)
+        raise refused
+    live = registry.start(stream, address)
+    if address and address != stream.address:  # other processes count it by this address
+        try:
+            await status.save(stream.pk, {"address": address})
+        except Exception:  # the stream goes on; only other processes' count is off
+            logger.exception("stream %s: could not save its publisher's address", stream.slug)
+    return live
 
 
 async def feed_chunk(
@@ -81,11 +115,14 @@ async def feed_chunk(
     *,
     stream: Stream | None = None,
     capture_ms: Any = None,
+    address: str = "",
 ) -> dict[str, Any]:
     """Authenticate, rate-limit and feed one chunk; returns the publisher's status reply.
 
     ``stream``: already authenticated with ``key`` by the caller in this request.
-    ``capture_ms``: the publisher's capture clock (epoch ms of media time 0, synced with
+    ``address``: the publisher's client address (``rtcsite.http``), counted by the
+    live-stream caps when this chunk makes the stream go live. ``capture_ms``: the
+    publisher's capture clock (epoch ms of media time 0, synced with
     ``/streams/time/``), sent with the first chunk; it anchors the HLS/DASH timelines
     (streaming/clock.py). Ignored once the encoder runs.
     """
@@ -98,7 +135,7 @@ async def feed_chunk(
         raise TooLarge(f"Chunk of {len(data)} bytes is over the limit of {limit} bytes.")
     if not data:
         raise ClientError(f"Chunk seq={seq} is empty.", code="invalid")
-    live = _live_stream(stream)
+    live = _live_stream(stream) or await _go_live(stream, quotas.address_key(address))
     if not live.bucket.take():
         raise RateLimited("Too many chunks for this stream; slow down.")
     pipeline = live.pipeline

@@ -46,6 +46,12 @@ class Stream(models.Model):
         max_length=16, blank=True, help_text="Identity id of the visitor who created it."
     )
     owner_name = models.CharField(max_length=40, blank=True)
+    address = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="Client address (IPv6: its /64) of the creator, then of the publisher once "
+        "live: the live-stream quotas count by it.",
+    )
     publish_key_hash = models.CharField(
         max_length=64, editable=False, help_text="SHA-256 of the publish key (never stored)."
     )

@@ -19,7 +19,7 @@ from django.urls import reverse
 
 from rtcsite.process import PROCESS_ID
 from rtcsite.ratelimit import TokenBucket
-from streaming import status
+from streaming import limits, status
 from streaming.ffmpeg import EncoderOptions
 from streaming.models import Stream, StreamStatus
 from streaming.pipeline import PipelineConfig, PipelineState, StreamPipeline
@@ -34,9 +34,12 @@ class LiveStream:
     """A stream published to this process: its pipeline, its chunk rate limit, and what a
     state change does (the row saved, viewers and lobbies told, unregistered once closed)."""
 
-    def __init__(self, stream: Stream):
+    def __init__(self, stream: Stream, address: str = ""):
         self.stream_id = stream.pk
         self.slug = stream.slug
+        self.owner_id = stream.owner_id
+        self.address = address  # the publisher's, as the live-stream caps count it
+        self.ending = False  # over its duration or disk budget: being stopped
         rate = settings.STREAM_RATE_LIMIT
         self.bucket = TokenBucket(rate, max(1, int(rate * 2)))
         self.stopped_by_publisher = False
@@ -51,11 +54,25 @@ class LiveStream:
         )
 
     def save_progress_if_due(self) -> None:
-        """While live, save the counters every ``PROGRESS_SAVE_INTERVAL`` seconds."""
+        """While live, save the counters every ``PROGRESS_SAVE_INTERVAL`` seconds, and end
+        the stream if it is over its duration or disk budget (``streaming.limits``)."""
         due = time.monotonic() - self.last_saved > status.PROGRESS_SAVE_INTERVAL
         if due and not self.pipeline.closed:
             self.last_saved = time.monotonic()
             self._spawn(self._save())
+            if not self.ending:
+                self._spawn(self._check_budget())
+
+    async def _check_budget(self) -> None:
+        """Stop cleanly (FFmpeg finalises the VOD) with the reason, once over budget."""
+        reason = limits.over_duration(self.pipeline.started_at)
+        if not reason and settings.STREAM_MAX_DISK_MB:
+            used = await asyncio.to_thread(limits.folder_bytes, self.pipeline.output_dir)
+            reason = limits.over_disk(used)
+        if reason and not self.ending and not self.pipeline.closed:
+            self.ending = True
+            logger.info("stream %s: %s", self.slug, reason)
+            await self.pipeline.stop(reason)
 
     async def stop(self, reason: str) -> PipelineState:
         """The publisher ends the stream: FFmpeg finalises, the row is saved at once."""
@@ -99,12 +116,21 @@ def get(slug: str) -> LiveStream | None:
     return _running.get(slug)
 
 
-def start(stream: Stream) -> LiveStream:
+def entries() -> list[limits.LiveEntry]:
+    """This process's streams that have not closed, as the live-stream caps count them."""
+    return [
+        limits.LiveEntry(live.slug, live.owner_id, live.address)
+        for live in _running.values()
+        if not live.pipeline.closed
+    ]
+
+
+def start(stream: Stream, address: str = "") -> LiveStream:
     """Register a new live stream for ``stream``, its folder cleared of refused attempts."""
     output = stream.media_dir()
     if stream.status == StreamStatus.IDLE and output.exists():
         shutil.rmtree(output, ignore_errors=True)  # refused attempts never produce media
-    live = LiveStream(stream)
+    live = LiveStream(stream, address)
     _running[stream.slug] = live
     logger.info("stream %s: pipeline created in %s", stream.slug, PROCESS_ID)
     return live

@@ -19,7 +19,9 @@ from django.utils.text import slugify
 
 from identity.services import Identity
 from presence import services as presence
+from rtcsite import quotas
 from rtcsite.text import clean_title
+from streaming import limits
 from streaming.clock import read_clock
 from streaming.models import Stream, StreamStatus, new_publish_key
 
@@ -35,19 +37,29 @@ def _new_slug(title: str) -> str:
 
 
 def create_stream(
-    title: str, owner: Identity | None, *, face_overlay: bool = False
+    title: str, owner: Identity | None, *, face_overlay: bool = False, address: str | None = None
 ) -> tuple[Stream, str]:
-    """A new idle stream and its publish key: the key is returned here once, never stored."""
+    """A new idle stream and its publish key: the key is returned here once, never stored.
+
+    Visitors create at most ``STREAM_CREATE_RATE`` per identity and
+    ``STREAM_CREATE_RATE_PER_ADDRESS`` per client ``address`` (``rtcsite.quotas``), and none
+    while they are at a live-stream cap (``streaming.limits``): ``RateLimited``/``Busy``.
+    """
     title = clean_title(
         title, limit=MAX_TITLE_LENGTH, required="Give the stream a title.", plural="Titles"
     )
+    address = quotas.address_key(address)
+    owner_id = owner.id if owner else ""
+    limits.check_create(owner_id, address)
+    quotas.check(quotas.STREAM_CREATE, identity=owner_id, address=address)
     key = new_publish_key()
     for _attempt in range(5):
         stream = Stream(
             slug=_new_slug(title),
             title=title,
-            owner_id=owner.id if owner else "",
+            owner_id=owner_id,
             owner_name=owner.name if owner else "",
+            address=address,
             face_overlay=face_overlay,
         )
         stream.set_publish_key(key)

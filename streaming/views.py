@@ -21,7 +21,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from rtcsite.errors import ClientError, TooLarge, http_response
-from rtcsite.http import bearer_token
+from rtcsite.http import bearer_token, client_address, refusal_page
 from streaming import services
 from streaming.clock import ClockError, iso_ms, now_ms, parse_capture_ms
 from streaming.ingest import authenticate, feed_chunk, stop_stream
@@ -61,12 +61,18 @@ def index(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 def create(request: HttpRequest) -> HttpResponse:
+    """Create a stream, then its publisher page; over a quota, this page again with the
+    message (429/503 and ``Retry-After``)."""
     try:
         stream, key = services.create_stream(
             request.POST.get("title", ""),
             request.identity,
             face_overlay=request.POST.get("face_overlay") == "on",
+            address=client_address(request),
         )
+    except ClientError as exc:
+        context = {"streams": services.list_streams(), "title": request.POST.get("title", "")}
+        return refusal_page(request, "streaming/index.html", context, exc)
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
         return redirect("streaming:index")
@@ -170,7 +176,15 @@ async def ingest(request: HttpRequest, slug: str) -> HttpResponse:
                 capture_ms = parse_capture_ms(capture_ms)
             except ClockError as exc:
                 raise ClientError(str(exc), code="invalid") from None
-        reply = await feed_chunk(slug, key, seq, data, stream=stream, capture_ms=capture_ms)
+        reply = await feed_chunk(
+            slug,
+            key,
+            seq,
+            data,
+            stream=stream,
+            capture_ms=capture_ms,
+            address=client_address(request),
+        )
     except ClientError as exc:
         if exc.status >= 500 or exc.code in ("invalid", "too-large"):
             logger.info("ingest %s: %s %s", slug, exc.code, exc.message)

@@ -83,12 +83,13 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
 
 @pytest.fixture
 def redis_env(redis_url: str, redis_prefix: str) -> dict[str, str]:
-    """Settings for Daphne processes that share the real Redis: channel layer and presence
-    keys under this test's own prefix (deleted afterwards)."""
+    """Settings for Daphne processes that share the real Redis: channel layer, presence
+    keys and the cache (quota counters) under this test's own prefix (deleted afterwards)."""
     return {
         "REDIS_URL": redis_url,
         "CHANNEL_LAYER_PREFIX": f"{redis_prefix}-layer",
         "PRESENCE_KEY_PREFIX": f"{redis_prefix}-presence",
+        "CACHE_KEY_PREFIX": f"{redis_prefix}-cache",
     }
 
 
@@ -147,3 +148,14 @@ def fresh_presence_backend():
     yield
     services.stop_sweeper()
     reset_backend()
+
+
+# --- quotas --------------------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def fresh_quota_counters():
+    """In-process tests share one LocMemCache: each starts with no quota counted."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()

@@ -15,7 +15,8 @@ PROBE = (
     "print(json.dumps({'layer': settings.CHANNEL_LAYERS['default']['BACKEND'], "
     "'db': settings.DATABASES['default']['ENGINE'], 'debug': settings.DEBUG, "
     "'ice': settings.ICE_SERVERS, 'hosts': settings.ALLOWED_HOSTS, "
-    "'media': str(settings.MEDIA_ROOT), 'ffmpeg': settings.FFMPEG_BINARY}))"
+    "'media': str(settings.MEDIA_ROOT), 'ffmpeg': settings.FFMPEG_BINARY, "
+    "'cache': settings.CACHES['default'], 'room_rate': settings.ROOM_CREATE_RATE}))"
 )
 SCRUB = ("REDIS_URL", "DATABASE_URL", "SECRET_KEY", "DEBUG", "ICE_SERVERS", "ALLOWED_HOSTS")
 
@@ -52,6 +53,24 @@ def test_redis_url_switches_channel_layer():
         load(REDIS_URL="redis://127.0.0.1:6379/3", CHANNEL_LAYER_BACKEND="pubsub")["layer"]
         == "channels_redis.pubsub.RedisPubSubChannelLayer"
     )
+
+
+def test_redis_url_shares_the_cache_quota_counters_live_in():
+    local = load()["cache"]
+    assert local["BACKEND"] == "django.core.cache.backends.locmem.LocMemCache"
+    shared = load(REDIS_URL="redis://127.0.0.1:6379/3", CACHE_KEY_PREFIX="site2")["cache"]
+    assert shared == {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": "redis://127.0.0.1:6379/3",
+        "KEY_PREFIX": "site2",
+    }
+
+
+def test_quota_rates_from_env():
+    assert load()["room_rate"] == [20, 3600]
+    assert load(ROOM_CREATE_RATE="5/10m")["room_rate"] == [5, 600]
+    done = run_settings(ROOM_CREATE_RATE="lots")
+    assert done.returncode != 0 and "ROOM_CREATE_RATE='lots' is not a rate" in done.stderr
 
 
 def test_database_url_switches_to_postgres():
