@@ -124,3 +124,15 @@ def test_ffmpeg_default_is_bundled_binary():
         check=True,
     )
     assert "ffmpeg version" in done.stdout
+
+
+@pytest.mark.parametrize("inside", ["recordings", "streams/x", "."])
+def test_recordings_inside_the_public_media_root_are_refused(tmp_path, inside):
+    """MEDIA_ROOT is served to anyone (nginx `alias`): recordings must live elsewhere."""
+    done = run_settings(MEDIA_ROOT=str(tmp_path), RECORDINGS_ROOT=str(tmp_path / inside))
+    assert done.returncode != 0
+    assert "RECORDINGS_ROOT must not be inside MEDIA_ROOT" in done.stderr
+
+
+def test_recordings_beside_the_media_root_are_fine(tmp_path):
+    load(MEDIA_ROOT=str(tmp_path / "media"), RECORDINGS_ROOT=str(tmp_path / "recordings"))

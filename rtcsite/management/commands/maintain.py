@@ -32,16 +32,18 @@ from rtcsite.age import cutoff
 
 
 async def _occupied_rooms() -> set[str]:
-    """Rooms with someone in them (Redis presence; the in-memory backend of this command's
-    own process knows nobody), closing the connection while its event loop still runs."""
-    from presence.backends import get_backend, reset_backend
+    """Rooms with someone in them, as the site's presence backend knows them: Redis when
+    ``REDIS_URL`` is set. With the in-memory backend only the Daphne process itself knows
+    (a command's own backend is empty): idle rooms are then deleted even if occupied."""
+    from django.utils.module_loading import import_string
 
-    backend = get_backend()
+    from presence.backends import backend_path
+
+    backend = import_string(backend_path(settings)).from_settings(settings)
     try:
         return set(await backend.room_counts())
     finally:
-        reset_backend()
-        await backend.close()
+        await backend.close()  # while this event loop still runs
 
 
 class Command(BaseCommand):
