@@ -237,10 +237,21 @@ async def aunlisted_rooms(slugs: Iterable[str]) -> set[str]:
     query while the rooms are cached, and misses share one. Keys that are not room slugs
     (a stream's audience, ``stream.<slug>``) are never unlisted here.
     """
-    candidates = [slug for slug in slugs if _SLUG_RE.fullmatch(slug)]
-    if not candidates:
+    from django.conf import settings
+
+    if settings.ROOM_IDLE_HIDE_HOURS <= 0:
         return set()
-    rooms = await asyncio.gather(*(aget_room(slug) for slug in candidates))
+    rooms: list[Room | None] = []
+    misses = []
+    for slug in slugs:
+        if _SLUG_RE.fullmatch(slug):
+            room = cached_room(slug)
+            if room is None:
+                misses.append(slug)
+            else:
+                rooms.append(room)
+    if misses:  # read together (RoomReader batches the misses that wait at once)
+        rooms += await asyncio.gather(*(aget_room(slug) for slug in misses))
     now = timezone.now()
     return {room.slug for room in rooms if room is not None and not is_listed(room, now)}
 
