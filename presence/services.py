@@ -95,10 +95,16 @@ async def members(room: str) -> list[Presence]:
 
 
 async def lobby_snapshot() -> dict[str, dict[str, Any]]:
-    """Every occupied room with its count and participants, for a new lobby client."""
+    """Every occupied room the lobby lists with its count and participants, for a new lobby
+    client (idle visitor rooms are not listed: ``rooms.services.list_rooms``)."""
+    from rooms.services import aunlisted_rooms
+
+    occupied = await get_backend().snapshot()
+    unlisted = await aunlisted_rooms(occupied)
     return {
         slug: {"count": len(people), "participants": [public_peer(p) for p in people]}
-        for slug, people in (await get_backend().snapshot()).items()
+        for slug, people in occupied.items()
+        if slug not in unlisted
     }
 
 

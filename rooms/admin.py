@@ -7,7 +7,7 @@ from django.http import HttpRequest
 
 from presence.backends import get_backend
 from rooms.models import Room
-from rooms.services import set_room_open
+from rooms.services import is_listed, set_room_open
 
 _room_counts: ContextVar[dict[str, int]] = ContextVar("room_counts", default={})  # noqa: B039
 
@@ -21,12 +21,17 @@ class RoomAdmin(admin.ModelAdmin):
         "participants",
         "capacity",
         "is_open",
+        "pinned",
+        "listed",
         "created_by_name",
         "created_at",
+        "last_active_at",
     )
-    list_filter = ("kind", "is_open")
+    list_filter = ("kind", "is_open", "pinned")
+    list_editable = ("pinned",)
     search_fields = ("title", "slug", "created_by", "created_by_name")
-    readonly_fields = ("created_at", "created_by", "created_by_name")
+    # Rooms made here have no creator (created_by stays empty), so they never expire.
+    readonly_fields = ("created_at", "created_by", "created_by_name", "last_active_at")
     prepopulated_fields = {"slug": ("title",)}
     actions = ("close_rooms", "open_rooms")
     date_hierarchy = "created_at"
@@ -45,6 +50,12 @@ class RoomAdmin(admin.ModelAdmin):
     @admin.display(description="in room")
     def participants(self, room: Room) -> int:
         return _room_counts.get().get(room.slug, 0)
+
+    @admin.display(description="in lobby", boolean=True)
+    def listed(self, room: Room) -> bool:
+        """False for an idle visitor room: the lobby hides it (it still opens by URL) and
+        `manage.py maintain` deletes it after ROOM_IDLE_DELETE_HOURS."""
+        return is_listed(room)
 
     @admin.action(description="Close selected rooms (refuse new joins)")
     def close_rooms(self, request: HttpRequest, queryset: QuerySet[Room]) -> None:

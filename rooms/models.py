@@ -6,6 +6,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 from django.urls import reverse
+from django.utils import timezone
 
 SLUG_RE = r"^[a-z0-9](?:[a-z0-9-]{0,46}[a-z0-9])?$"
 slug_validator = RegexValidator(
@@ -43,10 +44,23 @@ class Room(models.Model):
         max_length=16, blank=True, help_text="Identity id of the visitor who created it."
     )
     created_by_name = models.CharField(max_length=40, blank=True)
+    pinned = models.BooleanField(
+        default=False,
+        help_text="Stays in the lobby however long it is idle. Rooms made in admin (no "
+        "creator) always stay; this keeps a visitor's room too.",
+    )
+    last_active_at = models.DateTimeField(
+        default=timezone.now,
+        help_text="Last join (written at most every ROOM_ACTIVITY_WRITE_SECONDS). Idle "
+        "visitor rooms leave the lobby after ROOM_IDLE_HIDE_HOURS.",
+    )
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["kind", "is_open"])]
+        indexes = [
+            models.Index(fields=["kind", "is_open"]),
+            models.Index(fields=["last_active_at"], name="rooms_room_last_active_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.title} ({self.kind})"
@@ -58,6 +72,12 @@ class Room(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("rooms:detail", args=[self.slug])
+
+    @property
+    def expires(self) -> bool:
+        """A visitor's room that nobody pinned: it leaves the lobby when idle (rooms made
+        in admin or the shell have no creator and stay)."""
+        return bool(self.created_by) and not self.pinned
 
     def clean(self) -> None:
         super().clean()

@@ -1,4 +1,4 @@
-"""Room services: create-or-join by name, listing, closing.
+"""Room services: create-or-join by name, listing (idle visitor rooms leave it), closing.
 
 Views and consumers call these; they hold the rules (naming, kinds, who may close).
 """
@@ -6,22 +6,29 @@ Views and consumers call these; they hold the rules (naming, kinds, who may clos
 from __future__ import annotations
 
 import asyncio
+import re
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db.models import Q
+from django.utils import timezone
 from django.utils.text import slugify
 
 from identity.services import Identity
-from rooms.models import Room, RoomKind
+from rooms.models import SLUG_RE, Room, RoomKind
 from rtcsite import quotas
+from rtcsite.age import cutoff
 from rtcsite.batching import Batcher
 from rtcsite.text import clean_title
 
 MAX_TITLE_LENGTH = 80
+_SLUG_RE = re.compile(SLUG_RE)
 
 
 class RoomKindConflict(ValidationError):
@@ -77,6 +84,8 @@ def get_or_create_room(
             room, created = candidate, True
         except IntegrityError:  # lost a race with another creator: join theirs
             room = Room.objects.get(slug=slug)
+    if not created:
+        note_activity(room)
     if room.kind != kind:
         raise RoomKindConflict(
             f"“{room.title}” is already a {room.get_kind_display().lower()} room.",
@@ -127,8 +136,10 @@ def forget_room(slug: str | None = None) -> None:
     """Drop one cached room (or all): called on save/delete/migrate."""
     if slug is None:
         _room_cache.clear()
+        _activity_written.clear()
     else:
         _room_cache.pop(slug, None)
+        _activity_written.pop(slug, None)
 
 
 def read_rooms(slugs: list[str]) -> dict[str, Room]:
@@ -136,18 +147,18 @@ def read_rooms(slugs: list[str]) -> dict[str, Room]:
     return {room.slug: room for room in Room.objects.filter(slug__in=slugs)}
 
 
-def _read_rooms_keeping_connection(slugs: list[str]) -> dict[str, Room]:
-    """``read_rooms`` in the reader thread, whose database connection stays open.
+def _keeping_connection(func, *args):
+    """``func(*args)`` in the reader thread, whose database connection stays open.
 
     ``database_sync_to_async`` closes the connection around every call (CONN_MAX_AGE 0 for
     SQLite): opening SQLite and registering its functions is most of a miss's cost. A
     failed query (database restarted, connection dropped) closes it so the retry reconnects.
     """
     try:
-        return read_rooms(slugs)
+        return func(*args)
     except DatabaseError:
         connection.close()
-        return read_rooms(slugs)
+        return func(*args)
 
 
 _reader_pool: ThreadPoolExecutor | None = None
@@ -177,7 +188,7 @@ class RoomReader:
         if _reader_pool is None:
             _reader_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="room-reader")
         rooms = await self.loop.run_in_executor(
-            _reader_pool, _read_rooms_keeping_connection, list(dict.fromkeys(slugs))
+            _reader_pool, _keeping_connection, read_rooms, list(dict.fromkeys(slugs))
         )
         for room in rooms.values():
             remember_room(room)
@@ -196,13 +207,106 @@ async def aget_room(slug: str) -> Room | None:
     return await _reader.get(slug)
 
 
+# --- the lobby lists rooms in use (idle visitor rooms leave it) ---------------------------------
+def listed_q(now: datetime | None = None) -> Q:
+    """Rooms the lobby shows: made in admin (no creator), pinned, or joined recently."""
+    from django.conf import settings
+
+    since = cutoff(settings.ROOM_IDLE_HIDE_HOURS, now)
+    if since is None:
+        return Q()
+    return Q(created_by="") | Q(pinned=True) | Q(last_active_at__gte=since)
+
+
+def is_listed(room: Room, now: datetime | None = None) -> bool:
+    """``listed_q`` for one room already read."""
+    from django.conf import settings
+
+    since = cutoff(settings.ROOM_IDLE_HIDE_HOURS, now)
+    return since is None or not room.expires or room.last_active_at >= since
+
+
 def list_rooms(kind: str | None = None, *, include_closed: bool = False) -> list[Room]:
-    rooms = Room.objects.all()
+    """The lobby's rooms: idle visitor rooms are left out (they still open by URL)."""
+    rooms = Room.objects.filter(listed_q())
     if kind is not None:
         rooms = rooms.filter(kind=kind)
     if not include_closed:
         rooms = rooms.filter(is_open=True)
     return list(rooms.order_by("-created_at")[:200])
+
+
+async def aunlisted_rooms(slugs: Iterable[str]) -> set[str]:
+    """Which of these presence rooms are rooms the lobby does not list (for its snapshot).
+
+    Read through the socket connects' room cache (``aget_room``): a lobby connect costs no
+    query while the rooms are cached, and misses share one. Keys that are not room slugs
+    (a stream's audience, ``stream.<slug>``) are never unlisted here.
+    """
+    from django.conf import settings
+
+    if settings.ROOM_IDLE_HIDE_HOURS <= 0:
+        return set()
+    rooms: list[Room | None] = []
+    misses = []
+    for slug in slugs:
+        if _SLUG_RE.fullmatch(slug):
+            room = cached_room(slug)
+            if room is None:
+                misses.append(slug)
+            else:
+                rooms.append(room)
+    if misses:  # read together (RoomReader batches the misses that wait at once)
+        rooms += await asyncio.gather(*(aget_room(slug) for slug in misses))
+    now = timezone.now()
+    return {room.slug for room in rooms if room is not None and not is_listed(room, now)}
+
+
+#: slug -> monotonic time this process last wrote (or found fresh) the room's activity
+_activity_written: dict[str, float] = {}
+
+
+def _activity_due(slug: str) -> bool:
+    """At most one write per room per ``ROOM_ACTIVITY_WRITE_SECONDS`` from this process:
+    joins are the hot path, and "idle" is measured in hours."""
+    from django.conf import settings
+
+    now = time.monotonic()
+    last = _activity_written.get(slug)
+    if last is not None and now - last < settings.ROOM_ACTIVITY_WRITE_SECONDS:
+        return False
+    if len(_activity_written) >= 10_000:  # bounded: forget everything rather than grow
+        _activity_written.clear()
+    _activity_written[slug] = now
+    return True
+
+
+def _write_activity(room: Room) -> None:
+    from django.conf import settings
+
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.ROOM_ACTIVITY_WRITE_SECONDS)
+    # conditional: other processes that wrote it lately make this a no-op
+    Room.objects.filter(pk=room.pk, last_active_at__lt=stale).update(last_active_at=now)
+    room.last_active_at = now  # the cached copy, so this process lists it again at once
+
+
+def note_activity(room: Room) -> None:
+    """Someone joined ``room``: it is in use (keeps it in the lobby)."""
+    if _activity_due(room.slug):
+        _write_activity(room)
+
+
+async def anote_activity(room: Room) -> None:
+    """``note_activity`` for a socket join: the rare write runs in the reader's thread."""
+    if not _activity_due(room.slug):
+        return
+    global _reader_pool
+    if _reader_pool is None:
+        _reader_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="room-reader")
+    await asyncio.get_running_loop().run_in_executor(
+        _reader_pool, _keeping_connection, _write_activity, room
+    )
 
 
 def set_room_open(room: Room, is_open: bool, user: AbstractBaseUser | AnonymousUser) -> Room:

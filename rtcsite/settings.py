@@ -142,6 +142,12 @@ else:
 SIGNALING_LOCAL_DELIVERY = env_bool("SIGNALING_LOCAL_DELIVERY", True)
 # Seconds a process reuses a room it read for a socket connect (rooms/services.cached_room).
 ROOM_CACHE_SECONDS = env_float("ROOM_CACHE_SECONDS", 5.0, minimum=0)
+# Visitor rooms (not pinned) leave the lobby this long after their last join; still open by
+# URL. `manage.py maintain` deletes them after ROOM_IDLE_DELETE_HOURS.
+ROOM_IDLE_HIDE_HOURS = env_float("ROOM_IDLE_HIDE_HOURS", 24.0, minimum=0)
+ROOM_IDLE_DELETE_HOURS = env_float("ROOM_IDLE_DELETE_HOURS", 720.0, minimum=0)
+# A room's last-activity time is written at most once per this many seconds (joins are hot).
+ROOM_ACTIVITY_WRITE_SECONDS = env_float("ROOM_ACTIVITY_WRITE_SECONDS", 300.0, minimum=0)
 
 # --- identity / WebSocket tokens ------------------------------------------------------------
 WS_TOKEN_MAX_AGE = env_int("WS_TOKEN_MAX_AGE", 900, minimum=10)  # seconds
@@ -162,10 +168,22 @@ SERVER_ROOM_DETECT_FPS = env_float("SERVER_ROOM_DETECT_FPS", 5.0, minimum=0)  # 
 SERVER_ROOM_FULL_SCAN_INTERVAL = env_float("SERVER_ROOM_FULL_SCAN_INTERVAL", 1.0, minimum=0)
 SERVER_ROOM_STATS_INTERVAL = env_float("SERVER_ROOM_STATS_INTERVAL", 1.0, minimum=0.1)
 SERVER_ROOM_RECORDINGS = env_bool("SERVER_ROOM_RECORDINGS", False)  # pages may record sessions
+# Recordings are private (people's faces and voices): kept outside MEDIA_ROOT, which the
+# proxy serves to anyone, and handed to staff only by signaling.views.recording_file.
+RECORDINGS_ROOT = Path(env_str("RECORDINGS_ROOT", str(BASE_DIR / "recordings")))
+# Non-empty (e.g. "/_recordings/"): that view answers with X-Accel-Redirect to this nginx
+# `internal` location instead of streaming the file itself (docs/deploy.md).
+RECORDINGS_X_ACCEL_PREFIX = env_str("RECORDINGS_X_ACCEL_PREFIX", "")
+RECORDING_MAX_BYTES = env_int("RECORDING_MAX_BYTES", 200 << 20, minimum=64 * 1024)  # per file
+RECORDING_MAX_SECONDS = env_float("RECORDING_MAX_SECONDS", 1800.0, minimum=1)  # per file
+# `manage.py maintain` deletes finished recordings (file and row) older than this.
+RECORDING_RETENTION_HOURS = env_float("RECORDING_RETENTION_HOURS", 720.0, minimum=0)
 
 # --- media / FFmpeg -----------------------------------------------------------------------
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(BASE_DIR / "media")))
 MEDIA_URL = "/media/"
+if RECORDINGS_ROOT.resolve().is_relative_to(MEDIA_ROOT.resolve()):
+    raise ImproperlyConfigured("RECORDINGS_ROOT must not be inside MEDIA_ROOT (served publicly).")
 FFMPEG_BINARY = env_str("FFMPEG_BINARY", "")  # empty: the binary bundled by imageio-ffmpeg
 
 # --- static files -------------------------------------------------------------------------
@@ -261,6 +279,10 @@ STREAM_FFMPEG_NICE = env_int("STREAM_FFMPEG_NICE", 10, minimum=0)
 STREAM_FFMPEG_OOM_SCORE_ADJ = env_int("STREAM_FFMPEG_OOM_SCORE_ADJ", 500, minimum=0)
 if STREAM_FFMPEG_NICE > 19 or STREAM_FFMPEG_OOM_SCORE_ADJ > 1000:
     raise ImproperlyConfigured("STREAM_FFMPEG_NICE is 0..19, STREAM_FFMPEG_OOM_SCORE_ADJ 0..1000.")
+# Streams that never went live leave the lobby after this long without an update, and are
+# deleted by `manage.py maintain` after STREAM_IDLE_DELETE_HOURS.
+STREAM_IDLE_HIDE_HOURS = env_float("STREAM_IDLE_HIDE_HOURS", 6.0, minimum=0)
+STREAM_IDLE_DELETE_HOURS = env_float("STREAM_IDLE_DELETE_HOURS", 168.0, minimum=0)
 # Uploaded chunks are parsed in memory up to this size (Django's default is 2.5 MB).
 FILE_UPLOAD_MAX_MEMORY_SIZE = max(2_621_440, STREAM_MAX_CHUNK_BYTES + 1)
 

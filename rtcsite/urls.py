@@ -10,4 +10,5 @@ urlpatterns = [
     path("", include("rooms.urls")),
     path("", include("streaming.urls")),
     path("", include("faces.urls")),
+    path("", include("signaling.urls")),
 ]

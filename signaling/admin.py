@@ -1,10 +1,11 @@
-"""Recordings in admin: listed with size and duration, downloadable by staff."""
+"""Recordings in admin: listed with size and duration, each linked to the staff-only file
+view (``signaling.views.recording_file``)."""
 
 from __future__ import annotations
 
 from django.contrib import admin
-from django.http import FileResponse, Http404, HttpRequest
-from django.urls import path, reverse
+from django.http import HttpRequest
+from django.urls import reverse
 from django.utils.html import format_html
 
 from signaling.models import Recording
@@ -41,27 +42,7 @@ class RecordingAdmin(admin.ModelAdmin):
     def download(self, obj: Recording):
         if not obj.file or obj.status == Recording.Status.RECORDING:
             return "—"
-        url = reverse("admin:signaling_recording_download", args=[obj.pk])
+        url = reverse("signaling:recording-file", args=[obj.pk])
         return format_html(
             '<a href="{}" data-testid="recording-download">{}</a>', url, obj.file.name
         )
-
-    def get_urls(self):
-        return [
-            path(
-                "<int:pk>/download/",
-                self.admin_site.admin_view(self.download_view),
-                name="signaling_recording_download",
-            ),
-            *super().get_urls(),
-        ]
-
-    def download_view(self, request: HttpRequest, pk: int) -> FileResponse:
-        recording = Recording.objects.filter(pk=pk).first()
-        if recording is None or not self.has_view_permission(request, recording):
-            raise Http404("No such recording.")
-        try:
-            handle = recording.file.open("rb")
-        except FileNotFoundError as exc:
-            raise Http404("The file is gone.") from exc
-        return FileResponse(handle, as_attachment=True, content_type="video/webm")

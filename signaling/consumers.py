@@ -24,7 +24,7 @@ from presence.backends.base import Presence
 from presence.membership import Membership
 from presence.services import public_peer
 from rooms.models import Room
-from rooms.services import aget_room
+from rooms.services import aget_room, anote_activity
 from rtcsite.errors import ClientError, Forbidden, NotFound
 from rtcsite.ice import client_ice_servers
 from rtcsite.ws.codes import CloseCode
@@ -77,6 +77,7 @@ class RoomConsumer(JsonSocketConsumer):
         except ClientError as exc:
             await self.refuse(exc, _close_code(exc))
             return
+        await anote_activity(self.room)  # keeps the room in the lobby (throttled write)
         others = [p for p in members if p.peer_id != self.place.peer_id]
         self.peers = {p.peer_id: p.channel for p in others}
         try:

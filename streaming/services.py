@@ -13,6 +13,7 @@ import shutil
 from typing import Any
 
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils.crypto import get_random_string
 from django.utils.text import slugify
@@ -20,6 +21,7 @@ from django.utils.text import slugify
 from identity.services import Identity
 from presence import services as presence
 from rtcsite import quotas
+from rtcsite.age import cutoff
 from rtcsite.text import clean_title
 from streaming import limits
 from streaming.clock import read_clock
@@ -83,14 +85,20 @@ def rotate_publish_key(stream: Stream) -> str:
 
 
 def list_streams(limit: int = 50) -> list[Stream]:
-    """For the lobby: live first, then idle, then recent ended ones whose files remain."""
+    """For the lobby: live first, then idle, then recent ended ones whose files remain.
+
+    A stream left idle (created, never published, or waiting again) longer than
+    ``STREAM_IDLE_HIDE_HOURS`` is left out: it still opens by URL.
+    """
     order = {StreamStatus.LIVE: 0, StreamStatus.IDLE: 1, StreamStatus.ENDED: 2}
-    streams = list(
-        Stream.objects.filter(
-            status__in=[StreamStatus.LIVE, StreamStatus.IDLE, StreamStatus.ENDED],
-            files_purged_at__isnull=True,
-        )[: limit * 2]
+    listed = Stream.objects.filter(
+        status__in=[StreamStatus.LIVE, StreamStatus.IDLE, StreamStatus.ENDED],
+        files_purged_at__isnull=True,
     )
+    since = cutoff(settings.STREAM_IDLE_HIDE_HOURS)
+    if since is not None:
+        listed = listed.exclude(status=StreamStatus.IDLE, updated_at__lt=since)
+    streams = list(listed[: limit * 2])
     streams.sort(key=lambda s: (order[s.status], -s.created_at.timestamp()))
     return streams[:limit]
 

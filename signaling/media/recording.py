@@ -9,6 +9,9 @@ happen in that one thread. A slow encoder makes the recording skip video frames,
 the call lag.
 
 Frames are shared with the slots, so they are copied before being restamped here.
+
+Files are private: they go to ``RECORDINGS_ROOT`` (outside the public ``MEDIA_ROOT``)
+under a random name, and stop at ``RECORDING_MAX_BYTES`` / ``RECORDING_MAX_SECONDS``.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ import asyncio
 import contextlib
 import fractions
 import logging
+import secrets
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -33,11 +38,27 @@ VIDEO_OPTIONS = {"deadline": "realtime", "cpu-used": "8", "b": "1000000"}
 
 
 class SessionRecorder:
-    """Records ``sources`` (kind → FrameSource) to ``path`` until ``stop()``."""
+    """Records ``sources`` (kind → FrameSource) to ``path`` until ``stop()``, or until the
+    file reaches ``max_bytes`` or ``max_seconds``: then it writes nothing more (the file
+    stays whole) and calls ``on_limit`` once, on the loop, so its owner can ``stop()``."""
 
-    def __init__(self, sources: dict[str, FrameSource], path: Path) -> None:
+    def __init__(
+        self,
+        sources: dict[str, FrameSource],
+        path: Path,
+        *,
+        max_bytes: int,
+        max_seconds: float,
+        on_limit: Callable[[str], None] | None = None,
+    ) -> None:
         self.sources = dict(sources)
         self.path = path
+        self.max_bytes = max_bytes
+        self.max_seconds = max_seconds
+        self.on_limit = on_limit
+        #: "size" or "duration" once a cap was reached
+        self.limit: str | None = None
+        self.bytes_written = 0
         self.frames = {"video": 0, "audio": 0}
         self.error: str | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recorder")
@@ -59,7 +80,7 @@ class SessionRecorder:
     async def _pump(self, kind: str, source: FrameSource) -> None:
         loop = asyncio.get_running_loop()
         seen = source.seq
-        while self.error is None:
+        while self.error is None and self.limit is None:
             got = await source.next_frame(seen)
             if got is None:
                 return
@@ -69,6 +90,10 @@ class SessionRecorder:
             except Exception as exc:  # a broken encoder ends the recording, not the call
                 self.error = f"{type(exc).__name__}: {exc}"
                 logger.warning("recording %s failed: %s", self.path.name, self.error)
+        if self.limit is not None and self.on_limit is not None:
+            on_limit, self.on_limit = self.on_limit, None  # once, whichever pump saw it
+            logger.info("recording %s stopped at its %s cap", self.path.name, self.limit)
+            on_limit(self.limit)
 
     # --- in the recorder's thread ------------------------------------------------------------
 
@@ -89,12 +114,17 @@ class SessionRecorder:
         self._started = time.monotonic()
 
     def _write(self, kind: str, frame) -> None:
+        if self.limit is not None:
+            return
         if self._container is None:
             if "video" in self.sources and kind != "video":
                 return  # the video's size is needed before the first packet is muxed
             self._open(frame if kind == "video" else None)
         stream = self._streams.get(kind)
         if stream is None:
+            return
+        if time.monotonic() - self._started >= self.max_seconds:
+            self.limit = "duration"
             return
         if kind == "video":
             copy = VideoFrame.from_ndarray(frame.to_ndarray(format="yuv420p"), format="yuv420p")
@@ -111,8 +141,11 @@ class SessionRecorder:
             copy.time_base = fractions.Fraction(1, frame.sample_rate)
             self._audio_pts += frame.samples
         for packet in stream.encode(copy):
+            self.bytes_written += packet.size
             self._container.mux(packet)
         self.frames[kind] += 1
+        if self.bytes_written >= self.max_bytes:
+            self.limit = "size"  # the encoders' flush and the cues still follow: a little more
 
     def _finish(self) -> None:
         if self._container is None:
@@ -152,24 +185,38 @@ class ActiveRecording:
 
 
 async def begin_recording(
-    sources: dict[str, FrameSource], room_slug: str, room_kind: str, user_id: str, name: str
+    sources: dict[str, FrameSource],
+    room_slug: str,
+    room_kind: str,
+    user_id: str,
+    name: str,
+    on_limit: Callable[[str], None] | None = None,
 ) -> ActiveRecording:
-    """Create the row and start writing ``recordings/<room>-<time>-<id>.webm``."""
+    """Create the row and start writing ``RECORDINGS_ROOT/<random>.webm``.
+
+    The name is random (nothing in it comes from the room, the time or the person), so
+    knowing who recorded when does not give the file away.
+    """
     from channels.db import database_sync_to_async
     from django.conf import settings
 
-    from signaling.models import Recording
+    from signaling.models import Recording, recordings_storage
 
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    relative = f"recordings/{room_slug}-{stamp}-{user_id[:8]}-{id(sources) & 0xFFFF:04x}.webm"
+    file_name = f"{secrets.token_urlsafe(24)}.webm"
     row = await database_sync_to_async(Recording.objects.create)(
         room_slug=room_slug,
         room_kind=room_kind,
         participant=name[:40],
         user_id=user_id[:16],
-        file=relative,
+        file=file_name,
     )
-    recorder = SessionRecorder(sources, Path(settings.MEDIA_ROOT) / relative)
+    recorder = SessionRecorder(
+        sources,
+        Path(recordings_storage().path(file_name)),
+        max_bytes=settings.RECORDING_MAX_BYTES,
+        max_seconds=settings.RECORDING_MAX_SECONDS,
+        on_limit=on_limit,
+    )
     recorder.start()
     return ActiveRecording(row, recorder)
 

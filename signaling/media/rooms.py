@@ -127,6 +127,7 @@ class MediaSession:
         self._stats_task: asyncio.Task | None = None
         self._offers = TokenBucket(*OFFER_RATE)
         self.recording: ActiveRecording | None = None
+        self._cap_task: asyncio.Task | None = None  # finishing a recording that hit its cap
         self._candidates = 0
         self._last_counts: tuple[int, int, float] | None = None
 
@@ -188,25 +189,41 @@ class MediaSession:
             if self.peer is None or not self.peer.sources:
                 raise ClientError("Start the media session before recording.", code="no-session")
             self.recording = await begin_recording(
-                self.peer.sources, self.room_slug, self.kind, user_id, name
+                self.peer.sources,
+                self.room_slug,
+                self.kind,
+                user_id,
+                name,
+                on_limit=self._recording_capped,
             )
             await self.send({"type": "recording", "on": True})
         elif not on and self.recording is not None:
             await self._stop_recording()
 
-    async def _stop_recording(self) -> None:
+    def _recording_capped(self, limit: str) -> None:
+        """The recorder reached RECORDING_MAX_BYTES/SECONDS: finish it as if asked to."""
+        active = self.recording
+        if active is not None:
+            self._cap_task = asyncio.create_task(
+                self._stop_recording(active), name=f"recording cap {self.room_slug}"
+            )
+
+    async def _stop_recording(self, only: ActiveRecording | None = None) -> None:
+        if only is not None and self.recording is not only:
+            return  # already stopped (by the participant, a new offer or leaving)
         active, self.recording = self.recording, None
         if active is not None:
             await finish_recording(active)
-            await self.send(
-                {
-                    "type": "recording",
-                    "on": False,
-                    "status": active.row.status,
-                    "seconds": active.row.duration_s,
-                    "bytes": active.row.size_bytes,
-                }
-            )
+            message = {
+                "type": "recording",
+                "on": False,
+                "status": active.row.status,
+                "seconds": active.row.duration_s,
+                "bytes": active.row.size_bytes,
+            }
+            if active.recorder.limit:
+                message["limit"] = active.recorder.limit  # "size" or "duration"
+            await self.send(message)
 
     async def _on_peer_state(self, state: str) -> None:
         if state in ("failed", "closed") and self.kind == "relay" and self.peer is not None:
@@ -287,6 +304,8 @@ class MediaSession:
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+        if self._cap_task is not None:  # let a capped recording finish its file and row
+            await asyncio.gather(self._cap_task, return_exceptions=True)
         await self._close_peer()
         if self.overlay is not None:
             self.overlay.close()

@@ -135,7 +135,10 @@ socket.on("server-peer", serial((msg) => link?.handleServerState(msg.state)));
 socket.on("media-stats", (msg) => renderServerStats(msg));
 socket.on("recording", (msg) => {
   el.record.checked = msg.on;
-  if (!msg.on && msg.status) status(`Recording ${msg.status}: ${msg.seconds} s saved on the server.`);
+  if (!msg.on && msg.status) {
+    const cap = { size: " (the size limit was reached)", duration: " (the time limit was reached)" };
+    status(`Recording ${msg.status}: ${msg.seconds} s saved on the server${cap[msg.limit] || ""}.`);
+  }
 });
 socket.on("peer-joined", serial(() => renderPartner()));
 socket.on("peer-left", serial(() => renderPartner()));

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import threading
 from contextlib import asynccontextmanager
 
@@ -384,13 +385,19 @@ async def test_bad_offers_and_candidates_get_clear_errors_and_the_room_carries_o
 
 
 # --- recording ----------------------------------------------------------------------------
+RANDOM_NAME = re.compile(r"[A-Za-z0-9_-]{32}\.webm")  # secrets.token_urlsafe(24)
+
+
 async def test_recording_writes_a_playable_webm_listed_as_a_recording(settings, tmp_path):
+    """...privately: under RECORDINGS_ROOT, outside the public MEDIA_ROOT, by a random name
+    (issue 14.9: it was MEDIA_ROOT/recordings/<room>-<time>-<id prefix>-<4 hex>.webm)."""
     import av
 
     from signaling.models import Recording
 
     settings.SERVER_ROOM_RECORDINGS = True
-    settings.MEDIA_ROOT = tmp_path
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.RECORDINGS_ROOT = tmp_path / "private"
     await make_room("echo-rec", RoomKind.ECHO)
     baseline = baseline_footprint()
     async with participant(PEOPLE[0], "echo-rec") as client:
@@ -411,11 +418,62 @@ async def test_recording_writes_a_playable_webm_listed_as_a_recording(settings, 
     row = await database_sync_to_async(Recording.objects.get)(room_slug="echo-rec")
     assert row.status == "done", row.error
     assert row.video_frames > 10 and row.audio_frames > 10 and row.size_bytes > 1000
-    with av.open(str(tmp_path / row.file.name)) as container:
+    assert RANDOM_NAME.fullmatch(row.file.name), row.file.name
+    assert "echo-rec" not in row.file.name and PEOPLE[0].id[:8] not in row.file.name
+    path = tmp_path / "private" / row.file.name
+    assert path.stat().st_size == row.size_bytes
+    assert not (tmp_path / "media").exists() or not any((tmp_path / "media").rglob("*.webm"))
+    with pytest.raises(ValueError):
+        row.file.url  # noqa: B018 - no public URL exists for a recording
+    with av.open(str(path)) as container:
         kinds = sorted(stream.type for stream in container.streams)
         assert kinds == ["audio", "video"]
         frames = list(container.decode(video=0))
     assert len(frames) > 10 and (frames[0].width, frames[0].height) == (640, 480)
+
+
+async def test_recording_stops_cleanly_at_its_size_and_duration_caps(settings, tmp_path):
+    """RECORDING_MAX_BYTES / RECORDING_MAX_SECONDS: the recorder stops by itself, the file
+    is whole (it plays), the row is done and the page hears why."""
+    import av
+
+    from signaling.models import Recording
+
+    settings.SERVER_ROOM_RECORDINGS = True
+    settings.RECORDINGS_ROOT = tmp_path
+    settings.RECORDING_MAX_BYTES = 30_000
+    await make_room("echo-cap", RoomKind.ECHO)
+    baseline = baseline_footprint()
+
+    def offs() -> list[dict]:
+        return [m for m in client.other if m.get("type") == "recording" and not m["on"]]
+
+    async with participant(PEOPLE[0], "echo-cap") as client:
+        await client.offer()
+        await client.wait_frames("video", 5, WAIT)
+        await client.send({"type": "record", "on": True})  # and never "off": the cap stops it
+        await wait_for(lambda: len(offs()) == 1, "the size cap to stop the recording")
+        by_size = offs()[0]
+        assert by_size["limit"] == "size" and by_size["status"] == "done"
+        assert 30_000 <= by_size["bytes"] < 30_000 + 200_000  # a frame and the cues over it
+
+        settings.RECORDING_MAX_BYTES = 1 << 30
+        settings.RECORDING_MAX_SECONDS = 1
+        await client.send({"type": "record", "on": True})
+        await wait_for(lambda: len(offs()) == 2, "the duration cap to stop the recording")
+        by_time = offs()[1]
+        assert by_time["limit"] == "duration" and by_time["status"] == "done"
+        await client.wait_frames("video", 10, WAIT)  # the call goes on
+        assert not client.errors
+    await expect_back_to(baseline)
+    rows = await database_sync_to_async(list)(
+        Recording.objects.filter(room_slug="echo-cap").order_by("started_at")
+    )
+    assert [r.status for r in rows] == ["done", "done"]
+    assert rows[0].size_bytes == by_size["bytes"]
+    for row in rows:
+        with av.open(str(tmp_path / row.file.name)) as container:
+            assert len(list(container.decode(video=0))) > 0
 
 
 async def test_recording_is_refused_when_switched_off():

@@ -1,7 +1,7 @@
 """A real Daphne process serving the site, for integration and browser tests.
 
-Each server gets its own SQLite file and MEDIA_ROOT (so tests never touch the developer's
-database), runs the real ASGI application, and is stopped by PID.
+Each server gets its own SQLite file, MEDIA_ROOT and RECORDINGS_ROOT (so tests never touch
+the developer's database or files), runs the real ASGI application, and is stopped by PID.
 """
 
 from __future__ import annotations
@@ -73,6 +73,7 @@ class DaphneServer:
                 "DEBUG": "1",
                 "SQLITE_PATH": str(self.workdir / "db.sqlite3"),
                 "MEDIA_ROOT": str(self.workdir / "media"),
+                "RECORDINGS_ROOT": str(self.workdir / "recordings"),
                 "PYTHONUNBUFFERED": "1",
             }
         )

@@ -152,3 +152,15 @@ def test_ffmpeg_child_limits_out_of_range_are_named(env):
     done = run_settings(**env)
     assert done.returncode != 0
     assert "STREAM_FFMPEG_NICE is 0..19, STREAM_FFMPEG_OOM_SCORE_ADJ 0..1000" in done.stderr
+
+
+@pytest.mark.parametrize("inside", ["recordings", "streams/x", "."])
+def test_recordings_inside_the_public_media_root_are_refused(tmp_path, inside):
+    """MEDIA_ROOT is served to anyone (nginx `alias`): recordings must live elsewhere."""
+    done = run_settings(MEDIA_ROOT=str(tmp_path), RECORDINGS_ROOT=str(tmp_path / inside))
+    assert done.returncode != 0
+    assert "RECORDINGS_ROOT must not be inside MEDIA_ROOT" in done.stderr
+
+
+def test_recordings_beside_the_media_root_are_fine(tmp_path):
+    load(MEDIA_ROOT=str(tmp_path / "media"), RECORDINGS_ROOT=str(tmp_path / "recordings"))
