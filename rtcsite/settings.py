@@ -138,6 +138,10 @@ if ICE_TRANSPORT_POLICY not in {"all", "relay"}:
     raise ImproperlyConfigured("ICE_TRANSPORT_POLICY must be 'all' or 'relay'.")
 # Server rooms (signaling/media/): aiortc peers in this process, face detection in a pool.
 SERVER_ROOM_MAX_PEERS = env_int("SERVER_ROOM_MAX_PEERS", 16, minimum=1)  # per process
+# ...and per identity and per client address in this process (identities are free to mint:
+# the address bounds one machine's share; raise it for sites behind one NAT)
+SERVER_ROOM_MAX_PEERS_PER_IDENTITY = env_int("SERVER_ROOM_MAX_PEERS_PER_IDENTITY", 2, minimum=1)
+SERVER_ROOM_MAX_PEERS_PER_ADDRESS = env_int("SERVER_ROOM_MAX_PEERS_PER_ADDRESS", 4, minimum=1)
 SERVER_ROOM_DETECT_FPS = env_float("SERVER_ROOM_DETECT_FPS", 5.0, minimum=0)  # per echo; 0: max
 # seconds between full-frame face scans of a boxed video (echo session, stream overlay)
 # while faces are tracked (faces/boxes.py); 0: always

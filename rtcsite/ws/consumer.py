@@ -272,6 +272,13 @@ class JsonSocketConsumer(AsyncJsonWebsocketConsumer):
         return f"path={self.scope.get('path')} user={identity.id if identity else '-'}"
 
     @property
+    def client_address(self) -> str:
+        """The client's address (Daphne's ``--proxy-headers`` put the proxy's
+        ``X-Forwarded-For`` there), for per-address caps; "" if the server gave none."""
+        client = self.scope.get("client")
+        return str(client[0]) if client else ""
+
+    @property
     def authenticated(self) -> bool:
         return getattr(self, "_authenticated", False)
 
