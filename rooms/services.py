@@ -16,6 +16,7 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils.text import slugify
 
 from identity.services import Identity
+from presence import services as presence
 from rooms.models import Room, RoomKind
 from rtcsite.batching import Batcher
 from rtcsite.text import clean_title
@@ -69,6 +70,7 @@ def get_or_create_room(name: str, kind: str, creator: Identity) -> JoinResult:
             with transaction.atomic():
                 candidate.save()
             room, created = candidate, True
+            presence.announce_new_room(room.slug, room.kind)
         except IntegrityError:  # lost a race with another creator: join theirs
             room = Room.objects.get(slug=slug)
     if room.kind != kind:

@@ -212,8 +212,11 @@ PRESENCE_SWEEP_INTERVAL = env_int("PRESENCE_SWEEP_INTERVAL", 2, minimum=1)
 PRESENCE_KEY_PREFIX = env_str("PRESENCE_KEY_PREFIX", "rtcsite:presence")
 # Dotted path of a presence backend class; empty: Redis if REDIS_URL is set, else memory.
 PRESENCE_BACKEND = env_str("PRESENCE_BACKEND", "")
-# Lobby join/leave deltas: at most one fan-out per this many seconds (presence.services).
+# Lobby join/leave deltas, and stream viewer counts (to viewers and lobbies): at most one
+# fan-out per this many seconds once they come fast (presence.services).
 LOBBY_DELTA_INTERVAL = env_float("LOBBY_DELTA_INTERVAL", 0.05, minimum=0)
+# Names a lobby client gets per room card in its snapshot (the rest is a count).
+LOBBY_NAMES_PER_CARD = env_int("LOBBY_NAMES_PER_CARD", 3, minimum=0)
 
 # --- live streaming -------------------------------------------------------------------------
 # Read by streaming/ (pipeline, ffmpeg, ladder, services) with getattr and a default.
