@@ -112,9 +112,7 @@ def test_viewers_joining_cost_each_viewer_o_n_and_the_server_o_n_reads(
     asyncio.run(scenario())
 
 
-def test_lobby_snapshot_is_bounded_however_many_viewers_and_people(
-    daphne_factory, redis_env
-):
+def test_lobby_snapshot_is_bounded_however_many_viewers_and_people(daphne_factory, redis_env):
     server = daphne_factory(redis_env)
     server.manage(
         "shell",
