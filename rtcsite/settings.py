@@ -254,3 +254,14 @@ FACE_MAX_FRAME_BYTES = env_int("FACE_MAX_FRAME_BYTES", 512 * 1024, minimum=1024)
 FACE_MAX_FRAME_PIXELS = env_int("FACE_MAX_FRAME_PIXELS", 1920 * 1080, minimum=64 * 64)
 FACE_MAX_FPS = env_float("FACE_MAX_FPS", 30.0, minimum=0.001)  # frames/s per connection
 FACE_DETECT_THREADS = env_int("FACE_DETECT_THREADS", 0, minimum=0)
+# Pushed frames cost what the client makes them cost, and identities are free: each identity
+# has a detection budget in this process, shared by its connections (CPU seconds of detection
+# per second, and the burst it may spend at once); frames over it are refused at once.
+FACE_DETECT_BUDGET = env_float("FACE_DETECT_BUDGET", 0.5, minimum=0.001)
+FACE_DETECT_BUDGET_BURST = env_float("FACE_DETECT_BUDGET_BURST", 2.0, minimum=0.001)
+# Client-chosen parameters are clamped to what a frame may cost (full-frame 2-megapixel
+# detection at scale 1.01, min size 8 takes seconds): scale at least, min size at least,
+# detect width at most (0, full size, becomes this).
+FACE_CLIENT_MIN_SCALE_FACTOR = env_float("FACE_CLIENT_MIN_SCALE_FACTOR", 1.05, minimum=1.01)
+FACE_CLIENT_MIN_SIZE = env_int("FACE_CLIENT_MIN_SIZE", 20, minimum=8)
+FACE_CLIENT_MAX_DETECT_WIDTH = env_int("FACE_CLIENT_MAX_DETECT_WIDTH", 640, minimum=64)
