@@ -32,7 +32,7 @@ class FaceFramesConsumer(JsonSocketConsumer):
     task: asyncio.Task | None = None
 
     async def on_connect(self) -> None:
-        self.session = services.FrameSession()
+        self.session = services.FrameSession(self.identity.id)
         self.task = None
         await self.send_json(
             {"type": "hello", "limits": services.limits(), "params": self._params_dict()}

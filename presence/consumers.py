@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
+
 from presence import services
 from rtcsite.ws.codes import PROTOCOL_VERSION
 from rtcsite.ws.consumer import JsonSocketConsumer
@@ -20,7 +22,13 @@ class LobbyConsumer(JsonSocketConsumer):
         await self.send_json(
             {"type": "hello", "protocol": PROTOCOL_VERSION, "you": self.identity.as_dict()}
         )
-        await self.send_json({"type": "lobby-state", "rooms": await services.lobby_snapshot()})
+        await self.send_json(
+            {
+                "type": "lobby-state",
+                "rooms": await services.lobby_snapshot(),
+                "names_per_card": settings.LOBBY_NAMES_PER_CARD,
+            }
+        )
 
     async def disconnect(self, code: int) -> None:
         await self.channel_layer.group_discard(services.LOBBY_GROUP, self.channel_name)
@@ -29,6 +37,10 @@ class LobbyConsumer(JsonSocketConsumer):
         """Coalesced ``presence`` deltas (``services.LobbyBatcher``), already JSON."""
         for frame in event["frames"]:
             await self.send(text_data=frame)
+
+    async def lobby_room(self, event: dict[str, Any]) -> None:
+        """A room was created (``services.announce_new_room``): its card is not listed yet."""
+        await self.send_json({"type": "room", "slug": event["slug"], "kind": event["kind"]})
 
     async def lobby_stream(self, event: dict[str, Any]) -> None:
         """A live stream went live, ended or failed (streaming.services.announce_status)."""

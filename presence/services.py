@@ -5,6 +5,13 @@ channel layer carries the deltas: to the room's group (``peer-joined``/``peer-le
 the people in it) and to the ``lobby`` group (room cards update live). Leaves caused by
 expiry (a crashed process, a vanished client) go through the same ``announce_left`` as
 clean leaves, so clients cannot tell the difference.
+
+**Audiences** (rooms named ``stream.<slug>``: a live stream's viewers) have no capacity and
+may be large, and their members are anonymous to each other and to the lobby: a join or
+leave there is not a per-member event but a *count*, coalesced (``AudienceCounts``): one
+read of the counts and one ``presence.count`` per changed audience per batch, however many
+viewers came or went. Before, every viewer re-listed the whole audience on every join
+(O(N²) for N joins).
 """
 
 from __future__ import annotations
@@ -12,8 +19,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 
@@ -26,6 +35,12 @@ from rtcsite.process import PROCESS_ID
 logger = logging.getLogger(__name__)
 
 LOBBY_GROUP = "lobby"
+#: rooms with this prefix are audiences (see the module docstring); room slugs have no dots
+AUDIENCE_PREFIX = "stream."
+
+
+def is_audience(room: str) -> bool:
+    return room.startswith(AUDIENCE_PREFIX)
 
 
 def room_group(slug: str) -> str:
@@ -94,18 +109,41 @@ async def members(room: str) -> list[Presence]:
     return await get_backend().list_room(room)
 
 
+def lobby_peer(presence: Presence) -> dict[str, Any]:
+    """What the lobby sees of a room's participant: a card's name (no identity id)."""
+    return {"peer": presence.peer_id, "name": presence.name}
+
+
 async def lobby_snapshot() -> dict[str, dict[str, Any]]:
-    """Every occupied room the lobby lists with its count and participants, for a new lobby
-    client (idle visitor rooms are not listed: ``rooms.services.list_rooms``)."""
+    """Every occupied room the lobby lists, for a new lobby client: its count and the first
+    ``LOBBY_NAMES_PER_CARD`` participants (audiences: the count only), so its size grows with
+    the number of rooms, not of people. Idle visitor rooms are not listed
+    (``rooms.services.list_rooms``)."""
     from rooms.services import aunlisted_rooms
 
     occupied = await get_backend().snapshot()
     unlisted = await aunlisted_rooms(occupied)
-    return {
-        slug: {"count": len(people), "participants": [public_peer(p) for p in people]}
-        for slug, people in occupied.items()
-        if slug not in unlisted
-    }
+    names = settings.LOBBY_NAMES_PER_CARD
+    rooms: dict[str, dict[str, Any]] = {}
+    for slug, people in occupied.items():
+        if slug in unlisted:
+            continue
+        rooms[slug] = {"count": len(people)}
+        if not is_audience(slug):
+            rooms[slug]["participants"] = [lobby_peer(p) for p in people[:names]]
+    return rooms
+
+
+def announce_new_room(slug: str, kind: str) -> None:
+    """A room was created (sync: the join view's service). Lobbies fetch their room lists
+    on this event only: a presence delta for a room without a card is not a reason to
+    (beyond the lobby's 200 cards per kind it made every lobby re-fetch the page)."""
+    try:
+        async_to_sync(get_channel_layer().group_send)(
+            LOBBY_GROUP, {"type": "lobby.room", "slug": slug, "kind": kind}
+        )
+    except Exception:  # a layer hiccup must not fail the creation; the room is listed anyway
+        logger.exception("could not announce the new room %s", slug)
 
 
 async def announce_left(presences: list[Presence]) -> None:
@@ -123,6 +161,9 @@ async def announce_left(presences: list[Presence]) -> None:
 async def _announce(
     presence: Presence, event: str, reason: str | None = None, count: int | None = None
 ) -> None:
+    if is_audience(presence.room):
+        _audience_counts().changed(presence.room)
+        return
     layer = get_channel_layer()
     if count is None:
         count = len(await get_backend().list_room(presence.room))
@@ -138,7 +179,7 @@ async def _announce(
         "type": "presence",
         "room": presence.room,
         "event": event,
-        "peer": public_peer(presence),
+        "peer": lobby_peer(presence),
         "count": count,
     }
     _lobby_batcher().add(json.dumps(delta, separators=(",", ":")))
@@ -180,6 +221,51 @@ def _lobby_batcher() -> LobbyBatcher:
     if _batcher is None or _batcher.loop is not asyncio.get_running_loop():
         _batcher = LobbyBatcher(settings.LOBBY_DELTA_INTERVAL)
     return _batcher
+
+
+class AudienceCounts:
+    """Audience joins and leaves as coalesced counts (see the module docstring).
+
+    A batch reads every room's count once (the backend's ``room_counts``: one round trip)
+    and sends each audience that changed one ``presence.count`` event (its viewers) and one
+    ``count`` delta (the lobby). ``at`` is the wall-clock time of the read: a viewer keeps
+    the newest, so counts read by two processes cannot leave it on the older one. Paced
+    like the lobby (``rtcsite.batching``): a lone join goes out at once, a burst in batches
+    of at most ``burst`` per ``interval``.
+    """
+
+    def __init__(self, interval: float, burst: int = 2) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.rooms: Batcher[str, None] = Batcher(self._send, interval=interval, burst=burst)
+
+    def changed(self, room: str) -> None:
+        self.rooms.submit(room)
+
+    async def _send(self, rooms: list[str]) -> None:
+        try:
+            counts = await get_backend().room_counts()
+            at = time.time()
+            layer = get_channel_layer()
+            for room in dict.fromkeys(rooms):  # each once, in order
+                count = counts.get(room, 0)
+                await layer.group_send(
+                    room_group(room), {"type": "presence.count", "count": count, "at": at}
+                )
+                delta = {"type": "presence", "room": room, "event": "count", "count": count}
+                _lobby_batcher().add(json.dumps(delta, separators=(",", ":")))
+        except Exception:
+            logger.exception("audience counts lost (%d rooms)", len(rooms))
+
+
+_counts: AudienceCounts | None = None
+
+
+def _audience_counts() -> AudienceCounts:
+    """This process's audience counter, on the running loop (tests run several loops)."""
+    global _counts
+    if _counts is None or _counts.loop is not asyncio.get_running_loop():
+        _counts = AudienceCounts(settings.LOBBY_DELTA_INTERVAL)
+    return _counts
 
 
 _sweeper: asyncio.Task | None = None

@@ -21,6 +21,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from identity.services import Identity
+from presence import services as presence
 from rooms.models import SLUG_RE, Room, RoomKind
 from rtcsite import quotas
 from rtcsite.age import cutoff
@@ -82,6 +83,7 @@ def get_or_create_room(
             with transaction.atomic():
                 candidate.save()
             room, created = candidate, True
+            presence.announce_new_room(room.slug, room.kind)
         except IntegrityError:  # lost a race with another creator: join theirs
             room = Room.objects.get(slug=slug)
     if not created:

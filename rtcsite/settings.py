@@ -162,6 +162,10 @@ if ICE_TRANSPORT_POLICY not in {"all", "relay"}:
     raise ImproperlyConfigured("ICE_TRANSPORT_POLICY must be 'all' or 'relay'.")
 # Server rooms (signaling/media/): aiortc peers in this process, face detection in a pool.
 SERVER_ROOM_MAX_PEERS = env_int("SERVER_ROOM_MAX_PEERS", 16, minimum=1)  # per process
+# ...and per identity and per client address in this process (identities are free to mint:
+# the address bounds one machine's share; raise it for sites behind one NAT)
+SERVER_ROOM_MAX_PEERS_PER_IDENTITY = env_int("SERVER_ROOM_MAX_PEERS_PER_IDENTITY", 2, minimum=1)
+SERVER_ROOM_MAX_PEERS_PER_ADDRESS = env_int("SERVER_ROOM_MAX_PEERS_PER_ADDRESS", 4, minimum=1)
 SERVER_ROOM_DETECT_FPS = env_float("SERVER_ROOM_DETECT_FPS", 5.0, minimum=0)  # per echo; 0: max
 # seconds between full-frame face scans of a boxed video (echo session, stream overlay)
 # while faces are tracked (faces/boxes.py); 0: always
@@ -244,8 +248,11 @@ PRESENCE_SWEEP_INTERVAL = env_int("PRESENCE_SWEEP_INTERVAL", 2, minimum=1)
 PRESENCE_KEY_PREFIX = env_str("PRESENCE_KEY_PREFIX", "rtcsite:presence")
 # Dotted path of a presence backend class; empty: Redis if REDIS_URL is set, else memory.
 PRESENCE_BACKEND = env_str("PRESENCE_BACKEND", "")
-# Lobby join/leave deltas: at most one fan-out per this many seconds (presence.services).
+# Lobby join/leave deltas, and stream viewer counts (to viewers and lobbies): at most one
+# fan-out per this many seconds once they come fast (presence.services).
 LOBBY_DELTA_INTERVAL = env_float("LOBBY_DELTA_INTERVAL", 0.05, minimum=0)
+# Names a lobby client gets per room card in its snapshot (the rest is a count).
+LOBBY_NAMES_PER_CARD = env_int("LOBBY_NAMES_PER_CARD", 3, minimum=0)
 
 # --- live streaming -------------------------------------------------------------------------
 # Read by streaming/ (pipeline, ffmpeg, ladder, services) with getattr and a default.
@@ -317,3 +324,14 @@ STREAM_MAX_LIVE = env_int("STREAM_MAX_LIVE", 16, minimum=0)  # the whole site
 STREAM_MAX_DURATION = env_float("STREAM_MAX_DURATION", 4 * 3600.0, minimum=0)  # s live; 0: none
 # Segments kept per stream (VOD included); 4 h of the default ladder is ~6 GB. 0: none
 STREAM_MAX_DISK_MB = env_float("STREAM_MAX_DISK_MB", 8192.0, minimum=0)
+# Pushed frames cost what the client makes them cost, and identities are free: each identity
+# has a detection budget in this process, shared by its connections (CPU seconds of detection
+# per second, and the burst it may spend at once); frames over it are refused at once.
+FACE_DETECT_BUDGET = env_float("FACE_DETECT_BUDGET", 0.5, minimum=0.001)
+FACE_DETECT_BUDGET_BURST = env_float("FACE_DETECT_BUDGET_BURST", 2.0, minimum=0.001)
+# Client-chosen parameters are clamped to what a frame may cost (full-frame 2-megapixel
+# detection at scale 1.01, min size 8 takes seconds): scale at least, min size at least,
+# detect width at most (0, full size, becomes this).
+FACE_CLIENT_MIN_SCALE_FACTOR = env_float("FACE_CLIENT_MIN_SCALE_FACTOR", 1.05, minimum=1.01)
+FACE_CLIENT_MIN_SIZE = env_int("FACE_CLIENT_MIN_SIZE", 20, minimum=8)
+FACE_CLIENT_MAX_DETECT_WIDTH = env_int("FACE_CLIENT_MAX_DETECT_WIDTH", 640, minimum=64)

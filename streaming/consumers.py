@@ -19,7 +19,6 @@ from django.conf import settings
 from presence import membership
 from presence.membership import Membership
 from rtcsite.errors import ClientError, NotFound
-from rtcsite.http import scope_address
 from rtcsite.ws.codes import CloseCode
 from rtcsite.ws.consumer import JsonSocketConsumer
 from streaming import ingest, services
@@ -81,7 +80,7 @@ class StreamIngestConsumer(JsonSocketConsumer):
                 seq,
                 data[SEQ_HEADER.size :],
                 capture_ms=self.capture_ms,
-                address=scope_address(self.scope),
+                address=self.client_address,
             )
         except ClientError as exc:
             exc.details.setdefault("seq", seq)
@@ -112,8 +111,9 @@ class StreamViewerConsumer(JsonSocketConsumer):
 
     The connection counts as a viewer: a place in the stream's viewer room
     (``presence.membership``, no capacity), expiring without heartbeats like any room's.
-    The server sends ``welcome`` (stream status and viewer count), then ``viewers`` on every
-    join/leave and ``stream`` when the stream goes live, ends or fails. Clients send only
+    The server sends ``welcome`` (stream status and viewer count), then ``viewers`` when the
+    count changes (coalesced: one message for a burst of joins, never a member list) and
+    ``stream`` when the stream goes live, ends or fails. Clients send only
     ``ping`` (the heartbeat).
     """
 
@@ -121,6 +121,7 @@ class StreamViewerConsumer(JsonSocketConsumer):
 
     slug: str
     place: Membership | None = None
+    count_at: float = 0.0  # when the last count sent was read (a class default until set)
 
     async def on_connect(self) -> None:
         self.slug = self.scope["url_route"]["kwargs"]["slug"]
@@ -154,19 +155,13 @@ class StreamViewerConsumer(JsonSocketConsumer):
         await membership.heartbeat(self.place)
         await super().handle_ping(content)
 
-    async def _send_count(self) -> None:
-        if self.place is not None and self.place.joined:
-            count = await services.viewer_count(self.slug)
-            await self.send_json({"type": "viewers", "count": count})
-
-    async def presence_joined(self, event: dict[str, Any]) -> None:
-        await self._send_count()
-
-    async def presence_left(self, event: dict[str, Any]) -> None:
-        await self._send_count()
-
-    async def presence_media(self, event: dict[str, Any]) -> None:
-        """Viewers have no media state; nothing to forward."""
+    async def presence_count(self, event: dict[str, Any]) -> None:
+        """The audience's count changed (``presence.services.AudienceCounts``, coalesced):
+        forward it unless a newer count was already sent."""
+        if self.place is None or not self.place.joined or event["at"] < self.count_at:
+            return
+        self.count_at = event["at"]
+        await self.send_json({"type": "viewers", "count": event["count"]})
 
     async def stream_status(self, event: dict[str, Any]) -> None:
         if self.place is not None and self.place.joined:

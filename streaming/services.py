@@ -136,16 +136,13 @@ def status(slug: str) -> dict[str, Any] | None:
 # have no dots, so no clash): the presence backends count them, expire ghosts, and the
 # lobby gets their join/leave deltas like any room's.
 def viewer_room(slug: str) -> str:
-    return f"stream.{slug}"
+    """A stream's viewers are an audience (presence.services: counts, not members)."""
+    return f"{presence.AUDIENCE_PREFIX}{slug}"
 
 
 def viewer_group(slug: str) -> str:
     """The channel-layer group of a stream's viewer sockets (presence and status events)."""
     return presence.room_group(viewer_room(slug))
-
-
-async def viewer_count(slug: str) -> int:
-    return len(await presence.members(viewer_room(slug)))
 
 
 async def announce_status(slug: str, status: str, reason: str = "") -> None:

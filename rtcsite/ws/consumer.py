@@ -44,6 +44,7 @@ from django.conf import settings
 from identity.services import Identity
 from identity.tokens import TokenError, verify_token
 from rtcsite.errors import ClientError, NotFound, RateLimited, TooLarge
+from rtcsite.http import scope_address
 from rtcsite.ratelimit import TokenBucket
 from rtcsite.waiters import Waiters
 from rtcsite.ws.codes import PROTOCOL_VERSION, TOKEN_CLOSE_CODES, CloseCode
@@ -270,6 +271,12 @@ class JsonSocketConsumer(AsyncJsonWebsocketConsumer):
         """Who this socket is, for log lines about it (subclasses add room and peer)."""
         identity = getattr(self, "identity", None)
         return f"path={self.scope.get('path')} user={identity.id if identity else '-'}"
+
+    @property
+    def client_address(self) -> str:
+        """The client's address (Daphne's ``--proxy-headers`` put the proxy's
+        ``X-Forwarded-For`` there), for per-address caps; "" if the server gave none."""
+        return scope_address(self.scope)
 
     @property
     def authenticated(self) -> bool:

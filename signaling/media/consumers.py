@@ -34,7 +34,14 @@ class MediaRoomConsumer(RoomConsumer):
                 "process; try again (the load balancer should route a room to one process).",
                 code="media-elsewhere",
             )
-        self.media = MediaSession(self.room.kind, self.room.slug, self.peer_id, self.send_json)
+        self.media = MediaSession(
+            self.room.kind,
+            self.room.slug,
+            self.peer_id,
+            self.send_json,
+            identity=self.identity.id,
+            address=self.client_address,
+        )
 
     def welcome_fields(self) -> dict[str, Any]:
         return {"recording_available": settings.SERVER_ROOM_RECORDINGS}

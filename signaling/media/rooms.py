@@ -14,6 +14,11 @@ through the ``send`` callback. The rules:
   connection, so arrivals and departures never renegotiate: a departed participant's
   slot simply stops sending until someone is plugged in again.
 * Every second the page gets ``media-stats`` (server fps in/out, detection time).
+* **Caps**: ``SERVER_ROOM_MAX_PEERS`` peers in this process, of which at most
+  ``SERVER_ROOM_MAX_PEERS_PER_IDENTITY`` for one identity and
+  ``SERVER_ROOM_MAX_PEERS_PER_ADDRESS`` for one client address (identities are free to
+  mint), so one client cannot make everyone else ``server-busy``. Its own cap is checked
+  first and answered ``too-many-sessions``.
 """
 
 from __future__ import annotations
@@ -81,6 +86,14 @@ def _watch(*, viewer: ServerPeer, publisher: ServerPeer) -> None:
 
 _relay_rooms: dict[str, RelayRoom] = {}
 
+#: this process's sessions by owner ("id:<identity>", "addr:<address>"): the per-client caps
+_owned: dict[str, set[MediaSession]] = {}
+
+
+def _holding(owner: str) -> int:
+    """Live server peers held by ``owner``'s sessions."""
+    return sum(1 for s in _owned.get(owner, ()) if s.peer is not None and not s.peer.closed)
+
 
 def relay_room(slug: str) -> RelayRoom:
     return _relay_rooms.setdefault(slug, RelayRoom(slug))
@@ -115,9 +128,27 @@ def joined_elsewhere(kind: str, me: str, members: list[Presence], process: str) 
 class MediaSession:
     """One participant's media in an echo or relay room (see the module docstring)."""
 
-    def __init__(self, kind: str, room_slug: str, participant: str, send: Send) -> None:
+    def __init__(
+        self,
+        kind: str,
+        room_slug: str,
+        participant: str,
+        send: Send,
+        *,
+        identity: str = "",
+        address: str = "",
+    ) -> None:
         if kind not in SERVER_KINDS:
             raise ValueError(f"not a server room kind: {kind}")
+        #: the per-client caps: (owner key, limit, what to call it); no address (a server
+        #: that gives none, in-process tests): the identity cap only
+        self.owners = [(f"id:{identity}", settings.SERVER_ROOM_MAX_PEERS_PER_IDENTITY, "identity")]
+        if address:
+            self.owners.append(
+                (f"addr:{address}", settings.SERVER_ROOM_MAX_PEERS_PER_ADDRESS, "address")
+            )
+        for owner, _, _ in self.owners:
+            _owned.setdefault(owner, set()).add(self)
         self.kind = kind
         self.room_slug = room_slug
         self.participant = participant
@@ -137,6 +168,15 @@ class MediaSession:
             raise RateLimited("Too many offers: each one starts a new media session.")
         await self._close_peer()
         self._candidates = 0
+        for owner, limit, what in self.owners:
+            if _holding(owner) >= limit:
+                raise ClientError(
+                    f"You already have {limit} media sessions open on this server (the "
+                    f"limit per {what}): close one (leave that room) first.",
+                    code="too-many-sessions",
+                    status=429,
+                    limit=limit,
+                )
         if len(live_peers()) >= settings.SERVER_ROOM_MAX_PEERS:
             raise Busy(
                 "This server is running as many media sessions as it is allowed to; "
@@ -309,3 +349,9 @@ class MediaSession:
         await self._close_peer()
         if self.overlay is not None:
             self.overlay.close()
+        for owner, _, _ in self.owners:
+            sessions = _owned.get(owner)
+            if sessions is not None:
+                sessions.discard(self)
+                if not sessions:
+                    del _owned[owner]

@@ -30,32 +30,47 @@ function setupTabs() {
 }
 
 // --- live presence on the room cards ---------------------------------------------------
-const occupancy = new Map(); // slug -> Map(peer id -> name)
+// slug -> {count, names: Map(peer id -> name)}: the server's count, and the names we know
+// (the snapshot gives the first few per room, deltas the ones who come and go).
+const occupancy = new Map();
+let namesPerCard = 3;
 
-// Viewers of live streams are presences in rooms named "stream.<slug>".
+function room(slug) {
+  if (!occupancy.has(slug)) occupancy.set(slug, { count: 0, names: new Map() });
+  return occupancy.get(slug);
+}
+
+// Viewers of live streams are an audience in rooms named "stream.<slug>": counts only.
 function renderStreamCard(slug) {
   const card = document.querySelector(`.room-card[data-stream="${CSS.escape(slug)}"]`);
   const count = card && card.querySelector(".viewer-count");
-  if (count) count.textContent = String((occupancy.get(`stream.${slug}`) || new Map()).size);
-  return true; // streams not listed (failed, purged) need no refresh
+  if (count) count.textContent = String(occupancy.get(`stream.${slug}`)?.count || 0);
 }
 
+// A room without a card (not listed: past the lobby's 200 per kind) is only counted: new
+// rooms are announced by a "room" event, which fetches the lists once.
 function renderCard(slug) {
   if (slug.startsWith("stream.")) return renderStreamCard(slug.slice("stream.".length));
   const card = document.querySelector(`.room-card[data-room="${CSS.escape(slug)}"]`);
-  if (!card) return false;
-  const people = occupancy.get(slug) || new Map();
-  const list = card.querySelector(".people");
-  list.replaceChildren(...[...people.values()].map((name) => {
+  if (!card) return;
+  const { count, names } = occupancy.get(slug) || { count: 0, names: new Map() };
+  const shown = [...names.values()].slice(0, namesPerCard);
+  const items = shown.map((name) => {
     const item = document.createElement("li");
     item.textContent = name;
     return item;
-  }));
-  card.querySelector(".count").textContent = String(people.size);
-  const full = people.size >= Number(card.dataset.capacity);
+  });
+  if (count > shown.length && shown.length) {
+    const more = document.createElement("li");
+    more.className = "more";
+    more.textContent = `and ${count - shown.length} more`;
+    items.push(more);
+  }
+  card.querySelector(".people").replaceChildren(...items);
+  card.querySelector(".count").textContent = String(count);
+  const full = count >= Number(card.dataset.capacity);
   card.classList.toggle("full", full);
   card.querySelector(".full-badge").hidden = !full;
-  return true;
 }
 
 // A room created after this page loaded has no card yet: fetch the lobby again and swap
@@ -91,24 +106,29 @@ setupTabs();
 const socket = new RtcSocket("/ws/lobby/");
 showStatus(socket);
 socket.on("hello", (msg) => { document.body.dataset.lobby = "connected"; window.rtcLobbyHello = msg; });
+let snapshots = 0;
 socket.on("lobby-state", (msg) => {
+  if (Number.isInteger(msg.names_per_card)) namesPerCard = msg.names_per_card;
   const slugs = new Set([...occupancy.keys(), ...Object.keys(msg.rooms)]);
   occupancy.clear();
-  for (const [slug, room] of Object.entries(msg.rooms)) {
-    occupancy.set(slug, new Map(room.participants.map((p) => [p.peer, p.name])));
+  for (const [slug, state] of Object.entries(msg.rooms)) {
+    const people = (state.participants || []).map((p) => [p.peer, p.name]);
+    occupancy.set(slug, { count: state.count, names: new Map(people) });
   }
-  let missing = false;
-  for (const slug of slugs) missing = !renderCard(slug) || missing;
-  if (missing) refreshLists();
+  for (const slug of slugs) renderCard(slug);
+  // reconnected: rooms created while we were not listening have no card yet
+  if (++snapshots > 1) refreshLists();
 });
 socket.on("presence", (msg) => {
-  if (!occupancy.has(msg.room)) occupancy.set(msg.room, new Map());
-  const people = occupancy.get(msg.room);
-  if (msg.event === "join") people.set(msg.peer.peer, msg.peer.name);
-  else people.delete(msg.peer.peer);
-  if (people.size === 0) occupancy.delete(msg.room);
-  if (!renderCard(msg.room)) refreshLists();
+  const state = room(msg.room);
+  state.count = msg.count;
+  if (msg.event === "join") state.names.set(msg.peer.peer, msg.peer.name);
+  else if (msg.event === "leave") state.names.delete(msg.peer.peer);
+  if (state.count === 0) occupancy.delete(msg.room);
+  renderCard(msg.room);
 });
+// A room was created: its card is on the server's page, not on ours yet.
+socket.on("room", () => refreshLists());
 // A stream went live, ended or failed: fetch the lists again (status, watch links).
 socket.on("stream", () => refreshLists());
 socket.connect();

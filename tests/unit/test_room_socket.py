@@ -147,7 +147,8 @@ async def test_lobby_snapshot_and_deltas():
     lobby = communicator("/ws/lobby/", identity=PEOPLE[4])
     await lobby.connect()
     assert (await lobby.receive_json_from())["type"] == "hello"
-    assert await lobby.receive_json_from() == {"type": "lobby-state", "rooms": {}}
+    state = await lobby.receive_json_from()
+    assert (state["type"], state["rooms"], state["names_per_card"]) == ("lobby-state", {}, 3)
 
     a, wa = await join("r1", PEOPLE[0])
     delta = await lobby.receive_json_from()
