@@ -14,6 +14,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from rtcsite.env import env_bool, env_float, env_int, env_json, env_list, env_str
 from rtcsite.ice import validate_ice_servers
+from rtcsite.security import parse_proxy_ssl_header
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -50,6 +51,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "rtcsite.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -177,6 +179,24 @@ X_FRAME_OPTIONS = "DENY"
 if not DEBUG:
     SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", True)
     CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", True)
+# HTTPS enforcement is the deployment's choice (docs/deploy.md): a LAN or dev server may
+# have no TLS at all, so both are off unless the environment turns them on.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0, minimum=0)  # 0: no HSTS header
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# "X-Forwarded-Proto" (or "X-Forwarded-Proto,https"): behind a TLS-terminating proxy that
+# sets this header (and strips it from clients), requests carrying it are HTTPS.
+SECURE_PROXY_SSL_HEADER = parse_proxy_ssl_header(env_str("SECURE_PROXY_SSL_HEADER", ""))
+# Content-Security-Policy of every response (rtcsite.security.ContentSecurityPolicyMiddleware):
+# scripts and styles from this site's files only, no inline code or handlers; blob: for
+# MSE playback (hls.js/dash.js) and hls.js's worker; connect-src 'self' covers ws(s)://.
+CONTENT_SECURITY_POLICY = env_str(
+    "CONTENT_SECURITY_POLICY",
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "media-src 'self' blob:; connect-src 'self'; worker-src 'self' blob:; object-src 'none'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
