@@ -188,6 +188,10 @@ SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
 # "X-Forwarded-Proto" (or "X-Forwarded-Proto,https"): behind a TLS-terminating proxy that
 # sets this header (and strips it from clients), requests carrying it are HTTPS.
 SECURE_PROXY_SSL_HEADER = parse_proxy_ssl_header(env_str("SECURE_PROXY_SSL_HEADER", ""))
+# Admin sign-in: this many wrong passwords per username or per client address within the
+# window (seconds, from the first failure) block sign-in for both until it ends.
+ADMIN_LOGIN_MAX_FAILURES = env_int("ADMIN_LOGIN_MAX_FAILURES", 5, minimum=1)
+ADMIN_LOGIN_WINDOW = env_int("ADMIN_LOGIN_WINDOW", 900, minimum=1)
 # Content-Security-Policy of every response (rtcsite.security.ContentSecurityPolicyMiddleware):
 # scripts and styles from this site's files only, no inline code or handlers; blob: for
 # MSE playback (hls.js/dash.js) and hls.js's worker; connect-src 'self' covers ws(s)://.
