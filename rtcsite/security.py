@@ -34,14 +34,20 @@ def parse_proxy_ssl_header(raw: str) -> tuple[str, str] | None:
 
 
 class ContentSecurityPolicyMiddleware:
-    """Adds ``settings.CONTENT_SECURITY_POLICY`` to every response that has none."""
+    """Adds ``settings.CONTENT_SECURITY_POLICY`` to every response that has none (as
+    ``...-Report-Only`` when CONTENT_SECURITY_POLICY_REPORT_ONLY is set)."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
         self.policy = settings.CONTENT_SECURITY_POLICY
+        self.header = (
+            "Content-Security-Policy-Report-Only"
+            if settings.CONTENT_SECURITY_POLICY_REPORT_ONLY
+            else "Content-Security-Policy"
+        )
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
         if self.policy:
-            response.headers.setdefault("Content-Security-Policy", self.policy)
+            response.headers.setdefault(self.header, self.policy)
         return response

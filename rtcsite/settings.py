@@ -193,14 +193,20 @@ SECURE_PROXY_SSL_HEADER = parse_proxy_ssl_header(env_str("SECURE_PROXY_SSL_HEADE
 ADMIN_LOGIN_MAX_FAILURES = env_int("ADMIN_LOGIN_MAX_FAILURES", 5, minimum=1)
 ADMIN_LOGIN_WINDOW = env_int("ADMIN_LOGIN_WINDOW", 900, minimum=1)
 # Content-Security-Policy of every response (rtcsite.security.ContentSecurityPolicyMiddleware):
-# scripts and styles from this site's files only, no inline code or handlers; blob: for
+# scripts and styles from this site's files only, no inline code or handlers, no eval
+# ('wasm-unsafe-eval' lets face-api compile WebAssembly, not evaluate strings); blob: for
 # MSE playback (hls.js/dash.js) and hls.js's worker; connect-src 'self' covers ws(s)://.
 CONTENT_SECURITY_POLICY = env_str(
     "CONTENT_SECURITY_POLICY",
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
-    "media-src 'self' blob:; connect-src 'self'; worker-src 'self' blob:; object-src 'none'; "
-    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; "
+    "img-src 'self' data: blob:; media-src 'self' blob:; connect-src 'self'; "
+    "worker-src 'self' blob:; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'",
 )
+# 1: send it as Content-Security-Policy-Report-Only (violations reported, nothing blocked),
+# e.g. to try a changed policy. The test servers use it: Playwright's wait_for_function
+# evaluates strings, which the enforced policy refuses (tests/e2e/test_csp.py enforces it).
+CONTENT_SECURITY_POLICY_REPORT_ONLY = env_bool("CONTENT_SECURITY_POLICY_REPORT_ONLY", False)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

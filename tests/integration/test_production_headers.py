@@ -104,11 +104,21 @@ def test_ssl_redirect_hsts_and_proxy_header_come_from_the_environment(tls_behind
     assert proxied.headers["Strict-Transport-Security"] == "max-age=3600"
 
 
-def test_pages_carry_the_content_security_policy(live_server_proc):
-    for path in ("/", "/streams/", "/faces/", "/no-such-page/"):
-        response = fetch(live_server_proc.url + path)
-        policy = response.headers["Content-Security-Policy"]
-        assert policy, path
-        assert "script-src 'self'" in policy
-        assert "unsafe-inline" not in policy
-        assert "frame-ancestors 'none'" in policy
+def test_pages_carry_the_content_security_policy(tmp_path, live_server_proc):
+    server = DaphneServer(workdir=tmp_path, env={"CONTENT_SECURITY_POLICY_REPORT_ONLY": "0"})
+    server.start()
+    try:
+        for path in ("/", "/streams/", "/faces/", "/no-such-page/"):
+            response = fetch(server.url + path)
+            policy = response.headers["Content-Security-Policy"]
+            assert policy, path
+            directives = dict(d.strip().partition(" ")[::2] for d in policy.split(";"))
+            assert directives["script-src"].split() == ["'self'", "'wasm-unsafe-eval'"]
+            assert directives["style-src"] == "'self'"
+            assert "frame-ancestors 'none'" in policy
+    finally:
+        server.stop()
+    # The test servers (tests/support/daphne.py) send the same policy as report-only.
+    response = fetch(live_server_proc.url + "/")
+    assert "Content-Security-Policy" not in response.headers
+    assert response.headers["Content-Security-Policy-Report-Only"] == policy

@@ -74,6 +74,9 @@ class DaphneServer:
                 "SQLITE_PATH": str(self.workdir / "db.sqlite3"),
                 "MEDIA_ROOT": str(self.workdir / "media"),
                 "PYTHONUNBUFFERED": "1",
+                # Playwright's wait_for_function evals its predicate, which the enforced CSP
+                # refuses; tests/e2e/test_csp.py serves the enforced policy.
+                "CONTENT_SECURITY_POLICY_REPORT_ONLY": "1",
             }
         )
         env.update(self.env)
