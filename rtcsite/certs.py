@@ -318,6 +318,11 @@ def write_certificate(
     )
 
 
+def write_private_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` with mode 0600 (never readable by others, even briefly)."""
+    _write_atomically(path, data, 0o600)
+
+
 def _write_atomically(path: Path, data: bytes, mode: int) -> None:
     # mkstemp creates the file with mode 0600 whatever the umask, so the key is never
     # readable by others, not even for a moment; os.replace swaps it in atomically.

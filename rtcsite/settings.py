@@ -154,7 +154,7 @@ FFMPEG_BINARY = env_str("FFMPEG_BINARY", "")  # empty: the binary bundled by ima
 
 # --- static files -------------------------------------------------------------------------
 STATIC_URL = "/static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles")))  # collectstatic
 # Vendored npm files are copied into static/vendor/ by `manage.py vendor_assets`.
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
@@ -163,7 +163,7 @@ STORAGES = {
         "BACKEND": (
             "django.contrib.staticfiles.storage.StaticFilesStorage"
             if DEBUG
-            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+            else "rtcsite.storage.StaticFilesStorage"
         )
     },
 }
