@@ -146,6 +146,10 @@ SERVER_ROOM_DETECT_FPS = env_float("SERVER_ROOM_DETECT_FPS", 5.0, minimum=0)  # 
 SERVER_ROOM_FULL_SCAN_INTERVAL = env_float("SERVER_ROOM_FULL_SCAN_INTERVAL", 1.0, minimum=0)
 SERVER_ROOM_STATS_INTERVAL = env_float("SERVER_ROOM_STATS_INTERVAL", 1.0, minimum=0.1)
 SERVER_ROOM_RECORDINGS = env_bool("SERVER_ROOM_RECORDINGS", False)  # pages may record sessions
+# Server peers send STUN checks to private, loopback and mDNS candidates a client names only
+# when allowed: on with DEBUG (dev and tests run on 127.0.0.1) and for serve_lan; off in
+# production, where they would let a visitor probe the server's own networks.
+SERVER_ROOM_ALLOW_PRIVATE_CANDIDATES = env_bool("SERVER_ROOM_ALLOW_PRIVATE_CANDIDATES", DEBUG)
 
 # --- media / FFmpeg -----------------------------------------------------------------------
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(BASE_DIR / "media")))
