@@ -103,8 +103,12 @@ class Command(BaseCommand):
         write(f"  Expires: {expires}")
         write(f"  SHA-256 fingerprint: {result.fingerprint}")
         write("")
-        write("Serve HTTPS on all interfaces (from the repo root, in the activated .venv):")
+        write("Serve HTTPS on all interfaces (from the repo root, in the activated .venv;")
+        write("`manage.py serve_lan` does all of this and keeps the key in certs/secret_key):")
         write("")
+        new_key = "python -c 'import secrets; print(secrets.token_urlsafe(50))'"
+        write(f'  export DEBUG=0 SECRET_KEY="$({new_key})"')
+        write("  python manage.py collectstatic --noinput")
         write(f"  export ALLOWED_HOSTS={shlex.quote(','.join(allowed_hosts))}")
         write(f"  export CSRF_TRUSTED_ORIGINS={shlex.quote(','.join(origins))}")
         write(f"  daphne -e {shlex.quote(endpoint)} rtcsite.asgi:application")
