@@ -113,7 +113,8 @@ class Command(BaseCommand):
         write(f"  export CSRF_TRUSTED_ORIGINS={shlex.quote(','.join(origins))}")
         write(f"  daphne -e {shlex.quote(endpoint)} rtcsite.asgi:application")
         write("")
-        lan = [origin for origin, name in zip(origins, names, strict=True) if _is_lan(name)]
+        pairs = zip(origins, names, strict=True)
+        lan = [origin for origin, name in pairs if certs.is_lan_host(name)]
         if lan:
             write(f"Then open {' or '.join(f'{origin}/' for origin in lan)} on the phone.")
         write(
@@ -121,10 +122,3 @@ class Command(BaseCommand):
             "fingerprint above and accept, or trust cert.pem (docs/https.md). "
             "Development only: never expose this on the public internet."
         )
-
-
-def _is_lan(name: certs.Host) -> bool:
-    value = name.value
-    if isinstance(value, str):
-        return value != "localhost" and not value.endswith(".localhost")
-    return not value.is_loopback

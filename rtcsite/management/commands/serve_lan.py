@@ -9,7 +9,6 @@ and CSRF_TRUSTED_ORIGINS set to those names. See docs/https.md.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import secrets
 import subprocess
@@ -115,7 +114,7 @@ class Command(BaseCommand):
         for step in (["migrate", "--noinput", "-v0"], ["collectstatic", "--noinput", "-v0"]):
             if subprocess.run([*manage, *step], env=env, cwd=settings.BASE_DIR).returncode:
                 raise CommandError(f"manage.py {' '.join(step)} failed (see above).")
-        lan = [name for name in names if not _loopback(name)]
+        lan = [name for name in names if certs.is_lan_host(name)]
         self.stdout.write(
             f"Serving https on {options['interface']}:{port} with DEBUG=0. Open "
             + (" or ".join(f"https://{certs.url_host(n)}:{port}/" for n in lan) or "it")
@@ -128,10 +127,3 @@ class Command(BaseCommand):
         )
         # exec: Daphne takes this process's place (same PID, Ctrl-C and SIGTERM reach it)
         os.execve(daphne, [daphne, "-e", endpoint, "rtcsite.asgi:application"], env)
-
-
-def _loopback(name: certs.Host) -> bool:
-    value = name.value
-    if isinstance(value, str):
-        return value == "localhost"
-    return isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address) and value.is_loopback
