@@ -85,6 +85,8 @@ def test_serve_lan_https_debug_off_with_a_kept_key(tmp_path):
         css = re.search(r'href="(/static/css/site\.[0-9a-f]{12}\.css)"', body)
         assert css, body[:500]
         assert get(port, context, css.group(1))[0] == 200
+        for page in ("/streams/", "/faces/"):  # pages naming vendored files by hashed name
+            assert get(port, context, page)[0] == 200, page
         # a wss socket from the page's own https origin is accepted (CSRF_TRUSTED_ORIGINS)
         token = re.search(r'name="rtc-ws-token" content="([^"]+)"', body).group(1)
         hello = asyncio.run(open_socket(port, token, f"https://127.0.0.1:{port}", context))
