@@ -119,7 +119,7 @@ async def ws_round(port: int, token: str, webp: bytes, count: int) -> dict[str, 
 
     url = f"ws://127.0.0.1:{port}/ws/faces/?token={token}&v=1"
     rtts, detects, errors = [], [], 0
-    async with websockets.connect(url, max_size=None, origin="http://127.0.0.1") as ws:
+    async with websockets.connect(url, max_size=None, origin=f"http://127.0.0.1:{port}") as ws:
         hello = json.loads(await ws.recv())
         assert hello["type"] == "hello", hello
         started = time.perf_counter()

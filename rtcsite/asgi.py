@@ -1,11 +1,13 @@
 """ASGI entry point: HTTP to Django, WebSockets to Channels consumers.
 
-WebSockets pass the Origin check against ALLOWED_HOSTS (a cross-site page cannot open
-a socket with the visitor's cookies); each consumer then insists on its signed token
-(rtcsite.ws.consumer), which is the only identity a socket has. No session or user is put
-in a socket's scope: nothing reads them, and Channels' ``AuthMiddlewareStack`` cost every
-connect a thread-pool hop (and a session read when the browser sends its cookie) plus
-about 3 KB held per socket (bench ws_capacity, docs/decisions.md).
+WebSockets pass the Origin check (rtcsite/ws/origin.py: the socket's own scheme, host and
+port, or one of CSRF_TRUSTED_ORIGINS, with the host in ALLOWED_HOSTS; a page of another
+site, scheme or port cannot open a socket with the visitor's cookies); each consumer then
+insists on its signed token (rtcsite.ws.consumer), which is the only identity a socket has.
+No session or user is put in a socket's scope: nothing reads them, and Channels'
+``AuthMiddlewareStack`` cost every connect a thread-pool hop (and a session read when the
+browser sends its cookie) plus about 3 KB held per socket (bench ws_capacity,
+docs/decisions.md).
 """
 
 import os
@@ -16,13 +18,17 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rtcsite.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from rtcsite.routing import websocket_urlpatterns  # noqa: E402
+from rtcsite.serving import refuse_public_listen_with_default_key  # noqa: E402
+from rtcsite.ws.origin import SameOriginValidator  # noqa: E402
+
+# Daphne and runserver load this module before they listen: the bind is checked here.
+refuse_public_listen_with_default_key()
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(URLRouter(websocket_urlpatterns)),
+        "websocket": SameOriginValidator(URLRouter(websocket_urlpatterns)),
     }
 )

@@ -117,6 +117,14 @@ def url_host(host: Host) -> str:
     return str(host.value)
 
 
+def is_lan_host(host: Host) -> bool:
+    """True for a name or address other devices can use (not localhost, not loopback)."""
+    value = host.value
+    if isinstance(value, str):
+        return value != "localhost" and not value.endswith(".localhost")
+    return not value.is_loopback
+
+
 def lan_ipv4_addresses() -> list[str]:
     """The machine's non-loopback IPv4 addresses, found without sending any packet.
 
@@ -316,6 +324,11 @@ def write_certificate(
         certificate=certificate,
         hosts=tuple(host_text(name) for name in san),
     )
+
+
+def write_private_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` with mode 0600 (never readable by others, even briefly)."""
+    _write_atomically(path, data, 0o600)
 
 
 def _write_atomically(path: Path, data: bytes, mode: int) -> None:

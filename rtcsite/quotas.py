@@ -96,8 +96,9 @@ def describe_wait(seconds: int) -> str:
 
 
 # --- counting (I/O: the cache) -------------------------------------------------------------
-def _count(key: str, seconds: int) -> int:
-    """One more for ``key``; the key lives for its window (and a second of slack)."""
+def bump(key: str, seconds: int) -> int:
+    """One more for ``key`` (the count after it); the key lives ``seconds`` from its first
+    count (and a second of slack). The one shared counter: quotas and the admin throttle."""
     from django.core.cache import cache
 
     if cache.add(key, 1, timeout=seconds + 1):
@@ -126,7 +127,7 @@ def check(action: Action, *, identity: str | None = None, address: str | None = 
             continue
         key = f"quota:{action.name}:{scope}:{value}:{window_number(now, seconds)}"
         try:
-            count = _count(key, seconds)
+            count = bump(key, seconds)
         except Exception:  # the cache is down: let it through rather than refuse everyone
             logger.warning("quota %s: cache unavailable; not counted", action.name, exc_info=True)
             continue

@@ -14,6 +14,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from rtcsite.env import env_bool, env_float, env_int, env_json, env_list, env_rate, env_str
 from rtcsite.ice import validate_ice_servers
+from rtcsite.security import parse_proxy_ssl_header
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -50,6 +51,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "rtcsite.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -182,6 +184,10 @@ RECORDING_MAX_BYTES = env_int("RECORDING_MAX_BYTES", 200 << 20, minimum=64 * 102
 RECORDING_MAX_SECONDS = env_float("RECORDING_MAX_SECONDS", 1800.0, minimum=1)  # per file
 # `manage.py maintain` deletes finished recordings (file and row) older than this.
 RECORDING_RETENTION_HOURS = env_float("RECORDING_RETENTION_HOURS", 720.0, minimum=0)
+# Server peers send STUN checks to private, loopback and mDNS candidates a client names only
+# when allowed: on with DEBUG (dev and tests run on 127.0.0.1) and for serve_lan; off in
+# production, where they would let a visitor probe the server's own networks.
+SERVER_ROOM_ALLOW_PRIVATE_CANDIDATES = env_bool("SERVER_ROOM_ALLOW_PRIVATE_CANDIDATES", DEBUG)
 
 # --- media / FFmpeg -----------------------------------------------------------------------
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(BASE_DIR / "media")))
@@ -192,7 +198,7 @@ FFMPEG_BINARY = env_str("FFMPEG_BINARY", "")  # empty: the binary bundled by ima
 
 # --- static files -------------------------------------------------------------------------
 STATIC_URL = "/static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles")))  # collectstatic
 # Vendored npm files are copied into static/vendor/ by `manage.py vendor_assets`.
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
@@ -201,7 +207,7 @@ STORAGES = {
         "BACKEND": (
             "django.contrib.staticfiles.storage.StaticFilesStorage"
             if DEBUG
-            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+            else "rtcsite.storage.StaticFilesStorage"
         )
     },
 }
@@ -217,6 +223,34 @@ X_FRAME_OPTIONS = "DENY"
 if not DEBUG:
     SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", True)
     CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", True)
+# HTTPS enforcement is the deployment's choice (docs/deploy.md): a LAN or dev server may
+# have no TLS at all, so both are off unless the environment turns them on.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0, minimum=0)  # 0: no HSTS header
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# "X-Forwarded-Proto" (or "X-Forwarded-Proto,https"): behind a TLS-terminating proxy that
+# sets this header (and strips it from clients), requests carrying it are HTTPS.
+SECURE_PROXY_SSL_HEADER = parse_proxy_ssl_header(env_str("SECURE_PROXY_SSL_HEADER", ""))
+# Admin sign-in: this many wrong passwords per username or per client address within the
+# window (seconds, from the first failure) block sign-in for both until it ends.
+ADMIN_LOGIN_MAX_FAILURES = env_int("ADMIN_LOGIN_MAX_FAILURES", 5, minimum=1)
+ADMIN_LOGIN_WINDOW = env_int("ADMIN_LOGIN_WINDOW", 900, minimum=1)
+# Content-Security-Policy of every response (rtcsite.security.ContentSecurityPolicyMiddleware):
+# scripts and styles from this site's files only, no inline code or handlers, no eval
+# ('wasm-unsafe-eval' lets face-api compile WebAssembly, not evaluate strings); blob: for
+# MSE playback (hls.js/dash.js) and hls.js's worker; connect-src 'self' covers ws(s)://.
+CONTENT_SECURITY_POLICY = env_str(
+    "CONTENT_SECURITY_POLICY",
+    "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; "
+    "img-src 'self' data: blob:; media-src 'self' blob:; connect-src 'self'; "
+    "worker-src 'self' blob:; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'",
+)
+# 1: send it as Content-Security-Policy-Report-Only (violations reported, nothing blocked),
+# e.g. to try a changed policy. The test servers use it: Playwright's wait_for_function
+# evaluates strings, which the enforced policy refuses (tests/e2e/test_csp.py enforces it).
+CONTENT_SECURITY_POLICY_REPORT_ONLY = env_bool("CONTENT_SECURITY_POLICY_REPORT_ONLY", False)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -1,8 +1,11 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from rtcsite.adminlogin import ThrottledAdminAuthenticationForm
+
 admin.site.site_header = "rtcsite admin"
 admin.site.site_title = "rtcsite"
+admin.site.login_form = ThrottledAdminAuthenticationForm  # password guessing is throttled
 
 urlpatterns = [
     path("admin/", admin.site.urls),

@@ -1,8 +1,10 @@
 from datetime import timedelta
 
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
+from django.utils.cache import add_never_cache_headers
 from django.utils.html import format_html
 
 from streaming.models import Stream
@@ -95,12 +97,14 @@ class StreamAdmin(admin.ModelAdmin):
         )
 
     @admin.action(description="Rotate the publish key (the new key is shown once)")
-    def rotate_keys(self, request: HttpRequest, queryset: QuerySet[Stream]) -> None:
-        for stream in queryset:
-            key = rotate_publish_key(stream)
-            self.message_user(
-                request,
-                f"New publish key for “{stream.title}” ({stream.slug}): {key} — copy it now, "
-                "it is stored hashed and will not be shown again.",
-                messages.WARNING,
-            )
+    def rotate_keys(self, request: HttpRequest, queryset: QuerySet[Stream]) -> TemplateResponse:
+        """Show the new keys on the response page itself: a message would carry them in the
+        ``messages`` cookie (or session) to the next page, stored outside the hash."""
+        rotated = [(stream, rotate_publish_key(stream)) for stream in queryset]
+        response = TemplateResponse(
+            request,
+            "admin/streaming/stream/rotated_keys.html",
+            {**self.admin_site.each_context(request), "rotated": rotated, "opts": self.opts},
+        )
+        add_never_cache_headers(response)  # no copy of the keys in a browser or proxy cache
+        return response

@@ -16,6 +16,7 @@ which the socket calls on leave/disconnect and the peer calls itself when ICE fa
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -68,6 +69,38 @@ def rtc_configuration() -> RTCConfiguration:
         for entry in client_ice_servers(settings.ICE_SERVERS, "server")
     ]
     return RTCConfiguration(iceServers=servers)
+
+
+def candidate_allowed(host: str) -> bool:
+    """May the server send STUN checks to ``host``, an address a client named?
+
+    Only public addresses, unless SERVER_ROOM_ALLOW_PRIVATE_CANDIDATES: otherwise any
+    visitor could make the server probe its own loopback or the private network it sits in
+    (a port scan by proxy). mDNS names (``….local``) resolve to LAN addresses by design.
+    """
+    if settings.SERVER_ROOM_ALLOW_PRIVATE_CANDIDATES:
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False  # a host name (mDNS): only ever a LAN address
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return address.is_global
+
+
+def drop_private_candidates(sdp: str) -> str:
+    """The offer without ``a=candidate`` lines that :func:`candidate_allowed` refuses."""
+    if settings.SERVER_ROOM_ALLOW_PRIVATE_CANDIDATES:
+        return sdp
+    kept = []
+    for line in sdp.splitlines(keepends=True):
+        if line.startswith("a=candidate:"):
+            fields = line.split()
+            if len(fields) < 5 or not candidate_allowed(fields[4]):
+                continue  # field 5 of a candidate line is its address
+        kept.append(line)
+    return "".join(kept)
 
 
 def check_offer(sdp: str) -> None:
@@ -139,6 +172,7 @@ class ServerPeer:
     async def answer(self, sdp: str) -> str:
         """Take the browser's offer; return the server's answer SDP (candidates included)."""
         check_offer(sdp)
+        sdp = drop_private_candidates(sdp)
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         except OperationError as exc:
@@ -177,6 +211,8 @@ class ServerPeer:
             raise ClientError(
                 "The ICE candidate could not be parsed.", code="bad-candidate"
             ) from exc
+        if not candidate_allowed(parsed.ip):
+            return  # dropped like an unreachable candidate: no STUN check goes there
         parsed.sdpMid = candidate.get("sdpMid")
         parsed.sdpMLineIndex = candidate.get("sdpMLineIndex")
         if parsed.sdpMid is None and parsed.sdpMLineIndex is None:

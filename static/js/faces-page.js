@@ -8,7 +8,10 @@
 import { RtcSocket, fetchToken, pageToken, showStatus } from "./socket.js";
 import { describeMediaError, openLocalMedia } from "./local-media.js";
 import { PUBLISH_VIDEO, publishMediaStream } from "./publisher.js";
+import { keepFormsLocal } from "./forms.js";
 import { uploadHealth } from "./upload-health.js";
+
+keepFormsLocal();
 
 const BOX_COLOUR = "#00ff00"; // the server's BOX_BGR; tests read it back from the stream
 const BOX_WIDTH = 4;

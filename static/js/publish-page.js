@@ -3,7 +3,10 @@
 
 import { describeMediaError, openLocalMedia } from "./local-media.js";
 import { PUBLISH_VIDEO, StreamPublisher } from "./publisher.js";
+import { keepFormsLocal } from "./forms.js";
 import { uploadHealth } from "./upload-health.js";
+
+keepFormsLocal();
 
 const root = document.getElementById("publisher");
 const $ = (id) => document.getElementById(id);

@@ -74,6 +74,25 @@ def test_foreign_origin_gets_403(live_server_proc, origin):
     assert exc.value.response.status_code == 403
 
 
+@pytest.mark.parametrize(
+    "make_origin",
+    [
+        lambda url: url.replace("http://", "https://"),  # same host and port, other scheme
+        lambda url: f"{url[: url.rindex(':')]}:{int(url.rsplit(':', 1)[1]) + 1}",  # other port
+        lambda url: url[: url.rindex(":")],  # no port: http's 80, not the server's
+    ],
+    ids=["scheme", "port", "default-port"],
+)
+def test_origin_of_another_scheme_or_port_gets_403(live_server_proc, make_origin):
+    """The host alone is not the origin: another service of the same machine, or an http://
+    page of a TLS site, must not open sockets with the visitor's identity."""
+    token, _ = page_token(live_server_proc)
+    url = f"{live_server_proc.ws_url}/ws/lobby/?token={token}"
+    with pytest.raises(InvalidStatus) as exc:
+        asyncio.run(open_and_read(url, make_origin(live_server_proc.url)))
+    assert exc.value.response.status_code == 403
+
+
 def test_bad_protocol_version_closed(live_server_proc):
     token, _ = page_token(live_server_proc)
     url = f"{live_server_proc.ws_url}/ws/lobby/?token={token}&v=99"

@@ -75,6 +75,9 @@ class DaphneServer:
                 "MEDIA_ROOT": str(self.workdir / "media"),
                 "RECORDINGS_ROOT": str(self.workdir / "recordings"),
                 "PYTHONUNBUFFERED": "1",
+                # Playwright's wait_for_function evals its predicate, which the enforced CSP
+                # refuses; tests/e2e/test_csp.py serves the enforced policy.
+                "CONTENT_SECURITY_POLICY_REPORT_ONLY": "1",
             }
         )
         env.update(self.env)

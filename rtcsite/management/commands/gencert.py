@@ -103,13 +103,18 @@ class Command(BaseCommand):
         write(f"  Expires: {expires}")
         write(f"  SHA-256 fingerprint: {result.fingerprint}")
         write("")
-        write("Serve HTTPS on all interfaces (from the repo root, in the activated .venv):")
+        write("Serve HTTPS on all interfaces (from the repo root, in the activated .venv;")
+        write("`manage.py serve_lan` does all of this and keeps the key in certs/secret_key):")
         write("")
+        new_key = "python -c 'import secrets; print(secrets.token_urlsafe(50))'"
+        write(f'  export DEBUG=0 SECRET_KEY="$({new_key})"')
+        write("  python manage.py collectstatic --noinput")
         write(f"  export ALLOWED_HOSTS={shlex.quote(','.join(allowed_hosts))}")
         write(f"  export CSRF_TRUSTED_ORIGINS={shlex.quote(','.join(origins))}")
         write(f"  daphne -e {shlex.quote(endpoint)} rtcsite.asgi:application")
         write("")
-        lan = [origin for origin, name in zip(origins, names, strict=True) if _is_lan(name)]
+        pairs = zip(origins, names, strict=True)
+        lan = [origin for origin, name in pairs if certs.is_lan_host(name)]
         if lan:
             write(f"Then open {' or '.join(f'{origin}/' for origin in lan)} on the phone.")
         write(
@@ -117,10 +122,3 @@ class Command(BaseCommand):
             "fingerprint above and accept, or trust cert.pem (docs/https.md). "
             "Development only: never expose this on the public internet."
         )
-
-
-def _is_lan(name: certs.Host) -> bool:
-    value = name.value
-    if isinstance(value, str):
-        return value != "localhost" and not value.endswith(".localhost")
-    return not value.is_loopback
