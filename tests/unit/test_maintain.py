@@ -145,3 +145,28 @@ def test_maintain_deletes_what_outlived_its_time_and_nothing_else(site):
 
     maintain()  # idempotent: a second run finds nothing and changes nothing
     assert state(site) == after
+
+
+def test_maintain_forgets_the_addresses_of_streams_no_longer_live(settings, tmp_path):
+    """Only live streams are counted by address (streaming.limits): ended, failed and idle
+    ones keep none after a run; a live one keeps its address."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.RECORDINGS_ROOT = tmp_path / "recordings"
+    rows = {
+        state: Stream.objects.create(
+            slug=f"s-{state}", title=state, status=state, address="192.0.2.7"
+        )
+        for state in (StreamStatus.LIVE, StreamStatus.ENDED, StreamStatus.FAILED, StreamStatus.IDLE)
+    }
+    assert "would delete the client address of 3 stream(s)" in maintain("--dry-run")
+    assert Stream.objects.filter(address="192.0.2.7").count() == 4
+    maintain()
+    kept = {
+        s.status: s.address for s in Stream.objects.filter(pk__in=[r.pk for r in rows.values()])
+    }
+    assert kept == {
+        StreamStatus.LIVE: "192.0.2.7",
+        StreamStatus.ENDED: "",
+        StreamStatus.FAILED: "",
+        StreamStatus.IDLE: "",
+    }

@@ -9,7 +9,9 @@ finds nothing to do. In order:
 3. expired Django sessions (``clearsessions``);
 4. visitor rooms (not pinned, not made in admin) idle for ``ROOM_IDLE_DELETE_HOURS`` and
    empty right now;
-5. streams that never went live, untouched for ``STREAM_IDLE_DELETE_HOURS``.
+5. streams that never went live, untouched for ``STREAM_IDLE_DELETE_HOURS``;
+6. the client addresses kept on streams that are no longer live (only live streams are
+   counted by address, ``streaming.limits``; an address is personal data).
 
 A setting of 0 switches its step off (``rtcsite.age.cutoff``).
 """
@@ -66,6 +68,7 @@ class Command(BaseCommand):
         self.sessions()
         self.rooms()
         self.streams()
+        self.addresses()
 
     def report(self, what: str) -> None:
         self.stdout.write(f"{self.prefix} {what}")
@@ -150,3 +153,10 @@ class Command(BaseCommand):
         self.report(
             f"{count} never-used stream(s) idle for {settings.STREAM_IDLE_DELETE_HOURS:g} h"
         )
+
+    def addresses(self) -> None:
+        from streaming.models import Stream, StreamStatus
+
+        kept = Stream.objects.exclude(status=StreamStatus.LIVE).exclude(address="")
+        count = kept.count() if self.dry_run else kept.update(address="")
+        self.report(f"the client address of {count} stream(s) no longer live")
