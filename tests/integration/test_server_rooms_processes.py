@@ -62,7 +62,11 @@ def test_deployed_layout_echo_on_a_sched_idle_media_process(redis_env, daphne_fa
     Redis. An echo participant on the media process's ``/ws/media/`` gets its frames back,
     and the lobby on the web process sees them join and leave."""
     web = daphne_factory(redis_env)
-    media = daphne_factory(redis_env, same_db_as=web, sched_idle=True)
+    # The page is on the web process's origin; without nginx (one origin for both, as in
+    # docs/deploy.md) the media process must trust it explicitly.
+    media = daphne_factory(
+        redis_env | {"CSRF_TRUSTED_ORIGINS": web.url}, same_db_as=web, sched_idle=True
+    )
     assert os.sched_getscheduler(media.pid) == os.SCHED_IDLE
     assert os.sched_getscheduler(web.pid) == os.SCHED_OTHER
     web.manage(
