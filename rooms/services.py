@@ -268,19 +268,21 @@ async def aunlisted_rooms(slugs: Iterable[str]) -> set[str]:
 _activity_written: dict[str, float] = {}
 
 
-def _activity_due(slug: str) -> bool:
-    """At most one write per room per ``ROOM_ACTIVITY_WRITE_SECONDS`` from this process:
+def _activity_due(room: Room) -> bool:
+    """At most one write per room per ``ROOM_ACTIVITY_WRITE_SECONDS`` from this process, and
+    none while the copy at hand is that fresh (a room just created or written elsewhere):
     joins are the hot path, and "idle" is measured in hours."""
     from django.conf import settings
 
     now = time.monotonic()
-    last = _activity_written.get(slug)
+    last = _activity_written.get(room.slug)
     if last is not None and now - last < settings.ROOM_ACTIVITY_WRITE_SECONDS:
         return False
     if len(_activity_written) >= 10_000:  # bounded: forget everything rather than grow
         _activity_written.clear()
-    _activity_written[slug] = now
-    return True
+    _activity_written[room.slug] = now
+    fresh = timezone.now() - timedelta(seconds=settings.ROOM_ACTIVITY_WRITE_SECONDS)
+    return room.last_active_at is None or room.last_active_at < fresh
 
 
 def _write_activity(room: Room) -> None:
@@ -295,13 +297,13 @@ def _write_activity(room: Room) -> None:
 
 def note_activity(room: Room) -> None:
     """Someone joined ``room``: it is in use (keeps it in the lobby)."""
-    if _activity_due(room.slug):
+    if _activity_due(room):
         _write_activity(room)
 
 
 async def anote_activity(room: Room) -> None:
     """``note_activity`` for a socket join: the rare write runs in the reader's thread."""
-    if not _activity_due(room.slug):
+    if not _activity_due(room):
         return
     global _reader_pool
     if _reader_pool is None:

@@ -92,6 +92,33 @@ async def test_socket_join_brings_it_back_writing_at_most_once_per_interval(room
     await second.disconnect()
 
 
+async def test_joining_a_room_active_within_the_interval_costs_no_query(rooms, settings):
+    """A room created or written lately (the copy at hand says so) is not written again: the
+    first joins of a new room cost the connect path no database round trip."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from rooms.services import _activity_due
+
+    settings.ROOM_ACTIVITY_WRITE_SECONDS = 3600
+    room = await database_sync_to_async(Room.objects.get)(slug="fresh")
+    room.last_active_at = timezone.now() - timedelta(seconds=60)  # written a minute ago
+    assert not _activity_due(room)
+    stale = await database_sync_to_async(Room.objects.get)(slug="old-spam")
+    assert _activity_due(stale)
+
+    def join_fresh():
+        with CaptureQueriesContext(connection) as queries:
+            get_or_create_room("fresh", RoomKind.MESH, PEOPLE[2])
+        return [q["sql"] for q in queries.captured_queries if q["sql"].startswith("UPDATE")]
+
+    await database_sync_to_async(Room.objects.filter(slug="fresh").update)(
+        last_active_at=timezone.now()
+    )
+    forget_room()
+    assert await database_sync_to_async(join_fresh)() == []
+
+
 async def test_lobby_snapshot_leaves_out_occupied_rooms_the_lobby_hides(rooms):
     """Someone sitting in a spam room for days keeps it in presence, not in the lobby."""
     sockets = []
