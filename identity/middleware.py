@@ -10,7 +10,7 @@ from django.utils.functional import SimpleLazyObject
 
 from identity.services import get_or_create_identity
 from rtcsite import quotas
-from rtcsite.errors import RateLimited, http_response
+from rtcsite.errors import RateLimited, http_response, with_retry_after
 from rtcsite.http import client_address
 
 
@@ -41,6 +41,4 @@ class IdentityMiddleware:
             return http_response(exc)
         # Rendered without the request: the base template's context needs an identity.
         html = render_to_string("rate_limited.html", {"message": exc.message})
-        response = HttpResponse(html, status=exc.status)
-        response["Retry-After"] = str(exc.retry_after or 1)
-        return response
+        return with_retry_after(HttpResponse(html, status=exc.status), exc)

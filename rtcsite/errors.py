@@ -95,7 +95,12 @@ def http_response(exc: ClientError):
     from django.http import JsonResponse
 
     body = {"error": exc.code, "message": exc.message, **exc.details}
-    response = JsonResponse(body, status=exc.status)
+    return with_retry_after(JsonResponse(body, status=exc.status), exc)
+
+
+def with_retry_after(response, exc: ClientError):
+    """``response`` with ``Retry-After`` when ``exc`` asks the client to come back (429/503):
+    JSON errors, re-rendered forms and the identity refusal page all say it the same way."""
     if exc.status in (429, 503):
         response["Retry-After"] = str(exc.retry_after or 1)
     return response

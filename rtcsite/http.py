@@ -39,8 +39,7 @@ def refusal_page(request: HttpRequest, template: str, context: dict, exc) -> Htt
     from django.contrib import messages
     from django.shortcuts import render
 
+    from rtcsite.errors import with_retry_after
+
     messages.error(request, exc.message)
-    response = render(request, template, context, status=exc.status)
-    if exc.retry_after is not None:
-        response["Retry-After"] = str(exc.retry_after)
-    return response
+    return with_retry_after(render(request, template, context, status=exc.status), exc)

@@ -358,6 +358,9 @@ STREAM_MAX_LIVE = env_int("STREAM_MAX_LIVE", 16, minimum=0)  # the whole site
 STREAM_MAX_DURATION = env_float("STREAM_MAX_DURATION", 4 * 3600.0, minimum=0)  # s live; 0: none
 # Segments kept per stream (VOD included); 4 h of the default ladder is ~6 GB. 0: none
 STREAM_MAX_DISK_MB = env_float("STREAM_MAX_DISK_MB", 8192.0, minimum=0)
+# Seconds between walks of a live stream's folder for that budget: a walk stats every
+# segment kept (tens of thousands after hours); the budget is overshot by at most this long.
+STREAM_DISK_CHECK_INTERVAL = env_float("STREAM_DISK_CHECK_INTERVAL", 10.0, minimum=0)
 # Pushed frames cost what the client makes them cost, and identities are free: each identity
 # has a detection budget in this process, shared by its connections (CPU seconds of detection
 # per second, and the burst it may spend at once); frames over it are refused at once.

@@ -40,6 +40,7 @@ class LiveStream:
         self.owner_id = stream.owner_id
         self.address = address  # the publisher's, as the live-stream caps count it
         self.ending = False  # over its duration or disk budget: being stopped
+        self.disk_checked = 0.0  # monotonic time of the last walk of its folder
         rate = settings.STREAM_RATE_LIMIT
         self.bucket = TokenBucket(rate, max(1, int(rate * 2)))
         self.stopped_by_publisher = False
@@ -66,7 +67,10 @@ class LiveStream:
     async def _check_budget(self) -> None:
         """Stop cleanly (FFmpeg finalises the VOD) with the reason, once over budget."""
         reason = limits.over_duration(self.pipeline.started_at)
-        if not reason and settings.STREAM_MAX_DISK_MB:
+        # The folder walk grows with the stream (hours of segments): not every progress save.
+        disk_due = time.monotonic() - self.disk_checked >= settings.STREAM_DISK_CHECK_INTERVAL
+        if not reason and settings.STREAM_MAX_DISK_MB and disk_due:
+            self.disk_checked = time.monotonic()
             used = await asyncio.to_thread(limits.folder_bytes, self.pipeline.output_dir)
             reason = limits.over_disk(used)
         if reason and not self.ending and not self.pipeline.closed:

@@ -230,7 +230,9 @@ def test_a_stream_ends_at_its_maximum_duration(daphne_factory, chunks):
 
 
 def test_a_stream_ends_at_its_disk_budget(daphne_factory, chunks):
-    server = daphne_factory({**STREAM_ENV, "STREAM_MAX_DISK_MB": "0.2"})
+    server = daphne_factory(
+        {**STREAM_ENV, "STREAM_MAX_DISK_MB": "0.2", "STREAM_DISK_CHECK_INTERVAL": "0"}
+    )
     alice = Visitor()
     slug, key = alice.new_stream(server, "Big show")
     refused = publish_until_refused(alice, server, slug, key, chunks)
