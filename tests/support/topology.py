@@ -11,6 +11,8 @@ benchmark, so nothing here imports pytest. Everything is stopped by PID and dele
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import re
 import secrets
@@ -21,8 +23,11 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,6 +192,11 @@ class Topology:
         self.ws_url = f"ws://127.0.0.1:{self.port}"
 
     @property
+    def url(self) -> str:
+        """``base_url``, under the name tests/support/ingest.py expects of a server."""
+        return self.base_url
+
+    @property
     def web(self) -> list[str]:
         return [name for name in self.processes if name.startswith("web-")]
 
@@ -245,12 +255,49 @@ class Topology:
         """Every log's tail, for failure messages."""
         return "\n".join(f"--- {name}\n{self.log(name)}" for name in ["nginx", *self.processes])
 
-    def served(self, name: str, needle: str) -> bool:
-        """Whether that process's access log names ``needle`` (a path)."""
-        return needle in log_tail(self.processes[name].log_path, 10**9)
+    def served(self, name: str, needle: str) -> int:
+        """How many lines of that process's log (its access log: ``"GET /path/"``,
+        ``"WSCONNECT /ws/rooms/<slug>/"``) contain ``needle``."""
+        text = log_tail(self.processes[name].log_path, 10**9)
+        return sum(needle in line for line in text.splitlines())
 
     def served_by(self, needle: str) -> list[str]:
+        """The processes whose log names ``needle``."""
         return [name for name in self.processes if self.served(name, needle)]
+
+    def wait_routed(self, path: str, name: str, timeout: float = 60) -> None:
+        """GET ``path`` through nginx until ``name`` answers it: e.g. until nginx sends a
+        slug back to a restarted process (it skips a failed one for ``fail_timeout``)."""
+        before = self.served(name, f'"GET {path}"')
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            # a socket path answers 404 to a GET: the process logged it all the same
+            with contextlib.suppress(urllib.error.HTTPError):
+                urllib.request.urlopen(self.base_url + path, timeout=10).close()
+            if self.served(name, f'"GET {path}"') > before:
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"nginx did not route {path} to {name} within {timeout}s")
+
+    def room_presence(self, slug: str) -> list[dict]:
+        """The room's live presences in Redis (``peer_id``, ``process``...), read through the
+        site's own presence backend."""
+        from presence.backends.redis import RedisPresenceBackend
+
+        async def read() -> list[dict]:
+            backend = RedisPresenceBackend(
+                self.env["REDIS_URL"],
+                prefix=self.env["PRESENCE_KEY_PREFIX"],
+                ttl=float(self.env.get("PRESENCE_TTL", 30)),
+            )
+            try:
+                return [presence.as_dict() for presence in await backend.list_room(slug)]
+            finally:
+                await backend.close()
+
+        # In a thread of its own: Playwright's sync API keeps a loop running in this one.
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, read()).result()
 
     def manage(self, *args: str, extra_env: dict[str, str] | None = None) -> str:
         """A management command with the processes' settings (same database and Redis)."""
