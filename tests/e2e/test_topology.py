@@ -203,4 +203,4 @@ def test_admin_login_through_nginx(page, topology):
     assert static and all(
         r.status == 200 and r.headers["server"].startswith("nginx") for r in static
     )
-    assert top.served_by('"POST /admin/login/"')[0] in top.web
+    assert top.served_by('"POST /admin/login/')[0] in top.web
