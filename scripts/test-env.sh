@@ -1,5 +1,6 @@
-# Sourced by scripts/run-tests: find or install Chromium and coturn, find or start Redis and PostgreSQL.
-# Exports CHROMIUM_PATH, TURNSERVER_PATH, TEST_REDIS_URL, TEST_POSTGRES_URL; servers started here are stopped on exit.
+# Sourced by scripts/run-tests: find or install Chromium, coturn, nginx and Prometheus, find or start Redis and PostgreSQL.
+# Exports CHROMIUM_PATH, TURNSERVER_PATH, NGINX_PATH, PROMETHEUS_PATH, TEST_REDIS_URL, TEST_POSTGRES_URL;
+# servers started here are stopped on exit.
 
 say() { printf '\033[1m[test-env]\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31m[test-env] %s\033[0m\n' "$*" >&2; exit 1; }
@@ -9,6 +10,20 @@ apt_install() {
   say "apt-get install $*"
   DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null &&
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+# Install packages whose maintainer scripts would start a system service (nginx, Prometheus):
+# a temporary policy-rc.d answering 101 ("not allowed") keeps them stopped; the tests start
+# their own instances in temp dirs. An existing policy-rc.d is left as it is.
+apt_install_stopped() {
+  can_apt || return 1
+  local policy=/usr/sbin/policy-rc.d made="" status=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && made=1
+  fi
+  apt_install "$@" || status=$?
+  if [ -n "$made" ]; then rm -f "$policy"; fi
+  return $status
 }
 
 # --- Chromium (Debian's; Playwright cannot download browsers here) ---------------------
@@ -27,6 +42,23 @@ if [ ! -x "$TURNSERVER_PATH" ]; then
 fi
 [ -x "$TURNSERVER_PATH" ] || die "coturn's turnserver not found and could not be installed: run 'apt-get install coturn' as root (or set TURNSERVER_PATH). The TURN test needs it."
 export TURNSERVER_PATH
+
+# --- nginx (Debian's: the topology tests run deploy/nginx/rtcsite.conf in it) ---------------
+NGINX_PATH="${NGINX_PATH:-/usr/sbin/nginx}"
+if [ ! -x "$NGINX_PATH" ]; then
+  apt_install_stopped nginx || true
+fi
+[ -x "$NGINX_PATH" ] || die "nginx not found at $NGINX_PATH and could not be installed: run 'apt-get install nginx' as root (or set NGINX_PATH). The topology tests need it."
+export NGINX_PATH
+
+# --- Prometheus (Debian's: the metrics test scrapes the site with it) ----------------------
+PROMETHEUS_PATH="${PROMETHEUS_PATH:-$(command -v prometheus || echo /usr/bin/prometheus)}"
+if [ ! -x "$PROMETHEUS_PATH" ]; then
+  apt_install_stopped prometheus || true
+  PROMETHEUS_PATH="$(command -v prometheus || echo /usr/bin/prometheus)"
+fi
+[ -x "$PROMETHEUS_PATH" ] || die "Prometheus not found at $PROMETHEUS_PATH and could not be installed: run 'apt-get install prometheus' as root (or set PROMETHEUS_PATH). The metrics test needs it."
+export PROMETHEUS_PATH
 
 # --- Redis -----------------------------------------------------------------------------
 redis_ok() { .venv/bin/python -c 'import sys, redis; redis.Redis.from_url(sys.argv[1], socket_connect_timeout=1).ping()' "$1" 2>/dev/null; }
