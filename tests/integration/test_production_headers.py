@@ -4,9 +4,7 @@ HTTPS enforcement and HSTS come from the environment, every page has a CSP."""
 from __future__ import annotations
 
 import os
-import re
 import secrets
-import shlex
 import subprocess
 import time
 import urllib.error
@@ -16,22 +14,14 @@ import pytest
 
 from tests.support.daphne import ROOT, DaphneServer
 from tests.support.process import run_python
+from tests.support.topology import read_env_file
 
 
 def documented_production_env() -> dict[str, str]:
-    """The ``KEY=value`` lines of docs/deploy.md's "Environment" block, as a shell reads them."""
-    text = (ROOT / "docs" / "deploy.md").read_text()
-    block = re.search(r"## Environment\n.*?```sh\n(.*?)```", text, re.S)
-    assert block, "docs/deploy.md has no ```sh block under '## Environment'"
-    env = {}
-    for line in block.group(1).splitlines():
-        if line.startswith("SECRET_KEY="):  # a placeholder there ("<long random string>")
-            env["SECRET_KEY"] = secrets.token_urlsafe(50)
-            continue
-        words = shlex.split(line, comments=True)
-        if words:
-            key, _, value = words[0].partition("=")
-            env[key] = value
+    """The example environment file (deploy/rtcsite.env.example, docs/deploy.md), as
+    systemd's ``EnvironmentFile=`` reads it, with a real key for its placeholder."""
+    env = read_env_file(ROOT / "deploy" / "rtcsite.env.example")
+    env["SECRET_KEY"] = secrets.token_urlsafe(50)
     assert {"DEBUG", "SECURE_PROXY_SSL_HEADER", "SECURE_HSTS_SECONDS"} <= env.keys()
     return env
 
