@@ -81,6 +81,7 @@ def test_mesh_room_spans_both_web_processes_after_one_is_killed(chromium_browser
             peer: first for peer in old
         }
 
+        killed_at = time.monotonic()
         top.kill(first)
         # Both pages reconnect through nginx, to the other process, as new peers that
         # released their old places (?resume=); each sees the other leave and join again.
@@ -91,15 +92,24 @@ def test_mesh_room_spans_both_web_processes_after_one_is_killed(chromium_browser
                 timeout=WAIT_MS,
             )
         expect_full_mesh([ada, brian])
+        back = time.monotonic() - killed_at  # a figure for docs/deploy.md, not a threshold
+        print(f"kill -9 {first}: both pages in a full mesh on {second} again after {back:.1f} s")
         for person in (ada, brian):
             for peer in old:
                 expect(person.page.locator(f'[data-peer="{peer}"]')).to_have_count(0)
         assert top.served(second, socket) == 2
         assert {p["process"] for p in top.room_presence(slug)} == {top.process_id(second)}
 
+        restarted_at = time.monotonic()
         top.restart(first)
+        ready = time.monotonic() - restarted_at
         # nginx skips a failed process for fail_timeout, then sends the slug back to it
         top.wait_routed(f"/ws/rooms/{slug}/", first)
+        routed = time.monotonic() - killed_at
+        print(
+            f"{first} answered {ready:.1f} s after its restart; the slug routed to it again "
+            f"{routed:.1f} s after the kill"
+        )
         with participants(chromium_browser, base, ["Chen"]) as (chen,):
             open_room(chen, base, path)
             expect_in_mesh(chen)
