@@ -9,6 +9,7 @@ for a plain-HTTP test host.
 
 from __future__ import annotations
 
+import re
 from io import StringIO
 from pathlib import Path
 
@@ -130,3 +131,12 @@ def test_nginx_accepts_a_plain_http_rendering(tmp_path, nginx_binary):
     assert "listen 127.0.0.1:8080;" in site.read_text()
     assert "ssl" not in site.read_text()
     check(site, tmp_path / "nginx")
+
+
+def test_docs_show_the_files_themselves():
+    """docs/deploy.md's blocks marked ``<!-- deploy/<file> -->`` are those files, verbatim."""
+    docs = (ROOT / "docs" / "deploy.md").read_text()
+    shown = dict(re.findall(r"<!-- deploy/(\S+) -->\n```\w+\n(.*?)```\n", docs, re.S))
+    assert set(shown) == set(FILES)
+    for name, text in shown.items():
+        assert text == (DEPLOY / name).read_text(), f"docs/deploy.md shows an old deploy/{name}"
