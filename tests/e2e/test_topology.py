@@ -229,7 +229,7 @@ def test_live_stream_through_http_ingest_watched_with_hls_js(
     # Segments came from disk through nginx; only the media playlists went to the app.
     segments = sorted(p.name for p in (top.media_root / "streams" / slug).glob("*.m4s"))
     assert segments
-    nginx_log = (top.nginx.workdir / "access.log").read_text()
+    nginx_log = top.nginx.access_log.read_text()
     assert re.search(rf'"GET /media/streams/{slug}/[^" ]+\.m4s HTTP/1\.1" 200', nginx_log)
     for name in top.processes:
         assert not re.search(rf"GET /media/streams/{slug}/\S+\.m4s", top.log(name, 10**9))

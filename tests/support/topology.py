@@ -53,7 +53,7 @@ events {{ worker_connections 4096; }}
 http {{
     include /etc/nginx/mime.types;
     default_type application/octet-stream;
-    access_log {dir}/access.log;
+    access_log {dir}/access.log;  # Nginx.access_log
     client_body_temp_path {dir}/tmp/body;
     proxy_temp_path {dir}/tmp/proxy;
     fastcgi_temp_path {dir}/tmp/fastcgi;
@@ -117,6 +117,11 @@ class Nginx:
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"nginx did not listen within {timeout}s:\n{self.log()}")
+
+    @property
+    def access_log(self) -> Path:
+        """One line per request (sockets' too): what nginx itself served."""
+        return self.workdir / "access.log"
 
     def log(self) -> str:
         return log_tail(self.error_log) + log_tail(self.workdir / "stderr.log")
