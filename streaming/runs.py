@@ -299,6 +299,14 @@ def stitch(output_dir: Path | str, live_run: int | None, *, window: int = 0) -> 
     return True
 
 
+def end_from_disk(output_dir: Path | str) -> None:
+    """A stream whose process died is ended without an encoder: every run left on disk
+    closed, the VOD outputs stitched from them."""
+    output_dir = Path(output_dir)
+    if output_dir.exists():
+        finish(output_dir, next_run(output_dir) - 1)
+
+
 def finish(output_dir: Path | str, run: int) -> None:
     """The stream is over and ``run`` was its last encoder: close it and write VOD outputs."""
     output_dir = Path(output_dir)

@@ -18,6 +18,10 @@ export const MIME = "video/webm;codecs=vp8,opus";
 // The camera a published stream starts from (the ladder's top rung is 480p).
 export const PUBLISH_VIDEO = { width: 640, height: 480 };
 const FINAL_ERRORS = new Set(["bad-key", "key-missing", "not-found", "closed", "wrong-process", "bad-clock"]);
+// "wrong-process" comes with retry_after while the process running the stream may have died
+// (its lease expires then and the next chunk takes the stream over): retried this many times
+// in a row before it is final (a live process renews its lease: a sticky-ingest mistake).
+const ELSEWHERE_RETRIES = 3;
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -39,7 +43,7 @@ export class HttpTransport {
     const body = await response.json().catch(() => ({ error: "http", message: `HTTP ${response.status}` }));
     if (response.ok) return body;
     return { error: body.error || "http", message: body.message || `HTTP ${response.status}`,
-             retryAfter: Number(response.headers.get("Retry-After") || 1) };
+             retryAfter: Number(response.headers.get("Retry-After") || body.retry_after || 1) };
   }
   async stop() {
     const response = await fetch(this.stopUrl, {
@@ -198,6 +202,13 @@ export class StreamPublisher {
         await sleep(1000 * (reply.retryAfter || 1));
         continue; // same chunk again
       }
+      if (reply.error === "wrong-process" && (this.elsewhere || 0) < ELSEWHERE_RETRIES) {
+        this.elsewhere = (this.elsewhere || 0) + 1;
+        this.setError(`${reply.error}: ${reply.message} (retrying in ${reply.retryAfter || 1} s)`);
+        await sleep(1000 * (reply.retryAfter || 1));
+        continue; // same chunk again: another process takes the stream over if its own died
+      }
+      this.elsewhere = 0;
       this.queue.shift();
       this.queueBytes -= item.blob.size;
       if (reply.error) {

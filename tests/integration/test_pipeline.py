@@ -36,7 +36,12 @@ from streaming.pipeline import (
     StreamPipeline,
 )
 from tests.support.ingest import media_cache
-from tests.support.media import TimedChunk, cached_webm, mediarecorder_chunks
+from tests.support.media import (
+    TimedChunk,
+    cached_webm,
+    check_stitched_vod,
+    mediarecorder_chunks,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -413,53 +418,6 @@ async def test_a_missing_ffmpeg_binary_fails_the_stream_clearly(tmp_path, chunks
 
 
 # --- a killed encoder restarted (streaming/runs.py) ------------------------------------------
-def check_runs_vod(out: Path, runs: int) -> dict[int, int]:
-    """The stitched VOD: every segment of every run listed once, in order, numbered from 1,
-    a discontinuity and a new init section where each run starts, every segment decodable
-    from its run's init segment and starting with a keyframe; a static MPD with one Period
-    per run. Returns the segments per representation."""
-    counts = {}
-    for rep in (0, 1, 2):
-        playlist = m3u8.load(str(out / f"media_{rep}.m3u8"))
-        assert playlist.is_endlist and playlist.playlist_type == "vod"
-        assert playlist.media_sequence == 1
-        on_disk = sorted(out.glob(f"chunk-stream{rep}-*.m4s")) + [
-            p for k in range(1, runs) for p in sorted(out.glob(f"run{k}/chunk-stream{rep}-*.m4s"))
-        ]
-        uris = [s.uri for s in playlist.segments]
-        assert uris == [str(p.relative_to(out)) for p in on_disk], uris
-        starts = [i for i, s in enumerate(playlist.segments) if s.discontinuity]
-        assert len(starts) == runs - 1, starts
-        for index, segment in enumerate(playlist.segments):
-            if index in starts:
-                assert segment.init_section.uri.startswith(f"run{starts.index(index) + 1}/")
-            if rep == 2:
-                continue  # audio
-            init = (out / segment.init_section.uri).read_bytes()
-            with av.open(io.BytesIO(init + (out / segment.uri).read_bytes())) as container:
-                packets = [p for p in container.demux(video=0) if p.size]
-                assert packets and packets[0].is_keyframe, segment.uri
-        counts[rep] = len(uris)
-    mpd = MPEGDASHParser.parse(str(out / "manifest.mpd"))
-    assert mpd.type == "static" and len(mpd.periods) == runs
-    previous = -1.0
-    for k, period in enumerate(mpd.periods):
-        assert period.id == str(k)
-        start = float(period.start.removeprefix("PT").removesuffix("S"))
-        assert start > previous
-        previous = start
-        if k:
-            assert period.base_urls[0].base_url_value == f"run{k}/"
-        folder = out / f"run{k}" if k else out
-        for adaptation in period.adaptation_sets:
-            for rep in adaptation.representations:
-                template = rep.segment_templates[0]
-                listed = sum(int(s.r or 0) + 1 for s in template.segment_timelines[0].Ss)
-                files = list(folder.glob(f"chunk-stream{rep.id}-*.m4s"))
-                assert listed == len(files), (k, rep.id, listed, len(files))
-    return counts
-
-
 async def test_killed_encoder_restarts_and_the_playlists_go_on(make_pipeline, chunks, capsys):
     """1x real time: killed after ~3 s, restarted, the stream carries on to a valid VOD."""
     pipeline = make_pipeline(window=4.0, max_restarts=3)
@@ -513,7 +471,7 @@ async def test_killed_encoder_restarts_and_the_playlists_go_on(make_pipeline, ch
     assert live.segments[-1].uri.startswith("run1/")
     assert live.media_sequence + len(live.segments) - 1 > before
 
-    counts = check_runs_vod(out, runs=2)
+    counts = check_stitched_vod(out, runs=2)
     assert counts[0] >= before + 2, counts
     assert pipeline.stats()["segments"] == counts[0]
     assert pipeline.exits[0] == -signal.SIGKILL and pipeline.exits[-1] == 0
@@ -547,4 +505,4 @@ async def test_restart_budget_spent_fails_the_stream_with_its_reason(make_pipeli
     assert "killed by signal 9" in pipeline.failure_detail
     assert_reaped(first)
     assert_reaped(second)
-    check_runs_vod(out, runs=2)
+    check_stitched_vod(out, runs=2)
