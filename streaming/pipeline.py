@@ -30,6 +30,7 @@ import dataclasses
 import enum
 import logging
 import os
+import signal
 import time
 from collections import deque
 from collections.abc import Callable
@@ -69,6 +70,11 @@ MAX_STDERR_LINE = 400  # characters kept per FFmpeg stderr line
 ENCODER_FAILED = "encoder failed"
 ENCODER_NOT_STARTED = "encoder could not start"
 ENCODER_KEPT_FAILING = "encoder failed again after {restarts} restarts"
+# Signals from outside (an operator, systemd, the kernel's OOM killer): the encoder is
+# restarted. A crash (SIGSEGV, SIGABRT: e.g. its own memory limit) would recur: it fails.
+RESTART_SIGNALS = frozenset(
+    {signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT}
+)
 
 
 class PipelineState(enum.StrEnum):
@@ -719,7 +725,7 @@ class StreamPipeline:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._stderr_task, 5)
         self._exited(code)
-        killed = code < 0 and self.state == PipelineState.LIVE and not self._closing
+        killed = -code in RESTART_SIGNALS and self.state == PipelineState.LIVE and not self._closing
         if killed and self._header is not None and self.restarts < self.config.max_restarts:
             await self._restart(f"FFmpeg killed by signal {-code}")
             return
