@@ -795,6 +795,9 @@ class StreamPipeline:
             self.failure_detail = f"could not restart FFmpeg: {exc}"
             logger.error("%s: %s", self.name, self.failure_detail)
             await self._finish(PipelineState.FAILED, ENCODER_NOT_STARTED)
+            return
+        if self.closed:  # aborted while it started: nobody else will stop this one
+            await self._kill_process()
 
     async def _settle_stitcher(self) -> None:
         if self._stitcher is not None and not self._stitcher.done():

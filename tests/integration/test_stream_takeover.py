@@ -13,6 +13,7 @@ thresholds.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -99,8 +100,18 @@ def test_killed_owner_process_stream_is_taken_over_and_carries_on(daphne_factory
     publish(first, slug, key, chunks, range(12, 20), started)
     before = len(list(out.glob("chunk-stream0-*.m4s")))
 
-    first.kill()
+    new_segment: list[float] = []
+
+    def watch_run1() -> None:  # while chunks are posted: when the first new segment lands
+        while not new_segment and time.monotonic() < killed + 120:
+            if list(out.glob("run1/chunk-stream0-*.m4s")):
+                new_segment.append(time.monotonic())
+            time.sleep(0.01)
+
     killed = time.monotonic()
+    first.kill()
+    watcher = threading.Thread(target=watch_run1, daemon=True)
+    watcher.start()
     uptime = Path("/proc/loadavg").read_text().split()[:3]
     seq, refusals = 20, 0
     while True:  # the publisher's retries of the same chunk
@@ -114,16 +125,10 @@ def test_killed_owner_process_stream_is_taken_over_and_carries_on(daphne_factory
         time.sleep(body["retry_after"])
     taken = time.monotonic()
     started = taken - chunks[seq].end_ms / 1000
-    new_segment: list[float] = []
-
-    def run1_segment() -> bool:
-        if list(out.glob("run1/chunk-stream0-*.m4s")):
-            new_segment.append(time.monotonic())
-            return True
-        return False
-
     publish(second, slug, key, chunks, range(seq + 1, len(chunks) - 8), started)
-    wait_until(run1_segment)
+    watcher.join(timeout=60)
+    assert new_segment, "no segment from the new encoder"
+
     wait_until(lambda: "run1/chunk-stream0-" in (out / "media_0.m3u8").read_text())
     live = m3u8.load(str(out / "media_0.m3u8"))
     assert not live.is_endlist
