@@ -403,10 +403,10 @@ class StreamPipeline:
         """Finished ``.m4s`` segments per representation (0..n-1 video rungs, n audio),
         the closed encoder runs' included."""
         folder = runs.run_dir(self.output_dir, self.run)
-        return {
-            rep: self._segments_before + len(numbers)
-            for rep, numbers in sorted(segment_files(folder).items())
-        }
+        counts = {rep: len(numbers) for rep, numbers in segment_files(folder).items()}
+        if self._segments_before:  # a new run without segments yet still has the old ones
+            counts = {rep: counts.get(rep, 0) for rep in range(len(self.renditions) + 1)}
+        return {rep: self._segments_before + n for rep, n in sorted(counts.items())}
 
     def stats(self) -> dict[str, Any]:
         reorder = self._reorder.stats

@@ -77,11 +77,23 @@ export class WsTransport {
     });
     this.ws.onmessage = (event) => this.onMessage(JSON.parse(event.data));
     this.ws.onclose = (event) => {
+      // The server process went away (restart, crash): a network error, retried on a new
+      // socket (send() reopens; another process may take the stream over).
       for (const resolve of this.pending.values()) {
-        resolve({ error: "closed", message: `socket closed (${event.code})` });
+        resolve({ error: "network", message: `socket closed (${event.code})`, retryAfter: 1 });
       }
       this.pending.clear();
     };
+  }
+  // A new socket for the same stream (the chunk is then sent again with the same seq).
+  async reopen() {
+    try {
+      await this.open();
+      return null;
+    } catch (error) {
+      const final = error instanceof FinalError && !error.message.startsWith("socket closed");
+      return { error: final ? "closed" : "network", message: error.message, retryAfter: 1 };
+    }
   }
   // Sent before the first chunk (same ordered socket): anchors the stream's timeline.
   async setClock(captureMs) {
@@ -101,7 +113,10 @@ export class WsTransport {
     else resolve(msg);
   }
   async send(seq, blob) {
-    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return { error: "closed", message: "socket is not open" };
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) {
+      const failed = await this.reopen();
+      if (failed) return failed;
+    }
     const data = new Uint8Array(await blob.arrayBuffer());
     const frame = new Uint8Array(4 + data.length);
     new DataView(frame.buffer).setUint32(0, seq);
@@ -111,6 +126,10 @@ export class WsTransport {
     return reply;
   }
   async stop() {
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) {
+      const failed = await this.reopen();
+      if (failed) return failed;
+    }
     const reply = new Promise((resolve) => this.pending.set("stop", resolve));
     this.ws.send(JSON.stringify({ type: "stop" }));
     return reply;
