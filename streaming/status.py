@@ -13,6 +13,7 @@ takes over is failed by ``mark_stale_streams`` (``manage.py maintain``/``purge_s
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import Any
 
@@ -25,6 +26,8 @@ from django.utils import timezone
 from rtcsite.process import PROCESS_ID
 from streaming.models import Stream, StreamStatus
 from streaming.pipeline import PipelineState, StreamPipeline
+
+logger = logging.getLogger(__name__)
 
 PROGRESS_SAVE_INTERVAL = 2.0  # seconds between progress writes to the row while live
 
@@ -138,15 +141,28 @@ def stale_after() -> float:
 
 
 def mark_stale_streams(now=None) -> int:
-    """Streams marked live whose process stopped renewing its lease: mark them failed."""
+    """Streams marked live whose process stopped renewing its lease: mark them failed,
+    their outputs made a VOD of what is on disk (streaming/runs.py)."""
+    from streaming import runs
+
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=stale_after())
-    return (
-        Stream.objects.annotate(seen=Coalesce("worker_seen_at", "updated_at"))
-        .filter(status=StreamStatus.LIVE, seen__lt=cutoff)
-        .update(
+    stale = Stream.objects.annotate(seen=Coalesce("worker_seen_at", "updated_at")).filter(
+        status=StreamStatus.LIVE, seen__lt=cutoff
+    )
+    marked = 0
+    for stream in stale.only("pk", "slug", "worker"):
+        # One row at a time, only if still stale and still its worker's: a takeover may
+        # have claimed it since the query.
+        if not stale.filter(pk=stream.pk, worker=stream.worker).update(
             status=StreamStatus.FAILED,
             ended_at=now,
             reason="no progress reported: the server process running it stopped",
-        )
-    )
+        ):
+            continue
+        marked += 1
+        try:
+            runs.end_from_disk(stream.media_dir())
+        except Exception:  # the row is failed; its files stay as the encoders left them
+            logger.exception("stream %s: no VOD outputs written from disk", stream.slug)
+    return marked
