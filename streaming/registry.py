@@ -119,11 +119,17 @@ class LiveStream:
                 logger.exception("stream %s: could not renew its lease", self.slug)
                 continue
             if held is False:
-                logger.warning("stream %s: taken over by another process; stopping", self.slug)
-                self.lost = True
-                discard(self)
-                await self.pipeline.abort("taken over by another process")
+                await self._lose()
                 return
+
+    async def _lose(self) -> None:
+        """Another process took the stream over: stop the encoder, write nothing more."""
+        if self.lost:
+            return
+        logger.warning("stream %s: taken over by another process; stopping", self.slug)
+        self.lost = True
+        discard(self)
+        await self.pipeline.abort("taken over by another process")
 
     async def _record(self, state: PipelineState, reason: str) -> None:
         if self.lost:
@@ -144,9 +150,13 @@ class LiveStream:
             )
             self.last_saved = time.monotonic()
             try:
-                await status.save(self.stream_id, values)
+                saved = await status.save_owned(self.stream_id, values)
             except Exception:
                 logger.exception("stream %s: could not save its status", self.slug)
+                return values
+            if not saved:
+                self._spawn(self._lose())
+                return {}
             return values
 
     def _spawn(self, coro) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
+from django.db.models import Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -82,9 +83,20 @@ def _save_sync(stream_id: int, values: dict[str, Any]) -> None:
         close_old_connections()
 
 
+def _save_owned_sync(stream_id: int, values: dict[str, Any]) -> bool:
+    """Save a running pipeline's values unless another process holds the stream (it took
+    it over while this one was frozen). False: not saved, the stream is another's."""
+    try:
+        theirs = Q(status=StreamStatus.LIVE) & ~Q(worker__in=("", PROCESS_ID))
+        return bool(Stream.objects.filter(pk=stream_id).exclude(theirs).update(**values))
+    finally:
+        close_old_connections()
+
+
 # Not thread-sensitive: these writes run from pipeline tasks that outlive the request (or
 # socket) that started them, whose thread-sensitive executor is gone by then.
 save = sync_to_async(_save_sync, thread_sensitive=False)
+save_owned = sync_to_async(_save_owned_sync, thread_sensitive=False)
 
 
 def lease_seen(stream: Stream):

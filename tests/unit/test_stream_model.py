@@ -119,6 +119,12 @@ def test_the_lease_decides_takeover_and_staleness(settings):
     assert not status._claim_sync(stream.pk, "host:1")  # one winner
     stream.refresh_from_db()
     assert stream.worker != "host:1" and status.lease_left(stream) > 9
+    # The claimer's saves go through; a process it was taken from writes nothing more.
+    assert status._save_owned_sync(stream.pk, {"segments_written": 3})
+    Stream.objects.filter(pk=stream.pk).update(worker="host:9")
+    assert not status._save_owned_sync(stream.pk, {"segments_written": 4})
+    assert Stream.objects.get(pk=stream.pk).segments_written == 3
+    Stream.objects.filter(pk=stream.pk).update(worker_seen_at=timezone.now())
     assert status.stale_after() >= settings.STREAM_OWNER_LEASE
     later = timezone.now() + timedelta(seconds=status.stale_after() + 1)
     assert mark_stale_streams(later) == 1
