@@ -477,7 +477,18 @@ class StreamPipeline:
             return
         self._header = bytes(self._header_buf[:end])
         self._header_buf = None
-        self._task(self._in_thread(runs.write_header, self.output_dir, self._header))
+        self._keep_header()
+
+    def _keep_header(self) -> None:
+        """The header on disk, for a process taking the stream over; written once the
+        source was accepted (``self.clock`` set: a refused one leaves nothing behind). A
+        few KB, written like ``clock.json``."""
+        if self._header is None or self.clock is None or self.config.resume:
+            return
+        try:
+            runs.write_header(self.output_dir, self._header)
+        except OSError as exc:  # the stream goes on; only a takeover would miss it
+            logger.warning("%s: WebM header not saved: %s", self.name, exc)
 
     def _prime_from_disk(self) -> None:
         """Takeover: the checker is past the header (waiting for the next Cluster), and the
@@ -602,6 +613,7 @@ class StreamPipeline:
                 else:
                     self.clock = StreamClock(now_ms(), "server")
                 write_clock(self.output_dir, self.clock)
+                self._keep_header()
             await self._spawn_encoder()
         except StreamClosed:
             raise
