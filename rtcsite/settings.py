@@ -305,6 +305,11 @@ if STREAM_MAX_CHUNK_BYTES > STREAM_QUEUE_BYTES:
 STREAM_GAP_TIMEOUT = env_float("STREAM_GAP_TIMEOUT", 2.0, minimum=0.1)
 STREAM_IDLE_TIMEOUT = env_float("STREAM_IDLE_TIMEOUT", 30.0, minimum=0)  # 0: never
 STREAM_STOP_TIMEOUT = env_float("STREAM_STOP_TIMEOUT", 20.0, minimum=1)
+# A killed FFmpeg is restarted this many times per stream, then the stream fails.
+STREAM_ENCODER_RESTARTS = env_int("STREAM_ENCODER_RESTARTS", 3, minimum=0)
+# A live stream's process renews its lease on the row every third of this; once it is
+# older, ingest reaching another process takes the stream over (streaming/ingest.py).
+STREAM_OWNER_LEASE = env_float("STREAM_OWNER_LEASE", 10.0, minimum=2)
 STREAM_FEED_WAIT = env_float("STREAM_FEED_WAIT", 2.0, minimum=0)  # wait for queue space
 STREAM_RATE_LIMIT = env_float("STREAM_RATE_LIMIT", 20.0, minimum=0.1)  # chunks/s per stream
 STREAM_RETENTION_HOURS = env_float("STREAM_RETENTION_HOURS", 72.0, minimum=0)

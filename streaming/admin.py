@@ -59,6 +59,7 @@ class StreamAdmin(admin.ModelAdmin):
         "chunks_received",
         "segments_written",
         "worker",
+        "worker_seen_at",
         "files_purged_at",
         "owner_id",
         "owner_name",

@@ -39,7 +39,8 @@ CLOCK_FILE = "clock.json"
 #: A capture clock further from the server's time than this is not believed.
 MAX_CLOCK_PAST_MS = 10 * 60 * 1000  # the first chunk may wait in the publisher's queue
 MAX_CLOCK_FUTURE_MS = 10 * 1000  # clock sync error allowance
-SEGMENT_URI_RE = re.compile(r"^chunk-stream(\d+)-(\d+)\.m4s$")
+# A run after a restart or takeover (streaming/runs.py) lives in ``run<k>/`` with its own clock.
+SEGMENT_URI_RE = re.compile(r"^(?:(run\d+)/)?chunk-stream(\d+)-(\d+)\.m4s$")
 HEADER_BYTES = 16 * 1024  # a segment's moof (with tfdt) is at its start and small
 
 
@@ -164,13 +165,19 @@ def anchor_hls_playlist(text: str, output_dir: Path, clock: StreamClock | None) 
     if clock is None:
         return text
     out: list[str] = []
+    clocks: dict[str, StreamClock | None] = {"": clock}
     for line in text.splitlines():
         if line.startswith("#EXT-X-PROGRAM-DATE-TIME:"):
             continue
         match = SEGMENT_URI_RE.match(line.strip())
         if match:
-            start = media_time_ms(output_dir, int(match[1]), int(match[2]))
-            if start is not None:
-                out.append(f"#EXT-X-PROGRAM-DATE-TIME:{iso_ms(clock.capture_ms + round(start))}")
+            run = match[1] or ""
+            if run not in clocks:
+                clocks[run] = read_clock(output_dir / run)
+            folder = output_dir / run if run else output_dir
+            start = media_time_ms(folder, int(match[2]), int(match[3]))
+            anchor = clocks[run]
+            if start is not None and anchor is not None:
+                out.append(f"#EXT-X-PROGRAM-DATE-TIME:{iso_ms(anchor.capture_ms + round(start))}")
         out.append(line)
     return "\n".join(out) + "\n"

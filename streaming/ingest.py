@@ -3,13 +3,20 @@
 The HTTP ingest views and the WebSocket ingest consumer call these; every refusal is a
 ``rtcsite.errors.ClientError`` (the pipeline's own ones included), which they send as is.
 A stream's pipeline runs in the process that took its first chunk (``streaming.registry``);
-another process answers ``wrong-process``. The first chunk goes live only within the
-live-stream caps (``streaming.limits``), counted against the publisher's address.
+another process answers ``wrong-process`` (with ``retry_after``: when that process's lease
+expires) while that process holds its lease. Once the lease has expired (the process died),
+the next chunk reaching any process takes the stream over: it continues there, with a
+discontinuity, from the runs on disk (streaming/runs.py). Taking over rather than ending:
+the publisher is still sending, and the viewers keep one stream. The first chunk goes live
+only within the live-stream caps (``streaming.limits``), counted against the publisher's
+address.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -19,7 +26,7 @@ from django.utils import timezone
 from rtcsite import quotas
 from rtcsite.errors import ClientError, Conflict, Forbidden, NotFound, RateLimited, TooLarge
 from rtcsite.process import PROCESS_ID
-from streaming import limits, registry, status
+from streaming import limits, registry, runs, status
 from streaming.models import Stream, StreamStatus
 from streaming.registry import LiveStream
 from streaming.services import announce_status, get_stream
@@ -46,11 +53,13 @@ async def authenticate(slug: str, key: str | None) -> Stream:
 
 
 def _elsewhere(stream: Stream) -> Conflict:
-    """A live stream whose pipeline runs in another process (sticky ingest missed)."""
+    """A live stream whose pipeline runs in another process (sticky ingest missed, or that
+    process died and its lease has not expired yet: ``retry_after`` says when it will)."""
     return Conflict(
         f"This stream is running in another server process ({stream.worker}); "
         "ingest for one stream must always reach the same process.",
         code="wrong-process",
+        retry_after=max(1, math.ceil(status.lease_left(stream))),
     )
 
 
@@ -71,7 +80,9 @@ def _live_stream(stream: Stream) -> LiveStream | None:
         )
     if stream.status == StreamStatus.LIVE:
         if stream.worker and stream.worker != PROCESS_ID:
-            raise _elsewhere(stream)
+            if status.lease_left(stream) > 0:
+                raise _elsewhere(stream)
+            return None  # its process died: take it over (``_go_live``)
         # Live in this process but no pipeline any more: it just closed. Never restart an
         # encode into a folder that already holds this stream's segments.
         raise Conflict("This stream's pipeline has closed. Create a new stream.", code="closed")
@@ -81,6 +92,8 @@ def _live_stream(stream: Stream) -> LiveStream | None:
 async def _go_live(stream: Stream, address: str) -> LiveStream:
     """Start the stream's pipeline here unless a live-stream cap refuses it
     (``streaming.limits``: 429 per identity or address, 503 process or site full)."""
+    if stream.status == StreamStatus.LIVE and stream.worker != PROCESS_ID:
+        return await _take_over(stream, address)
     rows = await limits.alive_rows()
     # From here to the registration there is no await: two first chunks in this process
     # cannot both take the last place.
@@ -105,6 +118,20 @@ async def _go_live(stream: Stream, address: str) -> LiveStream:
         except Exception:  # the stream goes on; only other processes' count is off
             logger.exception("stream %s: could not save its publisher's address", stream.slug)
     return live
+
+
+async def _take_over(stream: Stream, address: str) -> LiveStream:
+    """Continue here a live stream whose process's lease expired. Exactly one process wins
+    the claim; the others answer ``wrong-process`` (then its lease is fresh again). No cap
+    is checked: the stream was already live and counted."""
+    claimed = await status.claim(stream.pk, stream.worker)
+    live = registry.get(stream.slug)  # another request here may have done it meanwhile
+    if live is not None:
+        return live
+    if not claimed:
+        raise _elsewhere(stream)
+    logger.warning("stream %s: taking it over from %s (lease expired)", stream.slug, stream.worker)
+    return registry.start(stream, address or stream.address, resume=True)
 
 
 async def feed_chunk(
@@ -165,7 +192,15 @@ async def stop_stream(slug: str, key: str | None) -> dict[str, Any]:
             await announce_status(stream.slug, StreamStatus.ENDED, "stopped before going live")
             return {"state": StreamStatus.ENDED, "reason": "stopped before going live"}
         if stream.status == StreamStatus.LIVE and stream.worker != PROCESS_ID:
-            raise _elsewhere(stream)
+            if status.lease_left(stream) > 0 or not await status.claim(stream.pk, stream.worker):
+                raise _elsewhere(stream)
+            # Its process died: end it here, the outputs made VOD from what is on disk.
+            reason = "stopped by the publisher"
+            await asyncio.to_thread(runs.end_from_disk, stream.media_dir())
+            values = {"status": StreamStatus.ENDED, "ended_at": timezone.now(), "reason": reason}
+            await status.save(stream.pk, values)
+            await announce_status(stream.slug, StreamStatus.ENDED, reason)
+            return {"state": StreamStatus.ENDED, "reason": reason}
         return {"state": stream.status, "reason": stream.reason}
     state = await live.stop("stopped by the publisher")
     stats = live.pipeline.stats()

@@ -3,8 +3,9 @@
 For development and small sites; in production nginx serves ``MEDIA_ROOT`` directly with
 the same headers (docs/deploy.md). Rules:
 
-* only ``<slug>/<name>`` with a plain file name and a known extension: no sub-folders, no
-  ``..`` (decoded or not), no absolute paths, no hidden or temporary files;
+* only ``<slug>/<name>`` (or ``<slug>/run<k>/<name>``: a restarted encoder's files,
+  streaming/runs.py) with a plain file name and a known extension: no other sub-folders,
+  no ``..`` (decoded or not), no absolute paths, no hidden or temporary files;
 * the resolved real path must stay inside the stream's folder (a symlink out is refused);
 * MIME types: ``.m3u8`` ``application/vnd.apple.mpegurl``, ``.mpd`` ``application/dash+xml``,
   init segments and ``.mp4`` ``video/mp4``, media segments ``.m4s`` ``video/iso.segment``;
@@ -43,6 +44,7 @@ SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,46}[a-z0-9])?$")
 NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}$")
 RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 MEDIA_PLAYLIST_RE = re.compile(r"^media_\d+\.m3u8$")
+RUN_RE = re.compile(r"^run[1-9][0-9]{0,5}$")
 
 PLAYLIST_CACHE = "no-cache"
 SEGMENT_CACHE = "public, max-age=31536000, immutable"
@@ -74,9 +76,12 @@ def resolve(path: str) -> tuple[Path, str] | None:
     if "\\" in path or "\x00" in path or "%" in path:
         return None  # no backslashes, NULs, or still-encoded (double-encoded) names
     parts = path.split("/")
-    if len(parts) != 2:
+    if len(parts) == 3 and RUN_RE.match(parts[1]):
+        slug, run, name = parts
+    elif len(parts) == 2:
+        (slug, name), run = parts, ""
+    else:
         return None
-    slug, name = parts
     if not SLUG_RE.match(slug) or not NAME_RE.match(name) or ".." in name:
         return None
     if content_type_and_cache(name) is None:
@@ -84,10 +89,10 @@ def resolve(path: str) -> tuple[Path, str] | None:
     base = Path(settings.MEDIA_ROOT) / "streams" / slug
     try:
         real_base = base.resolve(strict=True)
-        real = (base / name).resolve(strict=True)
+        real = (base / run / name).resolve(strict=True)
     except (OSError, RuntimeError):
         return None
-    if real.parent != real_base or not real.is_file():
+    if real.parent != (real_base / run if run else real_base) or not real.is_file():
         return None  # a symlink pointing out of the stream's folder, or not a file
     return real, name
 

@@ -78,6 +78,12 @@ class Stream(models.Model):
     worker = models.CharField(
         max_length=80, blank=True, help_text="host:pid of the process running the pipeline."
     )
+    worker_seen_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="The worker's lease: renewed while it runs the pipeline. Once older than "
+        "STREAM_OWNER_LEASE, another process may take the stream over.",
+    )
     files_purged_at = models.DateTimeField(
         null=True, blank=True, help_text="When the retention policy deleted the media files."
     )

@@ -173,6 +173,7 @@ class OverlayProcess:
         self.returncode: int | None = None
         self.stats = OverlayStats(tracker)
         self._threads: list[threading.Thread] = []
+        self._decoder_stopped = False  # killed by the drawing thread: FFmpeg #2 went first
 
     @property
     def pid(self) -> int:
@@ -250,6 +251,7 @@ class OverlayProcess:
             logger.warning("face overlay: %s", self.stats.error)
             # FFmpeg #2 is gone: stop FFmpeg #1 too, or it blocks on a full pipe forever.
             if self.decoder is not None and self.decoder.returncode is None:
+                self._decoder_stopped = True
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(self.decoder.pid, signal.SIGKILL)
         finally:
@@ -278,6 +280,9 @@ class OverlayProcess:
             await asyncio.to_thread(thread.join, THREAD_JOIN_TIMEOUT)
             if thread.is_alive():
                 logger.error("face overlay: %s still running after both FFmpegs", thread.name)
-        self.returncode = decoded if decoded != 0 else encoded
+        # The code of the FFmpeg that ended the chain (the pipeline restarts after a kill,
+        # not after a crash): FFmpeg #1's, unless the drawing thread stopped it.
+        first = encoded if self._decoder_stopped and encoded != 0 else decoded
+        self.returncode = first if first != 0 else encoded
         logger.info("face overlay finished: %s", self.stats.as_dict())
         return self.returncode

@@ -29,6 +29,8 @@ import contextlib
 import dataclasses
 import enum
 import logging
+import os
+import signal
 import time
 from collections import deque
 from collections.abc import Callable
@@ -40,12 +42,26 @@ from typing import Any
 from django.conf import settings
 
 from rtcsite.errors import Busy, ClientError, Conflict
+from streaming import runs
 from streaming.chunks import Chunk, Gap, HeldBufferFull, Released, ReorderBuffer
-from streaming.clock import ClockError, StreamClock, check_capture_ms, now_ms, write_clock
+from streaming.clock import (
+    ClockError,
+    StreamClock,
+    check_capture_ms,
+    now_ms,
+    read_clock,
+    write_clock,
+)
 from streaming.ffmpeg import ChildLimits, EncoderOptions, build_command, ffmpeg_binary, spawn
 from streaming.ladder import Rendition, configured_ladder, renditions_for_source
 from streaming.playlists import finalize_vod, segment_files
-from streaming.webm import UnsupportedSource, WebMError, WebMStreamChecker, check_source
+from streaming.webm import (
+    MAX_HEADER_ELEMENT,
+    UnsupportedSource,
+    WebMError,
+    WebMStreamChecker,
+    check_source,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +69,12 @@ MAX_STDERR_LINE = 400  # characters kept per FFmpeg stderr line
 # Public reasons of a failed encode (FFmpeg's own words go to ``failure_detail``).
 ENCODER_FAILED = "encoder failed"
 ENCODER_NOT_STARTED = "encoder could not start"
+ENCODER_KEPT_FAILING = "encoder failed again after {restarts} restarts"
+# Signals from outside (an operator, systemd, the kernel's OOM killer): the encoder is
+# restarted. A crash (SIGSEGV, SIGABRT: e.g. its own memory limit) would recur: it fails.
+RESTART_SIGNALS = frozenset(
+    {signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT}
+)
 
 
 class PipelineState(enum.StrEnum):
@@ -118,6 +140,12 @@ class PipelineConfig:
     first_seq: int = 0
     tick: float = 0.1  # housekeeping period (gap and idle timers)
     face_overlay: bool = False  # draw server-side face boxes (streaming/overlay.py)
+    # A killed FFmpeg is restarted this many times per stream (streaming/runs.py), then
+    # the stream fails. 0: the first kill fails it.
+    max_restarts: int = 0
+    # Continue a stream another process was running (it died): the WebM header and the
+    # earlier encoder runs are read from the folder; chunks start at any sequence number.
+    resume: bool = False
 
     def __post_init__(self) -> None:
         if self.max_chunk_bytes > self.max_queue_bytes:
@@ -135,6 +163,7 @@ class PipelineConfig:
             "stop_timeout": settings.STREAM_STOP_TIMEOUT,
             "max_source_side": settings.STREAM_SOURCE_MAX_SIDE,
             "max_source_pixels": settings.STREAM_SOURCE_MAX_PIXELS,
+            "max_restarts": settings.STREAM_ENCODER_RESTARTS,
             **overrides,
         }
         if "ladder" not in values:
@@ -211,6 +240,20 @@ class StreamPipeline:
         self._writer_task: asyncio.Task | None = None
         self._stderr_task: asyncio.Task | None = None
         self._monitor: asyncio.Task | None = None
+        # Encoder runs (streaming/runs.py): run k > 0 writes into run<k>/ after a restart
+        # or a takeover, and the top-level playlists are stitched from every run.
+        self.run = 0
+        self.restarts = 0  # encoder restarts after a kill (``_restart``: counted there only)
+        self.exits: list[int] = []  # every FFmpeg's exit code, in order (``_exited``)
+        self._header: bytes | None = None  # the WebM bytes before the first Cluster
+        self._header_buf: bytearray | None = bytearray()
+        self._segments_before = 0  # segments of the closed runs
+        self._stitcher: asyncio.Task | None = None
+        self._stitched_mtime: int | None = None
+        self._final = False  # the VOD outputs are being written: no more live stitching
+        self._resume_first_chunk = False
+        if self.config.resume:
+            self._prime_from_disk()
         self._ticker = self._task(self._tick())
         self._finished = asyncio.Event()
 
@@ -245,7 +288,17 @@ class StreamPipeline:
             raise InvalidChunk(
                 f"sequence number must be an integer >= {self.config.first_seq}", seq=seq
             )
-        if capture_ms is not None and self.state == PipelineState.IDLE:
+        if self._resume_first_chunk:
+            # Taking over a stream mid-way: numbering goes on from the publisher's.
+            self._resume_first_chunk = False
+            self._reorder = ReorderBuffer(
+                first_seq=seq,
+                gap_timeout=self.config.gap_timeout,
+                max_held_bytes=self.config.max_held_bytes,
+            )
+        if seq < self._reorder.first_seq:  # sent to the process that died: gone with it
+            return FeedResult("duplicate", seq, 0, self._queue_bytes)
+        if capture_ms is not None and self.state == PipelineState.IDLE and not self.config.resume:
             try:
                 self.capture_ms = check_capture_ms(capture_ms)
             except ClockError as exc:
@@ -347,10 +400,13 @@ class StreamPipeline:
         return self.state
 
     def segments_written(self) -> dict[int, int]:
-        """Finished ``.m4s`` segments per representation (0..n-1 video rungs, n audio)."""
-        return {
-            rep: len(numbers) for rep, numbers in sorted(segment_files(self.output_dir).items())
-        }
+        """Finished ``.m4s`` segments per representation (0..n-1 video rungs, n audio),
+        the closed encoder runs' included."""
+        folder = runs.run_dir(self.output_dir, self.run)
+        counts = {rep: len(numbers) for rep, numbers in segment_files(folder).items()}
+        if self._segments_before:  # a new run without segments yet still has the old ones
+            counts = {rep: counts.get(rep, 0) for rep in range(len(self.renditions) + 1)}
+        return {rep: self._segments_before + n for rep, n in sorted(counts.items())}
 
     def stats(self) -> dict[str, Any]:
         reorder = self._reorder.stats
@@ -382,6 +438,8 @@ class StreamPipeline:
             "held_bytes": self._reorder.held_bytes,
             "held_chunks": self._reorder.held_count,
             "segments": max((segments.get(i, 0) for i in video_reps), default=0),
+            "encoder_run": self.run,
+            "encoder_restarts": self.restarts,
             "segments_by_representation": segments,
         }
 
@@ -404,6 +462,59 @@ class StreamPipeline:
             self._queue.append(data)
             self._queue_bytes += len(data)
             self._data_event.set()
+            if self._header_buf is not None:
+                self._capture_header(data)
+
+    def _capture_header(self, data: bytes) -> None:
+        """Keep the bytes before the first Cluster: a restarted encoder (or another
+        process taking the stream over, from the copy on disk) needs them first."""
+        assert self._header_buf is not None
+        self._header_buf += data
+        end = self._checker.header_bytes
+        if end is None or len(self._header_buf) < end:
+            if len(self._header_buf) > 2 * MAX_HEADER_ELEMENT + 4096:
+                self._header_buf = None  # not a header a decoder could use: no restarts
+            return
+        self._header = bytes(self._header_buf[:end])
+        self._header_buf = None
+        self._keep_header()
+
+    def _keep_header(self) -> None:
+        """The header on disk, for a process taking the stream over; written once the
+        source was accepted (``self.clock`` set: a refused one leaves nothing behind). A
+        few KB, written like ``clock.json``."""
+        if self._header is None or self.clock is None or self.config.resume:
+            return
+        try:
+            runs.write_header(self.output_dir, self._header)
+        except OSError as exc:  # the stream goes on; only a takeover would miss it
+            logger.warning("%s: WebM header not saved: %s", self.name, exc)
+
+    def _prime_from_disk(self) -> None:
+        """Takeover: the checker is past the header (waiting for the next Cluster), and the
+        header is the first thing the new encoder gets."""
+        header = runs.read_header(self.output_dir)
+        self._header_buf = None
+        self._resume_first_chunk = True
+        if header is None:
+            return  # no header on disk: the first chunk is refused as not a WebM start
+        try:
+            self._checker.check(header)
+        except WebMError:
+            logger.warning("%s: the saved WebM header does not parse", self.name)
+            return
+        self._checker.resync()
+        self._header = header
+        self._enqueue(header, 0)
+
+    async def _in_thread(self, func, *args, **kwargs) -> Any:
+        """File work of the encoder runs, off the event loop; a failure is logged (the
+        stream goes on with what FFmpeg wrote)."""
+        try:
+            return await asyncio.to_thread(func, *args, **kwargs)
+        except Exception:
+            logger.exception("%s: %s failed", self.name, getattr(func, "__name__", func))
+            return None
 
     async def _wait_for_space(self, n: int, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -489,59 +600,84 @@ class StreamPipeline:
         try:
             self.renditions = renditions_for_source(self.config.ladder, info.video.height)
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            if self.capture_ms is not None:
-                self.clock = StreamClock(self.capture_ms, "publisher")
-            else:
-                self.clock = StreamClock(now_ms(), "server")
-            write_clock(self.output_dir, self.clock)
-            options = self.config.encoder
-            if options.availability_start_ms is None:
-                options = dataclasses.replace(options, availability_start_ms=self.clock.capture_ms)
-            plan = None
-            if self.config.face_overlay:  # decode → face boxes → encode (streaming/overlay.py)
-                from streaming.overlay import OverlayPlan
-
-                plan = OverlayPlan.for_source(
-                    info.video.width,
-                    info.video.height,
-                    self.config.encoder.fps,
-                    info.audio is not None,
-                    limits=self.config.limits,
+            if self.config.resume:
+                # Another process ran it: its clock stands; close the runs it left.
+                self.clock = read_clock(self.output_dir) or StreamClock(now_ms(), "server")
+                self.run = await asyncio.to_thread(runs.next_run, self.output_dir)
+                self._segments_before = await asyncio.to_thread(
+                    runs.segments_closed, self.output_dir
                 )
-            self.command = build_command(
-                self.output_dir,
-                self.renditions,
-                has_audio=info.audio is not None,
-                options=options,
-                binary=self.binary or ffmpeg_binary(),
-                raw_input=plan.raw if plan else None,
-            )
-            logger.info(
-                "%s: starting FFmpeg for %s %sx%s (%s) → %s",
-                self.name,
-                info.video.codec,
-                info.video.width,
-                info.video.height,
-                ", ".join(r.name for r in self.renditions),
-                self.output_dir,
-            )
-            if plan is not None:
-                self.process = await plan.start(self.command[0], self.command)
             else:
-                self.process = await spawn(
-                    self.command,
-                    self.config.limits,
-                    stdin=asyncio.subprocess.PIPE,
-                    stdout=asyncio.subprocess.DEVNULL,
-                    stderr=asyncio.subprocess.PIPE,
-                )
+                if self.capture_ms is not None:
+                    self.clock = StreamClock(self.capture_ms, "publisher")
+                else:
+                    self.clock = StreamClock(now_ms(), "server")
+                write_clock(self.output_dir, self.clock)
+                self._keep_header()
+            await self._spawn_encoder()
+        except StreamClosed:
+            raise
         except Exception as exc:  # a bad setting, an unwritable folder, no binary
             self.failure_detail = f"could not start FFmpeg: {exc}"
             logger.error("%s: %s", self.name, self.failure_detail)
             await self._finish(PipelineState.FAILED, ENCODER_NOT_STARTED)
             raise StreamClosed(f"stream is {self.state}: {self.reason}") from exc
-        self.started_at = datetime.now(UTC)
+        if self.started_at is None:  # a resumed stream keeps its start
+            self.started_at = datetime.now(UTC)
         self._set_state(PipelineState.LIVE)
+
+    async def _spawn_encoder(self) -> None:
+        """Start the FFmpeg of run ``self.run`` (run 0 writes in the stream's folder, run k
+        in ``run<k>/`` with its own clock: its media time 0 is now), with its tasks."""
+        info = self._checker.info
+        assert info is not None and info.video is not None and self.clock is not None
+        folder = runs.run_dir(self.output_dir, self.run)
+        clock = self.clock
+        if self.run:
+            clock = StreamClock(now_ms(), self.clock.source)
+            await asyncio.to_thread(write_clock, folder, clock)
+        options = self.config.encoder
+        if options.availability_start_ms is None:
+            options = dataclasses.replace(options, availability_start_ms=clock.capture_ms)
+        plan = None
+        if self.config.face_overlay:  # decode → face boxes → encode (streaming/overlay.py)
+            from streaming.overlay import OverlayPlan
+
+            plan = OverlayPlan.for_source(
+                info.video.width,
+                info.video.height,
+                self.config.encoder.fps,
+                info.audio is not None,
+                limits=self.config.limits,
+            )
+        self.command = build_command(
+            folder,
+            self.renditions,
+            has_audio=info.audio is not None,
+            options=options,
+            binary=self.binary or ffmpeg_binary(),
+            raw_input=plan.raw if plan else None,
+        )
+        logger.info(
+            "%s: starting FFmpeg (run %d) for %s %sx%s (%s) → %s",
+            self.name,
+            self.run,
+            info.video.codec,
+            info.video.width,
+            info.video.height,
+            ", ".join(r.name for r in self.renditions),
+            folder,
+        )
+        if plan is not None:
+            self.process = await plan.start(self.command[0], self.command)
+        else:
+            self.process = await spawn(
+                self.command,
+                self.config.limits,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+            )
         self._writer_task = self._task(self._writer())
         self._stderr_task = self._task(self._read_stderr())
         self._monitor = self._task(self._watch())
@@ -600,10 +736,15 @@ class StreamPipeline:
             raise
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._stderr_task, 5)
+        self._exited(code)
+        killed = -code in RESTART_SIGNALS and self.state == PipelineState.LIVE and not self._closing
+        if killed and self._header is not None and self.restarts < self.config.max_restarts:
+            await self._restart(f"FFmpeg killed by signal {-code}")
+            return
         state, reason = PipelineState.FAILED, None  # if killed, the kill's reason stands
         if self.state == PipelineState.STOPPING and code == 0:
             try:
-                await asyncio.to_thread(finalize_vod, self.output_dir)
+                await self._write_vod()
             except Exception as exc:  # the live outputs stay as FFmpeg wrote them
                 logger.warning("%s: VOD playlists not rewritten: %s", self.name, exc)
                 self.last_error = f"VOD playlists not rewritten: {exc}"
@@ -616,8 +757,90 @@ class StreamPipeline:
             bound = f" (memory limit {limit} MiB)" if limit else ""
             self.failure_detail = f"FFmpeg {how} {when}{bound}: {tail}"
             reason = ENCODER_FAILED
+            if killed and self.restarts:
+                reason = ENCODER_KEPT_FAILING.format(restarts=self.restarts)
             logger.error("%s: %s", self.name, self.failure_detail)
+            if self.run:  # what the runs left stays watchable: VOD outputs from the disk
+                with contextlib.suppress(Exception):
+                    await self._write_vod()
         await self._finish(state, reason)
+
+    def _exited(self, code: int) -> None:
+        """Every FFmpeg exit (of any run) passes here once: the place to count them."""
+        self.exits.append(code)
+        logger.info("%s: FFmpeg (run %d) exited with %d", self.name, self.run, code)
+
+    async def _restart(self, how: str) -> None:
+        """A killed encoder is replaced: the new one gets the WebM header, then the stream
+        from its next Cluster (what was queued for the dead one is dropped: it may start
+        mid-frame), and writes run ``self.run + 1``; the playlists go on with a
+        discontinuity (streaming/runs.py)."""
+        self.restarts += 1  # the one place a restart is counted
+        logger.warning(
+            "%s: %s; restarting it (%d of %d)",
+            self.name,
+            how,
+            self.restarts,
+            self.config.max_restarts,
+        )
+        if self._writer_task is not None and not self._writer_task.done():
+            self._writer_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._writer_task
+        self.counters.dropped_bytes += self._queue_bytes
+        self._queue.clear()
+        self._queue_bytes = 0
+        self._checker.resync()  # the next bytes forwarded start a Cluster
+        assert self._header is not None
+        self._enqueue(self._header, 0)
+        self._space_event.set()
+        await self._settle_stitcher()
+        await self._in_thread(runs.close_run, self.output_dir, self.run)
+        self._segments_before = await asyncio.to_thread(runs.segments_closed, self.output_dir)
+        if self.closed:
+            return
+        self.run += 1
+        self._stitched_mtime = None
+        try:
+            await self._spawn_encoder()
+        except Exception as exc:
+            self.failure_detail = f"could not restart FFmpeg: {exc}"
+            logger.error("%s: %s", self.name, self.failure_detail)
+            await self._finish(PipelineState.FAILED, ENCODER_NOT_STARTED)
+            return
+        if self.closed:  # aborted while it started: nobody else will stop this one
+            await self._kill_process()
+
+    async def _settle_stitcher(self) -> None:
+        if self._stitcher is not None and not self._stitcher.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._stitcher)
+
+    async def _write_vod(self) -> None:
+        """The stream is over: list every segment (one run: ``finalize_vod``; several: the
+        stitched VOD outputs)."""
+        self._final = True
+        await self._settle_stitcher()
+        if self.run == 0 and not runs.load_runs(self.output_dir):
+            await asyncio.to_thread(finalize_vod, self.output_dir)
+        else:
+            await asyncio.to_thread(runs.finish, self.output_dir, self.run)
+
+    def _stitch_if_due(self) -> None:
+        """While run k > 0 is live: the top-level playlists follow its manifest."""
+        if self._final or (self._stitcher is not None and not self._stitcher.done()):
+            return
+        manifest = runs.run_dir(self.output_dir, self.run) / "manifest.mpd"
+        try:
+            mtime = os.stat(manifest).st_mtime_ns
+        except OSError:
+            return
+        if mtime != self._stitched_mtime:
+            self._stitched_mtime = mtime
+            window = self.config.encoder.window_segments
+            self._stitcher = self._task(
+                self._in_thread(runs.stitch, self.output_dir, self.run, window=window)
+            )
 
     async def _kill(self, reason: str) -> None:
         """Fail now (before the kill, so FFmpeg's exit is not taken as the reason), kill
@@ -677,6 +900,8 @@ class StreamPipeline:
                 released = self._reorder.poll(now)
                 if released:
                     self._process(released)
+            if self.run and self.state in (PipelineState.LIVE, PipelineState.STOPPING):
+                self._stitch_if_due()
             idle = self.config.idle_timeout
             if idle and self.state in (PipelineState.IDLE, PipelineState.LIVE):
                 limit = (

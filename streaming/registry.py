@@ -2,7 +2,9 @@
 
 A stream's pipeline lives in the process that received its first chunk; with several
 Daphne processes every request of one stream's ingest must reach that process
-(docs/deploy.md: hash on the slug). Registering and removing never await, so they are
+(docs/deploy.md: hash on the slug). That process holds a lease on the stream's row while
+the stream is live (``streaming.status``); if it dies, another process takes the stream
+over (``start(..., resume=True)``). Registering and removing never await, so they are
 atomic on the event loop.
 """
 
@@ -34,7 +36,7 @@ class LiveStream:
     """A stream published to this process: its pipeline, its chunk rate limit, and what a
     state change does (the row saved, viewers and lobbies told, unregistered once closed)."""
 
-    def __init__(self, stream: Stream, address: str = ""):
+    def __init__(self, stream: Stream, address: str = "", *, resume: bool = False):
         self.stream_id = stream.pk
         self.slug = stream.slug
         self.owner_id = stream.owner_id
@@ -44,15 +46,21 @@ class LiveStream:
         rate = settings.STREAM_RATE_LIMIT
         self.bucket = TokenBucket(rate, max(1, int(rate * 2)))
         self.stopped_by_publisher = False
+        self.lost = False  # another process took the stream over: this one writes nothing
+        self._lease: asyncio.Task | None = None
         self.last_saved = 0.0
         self._tasks: set[asyncio.Task] = set()
         self._save_lock = asyncio.Lock()  # rows written in the order of the changes
         # dash.js syncs its clock to this server (the MPD's UTCTiming) for the live edge.
         encoder = EncoderOptions.from_settings(utc_timing_url=reverse("streaming:time"))
-        config = PipelineConfig.from_settings(encoder=encoder, face_overlay=stream.face_overlay)
+        config = PipelineConfig.from_settings(
+            encoder=encoder, face_overlay=stream.face_overlay, resume=resume
+        )
         self.pipeline = StreamPipeline(
             stream.media_dir(), config, name=f"stream {stream.slug}", on_state=self._changed
         )
+        if resume:
+            self.pipeline.started_at = stream.started_at  # duration caps count from there
 
     def save_progress_if_due(self) -> None:
         """While live, save the counters every ``PROGRESS_SAVE_INTERVAL`` seconds, and end
@@ -87,9 +95,45 @@ class LiveStream:
         return state
 
     def _changed(self, pipeline: StreamPipeline) -> None:
+        if self.lost:
+            return
+        if pipeline.state == PipelineState.LIVE and self._lease is None:
+            self._lease = asyncio.get_running_loop().create_task(self._hold_lease())
+            self._tasks.add(self._lease)
+            self._lease.add_done_callback(self._tasks.discard)
         self._spawn(self._record(pipeline.state, pipeline.reason))
 
+    async def _hold_lease(self) -> None:
+        """Renew the lease every third of ``STREAM_OWNER_LEASE`` while the pipeline runs,
+        chunks or not. Lost to another process (this one froze past the lease and was
+        taken over): stop the encoder at once and write nothing more; the stream is theirs.
+        """
+        period = settings.STREAM_OWNER_LEASE / 3
+        while not self.pipeline.closed:
+            await asyncio.sleep(period)
+            if self.pipeline.closed:
+                return
+            try:
+                held = await status.renew_lease(self.stream_id)
+            except Exception:  # the database is away: try again next time
+                logger.exception("stream %s: could not renew its lease", self.slug)
+                continue
+            if held is False:
+                await self._lose()
+                return
+
+    async def _lose(self) -> None:
+        """Another process took the stream over: stop the encoder, write nothing more."""
+        if self.lost:
+            return
+        logger.warning("stream %s: taken over by another process; stopping", self.slug)
+        self.lost = True
+        discard(self)
+        await self.pipeline.abort("taken over by another process")
+
     async def _record(self, state: PipelineState, reason: str) -> None:
+        if self.lost:
+            return
         values = await self._save()
         if self.pipeline.closed:
             discard(self)
@@ -98,15 +142,21 @@ class LiveStream:
             await announce_status(self.slug, str(new_status), reason)
 
     async def _save(self) -> dict[str, Any]:
+        if self.lost:
+            return {}
         async with self._save_lock:
             values = status.row_values(
                 self.pipeline, stopped_by_publisher=self.stopped_by_publisher
             )
             self.last_saved = time.monotonic()
             try:
-                await status.save(self.stream_id, values)
+                saved = await status.save_owned(self.stream_id, values)
             except Exception:
                 logger.exception("stream %s: could not save its status", self.slug)
+                return values
+            if not saved:
+                self._spawn(self._lose())
+                return {}
             return values
 
     def _spawn(self, coro) -> None:
@@ -129,14 +179,16 @@ def entries() -> list[limits.LiveEntry]:
     ]
 
 
-def start(stream: Stream, address: str = "") -> LiveStream:
-    """Register a new live stream for ``stream``, its folder cleared of refused attempts."""
+def start(stream: Stream, address: str = "", *, resume: bool = False) -> LiveStream:
+    """Register a new live stream for ``stream``, its folder cleared of refused attempts;
+    ``resume``: continue the stream a dead process was running (its folder kept)."""
     output = stream.media_dir()
-    if stream.status == StreamStatus.IDLE and output.exists():
+    if stream.status == StreamStatus.IDLE and output.exists() and not resume:
         shutil.rmtree(output, ignore_errors=True)  # refused attempts never produce media
-    live = LiveStream(stream, address)
+    live = LiveStream(stream, address, resume=resume)
     _running[stream.slug] = live
-    logger.info("stream %s: pipeline created in %s", stream.slug, PROCESS_ID)
+    what = "taken over" if resume else "created"
+    logger.info("stream %s: pipeline %s in %s", stream.slug, what, PROCESS_ID)
     return live
 
 

@@ -309,6 +309,7 @@ class _State:
     block_peek_buf: bytes = b""
     block_at: int = 0
     resyncing: bool = False
+    first_cluster_at: int | None = None  # stream offset where the first Cluster starts
     resync_tail: bytes = b""  # last bytes of a dropped chunk: the start of a Cluster ID?
 
     def copy(self) -> _State:
@@ -337,6 +338,12 @@ class WebMStreamChecker:
     @property
     def started(self) -> bool:
         return self._s.offset > 0 or bool(self._s.pending)
+
+    @property
+    def header_bytes(self) -> int | None:
+        """Length of the stream's header (everything before the first Cluster), once seen:
+        what a new decoder needs before any Cluster (streaming/runs.py)."""
+        return self._s.first_cluster_at
 
     @property
     def offset(self) -> int:
@@ -524,6 +531,8 @@ class WebMStreamChecker:
             state.stack.append(_Open(ident, None if size < 0 else size))
             if state.info is None:
                 raise WebMError(f"a Cluster {where} before the Tracks element")
+            if state.first_cluster_at is None:
+                state.first_cluster_at = at
             return
         if size < 0:
             raise WebMError(f"unknown-size element 0x{ident:X} {where}")

@@ -18,6 +18,10 @@ export const MIME = "video/webm;codecs=vp8,opus";
 // The camera a published stream starts from (the ladder's top rung is 480p).
 export const PUBLISH_VIDEO = { width: 640, height: 480 };
 const FINAL_ERRORS = new Set(["bad-key", "key-missing", "not-found", "closed", "wrong-process", "bad-clock"]);
+// "wrong-process" comes with retry_after while the process running the stream may have died
+// (its lease expires then and the next chunk takes the stream over): retried this many times
+// in a row before it is final (a live process renews its lease: a sticky-ingest mistake).
+const ELSEWHERE_RETRIES = 3;
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -39,7 +43,7 @@ export class HttpTransport {
     const body = await response.json().catch(() => ({ error: "http", message: `HTTP ${response.status}` }));
     if (response.ok) return body;
     return { error: body.error || "http", message: body.message || `HTTP ${response.status}`,
-             retryAfter: Number(response.headers.get("Retry-After") || 1) };
+             retryAfter: Number(response.headers.get("Retry-After") || body.retry_after || 1) };
   }
   async stop() {
     const response = await fetch(this.stopUrl, {
@@ -73,11 +77,23 @@ export class WsTransport {
     });
     this.ws.onmessage = (event) => this.onMessage(JSON.parse(event.data));
     this.ws.onclose = (event) => {
+      // The server process went away (restart, crash): a network error, retried on a new
+      // socket (send() reopens; another process may take the stream over).
       for (const resolve of this.pending.values()) {
-        resolve({ error: "closed", message: `socket closed (${event.code})` });
+        resolve({ error: "network", message: `socket closed (${event.code})`, retryAfter: 1 });
       }
       this.pending.clear();
     };
+  }
+  // A new socket for the same stream (the chunk is then sent again with the same seq).
+  async reopen() {
+    try {
+      await this.open();
+      return null;
+    } catch (error) {
+      const final = error instanceof FinalError && !error.message.startsWith("socket closed");
+      return { error: final ? "closed" : "network", message: error.message, retryAfter: 1 };
+    }
   }
   // Sent before the first chunk (same ordered socket): anchors the stream's timeline.
   async setClock(captureMs) {
@@ -97,7 +113,10 @@ export class WsTransport {
     else resolve(msg);
   }
   async send(seq, blob) {
-    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return { error: "closed", message: "socket is not open" };
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) {
+      const failed = await this.reopen();
+      if (failed) return failed;
+    }
     const data = new Uint8Array(await blob.arrayBuffer());
     const frame = new Uint8Array(4 + data.length);
     new DataView(frame.buffer).setUint32(0, seq);
@@ -107,6 +126,10 @@ export class WsTransport {
     return reply;
   }
   async stop() {
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) {
+      const failed = await this.reopen();
+      if (failed) return failed;
+    }
     const reply = new Promise((resolve) => this.pending.set("stop", resolve));
     this.ws.send(JSON.stringify({ type: "stop" }));
     return reply;
@@ -198,6 +221,13 @@ export class StreamPublisher {
         await sleep(1000 * (reply.retryAfter || 1));
         continue; // same chunk again
       }
+      if (reply.error === "wrong-process" && (this.elsewhere || 0) < ELSEWHERE_RETRIES) {
+        this.elsewhere = (this.elsewhere || 0) + 1;
+        this.setError(`${reply.error}: ${reply.message} (retrying in ${reply.retryAfter || 1} s)`);
+        await sleep(1000 * (reply.retryAfter || 1));
+        continue; // same chunk again: another process takes the stream over if its own died
+      }
+      this.elsewhere = 0;
       this.queue.shift();
       this.queueBytes -= item.blob.size;
       if (reply.error) {

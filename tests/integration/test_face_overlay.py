@@ -9,6 +9,8 @@ track must still be there.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from pathlib import Path
 
 import av
@@ -18,6 +20,7 @@ from streaming.ffmpeg import EncoderOptions
 from streaming.pipeline import PipelineConfig, PipelineState, StreamPipeline
 from tests.support.media import (
     astronaut_webm,
+    check_stitched_vod,
     decoded_frames,
     green_on_top_edge,
     mediarecorder_chunks,
@@ -71,3 +74,36 @@ async def test_plain_stream_has_no_box(tmp_path, clip_dir):
     pipeline, face = await publish(tmp_path, clip_dir, face_overlay=False)
     frames = decoded_frames(pipeline.output_dir, 0)
     assert not any(green_on_top_edge(f, face) for f in frames)
+
+
+@pytest.mark.parametrize("victim", ["decoder", "encoder"])
+async def test_a_killed_overlay_ffmpeg_restarts_the_chain(tmp_path, clip_dir, victim):
+    """Either FFmpeg of the overlay chain killed: the whole chain is reaped and restarted
+    (run 1), boxes still drawn, and the ended stream is a VOD of both runs."""
+    webm, face = astronaut_webm(clip_dir, seconds=8)
+    chunks = mediarecorder_chunks(webm, timeslice_ms=250)
+    encoder = EncoderOptions.from_settings(segment_seconds=1.0, live_window_seconds=4)
+    config = PipelineConfig.from_settings(encoder=encoder, face_overlay=True, max_restarts=2)
+    pipeline = StreamPipeline(tmp_path / victim, config)
+    out = pipeline.output_dir
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    first = None
+    try:
+        for seq, chunk in enumerate(chunks):
+            await asyncio.sleep(max(0.0, chunk.end_ms / 1000 - (loop.time() - start)))
+            await pipeline.feed(seq, chunk.data, wait=5)
+            if first is None and list(out.glob("chunk-stream0-*.m4s")):
+                first = pipeline.process
+                os.kill(getattr(first, victim).pid, signal.SIGKILL)
+        assert first is not None, "no segment before the end of the clip"
+        assert await pipeline.stop() == PipelineState.ENDED, pipeline.failure_detail
+    finally:
+        await pipeline.abort("test teardown")
+    assert pipeline.restarts == 1 and pipeline.process is not first
+    for proc in (first.decoder, first.encoder):
+        assert proc.returncode is not None  # reaped: no zombie
+    reps = tuple(range(len(pipeline.renditions) + 1))
+    check_stitched_vod(out, runs=2, reps=reps)
+    frames = decoded_frames(out / "run1", 0)
+    assert frames and green_on_top_edge(frames[-1], face)

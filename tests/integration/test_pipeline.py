@@ -5,7 +5,9 @@ into MediaRecorder-like chunks of 250 ms (``tests/support/media.py``). The main 
 feeds it in real time (1x) and measures chunk-in → segment-on-disk; the others feed at
 4x real time or as fast as FFmpeg takes it, to keep the suite short. Outputs are checked
 with parsers (``m3u8``, ``mpegdash``) and a demuxer/decoder (PyAV: the bundled FFmpeg
-has no ffprobe).
+has no ffprobe). A killed encoder restarts (``max_restarts``): the playlists go on with a
+discontinuity, or the stream fails with its reason once the budget is spent; the restart
+gap (kill → first segment of the new encoder) is printed, a figure, not a threshold.
 """
 
 from __future__ import annotations
@@ -34,7 +36,12 @@ from streaming.pipeline import (
     StreamPipeline,
 )
 from tests.support.ingest import media_cache
-from tests.support.media import TimedChunk, cached_webm, mediarecorder_chunks
+from tests.support.media import (
+    TimedChunk,
+    cached_webm,
+    check_stitched_vod,
+    mediarecorder_chunks,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -289,7 +296,8 @@ async def test_garbage_chunks_are_refused_and_do_not_harm_the_stream(make_pipeli
 
 
 async def test_ffmpeg_killed_mid_stream_fails_the_stream_without_a_zombie(make_pipeline, chunks):
-    pipeline = make_pipeline()
+    """Without a restart budget (STREAM_ENCODER_RESTARTS=0) a kill fails the stream."""
+    pipeline = make_pipeline(max_restarts=0)
     await feed_paced(pipeline, chunks, speed=4.0, order=range(12))
     await wait_for(lambda: pipeline.stats()["segments"] >= 1)
     pid = pipeline.pid
@@ -407,3 +415,94 @@ async def test_a_missing_ffmpeg_binary_fails_the_stream_clearly(tmp_path, chunks
     assert "could not start FFmpeg" in pipeline.failure_detail  # staff only: names a path
     with pytest.raises(StreamClosed):
         await pipeline.feed(1, chunks[1].data)
+
+
+# --- a killed encoder restarted (streaming/runs.py) ------------------------------------------
+async def test_killed_encoder_restarts_and_the_playlists_go_on(make_pipeline, chunks, capsys):
+    """1x real time: killed after ~3 s, restarted, the stream carries on to a valid VOD."""
+    pipeline = make_pipeline(window=4.0, max_restarts=3)
+    out = pipeline.output_dir
+    split = 12  # 3 s of 250 ms chunks
+    await feed_paced(pipeline, chunks, speed=1.0, order=range(split))
+    await wait_for(lambda: pipeline.stats()["segments"] >= 2)
+    first_pid = pipeline.pid
+    before = pipeline.stats()["segments"]
+    killed_at = time.monotonic()
+    os.kill(first_pid, signal.SIGKILL)
+
+    new_segment_at: list[float] = []
+    live_view: list[str] = []
+
+    async def watch():
+        while True:
+            if not new_segment_at and list(out.glob("run1/chunk-stream0-*.m4s")):
+                new_segment_at.append(time.monotonic())
+            text = (out / "media_0.m3u8").read_text() if (out / "run1").exists() else ""
+            if not live_view and "run1/chunk-stream0-" in text:
+                live_view.append(text)
+            await asyncio.sleep(0.01)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        rest = chunks[split:]
+        started = time.monotonic()
+        for offset, chunk in enumerate(rest):
+            due = started + (chunk.end_ms - chunks[split - 1].end_ms) / 1000
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            assert (await pipeline.feed(split + offset, chunk.data, wait=10)).status in (
+                "accepted",
+                "held",
+            )
+        await wait_for(lambda: bool(live_view), within=10)
+        assert pipeline.state == PipelineState.LIVE and pipeline.restarts == 1
+        assert pipeline.pid != first_pid
+        assert_reaped(first_pid)  # the killed FFmpeg was waited for: no zombie
+        state = await pipeline.stop()
+    finally:
+        watcher.cancel()
+    assert state == PipelineState.ENDED, (pipeline.reason, pipeline.failure_detail)
+    assert_reaped(pipeline.pid)
+
+    # While run 1 was live: the stream's own playlist went on, numbered on, with a
+    # discontinuity and run 1's init section, no end.
+    live = m3u8.loads(live_view[0])
+    assert not live.is_endlist
+    assert any(s.discontinuity for s in live.segments) or live.discontinuity_sequence == 1
+    assert live.segments[-1].uri.startswith("run1/")
+    assert live.media_sequence + len(live.segments) - 1 > before
+
+    counts = check_stitched_vod(out, runs=2)
+    assert counts[0] >= before + 2, counts
+    assert pipeline.stats()["segments"] == counts[0]
+    assert pipeline.exits[0] == -signal.SIGKILL and pipeline.exits[-1] == 0
+    gap = new_segment_at[0] - killed_at
+    with capsys.disabled():
+        print(
+            f"\n[restart] kill → first segment of the new encoder: {gap:.2f} s "
+            f"({SEGMENT} s segments)"
+        )
+
+
+async def test_restart_budget_spent_fails_the_stream_with_its_reason(make_pipeline, chunks):
+    """max_restarts=1: the second kill fails the stream; both FFmpegs reaped; what the two
+    runs wrote stays a valid VOD."""
+    pipeline = make_pipeline(window=4.0, max_restarts=1)
+    out = pipeline.output_dir
+    await feed_paced(pipeline, chunks, speed=4.0, order=range(12))
+    await wait_for(lambda: pipeline.stats()["segments"] >= 1)
+    first = pipeline.pid
+    os.kill(first, signal.SIGKILL)
+    await wait_for(lambda: pipeline.pid != first)
+    second = pipeline.pid
+    for seq in range(12, len(chunks)):
+        await pipeline.feed(seq, chunks[seq].data, wait=10)
+        await asyncio.sleep(0.1)
+    await wait_for(lambda: list(out.glob("run1/chunk-stream0-*.m4s")))
+    os.kill(second, signal.SIGKILL)
+    async with asyncio.timeout(10):
+        assert await pipeline.wait_closed() == PipelineState.FAILED
+    assert pipeline.reason == "encoder failed again after 1 restarts"
+    assert "killed by signal 9" in pipeline.failure_detail
+    assert_reaped(first)
+    assert_reaped(second)
+    check_stitched_vod(out, runs=2)

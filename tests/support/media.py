@@ -277,3 +277,72 @@ def green_on_top_edge(frame: np.ndarray, box: Rect, source_height: int = 480) ->
     ].reshape(-1, 3)
     r, g, b = patch[:, 0].astype(int), patch[:, 1].astype(int), patch[:, 2].astype(int)
     return bool(((g > 170) & (r < 110) & (b < 110)).any())
+
+
+def check_stitched_vod(out: Path, runs: int, reps: tuple[int, ...] = (0, 1, 2)) -> dict[int, int]:
+    """A stream's outputs after ``runs`` encoder runs (streaming/runs.py) as a VOD: every
+    segment of every run listed once, in order, numbered from 1 (a killed run's last
+    segment may be left out: written after the muxer's last manifest, its duration is not
+    known), a discontinuity and a new init section where each run starts, every video
+    segment decodable from its run's init segment and starting with a keyframe; a static
+    MPD with one Period per run, each listing its run's segments. ``reps``: video rungs
+    then audio. Returns the segments listed per representation."""
+    import av
+    import m3u8
+    from mpegdash.parser import MPEGDASHParser
+
+    def listed_ok(listed: int, files: int) -> bool:
+        return files - 1 <= listed <= files
+
+    counts = {}
+    for rep in reps:
+        playlist = m3u8.load(str(out / f"media_{rep}.m3u8"))
+        assert playlist.is_endlist and playlist.playlist_type == "vod"
+        assert playlist.media_sequence == 1
+        uris = [s.uri for s in playlist.segments]
+        expected, with_segments = [], 0
+        for k in range(runs):
+            prefix = f"run{k}/" if k else ""
+            files = [prefix + p.name for p in sorted(out.glob(f"{prefix}chunk-stream{rep}-*.m4s"))]
+            listed = [u for u in uris if u.startswith(prefix) and (k or "/" not in u)]
+            assert listed == files[: len(listed)] and listed_ok(len(listed), len(files)), (
+                rep,
+                k,
+                listed,
+                files,
+            )
+            expected += listed
+            with_segments += bool(listed)
+        assert uris == expected, uris
+        starts = [i for i, s in enumerate(playlist.segments) if s.discontinuity]
+        assert len(starts) == with_segments - 1, starts
+        for index, segment in enumerate(playlist.segments):
+            if index in starts:
+                run = segment.uri.split("/")[0]
+                assert segment.init_section.uri == f"{run}/init-stream{rep}.m4s"
+            if rep == reps[-1]:
+                continue  # audio
+            init = (out / segment.init_section.uri).read_bytes()
+            with av.open(io.BytesIO(init + (out / segment.uri).read_bytes())) as container:
+                packets = [p for p in container.demux(video=0) if p.size]
+                assert packets and packets[0].is_keyframe, segment.uri
+        counts[rep] = len(uris)
+    mpd = MPEGDASHParser.parse(str(out / "manifest.mpd"))
+    assert mpd.type == "static" and len(mpd.periods) == runs
+    previous = -1.0
+    for k, period in enumerate(mpd.periods):
+        assert period.id == str(k)
+        start = float(period.start.removeprefix("PT").removesuffix("S"))
+        assert start > previous
+        previous = start
+        if k:
+            assert period.base_urls[0].base_url_value == f"run{k}/"
+        folder = out / f"run{k}" if k else out
+        for adaptation in period.adaptation_sets:
+            for rep in adaptation.representations:
+                template = rep.segment_templates[0]
+                timelines = template.segment_timelines or []
+                listed = sum(int(s.r or 0) + 1 for t in timelines for s in t.Ss or [])
+                files = list(folder.glob(f"chunk-stream{rep.id}-*.m4s"))
+                assert listed_ok(listed, len(files)), (k, rep.id, listed, len(files))
+    return counts

@@ -14,7 +14,7 @@ from django.test import Client
 from django.utils import timezone
 
 from identity.services import Identity
-from streaming import media
+from streaming import media, status
 from streaming.models import Stream, StreamStatus, hash_publish_key
 from streaming.services import create_stream, list_streams, rotate_publish_key
 from streaming.status import mark_stale_streams
@@ -90,6 +90,44 @@ def test_stale_live_streams_are_marked_failed():
     assert mark_stale_streams(timezone.now() + timedelta(minutes=5)) == 1
     stream.refresh_from_db()
     assert stream.status == StreamStatus.FAILED and "stopped" in stream.reason
+
+
+def test_the_lease_decides_takeover_and_staleness(settings):
+    """A live row's lease (``worker_seen_at``): fresh, nobody may claim it and maintenance
+    leaves it alone even if the row was not otherwise updated; expired, exactly one claim
+    wins; ``mark_stale_streams`` fails it only later (``stale_after`` >= the lease), so
+    ingest may take it over first."""
+    settings.STREAM_OWNER_LEASE = 10.0
+    stream, _ = create_stream("Show", ALICE)
+    now = timezone.now()
+    long_ago = now - timedelta(hours=1)
+    Stream.objects.filter(pk=stream.pk).update(
+        status=StreamStatus.LIVE, worker="host:1", worker_seen_at=now
+    )
+    Stream.objects.filter(pk=stream.pk).update(updated_at=long_ago)  # no progress saved
+    stream.refresh_from_db()
+    assert 9 < status.lease_left(stream) <= 10
+    assert not status._claim_sync(stream.pk, "host:1")
+    assert mark_stale_streams() == 0
+
+    Stream.objects.filter(pk=stream.pk).update(worker_seen_at=now - timedelta(seconds=11))
+    stream.refresh_from_db()
+    assert status.lease_left(stream) < 0
+    assert mark_stale_streams() == 0  # not before stale_after(): a takeover may come
+    assert not status._claim_sync(stream.pk, "host:2")  # not the holder named
+    assert status._claim_sync(stream.pk, "host:1")
+    assert not status._claim_sync(stream.pk, "host:1")  # one winner
+    stream.refresh_from_db()
+    assert stream.worker != "host:1" and status.lease_left(stream) > 9
+    # The claimer's saves go through; a process it was taken from writes nothing more.
+    assert status._save_owned_sync(stream.pk, {"segments_written": 3})
+    Stream.objects.filter(pk=stream.pk).update(worker="host:9")
+    assert not status._save_owned_sync(stream.pk, {"segments_written": 4})
+    assert Stream.objects.get(pk=stream.pk).segments_written == 3
+    Stream.objects.filter(pk=stream.pk).update(worker_seen_at=timezone.now())
+    assert status.stale_after() >= settings.STREAM_OWNER_LEASE
+    later = timezone.now() + timedelta(seconds=status.stale_after() + 1)
+    assert mark_stale_streams(later) == 1
 
 
 # --- pages -------------------------------------------------------------------------------
@@ -244,8 +282,18 @@ def test_media_resolve_rules(media_root, tmp_path):
     secret = tmp_path / "secret.m3u8"
     secret.write_text("secret")
     (folder / "link.m3u8").symlink_to(secret)
+    (folder / "run1").mkdir()  # a restarted encoder's files (streaming/runs.py)
+    (folder / "run1" / "chunk-stream0-00001.m4s").write_bytes(b"x")
+    (folder / "run1" / "link.m3u8").symlink_to(secret)
+    (folder / "run0").mkdir()
+    (folder / "run0" / "master.m3u8").write_text("#EXTM3U\n")
     assert media.resolve("show-abc123/master.m3u8") is not None
+    assert media.resolve("show-abc123/run1/chunk-stream0-00001.m4s") is not None
     for bad in (
+        "show-abc123/run1/link.m3u8",
+        "show-abc123/run0/master.m3u8",
+        "show-abc123/run1/../master.m3u8",
+        "show-abc123/run1/run1/chunk-stream0-00001.m4s",
         "show-abc123/../show-abc123/master.m3u8",
         "../secret.m3u8",
         "show-abc123/link.m3u8",
