@@ -6,8 +6,10 @@ the developer's database or files), runs the real ASGI application, and is stopp
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -53,6 +55,12 @@ class DaphneServer:
     nice: int = 0
     #: Linux SCHED_IDLE (``chrt --idle``): any normal task that wakes preempts this process
     sched_idle: bool = False
+    #: listen on this Unix socket (``-u``, as the systemd units in deploy/ do) instead of
+    #: 127.0.0.1:``port``
+    unix_socket: Path | None = None
+    #: Daphne's ``--access-log`` (``-``: into this server's log); ``None``: leave it to the
+    #: ``daphne`` command line
+    access_log: str | None = os.devnull
     url: str = field(init=False)
     ws_url: str = field(init=False)
 
@@ -99,10 +107,15 @@ class DaphneServer:
         return done.stdout
 
     def command(self) -> list[str]:
+        if self.unix_socket is not None:
+            listen = ["-u", str(self.unix_socket)]
+        else:
+            listen = ["-b", "127.0.0.1", "-p", str(self.port)]
         return [
             *priority_prefix(nice=self.nice, sched_idle=self.sched_idle),
             *self.daphne,
-            *("-b", "127.0.0.1", "-p", str(self.port), "--access-log", os.devnull),
+            *listen,
+            *(["--access-log", self.access_log] if self.access_log is not None else []),
             # Daphne refuses (403) a socket the app has not accepted within 5 s: on a
             # loaded shared machine the first connects can take longer than that
             *("--websocket_connect_timeout", "60"),
@@ -112,7 +125,13 @@ class DaphneServer:
     def start(self, *, migrate: bool = True, timeout: float = 90.0) -> DaphneServer:
         if migrate:
             self.manage("migrate", "--noinput", "-v0")
-        log = open(self.log_path, "wb")  # noqa: SIM115 - kept open for the child's lifetime
+        self.spawn()
+        return self.wait_ready(timeout)
+
+    def spawn(self) -> None:
+        """Start the process without waiting for it (several start at once, then
+        ``wait_ready``). The log is appended to: a restarted server keeps its history."""
+        log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the child's lifetime
         self.process = subprocess.Popen(
             self.command(),
             cwd=ROOT,
@@ -120,17 +139,35 @@ class DaphneServer:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+
+    def wait_ready(self, timeout: float = 90.0) -> DaphneServer:
+        """Until the site answers a request (or the process exits: RuntimeError)."""
+        assert self.process is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"Daphne exited early:\n{self.log()}")
-            try:
-                with urllib.request.urlopen(self.url + "/me/token/", timeout=1):
-                    return self
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                time.sleep(0.1)
+            if self._answers("/me/token/"):
+                return self
+            time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"Daphne did not answer within {timeout}s:\n{self.log()}")
+
+    def _answers(self, path: str) -> bool:
+        if self.unix_socket is None:
+            try:
+                with urllib.request.urlopen(self.url + path, timeout=1):
+                    return True
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                return False
+        conn = _UnixHTTPConnection(str(self.unix_socket))
+        try:
+            conn.request("GET", path, headers={"Host": "127.0.0.1"})
+            return conn.getresponse().status == 200
+        except OSError:
+            return False
+        finally:
+            conn.close()
 
     def log(self) -> str:
         return log_tail(self.log_path)
@@ -143,3 +180,16 @@ class DaphneServer:
 
     def stop(self) -> None:
         stop_process(self.process)
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over a Unix socket (a server started with ``unix_socket``)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__("127.0.0.1", timeout=1)
+        self.unix_path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.unix_path)
