@@ -10,7 +10,9 @@ clock for every process on the machine):
 * ``{"gc": generation, "s": seconds, "collected": n, "at": t}``: a garbage collection that
   took more than 1 ms (``gc.callbacks``).
 
-Started as ``DaphneServer(daphne=TRACED_DAPHNE)``. Never use it to serve anything.
+``SOAK_GC_UNFREEZE=1`` undoes ``rtcsite.asgi``'s ``gc.freeze()`` (the behaviour before it,
+for an A/B). Started as ``DaphneServer(daphne=TRACED_DAPHNE)``. Never use it to serve
+anything.
 """
 
 from __future__ import annotations
@@ -82,10 +84,10 @@ def main() -> None:
     from daphne.cli import CommandLineInterface
     from daphne.server import twisted_loop
 
-    if os.environ.get("SOAK_GC_FREEZE") == "1":  # experiment: start-up objects frozen
-        import rtcsite.asgi  # noqa: F401
+    if os.environ.get("SOAK_GC_UNFREEZE") == "1":  # the A/B: start-up objects scanned again
+        import rtcsite.asgi  # noqa: F401  (it freezes them)
 
-        gc.freeze()
+        gc.unfreeze()
     install(os.environ["SOAK_TRACE_FILE"], twisted_loop)
     sys.argv[0] = "daphne"
     CommandLineInterface.entrypoint()
