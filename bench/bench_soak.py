@@ -43,6 +43,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import random
 import re
 import shutil
@@ -65,9 +66,11 @@ from bench.offers import make_sdp
 from bench.runner import build_record, report, result, validate_result, write_record
 from bench.support import (
     HOST,
+    create_rooms_code,
     daphne_site,
     exit_cleanly_on_sigterm,
     log_error_counts,
+    make_tokens,
     ms,
     percentile,
     raise_nofile,
@@ -95,7 +98,7 @@ TAG_RE = re.compile(r"\r\ns=soak (\S+)\r\n")
 class Params:
     rooms: int = 100
     seconds: float = 120.0
-    via: str = "direct"
+    via: str = "nginx"
     redis_restart_at: float | None = None
     redis_down: float = 1.0
     kill_at: float | None = None
@@ -104,6 +107,7 @@ class Params:
     connect_concurrency: int = 16
     offer_every: int = 10  # every Nth message is a ~5 KB offer, the others candidates
     joins_in_run: bool = False  # second 0 is the first join, not the last welcome
+    tokens: str = "http"  # "http": GET /me/token/ per client; "local": signed here
     trace: bool = False  # servers record their loop stalls and GC pauses (bench.daphne_traced)
     phase: str = "spread"  # each client's send time in the second: random, or all at once
     out: str = NAME
@@ -201,6 +205,15 @@ def fetch_token(port: int, cookie: str = "") -> Identity:
         set_cookie = response.headers.get_all("Set-Cookie") or []
     cookies = [c.split(";", 1)[0] for c in set_cookie] or [cookie]
     return Identity(body["token"], body["identity"]["id"], "; ".join(cookies))
+
+
+def local_identities(count: int) -> list[Identity]:
+    """Tokens signed in this process (``bench.support.make_tokens``), no request to the
+    servers: their first burst of allocations is then the joins themselves."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rtcsite.settings")
+    from identity.tokens import verify_token
+
+    return [Identity(t, verify_token(t).id, "") for t in make_tokens(count, "soak")]
 
 
 @dataclass
@@ -612,7 +625,8 @@ async def kill_fault(soak: Soak, kill: Any, server: int, at: float) -> None:
     await asyncio.sleep(max(0.0, soak.t0 + at - time.perf_counter()))
     t = time.perf_counter()
     await asyncio.to_thread(kill)
-    soak.alive[server] = False
+    if server < len(soak.alive):  # direct: that entry point is gone (nginx: one for all)
+        soak.alive[server] = False
     soak.events.append({"fault": "kill-9", "server": server, "t_start": round(t - soak.t0, 3)})
     soak.events[-1]["t_end"] = soak.events[-1]["t_start"]
 
@@ -625,9 +639,12 @@ async def drive(p: Params, ports: list[int], faults: dict[str, Any]) -> Soak:
     n = p.rooms * CLIENTS_PER_ROOM
     with ThreadPoolExecutor(8) as pool:
         loop = asyncio.get_running_loop()
-        ids = await asyncio.gather(
-            *(loop.run_in_executor(pool, fetch_token, ports[i % len(ports)]) for i in range(n))
-        )
+        if p.tokens == "http":
+            ids = await asyncio.gather(
+                *(loop.run_in_executor(pool, fetch_token, ports[i % len(ports)]) for i in range(n))
+            )
+        else:
+            ids = local_identities(n)
         lobby_ids = await asyncio.gather(
             *(loop.run_in_executor(pool, fetch_token, port) for port in ports)
         )
@@ -868,6 +885,32 @@ def direct_topology(p: Params, logs: dict[str, Any]) -> Iterator[tuple[list[int]
         redis.close()
 
 
+@contextlib.contextmanager
+def nginx_topology(p: Params, logs: dict[str, Any]) -> Iterator[tuple[list[int], Any, Any]]:
+    """The deployment (``tests.support.topology``: nginx, two web Daphnes, a media Daphne,
+    PostgreSQL) on a private Redis: (nginx's port, redis, kill the second web process)."""
+    from tests.support.topology import running_topology
+
+    redis = PrivateRedis()
+    redis.start()
+    try:
+        with running_topology(
+            redis_url=redis.url, env={**SERVER_ENV, "LOG_LEVEL": "WARNING"}
+        ) as topo:
+            topo.manage("shell", "-c", create_rooms_code(p.rooms, CLIENTS_PER_ROOM))
+            logs["pids"] = [topo.pid(name) for name in topo.web]
+            victim = topo.web[-1]
+            try:
+                yield [topo.port], redis, lambda: topo.kill(victim)
+            finally:
+                logs["logs"] = {
+                    name: server_log_counts(server.log_path)
+                    for name, server in topo.processes.items()
+                }
+    finally:
+        redis.close()
+
+
 def server_log_counts(path: Path) -> dict[str, int]:
     text = path.read_text(errors="replace") if path.exists() else ""
     return {
@@ -881,9 +924,10 @@ def run_soak(p: Params) -> dict[str, Any]:
     raise_nofile()
     load_before = uptime()
     logs: dict[str, Any] = {}
-    if p.via != "direct":
-        raise SystemExit(f"--via {p.via}: not available yet")
-    with direct_topology(p, logs) as (ports, redis, kill):
+    if p.trace and p.via != "direct":
+        raise SystemExit("--trace needs --via direct (the deployment runs the units' Daphne)")
+    topology = direct_topology if p.via == "direct" else nginx_topology
+    with topology(p, logs) as (ports, redis, kill):
         soak = asyncio.run(drive(p, ports, {"redis": redis, "kill": kill}))
     figs = figures(soak, p)
     if p.trace:
@@ -959,7 +1003,8 @@ def run_soak(p: Params) -> dict[str, Any]:
         "server_env": SERVER_ENV,
         "topology": "direct: 2 Daphne processes (one SQLite), private redis-server"
         if p.via == "direct"
-        else p.via,
+        else "nginx: tests.support.topology (nginx, 2 web + 1 media Daphne from the "
+        "rendered units, PostgreSQL), private redis-server",
         "uptime_before": load_before,
         "uptime_after": load_after,
     }
@@ -1000,6 +1045,13 @@ def main(argv: list[str] | None = None) -> int:
         help="start the clock before the joins (each client sends once it has its welcome)",
     )
     parser.add_argument(
+        "--tokens",
+        choices=("http", "local"),
+        default=FULL.tokens,
+        help="http: each client gets its token from GET /me/token/ (a page's way); local: "
+        "signed in this process, so the servers see nothing before the joins",
+    )
+    parser.add_argument(
         "--trace",
         action="store_true",
         help="servers record their event-loop stalls and GC pauses (bench.daphne_traced)",
@@ -1016,6 +1068,7 @@ def main(argv: list[str] | None = None) -> int:
         settle_s=args.settle,
         phase=args.phase,
         trace=args.trace,
+        tokens=args.tokens,
         joins_in_run=args.joins_in_run,
         out=args.out,
     )
