@@ -122,43 +122,51 @@ QUICK = Params(rooms=10, seconds=10.0)
 
 class PrivateRedis:
     """A ``redis-server`` of our own on a free port (no persistence), so a fault can stop
-    and restart it without touching the shared one; stopped by PID."""
+    and restart it without touching the shared one; stopped by PID. The same interface as
+    the fault tests' ``tests.support.redis_server.RedisServer`` (``start``, ``stop``,
+    ``url``, ``workdir``), which should replace it once both are on one branch."""
 
     def __init__(self) -> None:
         from tests.support.ports import free_port
 
         self.binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         self.port = free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="rtcsite-bench-redis-"))
+        self.workdir = Path(tempfile.mkdtemp(prefix="rtcsite-bench-redis-"))
         self.url = f"redis://{HOST}:{self.port}/0"
         self.process: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 10.0) -> None:
+    def start(self, timeout: float = 10.0) -> PrivateRedis:
         import redis
 
         command = [self.binary, "--bind", HOST, "--port", str(self.port), "--save", ""]
-        command += ["--appendonly", "no", "--dir", str(self.dir), "--daemonize", "no"]
-        command += ["--logfile", str(self.dir / "redis.log")]
+        command += ["--appendonly", "no", "--dir", str(self.workdir), "--daemonize", "no"]
+        command += ["--logfile", str(self.workdir / "redis.log")]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while True:
             try:
                 redis.Redis.from_url(self.url, socket_connect_timeout=0.2).ping()
-                return
+                return self
             except redis.RedisError:
                 if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise RuntimeError(f"private redis-server did not start ({self.dir})") from None
+                    raise RuntimeError(f"redis-server did not start ({self.workdir})") from None
                 time.sleep(0.02)
 
     def stop(self) -> None:
         from tests.support.process import stop_process
 
         stop_process(self.process)
-        self.process = None
 
-    def close(self) -> None:
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
+
+@contextlib.contextmanager
+def private_redis() -> Iterator[PrivateRedis]:
+    """A started ``PrivateRedis``, stopped and its directory removed afterwards."""
+    redis = PrivateRedis().start()
+    try:
+        yield redis
+    finally:
+        redis.stop()
+        shutil.rmtree(redis.workdir, ignore_errors=True)
 
 
 # --- clients --------------------------------------------------------------------------------
@@ -242,6 +250,7 @@ class Soak:
         self.out_of_order = 0
         self.skipped = Counter[str]()  # due but not sent, by reason
         self.errors = Counter[str]()  # error replies by code
+        self.notices = Counter[str]()  # other server messages (resyncs, service states)
         self.error_seconds: dict[int, Counter[str]] = {}
         self.closes: list[dict[str, Any]] = []
         self.reconnects: list[float] = []  # close -> next welcome, s
@@ -418,9 +427,9 @@ class Client:
             pass
         elif isinstance(msg.get("peers"), list):  # a resync of the room's member list
             self.peers = {p["peer"]: p["user"] for p in msg["peers"] if p["peer"] != self.peer_id}
-            soak.errors[f"resync:{kind}"] += 1
-        else:
-            soak.errors[f"other:{kind}"] += 1
+            soak.notices[f"{kind} (resync)"] += 1
+        else:  # e.g. ``service`` (reconnecting / ok): counted by type and state
+            soak.notices[f"{kind} {msg.get('state', '')}".strip()] += 1
 
     # the clients' own loop: one message per second, a ping per heartbeat interval
     async def run(self, offset: float) -> None:
@@ -761,6 +770,7 @@ def figures(soak: Soak, p: Params) -> dict[str, Any]:
         "out_of_order": soak.out_of_order,
         "skipped": dict(soak.skipped),
         "errors": dict(soak.errors),
+        "notices": dict(soak.notices),
         "latency_ms": {
             "p50": ms(percentile(all_lat, 50)),
             "p99": ms(percentile(all_lat, 99)),
@@ -859,15 +869,13 @@ def uptime() -> str:
 @contextlib.contextmanager
 def direct_topology(p: Params, logs: dict[str, Any]) -> Iterator[tuple[list[int], Any, Any]]:
     """Two Daphnes of one site on a private Redis: (ports, redis, kill the second)."""
-    redis = PrivateRedis()
-    redis.start()
     tag = unique_tag("soak")
-    env = {**redis_env(tag, redis.url), **SERVER_ENV}
-    options: dict[str, Any] = {}
-    if p.trace:
-        env["SOAK_TRACE_FILE"] = logs["trace_file"] = str(redis.dir / "trace.jsonl")
-        options["daphne"] = TRACED_DAPHNE
-    try:
+    with private_redis() as redis:
+        env = {**redis_env(tag, redis.url), **SERVER_ENV}
+        options: dict[str, Any] = {}
+        if p.trace:
+            env["SOAK_TRACE_FILE"] = logs["trace_file"] = str(redis.workdir / "trace.jsonl")
+            options["daphne"] = TRACED_DAPHNE
         with (
             daphne_site(env, p.rooms, CLIENTS_PER_ROOM, report=logs, **options) as first,
             sibling_process(first) as second,
@@ -878,11 +886,7 @@ def direct_topology(p: Params, logs: dict[str, Any]) -> Iterator[tuple[list[int]
             finally:
                 if p.trace:
                     logs["trace"] = Path(logs["trace_file"]).read_text().splitlines()
-                text = second.log_path.read_text(errors="replace")
-                logs["second_log_errors"] = log_error_counts(text)
                 logs["logs"] = [server_log_counts(s.log_path) for s in (first, second)]
-    finally:
-        redis.close()
 
 
 @contextlib.contextmanager
@@ -891,24 +895,17 @@ def nginx_topology(p: Params, logs: dict[str, Any]) -> Iterator[tuple[list[int],
     PostgreSQL) on a private Redis: (nginx's port, redis, kill the second web process)."""
     from tests.support.topology import running_topology
 
-    redis = PrivateRedis()
-    redis.start()
-    try:
-        with running_topology(
-            redis_url=redis.url, env={**SERVER_ENV, "LOG_LEVEL": "WARNING"}
-        ) as topo:
-            topo.manage("shell", "-c", create_rooms_code(p.rooms, CLIENTS_PER_ROOM))
-            logs["pids"] = [topo.pid(name) for name in topo.web]
-            victim = topo.web[-1]
-            try:
-                yield [topo.port], redis, lambda: topo.kill(victim)
-            finally:
-                logs["logs"] = {
-                    name: server_log_counts(server.log_path)
-                    for name, server in topo.processes.items()
-                }
-    finally:
-        redis.close()
+    env = {**SERVER_ENV, "LOG_LEVEL": "WARNING"}
+    with private_redis() as redis, running_topology(redis_url=redis.url, env=env) as topo:
+        topo.manage("shell", "-c", create_rooms_code(p.rooms, CLIENTS_PER_ROOM))
+        logs["pids"] = [topo.pid(name) for name in topo.web]
+        victim = topo.web[-1]
+        try:
+            yield [topo.port], redis, lambda: topo.kill(victim)
+        finally:
+            logs["logs"] = {
+                name: server_log_counts(server.log_path) for name, server in topo.processes.items()
+            }
 
 
 def server_log_counts(path: Path) -> dict[str, int]:
