@@ -10,6 +10,7 @@ browser sends its cookie) plus about 3 KB held per socket (bench ws_capacity,
 docs/decisions.md).
 """
 
+import gc
 import os
 
 from django.core.asgi import get_asgi_application
@@ -32,3 +33,10 @@ application = ProtocolTypeRouter(
         "websocket": SameOriginValidator(URLRouter(websocket_urlpatterns)),
     }
 )
+
+# Everything loaded so far (Django, the apps, Channels, Twisted: ~110,000 objects) lives as
+# long as the process. Unfrozen, every full garbage collection scans it: 50-75 ms during
+# which no socket of the process is served, the first one soon after a burst of joins
+# (docs/decisions.md, "Start-up objects frozen"). Frozen, full collections scan only what
+# was made since.
+gc.freeze()

@@ -1,0 +1,59 @@
+"""The soak benchmark's bookkeeping: presence compared with the truth, convergence after a
+fault, and delivery counts (no servers: the clients' state is set by hand)."""
+
+import json
+
+from bench.bench_soak import Client, Identity, Lobby, Params, Soak, converge_after, presence_sample
+
+
+def room_of_three() -> Soak:
+    soak = Soak(Params(rooms=1, seconds=1), [1])
+    soak.clients = [Client(soak, i, Identity(f"token{i}", f"user{i}", "")) for i in range(3)]
+    for i, client in enumerate(soak.clients):
+        client.joined, client.peer_id = True, f"{i:012x}"
+    for client in soak.clients:
+        client.peers = {c.peer_id: c.identity.user for c in soak.clients if c is not client}
+    lobby = Lobby(soak, 0, Identity("token", "lobby", ""))
+    lobby.open, lobby.counts = True, {"bench-00000": 3}
+    soak.lobbies = [lobby]
+    return soak
+
+
+def test_a_ghost_in_a_peer_list_and_a_stale_lobby_count_are_wrong():
+    soak = room_of_three()
+    assert presence_sample(soak)["correct"]
+    soak.clients[0].peers["00000000beef"] = "user1"  # an old peer id of client 1
+    soak.lobbies[0].counts["bench-00000"] = 2
+    sample = presence_sample(soak)
+    assert (sample["peer_lists_wrong"], sample["ghost_entries"]) == (1, 1)
+    assert sample["lobby_rooms_wrong"] == [1] and not sample["correct"]
+
+
+def test_a_closed_client_must_leave_the_others_lists():
+    soak = room_of_three()
+    soak.clients[2].joined = False
+    sample = presence_sample(soak)
+    assert (sample["peer_lists_wrong"], sample["ghost_entries"]) == (2, 2)
+
+
+def test_converged_from_the_first_sample_after_which_all_are_correct():
+    samples = [{"t": t, "correct": ok} for t, ok in [(29.5, 1), (30.5, 0), (31.5, 1), (32.5, 0)]]
+    samples += [{"t": 33.5, "correct": True}, {"t": 34.5, "correct": True}]
+    assert converge_after(samples, 30.0, "correct") == 3.5
+    samples[-1]["correct"] = False
+    assert converge_after(samples, 30.0, "correct") is None
+
+
+def test_deliveries_are_counted_once_and_checked_for_their_addressee():
+    soak = room_of_three()
+    sender, target, other = soak.clients
+    soak.t0 = 0.0
+    ws = object()
+    target.ws = other.ws = ws  # on_message ignores messages of a socket it no longer holds
+    frame = json.dumps(
+        {"type": "candidate", "from": sender.peer_id, "candidate": {"usernameFragment": "0.1.5.0"}}
+    )
+    target.on_message(ws, frame)
+    target.on_message(ws, frame)
+    other.on_message(ws, frame)
+    assert (len(soak.received), soak.duplicated, soak.misdelivered) == (1, 1, 1)
