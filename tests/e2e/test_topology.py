@@ -21,9 +21,11 @@ import asyncio
 import contextlib
 import os
 import re
+import signal
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 import websockets
@@ -190,6 +192,18 @@ def test_echo_room_runs_on_the_sched_idle_media_process(chromium_browser, topolo
         assert top.served_by(f'"WSCONNECT /ws/media/{slug}/"') == [media]
 
 
+def ffmpeg_child(pid: int) -> int:
+    """The FFmpeg a Daphne process started for its live stream (one stream, one child)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid and b"ffmpeg" in (stat.parent / "cmdline").read_bytes():
+                children.append(int(stat.parent.name))
+    (child,) = children
+    return child
+
+
 def publish_in_real_time(top: Topology, slug: str, key: str, chunks, stop: threading.Event):
     """POST each chunk through nginx when its media time comes, as a camera would."""
     started = time.monotonic()
@@ -218,6 +232,23 @@ def test_live_stream_through_http_ingest_watched_with_hls_js(
         expect(viewer.locator("#viewer")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
         expect_stream_playing(viewer)
         expect(viewer.get_by_test_id("player-state")).to_contain_text("hls.js")
+        # The encoder killed from outside: a new run (run1/) whose segments nginx serves
+        # from disk too, listed after a discontinuity in the app's media playlist.
+        (owner,) = top.served_by(f'"POST /streams/{slug}/ingest/"')
+        os.kill(ffmpeg_child(top.pid(owner)), signal.SIGKILL)
+        stream_dir = top.media_root / "streams" / slug
+        deadline = time.monotonic() + WAIT_MS / 1000
+        while not list(stream_dir.glob("run1/*.m4s")) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        restarted = sorted(p.name for p in stream_dir.glob("run1/*.m4s"))
+        assert restarted, "no segment from the restarted encoder"
+        run1 = f"{top.base_url}/media/streams/{slug}/run1/{restarted[0]}"
+        with urllib.request.urlopen(run1) as r:
+            assert r.status == 200 and r.headers["Server"].startswith("nginx")
+        with urllib.request.urlopen(f"{top.base_url}/media/streams/{slug}/media_0.m3u8") as r:
+            playlist = r.read().decode()
+        assert "#EXT-X-DISCONTINUITY" in playlist and "run1/" in playlist
+        expect_stream_playing(viewer)
     finally:
         stop.set()
         publisher.join(timeout=60)
