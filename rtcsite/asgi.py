@@ -19,6 +19,7 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from rtcsite.observe import Observe  # noqa: E402
 from rtcsite.routing import websocket_urlpatterns  # noqa: E402
 from rtcsite.serving import refuse_public_listen_with_default_key  # noqa: E402
 from rtcsite.ws.origin import SameOriginValidator  # noqa: E402
@@ -26,9 +27,12 @@ from rtcsite.ws.origin import SameOriginValidator  # noqa: E402
 # Daphne and runserver load this module before they listen: the bind is checked here.
 refuse_public_listen_with_default_key()
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        "websocket": SameOriginValidator(URLRouter(websocket_urlpatterns)),
-    }
+# Observe: /healthz, /readyz and /metrics before Django; socket counts and log context.
+application = Observe(
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            "websocket": SameOriginValidator(URLRouter(websocket_urlpatterns)),
+        }
+    )
 )
