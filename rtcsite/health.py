@@ -76,14 +76,13 @@ def _ping_database() -> None:
 
 
 async def _database_ok(seconds: float) -> bool:
-    """One ``SELECT 1`` in the health thread (its own connection, kept). A check still stuck
-    from an earlier probe means failing now: probes do not pile up behind a hung database."""
+    """One ``SELECT 1`` in the health thread (its own connection, kept). Probes that come
+    while one runs wait for that one: they do not pile up behind a hung database."""
     global _db_check
-    if _db_check is not None and not _db_check.done():
-        return False
-    _db_check = _db_pool.submit(_ping_database)
+    if _db_check is None or _db_check.done():
+        _db_check = _db_pool.submit(_ping_database)
     try:
-        await asyncio.wait_for(asyncio.wrap_future(_db_check), seconds)
+        await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(_db_check)), seconds)
     except Exception:
         return False
     return True
