@@ -31,6 +31,7 @@ from django.conf import settings
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.response import TemplateResponse
+from redis.exceptions import RedisError
 
 from rtcsite import logctx, metrics
 from rtcsite.process import PROCESS_ID
@@ -132,14 +133,25 @@ class Sampler:
         self.labels = {"pid": str(os.getpid()), "role": self.role or "-"}
 
     async def run(self, interval: float) -> None:
+        publishing = True  # a Redis outage is logged once when it starts and once when it ends
         while True:
             try:
                 record = await self.sample()
-                await publish(record, ttl=interval * 3)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.exception("health sample failed")
+            else:
+                try:
+                    await publish(record, ttl=interval * 3)
+                except (OSError, TimeoutError, RedisError) as exc:
+                    if publishing:
+                        logger.warning("status record not published (%s): retrying", exc)
+                    publishing = False
+                else:
+                    if not publishing:
+                        logger.info("status record published again")
+                    publishing = True
             await asyncio.sleep(interval)
 
     async def sample(self) -> dict[str, Any]:
