@@ -14,6 +14,10 @@ import os
 
 from django.core.asgi import get_asgi_application
 
+from rtcsite import process
+
+process.SERVING = True  # before Django's set-up imports rtcsite.metrics
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rtcsite.settings")
 django_asgi_app = get_asgi_application()
 
