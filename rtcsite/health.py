@@ -68,12 +68,18 @@ _db_check: Future | None = None
 _redis_clients: dict[int, Any] = {}
 
 
-def _ping_database() -> None:
+def _ping_database() -> bool:
+    """In the health thread; never raises (a waiter that timed out would not read it)."""
     from django.db import connection
 
-    connection.close_if_unusable_or_obsolete()
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
+    try:
+        connection.close_if_unusable_or_obsolete()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except Exception as exc:
+        logger.debug("database check failed: %s", exc)
+        return False
+    return True
 
 
 async def _database_ok(seconds: float) -> bool:
@@ -83,10 +89,9 @@ async def _database_ok(seconds: float) -> bool:
     if _db_check is None or _db_check.done():
         _db_check = _db_pool.submit(_ping_database)
     try:
-        await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(_db_check)), seconds)
-    except Exception:
+        return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(_db_check)), seconds)
+    except TimeoutError:
         return False
-    return True
 
 
 def _redis_client(timeout: float):

@@ -40,7 +40,8 @@ from rtcsite import process
 
 #: Only servers share the directory: a management command (``maintain`` every hour) would
 #: leave files there that every scrape reads for ever. Others keep their values in memory.
-MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "") if process.SERVING else ""
+#: (prometheus-client reads the same variable from the environment when it writes.)
+MULTIPROC_DIR = settings.PROMETHEUS_MULTIPROC_DIR if process.SERVING else ""
 if not MULTIPROC_DIR:
     values.ValueClass = values.MutexValue  # prometheus-client chose by the variable alone
 _LIVE_FILE = re.compile(r"^gauge_live\w+_(\d+)\.db$")
