@@ -26,7 +26,7 @@ from tests.conftest import reachable_redis_url
 from tests.integration.test_recordings_private import get
 from tests.integration.test_ws_auth_daphne import page_token
 from tests.support.daphne import DaphneServer
-from tests.support.ingest import new_stream
+from tests.support.ingest import clip_chunks, new_stream, post_chunk, stop_http
 from tests.support.prometheus import Prometheus
 
 SETUP = """
@@ -187,6 +187,30 @@ def test_json_log_lines_name_room_and_peer(site):
     assert refused[0]["room"] == "observed"
     assert refused[0]["peer"] == site["peers"][0]
     assert refused[0]["level"] == "INFO" and refused[0]["conn"]
+
+
+def test_a_live_stream_shows_its_encoder_in_records_and_metrics(site, request, tmp_path_factory):
+    first, prometheus = site["first"], site["prometheus"]
+    chunks = clip_chunks(request, tmp_path_factory, seconds=2)
+    slug, key = new_stream(first, "Sampled show")
+    for seq, chunk in enumerate(chunks):
+        status, body = post_chunk(first, slug, key, seq, chunk.data)
+        assert status in (200, 202), body
+    deadline = time.monotonic() + 30
+    while True:
+        data = json.loads(health_data(first, site["sessions"]["staff"])[2])
+        streams = [s for p in data["processes"] if p["pid"] == first.pid for s in p["streams"]]
+        if streams or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert [(s["slug"], s["state"]) for s in streams] == [(slug, "live")]
+    assert isinstance(streams[0]["ffmpeg_pid"], int)
+    prometheus.wait_for_value("sum(rtcsite_ingest_chunks_total)", len(chunks))
+    prometheus.wait_for_value("sum(rtcsite_ingest_bytes_total)", sum(len(c.data) for c in chunks))
+    prometheus.wait_for_value("sum(rtcsite_live_streams)", 1)
+    assert stop_http(first, slug, key)[0] == 200
+    prometheus.wait_for_value('sum(rtcsite_ffmpeg_exits_total{outcome="ok"})', 1)
+    prometheus.wait_for_value("sum(rtcsite_live_streams)", 0)
 
 
 def test_prometheus_counts_sockets_of_both_processes(site):
