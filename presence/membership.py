@@ -30,6 +30,7 @@ from django.conf import settings
 from identity.services import Identity
 from presence import services as presence
 from presence.backends.base import Presence, RoomFull
+from rtcsite import metrics
 from rtcsite.errors import Conflict
 
 PEER_ID_BYTES = 6
@@ -100,6 +101,7 @@ async def join(
         raise Conflict(
             f"“{title or room}” is full ({capacity} participants).", code="room-full"
         ) from None
+    metrics.JOINS.labels("audience" if presence.is_audience(room) else "room").inc()
     return Membership(layer, room, peer_id, channel, user, capacity), members
 
 
@@ -128,6 +130,7 @@ async def leave(membership: Membership | None) -> None:
     if membership is None or not membership.joined:
         return
     membership.joined = False
+    metrics.LEAVES.labels("audience" if presence.is_audience(membership.room) else "room").inc()
     await membership.layer.group_discard(membership.group, membership.channel)
     await presence.leave(membership.room, membership.peer_id)
 

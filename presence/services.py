@@ -29,6 +29,7 @@ from django.conf import settings
 from presence.backends import get_backend
 from presence.backends.base import PeerInfo, Presence
 from presence.sweeper import sweep_forever
+from rtcsite import metrics
 from rtcsite.batching import Batcher
 from rtcsite.process import PROCESS_ID
 
@@ -72,6 +73,7 @@ async def join(
     presence and the room's members as of the join, this one included (one backend round
     trip). Raises ``RoomFull`` when the room has no place; nothing is announced then."""
     ensure_sweeper()
+    metrics.PRESENCE_OPS.labels("join").inc()
     peer = PeerInfo(user_id=user_id, name=name, process=PROCESS_ID, channel=channel, media=media)
     presence, members = await get_backend().track_and_list(room, peer_id, peer, capacity=capacity)
     await _announce(presence, "join", count=len(members))
@@ -80,6 +82,7 @@ async def join(
 
 async def leave(room: str, peer_id: str) -> Presence | None:
     """Untrack and announce; ``None`` (and no announcement) if it was already gone."""
+    metrics.PRESENCE_OPS.labels("leave").inc()
     presence, count = await get_backend().untrack_and_count(room, peer_id)
     if presence is not None:
         await _announce(presence, "leave", count=count)
@@ -88,10 +91,12 @@ async def leave(room: str, peer_id: str) -> Presence | None:
 
 async def heartbeat(room: str, peer_id: str) -> bool:
     """Refresh a presence; ``False`` if it had expired (the caller re-joins)."""
+    metrics.PRESENCE_OPS.labels("heartbeat").inc()
     return await get_backend().refresh(room, peer_id)
 
 
 async def set_media(room: str, peer_id: str, media: dict[str, bool]) -> Presence | None:
+    metrics.PRESENCE_OPS.labels("media").inc()
     presence = await get_backend().update_media(room, peer_id, media)
     if presence is not None:
         await get_channel_layer().group_send(
@@ -204,6 +209,7 @@ class LobbyBatcher:
         self.frames.submit(frame)
 
     async def _send(self, frames: list[str]) -> None:
+        metrics.lobby_fanout(len(frames))
         try:
             await get_channel_layer().group_send(
                 LOBBY_GROUP, {"type": "lobby.frames", "frames": frames}

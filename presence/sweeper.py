@@ -11,6 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from presence.backends.base import Presence, PresenceBackend
+from rtcsite import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +25,7 @@ async def sweep_once(backend: PresenceBackend, on_expired: OnExpired) -> list[Pr
     offered again.
     """
     removed = await backend.expire()
+    metrics.swept(len(removed))
     if removed:
         await on_expired(removed)
     return removed
@@ -45,6 +47,7 @@ async def sweep_forever(backend: PresenceBackend, on_expired: OnExpired, interva
         except asyncio.CancelledError:
             raise
         except Exception:
+            metrics.PRESENCE_SWEEP_ERRORS.inc()
             logger.exception("presence sweep failed; retrying in %.1fs", interval)
         if task is not None and task.cancelling():
             # The cancellation was swallowed below us (Python 3.11's asyncio.wait_for, used by

@@ -15,11 +15,16 @@ import os
 
 from django.core.asgi import get_asgi_application
 
+from rtcsite import process
+
+process.SERVING = True  # before Django's set-up imports rtcsite.metrics
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rtcsite.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from rtcsite.observe import Observe  # noqa: E402
 from rtcsite.routing import websocket_urlpatterns  # noqa: E402
 from rtcsite.serving import refuse_public_listen_with_default_key  # noqa: E402
 from rtcsite.ws.origin import SameOriginValidator  # noqa: E402
@@ -27,11 +32,14 @@ from rtcsite.ws.origin import SameOriginValidator  # noqa: E402
 # Daphne and runserver load this module before they listen: the bind is checked here.
 refuse_public_listen_with_default_key()
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        "websocket": SameOriginValidator(URLRouter(websocket_urlpatterns)),
-    }
+# Observe: /healthz, /readyz and /metrics before Django; socket counts and log context.
+application = Observe(
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            "websocket": SameOriginValidator(URLRouter(websocket_urlpatterns)),
+        }
+    )
 )
 
 # Everything loaded so far (Django, the apps, Channels, Twisted: ~110,000 objects) lives as

@@ -7,6 +7,7 @@ confusing runtime error.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from typing import Any
@@ -105,3 +106,15 @@ def env_rate(name: str, default: str) -> tuple[int, int]:
         return parse_rate(default if raw is None or raw.strip() == "" else raw)
     except ValueError as exc:
         raise ImproperlyConfigured(f"{name}={raw!r} is not a rate ({exc}).") from exc
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def env_networks(name: str, default: list[str]) -> list[Network]:
+    """A comma-separated list of networks in CIDR form (a bare address is one host)."""
+    values = env_list(name, default)
+    try:
+        return [ipaddress.ip_network(value, strict=False) for value in values]
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}: {exc} (use e.g. 127.0.0.0/8,10.0.0.0/24).") from exc

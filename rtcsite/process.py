@@ -7,3 +7,6 @@ import os
 import socket
 
 PROCESS_ID = f"{socket.gethostname()[:60]}:{os.getpid()}"
+#: set by rtcsite/asgi.py, first thing: this process is a server (Daphne), not a management
+#: command; only servers write multi-process metrics files (rtcsite/metrics.py)
+SERVING = False

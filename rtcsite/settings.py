@@ -12,7 +12,16 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from rtcsite.env import env_bool, env_float, env_int, env_json, env_list, env_rate, env_str
+from rtcsite.env import (
+    env_bool,
+    env_float,
+    env_int,
+    env_json,
+    env_list,
+    env_networks,
+    env_rate,
+    env_str,
+)
 from rtcsite.ice import validate_ice_servers
 from rtcsite.security import parse_proxy_ssl_header
 
@@ -257,17 +266,55 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
+# --- logging, health and metrics (rtcsite/logctx.py, health.py, metrics.py, observe.py) ----
+# "plain" (one line: time, level, logger, [room= stream= peer= user= conn=], message) or
+# "json" (one JSON object a line with the same fields as keys, for log shippers).
+LOG_FORMAT = env_str("LOG_FORMAT", "plain")
+if LOG_FORMAT not in {"plain", "json"}:
+    raise ImproperlyConfigured("LOG_FORMAT must be 'plain' or 'json'.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "filters": {"context": {"()": "rtcsite.logctx.ContextFilter"}},
+    "formatters": {
+        "plain": {
+            "()": "rtcsite.logctx.PlainFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s%(context)s: %(message)s",
+        },
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "rename_fields": {"levelname": "level", "name": "logger", "asctime": "time"},
+        },
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["context"],
+        },
+        # the latest warnings and errors, for the admin's health page
+        "recent": {"()": "rtcsite.logctx.RecentErrorsHandler", "filters": ["context"]},
+    },
+    "root": {"handlers": ["console", "recent"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {
         "django.channels.server": {"level": env_str("ACCESS_LOG_LEVEL", "WARNING")},
         "daphne": {"level": "WARNING"},
     },
 }
+# "web" or "media" (or empty): shown on the admin's health page and as a metrics label.
+PROCESS_ROLE = env_str("PROCESS_ROLE", "")
+# Seconds /readyz (and the health page) waits for the database and for Redis, each.
+HEALTH_CHECK_TIMEOUT = env_float("HEALTH_CHECK_TIMEOUT", 1.0, minimum=0.05)
+# Seconds between a process's status records (kept three intervals) and sampled gauges.
+HEALTH_PUBLISH_INTERVAL = env_float("HEALTH_PUBLISH_INTERVAL", 5.0, minimum=0.5)
+# /metrics: who may scrape (CIDR list; empty: no address), and/or a bearer token (empty:
+# none). Anyone else gets 404. Behind a proxy the address is the one it forwards.
+METRICS_ALLOW_FROM = env_networks("METRICS_ALLOW_FROM", ["127.0.0.0/8", "::1/128"])
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+# Read by prometheus-client itself at import (rtcsite/metrics.py): one directory per host
+# shared by all its processes; empty: this process's metrics only (one process).
+PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR", "")
 
 # --- WebSocket limits -----------------------------------------------------------------------
 WS_MAX_MESSAGE_BYTES = env_int("WS_MAX_MESSAGE_BYTES", 64 * 1024, minimum=1024)

@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from rtcsite import health
 from rtcsite.adminlogin import ThrottledAdminAuthenticationForm
 
 admin.site.site_header = "rtcsite admin"
@@ -8,6 +9,9 @@ admin.site.site_title = "rtcsite"
 admin.site.login_form = ThrottledAdminAuthenticationForm  # password guessing is throttled
 
 urlpatterns = [
+    # staff only (admin_view: the admin's login and permission check)
+    path("admin/health/", admin.site.admin_view(health.admin_page), name="admin-health"),
+    path("admin/health.json", admin.site.admin_view(health.admin_data), name="admin-health-data"),
     path("admin/", admin.site.urls),
     path("", include("identity.urls")),
     path("", include("rooms.urls")),

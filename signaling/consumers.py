@@ -25,6 +25,7 @@ from presence.membership import Membership
 from presence.services import public_peer
 from rooms.models import Room
 from rooms.services import aget_room, anote_activity
+from rtcsite import logctx, metrics
 from rtcsite.errors import ClientError, Forbidden, NotFound
 from rtcsite.ice import client_ice_servers
 from rtcsite.ws.codes import CloseCode
@@ -77,6 +78,7 @@ class RoomConsumer(JsonSocketConsumer):
         except ClientError as exc:
             await self.refuse(exc, _close_code(exc))
             return
+        logctx.bind(peer=self.place.peer_id)
         await anote_activity(self.room)  # keeps the room in the lobby (throttled write)
         others = [p for p in members if p.peer_id != self.place.peer_id]
         self.peers = {p.peer_id: p.channel for p in others}
@@ -243,6 +245,7 @@ class MeshRoomConsumer(RoomConsumer):
             )
         message["from"] = self.peer_id
         local_target = local.lookup(channel) if settings.SIGNALING_LOCAL_DELIVERY else None
+        metrics.RELAYED.labels(message["type"], "layer" if local_target is None else "local").inc()
         if local_target is not None:
             await local_target.deliver_local(message)
         else:

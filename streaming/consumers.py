@@ -18,6 +18,7 @@ from django.conf import settings
 
 from presence import membership
 from presence.membership import Membership
+from rtcsite import logctx
 from rtcsite.errors import ClientError, NotFound
 from rtcsite.ws.codes import CloseCode
 from rtcsite.ws.consumer import JsonSocketConsumer
@@ -136,6 +137,7 @@ class StreamViewerConsumer(JsonSocketConsumer):
             self.identity,
             capacity=None,
         )
+        logctx.bind(peer=self.place.peer_id)
         await self.send_json(self.place.welcome(stream=info, viewers=len(members)))
 
     def log_context(self) -> str:

@@ -23,7 +23,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
-from rtcsite import quotas
+from rtcsite import metrics, quotas
 from rtcsite.errors import ClientError, Conflict, Forbidden, NotFound, RateLimited, TooLarge
 from rtcsite.process import PROCESS_ID
 from streaming import limits, registry, runs, status
@@ -167,6 +167,7 @@ async def feed_chunk(
         raise RateLimited("Too many chunks for this stream; slow down.")
     pipeline = live.pipeline
     result = await pipeline.feed(seq, data, wait=settings.STREAM_FEED_WAIT, capture_ms=capture_ms)
+    metrics.ingested(slug, len(data))
     live.save_progress_if_due()
     return {
         "status": result.status,

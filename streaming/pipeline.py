@@ -41,6 +41,7 @@ from typing import Any
 
 from django.conf import settings
 
+from rtcsite import logctx, metrics
 from rtcsite.errors import Busy, ClientError, Conflict
 from streaming import runs
 from streaming.chunks import Chunk, Gap, HeldBufferFull, Released, ReorderBuffer
@@ -532,7 +533,7 @@ class StreamPipeline:
 
     def _task(self, coro) -> asyncio.Task:
         """Every task of the pipeline starts here: kept referenced until it is done."""
-        task = asyncio.get_running_loop().create_task(coro)
+        task = asyncio.get_running_loop().create_task(coro, context=logctx.stream_context())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -734,6 +735,7 @@ class StreamPipeline:
         except asyncio.CancelledError:
             await self._kill_process()
             raise
+        metrics.FFMPEG_EXITS.labels(metrics.exit_outcome(code)).inc()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._stderr_task, 5)
         self._exited(code)

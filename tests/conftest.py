@@ -59,6 +59,11 @@ def live_server_proc() -> Iterator[DaphneServer]:
 @pytest.fixture
 def redis_url() -> str:
     """A reachable real Redis (``TEST_REDIS_URL``, default 127.0.0.1:6379)."""
+    return reachable_redis_url()
+
+
+def reachable_redis_url() -> str:
+    """``redis_url`` for module-scoped fixtures."""
     url = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
     try:
         redis.Redis.from_url(url, socket_connect_timeout=2).ping()

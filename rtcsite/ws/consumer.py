@@ -43,6 +43,7 @@ from django.conf import settings
 
 from identity.services import Identity
 from identity.tokens import TokenError, verify_token
+from rtcsite import logctx, metrics
 from rtcsite.errors import ClientError, NotFound, RateLimited, TooLarge
 from rtcsite.http import scope_address
 from rtcsite.ratelimit import TokenBucket
@@ -249,6 +250,7 @@ class JsonSocketConsumer(AsyncJsonWebsocketConsumer):
         except TokenError as exc:
             await self.refuse(exc, TOKEN_CLOSE_CODES[exc.code])
             return
+        logctx.bind(user=self.identity.id)
         version = self._query_param("v")
         if version is not None and version != str(PROTOCOL_VERSION):
             await self.refuse(
@@ -370,6 +372,7 @@ class JsonSocketConsumer(AsyncJsonWebsocketConsumer):
 
     async def send_error(self, error: ClientError, ref: str | None = None) -> None:
         """``{"type": "error", "code", "message", **details, "ref"}`` (docs/protocol.md)."""
+        metrics.WS_ERRORS.labels(error.code).inc()
         payload: dict[str, Any] = {"type": "error", **error.payload()}
         if ref:
             payload["ref"] = ref
