@@ -735,7 +735,6 @@ class StreamPipeline:
         except asyncio.CancelledError:
             await self._kill_process()
             raise
-        metrics.FFMPEG_EXITS.labels(metrics.exit_outcome(code)).inc()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._stderr_task, 5)
         self._exited(code)
@@ -770,6 +769,7 @@ class StreamPipeline:
     def _exited(self, code: int) -> None:
         """Every FFmpeg exit (of any run) passes here once: the place to count them."""
         self.exits.append(code)
+        metrics.FFMPEG_EXITS.labels(metrics.exit_outcome(code)).inc()
         logger.info("%s: FFmpeg (run %d) exited with %d", self.name, self.run, code)
 
     async def _restart(self, how: str) -> None:
@@ -778,6 +778,7 @@ class StreamPipeline:
         mid-frame), and writes run ``self.run + 1``; the playlists go on with a
         discontinuity (streaming/runs.py)."""
         self.restarts += 1  # the one place a restart is counted
+        metrics.FFMPEG_RESTARTS.inc()
         logger.warning(
             "%s: %s; restarting it (%d of %d)",
             self.name,

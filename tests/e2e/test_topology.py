@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -288,3 +290,39 @@ def test_admin_login_through_nginx(page, topology):
         r.status == 200 and r.headers["server"].startswith("nginx") for r in static
     )
     assert top.served_by('"POST /admin/login/')[0] in top.web
+    # The admin's health page lists every process of the deployment, with its unit's role
+    # (each publishes a record every HEALTH_PUBLISH_INTERVAL; the first comes at start-up).
+    deadline = time.monotonic() + 30
+    while True:
+        data = page.request.get(f"{top.base_url}/admin/health.json").json()
+        roles = sorted(p["role"] for p in data["processes"])
+        if roles == ["media", "web", "web"] or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert roles == ["media", "web", "web"]
+    assert {p["pid"] for p in data["processes"]} == {top.pid(name) for name in top.processes}
+
+
+def test_probes_and_metrics_only_on_the_monitoring_server(topology):
+    """/healthz and /readyz answer through both servers; /metrics only on the monitoring
+    one, for every process of the host (one multi-process folder, the env file's)."""
+    top: Topology = topology
+
+    def get(url: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, ""
+
+    for base in (top.base_url, top.monitor_url):
+        assert get(f"{base}/healthz")[0] == 200
+        status, body = get(f"{base}/readyz")
+        assert status == 200
+        assert json.loads(body)["checks"] == {"database": "ok", "redis": "ok"}
+    assert get(f"{top.base_url}/metrics")[0] == 404
+    status, text = get(f"{top.monitor_url}/metrics")
+    assert status == 200
+    roles = set(re.findall(r'rtcsite_process_cpu_ratio\{pid="\d+",role="(\w+)"\}', text))
+    assert roles == {"web", "media"}
+    assert get(f"{top.monitor_url}/")[0] == 404

@@ -168,6 +168,14 @@ def unit_exec_start(unit: Path, instance: str) -> list[str]:
     return shlex.split(match.group(1).replace("%i", instance))
 
 
+def unit_environment(unit: Path) -> dict[str, str]:
+    """The ``Environment=KEY=value`` lines of a unit (added to its ``EnvironmentFile=``)."""
+    return dict(
+        line.partition("=")[::2]
+        for line in re.findall(r"^Environment=(\S+)$", unit.read_text(), re.M)
+    )
+
+
 def unit_sched_idle(unit: Path) -> bool:
     return re.search(r"^CPUSchedulingPolicy=idle$", unit.read_text(), re.M) is not None
 
@@ -189,12 +197,16 @@ class Topology:
     processes: dict[str, DaphneServer]
     env: dict[str, str]
     deploy_dir: Path
+    monitor_port: int
     base_url: str = field(init=False)
     ws_url: str = field(init=False)
+    #: nginx's monitoring server (/metrics, /healthz, /readyz)
+    monitor_url: str = field(init=False)
 
     def __post_init__(self) -> None:
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}"
+        self.monitor_url = f"http://127.0.0.1:{self.monitor_port}"
 
     @property
     def url(self) -> str:
@@ -354,10 +366,11 @@ def running_topology(
         stack.callback(_delete_keys, redis_url, key_prefix)
         if database_url is None:
             database_url = stack.enter_context(fresh_database())
-        port = free_port()
+        port, monitor_port = free_port(), free_port()
         deploy_dir = render_deploy_files(
             workdir / "deploy",
             *("--server-name", "127.0.0.1", "--http", f"127.0.0.1:{port}"),
+            *("--monitor", f"127.0.0.1:{monitor_port}"),
             *("--root", str(ROOT), "--venv", str(VENV_BIN.parent), "--data-dir", str(workdir)),
             *("--run-dir", str(workdir / "run"), "--web", str(web), "--media", str(media)),
         )
@@ -384,7 +397,7 @@ def running_topology(
                 argv = unit_exec_start(unit, str(n))
                 sock = Path(argv[argv.index("-u") + 1])
                 server = DaphneServer(
-                    env=site_env,
+                    env=site_env | unit_environment(unit),
                     workdir=workdir / f"{kind}-{n}",
                     daphne=[a for i, a in enumerate(argv[:-1]) if not _is_socket_arg(argv, i)],
                     app=argv[-1],
@@ -395,7 +408,7 @@ def running_topology(
                 server.workdir.mkdir(parents=True, exist_ok=True)
                 processes[f"{kind}-{n}"] = server
         nginx = Nginx(deploy_dir / "nginx" / "rtcsite.conf", workdir / "nginx", port=port)
-        topology = Topology(workdir, port, nginx, processes, site_env, deploy_dir)
+        topology = Topology(workdir, port, nginx, processes, site_env, deploy_dir, monitor_port)
         stack.callback(topology.stop)
         first = next(iter(processes.values()))
         first.manage("migrate", "--noinput", "-v0")

@@ -67,6 +67,13 @@ class Command(BaseCommand):
         parser.add_argument("--media", type=int, default=1, help="Media processes.")
         parser.add_argument("--recordings-prefix", default="/_recordings/")
         parser.add_argument("--client-max-body-size", default="8m")
+        parser.add_argument(
+            "--monitor",
+            default="127.0.0.1:9180",
+            metavar="ADDRESS:PORT",
+            help="Where nginx answers /metrics, /healthz and /readyz for Prometheus and the "
+            "load balancer (never the public server).",
+        )
         mode = parser.add_mutually_exclusive_group()
         mode.add_argument(
             "--tls",
@@ -127,4 +134,5 @@ class Command(BaseCommand):
             "web_sockets": [f"{run_dir}/web-{n}.sock" for n in range(1, options["web"] + 1)],
             "media_sockets": [f"{run_dir}/media-{n}.sock" for n in range(1, options["media"] + 1)],
             "client_max_body_size": options["client_max_body_size"],
+            "monitor": options["monitor"],
         }
