@@ -9,6 +9,7 @@ from django.conf import settings
 from presence import services
 from rtcsite.ws.codes import PROTOCOL_VERSION
 from rtcsite.ws.consumer import JsonSocketConsumer
+from rtcsite.ws.service import service
 
 
 class LobbyConsumer(JsonSocketConsumer):
@@ -17,11 +18,16 @@ class LobbyConsumer(JsonSocketConsumer):
     close_db_per_message = False  # no database access at all
 
     async def on_connect(self) -> None:
-        await self.channel_layer.group_add(services.LOBBY_GROUP, self.channel_name)
+        room_service = service()
+        room_service.require_up()
+        await room_service.group_add(self.channel_layer, services.LOBBY_GROUP, self.channel_name)
         services.ensure_sweeper()
         await self.send_json(
             {"type": "hello", "protocol": PROTOCOL_VERSION, "you": self.identity.as_dict()}
         )
+        await self.send_lobby_state()
+
+    async def send_lobby_state(self) -> None:
         await self.send_json(
             {
                 "type": "lobby-state",
@@ -30,8 +36,12 @@ class LobbyConsumer(JsonSocketConsumer):
             }
         )
 
+    async def resync_client(self) -> None:
+        """The room service is back: a fresh snapshot (deltas were lost meanwhile)."""
+        await self.send_lobby_state()
+
     async def disconnect(self, code: int) -> None:
-        await self.channel_layer.group_discard(services.LOBBY_GROUP, self.channel_name)
+        await service().group_discard(self.channel_layer, services.LOBBY_GROUP, self.channel_name)
 
     async def lobby_frames(self, event: dict[str, Any]) -> None:
         """Coalesced ``presence`` deltas (``services.LobbyBatcher``), already JSON."""
