@@ -27,7 +27,9 @@ _do_receiving`` on every upgrade:
 * its reader task logged a traceback every second while Redis was away; here it reports the
   outage to the room service (one line per outage) and retries;
 * ``new_channel`` raised while Redis was away, ending a connecting socket with a traceback;
-  here the channel exists at once and is subscribed on recovery (``resubscribe``).
+  here the channel exists at once and is subscribed on recovery (``resubscribe``);
+* unsubscribing (a socket closed, a group emptied) while Redis was away logged a traceback
+  and left the channel to be subscribed again on reconnect; here it is forgotten.
 
 redis-py's ``PubSub`` subscribes its channels again by itself when it reconnects.
 """
@@ -193,6 +195,19 @@ class _Shard(RedisSingleShardConnection):
             except Exception:
                 logger.exception("channel layer reader failed; retrying")
                 await asyncio.sleep(1)
+
+
+    async def unsubscribe(self, channel: str) -> None:
+        """Unsubscribe; while Redis is away (a socket closing, a group emptied) forget the
+        channel instead, so that redis-py does not subscribe it again on reconnect."""
+        try:
+            await super().unsubscribe(channel)
+        except SERVICE_ERRORS as exc:
+            service().failed(exc, "unsubscribe")
+            self._subscribed_to.discard(channel)
+            if self._pubsub is not None:
+                self._pubsub.channels.pop(channel, None)
+                self._pubsub.channels.pop(channel.encode(), None)
 
 
 class _LoopLayer(RedisPubSubLoopLayer):
