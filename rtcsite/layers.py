@@ -196,7 +196,6 @@ class _Shard(RedisSingleShardConnection):
                 logger.exception("channel layer reader failed; retrying")
                 await asyncio.sleep(1)
 
-
     async def unsubscribe(self, channel: str) -> None:
         """Unsubscribe; while Redis is away (a socket closing, a group emptied) forget the
         channel instead, so that redis-py does not subscribe it again on reconnect."""
