@@ -127,8 +127,14 @@ def private_redis():
     server.stop()
 
 
-def test_redis_restart_keeps_sockets_and_converges_to_the_truth(private_redis, daphne_factory):
+@pytest.mark.parametrize("layer", ["pubsub", "core"])
+def test_redis_restart_keeps_sockets_and_converges_to_the_truth(
+    private_redis, daphne_factory, layer
+):
+    """``core`` keeps group memberships in Redis (gone after the restart: re-added on
+    recovery); ``pubsub`` in each process (redis-py subscribes them again)."""
     env = {
+        "CHANNEL_LAYER_BACKEND": layer,
         "REDIS_URL": private_redis.url,
         "PRESENCE_TTL": str(TTL),
         "PRESENCE_SWEEP_INTERVAL": "1",
