@@ -512,6 +512,41 @@ async def test_sweep_forever_survives_errors_and_is_cancellable(
     assert len(messages) == 2 and all("presence sweep failed" in m for m in messages)
 
 
+async def test_sweep_forever_renews_the_lease_and_reports_it_lost(clock: FakeClock) -> None:
+    """A lease found not the one the sweeper renewed (Redis restarted empty without any call
+    failing) is reported, so the process re-tracks what it holds; a lease created by the
+    process's first track is not."""
+    backend = MemoryPresenceBackend(ttl=TTL, lease_ttl=5, clock=clock)
+    await track(backend, "r1", "c1", process="me")  # the first track creates the lease
+    lost: list[bool] = []
+
+    async def on_expired(presences: list[Presence]) -> None:
+        pass
+
+    def on_lost() -> None:
+        lost.append(True)
+
+    task = asyncio.create_task(
+        sweep_forever(backend, on_expired, interval=0.01, process="me", on_lease_lost=on_lost)
+    )
+    try:
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+        assert lost == [] and await backend.process_alive("me")
+        backend._leases.clear()  # the store lost everything
+        for _ in range(200):
+            if lost:
+                break
+            await asyncio.sleep(0.01)
+        assert lost == [True]
+        await asyncio.sleep(0.1)
+        assert lost == [True]  # renewed since: reported once
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 class SwallowingBackend(MemoryPresenceBackend):
     """``expire()`` that eats a cancellation, as Python 3.11's ``asyncio.wait_for`` (inside
     redis-py) does when the awaited call completes at the same moment."""
