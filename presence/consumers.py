@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from django.conf import settings
@@ -10,6 +11,17 @@ from presence import services
 from rtcsite.ws.codes import PROTOCOL_VERSION
 from rtcsite.ws.consumer import JsonSocketConsumer
 from rtcsite.ws.service import service
+
+_snapshot: asyncio.Future[dict[str, Any]] | None = None
+
+
+async def _shared_snapshot() -> dict[str, Any]:
+    """``services.lobby_snapshot()``, joined by every caller while one is in flight."""
+    global _snapshot
+    loop = asyncio.get_running_loop()
+    if _snapshot is None or _snapshot.done() or _snapshot.get_loop() is not loop:
+        _snapshot = asyncio.ensure_future(services.lobby_snapshot())
+    return await asyncio.shield(_snapshot)
 
 
 class LobbyConsumer(JsonSocketConsumer):
@@ -37,8 +49,15 @@ class LobbyConsumer(JsonSocketConsumer):
         )
 
     async def resync_client(self) -> None:
-        """The room service is back: a fresh snapshot (deltas were lost meanwhile)."""
-        await self.send_lobby_state()
+        """The room service is back: a fresh snapshot (deltas were lost meanwhile), one read
+        shared by the process's lobby sockets resyncing together."""
+        await self.send_json(
+            {
+                "type": "lobby-state",
+                "rooms": await _shared_snapshot(),
+                "names_per_card": settings.LOBBY_NAMES_PER_CARD,
+            }
+        )
 
     async def disconnect(self, code: int) -> None:
         await service().group_discard(self.channel_layer, services.LOBBY_GROUP, self.channel_name)
