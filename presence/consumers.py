@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from django.conf import settings
@@ -9,6 +10,18 @@ from django.conf import settings
 from presence import services
 from rtcsite.ws.codes import PROTOCOL_VERSION
 from rtcsite.ws.consumer import JsonSocketConsumer
+from rtcsite.ws.service import service
+
+_snapshot: asyncio.Future[dict[str, Any]] | None = None
+
+
+async def _shared_snapshot() -> dict[str, Any]:
+    """``services.lobby_snapshot()``, joined by every caller while one is in flight."""
+    global _snapshot
+    loop = asyncio.get_running_loop()
+    if _snapshot is None or _snapshot.done() or _snapshot.get_loop() is not loop:
+        _snapshot = asyncio.ensure_future(services.lobby_snapshot())
+    return await asyncio.shield(_snapshot)
 
 
 class LobbyConsumer(JsonSocketConsumer):
@@ -17,11 +30,16 @@ class LobbyConsumer(JsonSocketConsumer):
     close_db_per_message = False  # no database access at all
 
     async def on_connect(self) -> None:
-        await self.channel_layer.group_add(services.LOBBY_GROUP, self.channel_name)
+        room_service = service()
+        room_service.require_up()
+        await room_service.group_add(self.channel_layer, services.LOBBY_GROUP, self.channel_name)
         services.ensure_sweeper()
         await self.send_json(
             {"type": "hello", "protocol": PROTOCOL_VERSION, "you": self.identity.as_dict()}
         )
+        await self.send_lobby_state()
+
+    async def send_lobby_state(self) -> None:
         await self.send_json(
             {
                 "type": "lobby-state",
@@ -30,8 +48,19 @@ class LobbyConsumer(JsonSocketConsumer):
             }
         )
 
+    async def resync_client(self) -> None:
+        """The room service is back: a fresh snapshot (deltas were lost meanwhile), one read
+        shared by the process's lobby sockets resyncing together."""
+        await self.send_json(
+            {
+                "type": "lobby-state",
+                "rooms": await _shared_snapshot(),
+                "names_per_card": settings.LOBBY_NAMES_PER_CARD,
+            }
+        )
+
     async def disconnect(self, code: int) -> None:
-        await self.channel_layer.group_discard(services.LOBBY_GROUP, self.channel_name)
+        await service().group_discard(self.channel_layer, services.LOBBY_GROUP, self.channel_name)
 
     async def lobby_frames(self, event: dict[str, Any]) -> None:
         """Coalesced ``presence`` deltas (``services.LobbyBatcher``), already JSON."""

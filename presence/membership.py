@@ -14,6 +14,10 @@ only here:
 * **leave**: idempotent; gives the place back and announces the leave, however the socket
   went (leave message, disconnect, a crashed handler).
 
+While the room service (Redis) is away (``rtcsite.ws.service``) a join is refused with
+``service-unavailable``, heartbeats are skipped and a leave is made on recovery; the
+process holds every live place so that recovery can ``retrack`` it under the same peer id.
+
 The caller sends what it learns (``Membership.welcome``, the peers already there) and
 forwards presence events; this module never talks to the client.
 """
@@ -32,6 +36,7 @@ from presence import services as presence
 from presence.backends.base import Presence, RoomFull
 from rtcsite import metrics
 from rtcsite.errors import Conflict
+from rtcsite.ws.service import SERVICE_ERRORS, ServiceUnavailable, service
 
 PEER_ID_BYTES = 6
 #: A peer id as clients send it back (``to``, ``resume``): match with ``fullmatch``.
@@ -87,30 +92,59 @@ async def join(
     ``resume``: the peer id this client held before reconnecting; released if it belongs to
     the same user. Raises ``Conflict`` (``room-full``) when there is no place.
     """
-    if resume:
-        await _release(room, resume, user)
+    svc = service()
+    svc.require_up()
     peer_id = new_peer_id()
     group = presence.room_group(room)
-    await layer.group_add(group, channel)
     try:
-        _, members = await presence.join(
-            room, peer_id, channel=channel, user_id=user.id, name=user.name, capacity=capacity
-        )
-    except RoomFull:
-        await layer.group_discard(group, channel)
-        raise Conflict(
-            f"“{title or room}” is full ({capacity} participants).", code="room-full"
-        ) from None
+        if resume:
+            await _release(room, resume, user)
+        await svc.group_add(layer, group, channel)
+        try:
+            _, members = await presence.join(
+                room, peer_id, channel=channel, user_id=user.id, name=user.name, capacity=capacity
+            )
+        except RoomFull:
+            await svc.group_discard(layer, group, channel)
+            raise Conflict(
+                f"“{title or room}” is full ({capacity} participants).", code="room-full"
+            ) from None
+    except SERVICE_ERRORS as exc:
+        svc.failed(exc, "join")
+        svc.leave_later(room, peer_id)  # it may have been tracked before the error
+        await svc.group_discard(layer, group, channel)
+        raise ServiceUnavailable() from None
     metrics.JOINS.labels("audience" if presence.is_audience(room) else "room").inc()
-    return Membership(layer, room, peer_id, channel, user, capacity), members
+    place = Membership(layer, room, peer_id, channel, user, capacity)
+    svc.hold(place)
+    return place, members
 
 
 async def heartbeat(membership: Membership | None) -> None:
-    """Refresh the place; take it back if it expired. ``room-full`` if it was taken."""
+    """Refresh the place; take it back if it expired. ``room-full`` if it was taken.
+    Skipped while the room service is away (recovery re-tracks every place)."""
     if membership is None or not membership.joined:
         return
-    if await presence.heartbeat(membership.room, membership.peer_id):
+    svc = service()
+    if not svc.up:
         return
+    try:
+        if await presence.heartbeat(membership.room, membership.peer_id):
+            return
+        error = await retrack(membership)
+    except SERVICE_ERRORS as exc:
+        svc.failed(exc, "heartbeat")
+        return
+    if error is not None:
+        raise error
+
+
+async def retrack(membership: Membership) -> Conflict | None:
+    """Track the place again under its peer id (a heartbeat found it expired, or the room
+    service came back empty): announced as a join, capacity checked. Returns ``room-full``
+    (the place is then left) if the room filled up meanwhile; Redis errors propagate."""
+    if not membership.joined:
+        return None
     try:
         await presence.join(
             membership.room,
@@ -122,22 +156,34 @@ async def heartbeat(membership: Membership | None) -> None:
         )
     except RoomFull:
         await leave(membership)
-        raise Conflict("Your place expired and the room filled up.", code="room-full") from None
+        return Conflict("Your place expired and the room filled up.", code="room-full")
+    return None
 
 
 async def leave(membership: Membership | None) -> None:
-    """Give the place back and announce it, once (later calls do nothing)."""
+    """Give the place back and announce it, once (later calls do nothing). While the room
+    service is away the leave is made on recovery."""
     if membership is None or not membership.joined:
         return
     membership.joined = False
     metrics.LEAVES.labels("audience" if presence.is_audience(membership.room) else "room").inc()
-    await membership.layer.group_discard(membership.group, membership.channel)
-    await presence.leave(membership.room, membership.peer_id)
+    svc = service()
+    svc.release(membership)
+    await svc.group_discard(membership.layer, membership.group, membership.channel)
+    if not svc.up:
+        svc.leave_later(membership.room, membership.peer_id)
+        return
+    try:
+        await presence.leave(membership.room, membership.peer_id)
+    except SERVICE_ERRORS as exc:
+        svc.failed(exc, "leave")
+        svc.leave_later(membership.room, membership.peer_id)
 
 
 async def set_media(membership: Membership, media: dict[str, bool]) -> None:
     """Merge ``media`` flags (``{"audio": bool, "video": bool}``) into the place; the room
     hears ``peer-media``."""
+    service().require_up()
     await presence.set_media(membership.room, membership.peer_id, media)
 
 

@@ -32,6 +32,7 @@ from presence.sweeper import sweep_forever
 from rtcsite import metrics
 from rtcsite.batching import Batcher
 from rtcsite.process import PROCESS_ID
+from rtcsite.ws.service import SERVICE_ERRORS, service
 
 logger = logging.getLogger(__name__)
 
@@ -147,6 +148,8 @@ def announce_new_room(slug: str, kind: str) -> None:
         async_to_sync(get_channel_layer().group_send)(
             LOBBY_GROUP, {"type": "lobby.room", "slug": slug, "kind": kind}
         )
+    except SERVICE_ERRORS as exc:  # Redis away: lobbies resync when it is back
+        logger.warning("could not announce the new room %s: %s", slug, exc)
     except Exception:  # a layer hiccup must not fail the creation; the room is listed anyway
         logger.exception("could not announce the new room %s", slug)
 
@@ -214,6 +217,8 @@ class LobbyBatcher:
             await get_channel_layer().group_send(
                 LOBBY_GROUP, {"type": "lobby.frames", "frames": frames}
             )
+        except SERVICE_ERRORS as exc:  # lobbies get a fresh snapshot on recovery
+            service().failed(exc, "lobby deltas")
         except Exception:
             logger.exception("lobby deltas lost (%d)", len(frames))
 
@@ -259,6 +264,8 @@ class AudienceCounts:
                 )
                 delta = {"type": "presence", "room": room, "event": "count", "count": count}
                 _lobby_batcher().add(json.dumps(delta, separators=(",", ":")))
+        except SERVICE_ERRORS as exc:  # re-tracked viewers are counted again on recovery
+            service().failed(exc, "audience counts")
         except Exception:
             logger.exception("audience counts lost (%d rooms)", len(rooms))
 
@@ -280,13 +287,21 @@ _sweeper: asyncio.Task | None = None
 def ensure_sweeper() -> None:
     """Start this process's expiry sweeper once, on the running loop (Daphne has no
     start-up hook for it). Every process sweeps; the backend's atomic ``expire`` hands
-    each ghost to exactly one of them."""
+    each ghost to exactly one of them. The sweeper also renews this process's lease, so
+    the others' sweepers expire its presences within seconds if it dies."""
     global _sweeper
     loop = asyncio.get_running_loop()
     if _sweeper is not None and not _sweeper.done() and _sweeper.get_loop() is loop:
         return
     _sweeper = loop.create_task(
-        sweep_forever(get_backend(), announce_left, settings.PRESENCE_SWEEP_INTERVAL)
+        sweep_forever(
+            get_backend(),
+            announce_left,
+            settings.PRESENCE_SWEEP_INTERVAL,
+            process=PROCESS_ID,
+            on_unavailable=lambda exc: service().failed(exc, "presence sweep"),
+            on_lease_lost=lambda: service().failed("presence lease lost", "presence sweep"),
+        )
     )
 
 

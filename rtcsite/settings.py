@@ -115,7 +115,9 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": (
-                "channels_redis.pubsub.RedisPubSubChannelLayer"
+                # channels_redis' pub/sub layer, quiet and resubscribable across a Redis
+                # restart (rtcsite/layers.py)
+                "rtcsite.layers.RedisPubSubLayer"
                 if CHANNEL_LAYER_BACKEND == "pubsub"
                 else "channels_redis.core.RedisChannelLayer"
             ),
@@ -326,6 +328,18 @@ PRESENCE_HEARTBEAT_INTERVAL = env_int(
     "PRESENCE_HEARTBEAT_INTERVAL", max(1, PRESENCE_TTL // 3), minimum=1
 )
 PRESENCE_SWEEP_INTERVAL = env_int("PRESENCE_SWEEP_INTERVAL", 2, minimum=1)
+# A process's lease, renewed by its sweeper: a dead process's presences are expired once it
+# lapses (presence.backends.base), instead of after PRESENCE_TTL.
+PRESENCE_LEASE_TTL = env_int(
+    "PRESENCE_LEASE_TTL", min(PRESENCE_TTL, 3 * PRESENCE_SWEEP_INTERVAL), minimum=2
+)
+if PRESENCE_LEASE_TTL <= PRESENCE_SWEEP_INTERVAL:
+    raise ImproperlyConfigured("PRESENCE_LEASE_TTL must exceed PRESENCE_SWEEP_INTERVAL.")
+# The room service (rtcsite.ws.service): while Redis is away, how often each process probes
+# it; once back, how long it waits for the other processes to re-track before resyncing
+# its clients (keep PROBE + RESYNC_DELAY under PRESENCE_HEARTBEAT_INTERVAL).
+SERVICE_PROBE_INTERVAL = env_float("SERVICE_PROBE_INTERVAL", 0.5, minimum=0.05)
+SERVICE_RESYNC_DELAY = env_float("SERVICE_RESYNC_DELAY", 1.0, minimum=0)
 PRESENCE_KEY_PREFIX = env_str("PRESENCE_KEY_PREFIX", "rtcsite:presence")
 # Dotted path of a presence backend class; empty: Redis if REDIS_URL is set, else memory.
 PRESENCE_BACKEND = env_str("PRESENCE_BACKEND", "")

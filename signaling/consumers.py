@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 from django.conf import settings
 
 from presence import membership
+from presence import services as presence
 from presence.backends.base import Presence
 from presence.membership import Membership
 from presence.services import public_peer
@@ -30,6 +31,7 @@ from rtcsite.errors import ClientError, Forbidden, NotFound
 from rtcsite.ice import client_ice_servers
 from rtcsite.ws.codes import CloseCode
 from rtcsite.ws.consumer import JsonSocketConsumer
+from rtcsite.ws.service import service
 from signaling import local
 from signaling.messages import clean_candidate, clean_description, clean_peer_id
 
@@ -150,6 +152,17 @@ class RoomConsumer(JsonSocketConsumer):
             raise ClientError("Join the room before signaling.", code="not-joined")
         return self.place
 
+    async def resync_client(self) -> None:
+        """The room service is back: ``{"type": "peers", "peers": [...]}``, everyone in the
+        room now but us (the client drops who is gone and links to who is new); peers
+        re-tracked after this arrive as ``peer-joined``."""
+        if not self.joined:
+            return
+        members = await presence.members(self.room.slug)
+        others = [p for p in members if p.peer_id != self.peer_id]
+        self.peers = {p.peer_id: p.channel for p in others}
+        await self.send_json({"type": "peers", "peers": [public_peer(p) for p in others]})
+
     # --- client messages ------------------------------------------------------------------
 
     async def handle_ping(self, content: dict[str, Any]) -> None:
@@ -209,6 +222,7 @@ def _close_code(error: ClientError) -> CloseCode:
         "room-full": CloseCode.ROOM_FULL,
         "wrong-path": CloseCode.WRONG_PATH,
         "media-elsewhere": CloseCode.WRONG_PROCESS,
+        "service-unavailable": CloseCode.SERVICE_UNAVAILABLE,
     }.get(error.code, CloseCode.FORBIDDEN)
 
 
@@ -247,8 +261,9 @@ class MeshRoomConsumer(RoomConsumer):
         local_target = local.lookup(channel) if settings.SIGNALING_LOCAL_DELIVERY else None
         metrics.RELAYED.labels(message["type"], "layer" if local_target is None else "local").inc()
         if local_target is not None:
-            await local_target.deliver_local(message)
+            await local_target.deliver_local(message)  # works while Redis is away too
         else:
+            service().require_up()
             await self.channel_layer.send(channel, {"type": "signal.relay", "message": message})
 
     async def signal_relay(self, event: dict[str, Any]) -> None:

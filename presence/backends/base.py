@@ -9,6 +9,17 @@ dies without untracking leaves no ghost longer than ``ttl``: the ghost stops bei
 at once, and ``expire()`` (run by every process's sweeper) removes it and hands it to
 exactly one caller, who announces the leave.
 
+**Process leases.** Every presence names the process holding its socket. A process holds a
+lease lasting ``lease_ttl``, renewed by its sweeper every ``PRESENCE_SWEEP_INTERVAL``
+(``renew_lease``); ``track`` creates it if missing (a presence is never tracked without
+one) and ``refresh`` extends a live one (never revives a lapsed one). When a process dies
+without untracking (kill -9) its lease lapses and ``expire()`` removes all its presences,
+however long their own ``ttl``: ghosts of a dead process go within ``lease_ttl`` plus a
+sweep, and room affinity can ask ``process_alive`` instead of waiting. ``renew_lease``
+also says whether the lease was still the one it renewed last time: if not (the store
+restarted empty, or the process stalled past its lease and the others expired its
+presences), the process must re-track what it holds.
+
 Removal vs. hiding: ``track`` and ``list_room`` *ignore* expired presences but do not delete them,
 so that the sweeper still sees each one and the leave event fires exactly once. Only presences
 dead for longer than a further ``ttl`` (the sweeper clearly is not running) are dropped silently,
@@ -135,16 +146,20 @@ class PresenceBackend(ABC):
     processes' clocks must be synchronised (NTP) to well within ``ttl``.
     """
 
-    def __init__(self, *, ttl: float, clock: Clock = time.time) -> None:
-        if ttl <= 0:
-            raise ValueError("ttl must be positive")
+    def __init__(
+        self, *, ttl: float, lease_ttl: float | None = None, clock: Clock = time.time
+    ) -> None:
+        if ttl <= 0 or (lease_ttl is not None and lease_ttl <= 0):
+            raise ValueError("ttl and lease_ttl must be positive")
         self.ttl = float(ttl)
+        #: how long a process counts as alive after its last lease renewal (default: ttl)
+        self.lease_ttl = float(lease_ttl if lease_ttl is not None else ttl)
         self.clock = clock
 
     @classmethod
     def from_settings(cls, settings: Any) -> PresenceBackend:
         """Build from Django settings (``get_backend`` uses this); subclasses read more."""
-        return cls(ttl=settings.PRESENCE_TTL)
+        return cls(ttl=settings.PRESENCE_TTL, lease_ttl=settings.PRESENCE_LEASE_TTL)
 
     @abstractmethod
     async def track(
@@ -184,10 +199,25 @@ class PresenceBackend(ABC):
 
     @abstractmethod
     async def expire(self) -> list[Presence]:
-        """Remove every expired presence in every room and return exactly those removed.
+        """Remove every expired presence in every room, and every presence of a process
+        whose lease has lapsed, and return exactly those removed.
 
         Atomic: concurrent callers (several processes' sweepers) each get a disjoint share.
         """
+
+    @abstractmethod
+    async def renew_lease(self, process: str) -> bool:
+        """``process`` is alive for ``lease_ttl`` more seconds. ``True`` if its lease was
+        live and last set by ``renew_lease``; ``False`` if it is new: none yet, lapsed, or
+        only created by ``track`` (see the module docstring)."""
+
+    @abstractmethod
+    async def process_alive(self, process: str) -> bool:
+        """Whether ``process`` holds a lease (it tracked, refreshed or renewed within
+        ``lease_ttl``)."""
+
+    async def ping(self) -> None:  # noqa: B027 - nothing to reach by default
+        """Raise if the store is unreachable (the room service probes with this)."""
 
     # --- combined operations: one round trip where the backend can ------------------------
     # A join needs the room's members right after tracking (the ``welcome`` list and the

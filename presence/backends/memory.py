@@ -25,9 +25,12 @@ from presence.backends.base import (
 class MemoryPresenceBackend(PresenceBackend):
     """``room -> peer_id -> Presence``; empty rooms are deleted so nothing lingers."""
 
-    def __init__(self, *, ttl: float, clock: Clock = time.time) -> None:
-        super().__init__(ttl=ttl, clock=clock)
+    def __init__(
+        self, *, ttl: float, lease_ttl: float | None = None, clock: Clock = time.time
+    ) -> None:
+        super().__init__(ttl=ttl, lease_ttl=lease_ttl, clock=clock)
         self._rooms: dict[str, dict[str, Presence]] = {}
+        self._leases: dict[str, tuple[float, bool]] = {}  # process -> (expiry, renewed)
         self._lock = threading.Lock()
         self._last_purge = clock()
 
@@ -58,6 +61,8 @@ class MemoryPresenceBackend(PresenceBackend):
                 expires_at=now + self.ttl,
             )
             self._rooms.setdefault(room, {})[peer_id] = presence
+            if self._leases.get(peer.process, (0.0, False))[0] <= now:
+                self._leases[peer.process] = (now + self.lease_ttl, False)
             return presence
 
     async def refresh(self, room: str, peer_id: str) -> bool:
@@ -67,6 +72,9 @@ class MemoryPresenceBackend(PresenceBackend):
             if presence is None or not presence.is_live(now):
                 return False
             self._rooms[room][peer_id] = dataclasses.replace(presence, expires_at=now + self.ttl)
+            until, renewed = self._leases.get(presence.process, (0.0, False))
+            if until > now:  # a live lease is extended, a lapsed one is not revived
+                self._leases[presence.process] = (now + self.lease_ttl, renewed)
             return True
 
     async def update_media(
@@ -108,8 +116,22 @@ class MemoryPresenceBackend(PresenceBackend):
     async def expire(self) -> list[Presence]:
         with self._lock:
             now = self.clock()
-            removed = self._remove_where(lambda p: not p.is_live(now))
+            dead = {process for process, (until, _) in self._leases.items() if until <= now}
+            for process in dead:
+                del self._leases[process]
+            removed = self._remove_where(lambda p: not p.is_live(now) or p.process in dead)
         return sorted(removed, key=lambda p: (p.expires_at, p.room, p.peer_id))
+
+    async def renew_lease(self, process: str) -> bool:
+        with self._lock:
+            now = self.clock()
+            until, renewed = self._leases.get(process, (0.0, False))
+            self._leases[process] = (now + self.lease_ttl, True)
+            return renewed and until > now
+
+    async def process_alive(self, process: str) -> bool:
+        with self._lock:
+            return self._leases.get(process, (0.0, False))[0] > self.clock()
 
     def _purge_stale(self, now: float) -> None:
         """Drop presences dead for over a further ``ttl`` (no sweeper is running), at most

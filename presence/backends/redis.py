@@ -8,6 +8,12 @@ Keys (``P`` = ``settings.PRESENCE_KEY_PREFIX``; ``\\x1f`` = ``SEP``):
                                 so ``expire()`` needs no SCAN
 * ``P:rooms``                   set of slugs with members, so ``room_counts()`` is one ZCOUNT
                                 per room instead of a walk over every presence
+* ``P:lease:{process}``         hash: a process's lease (base module docstring), ``until``
+                                (its expiry, on the processes' clock like every score) and
+                                ``by`` (``renew`` or ``track``); key TTL ``2 * lease_ttl``
+* ``P:proc:{process}``          set of that process's presences, ``{slug}\x1f{peer_id}``
+* ``P:procs``                   set of processes with presences, so ``expire()`` finds the
+                                presences of dead processes without a SCAN
 
 Every key has a TTL of ``2 * ttl`` (renewed by ``track``/``refresh``) and sorted sets vanish when
 their last member is removed, so after everyone leaves no key remains and nothing outlives a
@@ -55,6 +61,15 @@ local function remove(prefix, expiry_key, rooms_key, member)
   local room_key = prefix .. ':room:' .. slug
   local peer_key = prefix .. ':peer:' .. member
   local data = redis.call('HGETALL', peer_key)
+  for j = 1, #data, 2 do
+    if data[j] == 'process' then
+      local proc_key = prefix .. ':proc:' .. data[j + 1]
+      redis.call('SREM', proc_key, member)
+      if redis.call('EXISTS', proc_key) == 0 then
+        redis.call('SREM', prefix .. ':procs', data[j + 1])
+      end
+    end
+  end
   redis.call('DEL', peer_key)
   redis.call('ZREM', room_key, peer)
   redis.call('ZREM', expiry_key, member)
@@ -65,7 +80,8 @@ end
 
 # KEYS: room, peer, expiry, rooms
 # ARGV: prefix, slug, peer_id, now, expires_at, capacity (-1 = none), key_ttl_ms,
-#       stale_before, user_id, name, process, media_json ('' = keep), stale_limit, channel
+#       stale_before, user_id, name, process, media_json ('' = keep), stale_limit, channel,
+#       lease_until, lease_key_ms
 _TRACK = (
     _REMOVE
     + """
@@ -99,11 +115,23 @@ redis.call('ZADD', KEYS[1], ARGV[5], ARGV[3])
 redis.call('ZADD', KEYS[3], ARGV[5], member)
 redis.call('SADD', KEYS[4], ARGV[2])
 for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[7]) end
+local proc_key = ARGV[1] .. ':proc:' .. ARGV[11]
+local procs_key = ARGV[1] .. ':procs'
+redis.call('SADD', proc_key, member)
+redis.call('SADD', procs_key, ARGV[11])
+redis.call('PEXPIRE', proc_key, ARGV[7])
+redis.call('PEXPIRE', procs_key, ARGV[7])
+local lease_key = ARGV[1] .. ':lease:' .. ARGV[11]
+if tonumber(redis.call('HGET', lease_key, 'until') or '0') <= now then
+  redis.call('HSET', lease_key, 'until', ARGV[15], 'by', 'track')
+  redis.call('PEXPIRE', lease_key, ARGV[16])
+end
 return {1, joined, media, {}}
 """
 )
 
-# KEYS: room, peer, expiry, rooms   ARGV: peer_id, member, now, expires_at, key_ttl_ms
+# KEYS: room, peer, expiry, rooms
+# ARGV: peer_id, member, now, expires_at, key_ttl_ms, prefix, lease_until, lease_key_ms
 _REFRESH = """
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not score or tonumber(score) <= tonumber(ARGV[3]) then return 0 end
@@ -112,6 +140,14 @@ redis.call('ZADD', KEYS[1], 'XX', ARGV[4], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
 redis.call('HSET', KEYS[2], 'expires_at', ARGV[4])
 for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[5]) end
+local process = redis.call('HGET', KEYS[2], 'process')
+redis.call('PEXPIRE', ARGV[6] .. ':proc:' .. process, ARGV[5])
+redis.call('PEXPIRE', ARGV[6] .. ':procs', ARGV[5])
+local lease_key = ARGV[6] .. ':lease:' .. process
+if tonumber(redis.call('HGET', lease_key, 'until') or '0') > tonumber(ARGV[3]) then
+  redis.call('HSET', lease_key, 'until', ARGV[7])
+  redis.call('PEXPIRE', lease_key, ARGV[8])
+end
 return 1
 """
 
@@ -157,6 +193,40 @@ end
 return out
 """
 )
+
+# KEYS: expiry, rooms   ARGV: prefix, now  -> {hash, ...}: every presence of a process whose
+# lease is gone, removed; forgets processes that hold none
+_EXPIRE_ORPHANS = (
+    _REMOVE
+    + """
+local out = {}
+local procs_key = ARGV[1] .. ':procs'
+for _, proc in ipairs(redis.call('SMEMBERS', procs_key)) do
+  local proc_key = ARGV[1] .. ':proc:' .. proc
+  local lease_until = redis.call('HGET', ARGV[1] .. ':lease:' .. proc, 'until')
+  if tonumber(lease_until or '0') <= tonumber(ARGV[2]) then
+    for _, m in ipairs(redis.call('SMEMBERS', proc_key)) do
+      local data = remove(ARGV[1], KEYS[1], KEYS[2], m)
+      if #data > 0 then table.insert(out, data) end
+    end
+    redis.call('DEL', proc_key)
+    redis.call('SREM', procs_key, proc)
+  elseif redis.call('EXISTS', proc_key) == 0 then
+    redis.call('SREM', procs_key, proc)
+  end
+end
+return out
+"""
+)
+
+# KEYS: lease   ARGV: now, until, key_ms  -> 1 if the lease was live and set by a renewal
+_RENEW_LEASE = """
+local old = redis.call('HMGET', KEYS[1], 'until', 'by')
+redis.call('HSET', KEYS[1], 'until', ARGV[2], 'by', 'renew')
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+if old[1] and tonumber(old[1]) > tonumber(ARGV[1]) and old[2] == 'renew' then return 1 end
+return 0
+"""
 
 # Shared Lua: the live members of one room, as HGETALL replies, in ZSET order.
 _MEMBERS = """
@@ -245,18 +315,29 @@ Call = tuple[AsyncScript, list[Any], list[Any]]
 class RedisPresenceBackend(PresenceBackend):
     """Presence in Redis (selected when ``REDIS_URL`` is set)."""
 
-    def __init__(self, url: str, *, prefix: str, ttl: float, clock: Clock = time.time) -> None:
-        super().__init__(ttl=ttl, clock=clock)
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str,
+        ttl: float,
+        lease_ttl: float | None = None,
+        clock: Clock = time.time,
+    ) -> None:
+        super().__init__(ttl=ttl, lease_ttl=lease_ttl, clock=clock)
         self.prefix = prefix
         self.expiry_key = f"{prefix}:expiry"
         self.rooms_key = f"{prefix}:rooms"
         self.key_ttl_ms = max(1000, math.ceil(2 * self.ttl * 1000))
+        self.lease_key_ms = max(1000, math.ceil(2 * self.lease_ttl * 1000))
         self.redis = aioredis.Redis.from_url(url, decode_responses=True)
         self._track = self.redis.register_script(_TRACK)
         self._refresh = self.redis.register_script(_REFRESH)
         self._update_media = self.redis.register_script(_UPDATE_MEDIA)
         self._untrack = self.redis.register_script(_UNTRACK)
         self._expire = self.redis.register_script(_EXPIRE)
+        self._expire_orphans = self.redis.register_script(_EXPIRE_ORPHANS)
+        self._renew_lease = self.redis.register_script(_RENEW_LEASE)
         self._list_room = self.redis.register_script(_LIST_ROOM)
         self._room_counts = self.redis.register_script(_ROOM_COUNTS)
         self._track_list = self.redis.register_script(_TRACK_LIST)
@@ -273,7 +354,10 @@ class RedisPresenceBackend(PresenceBackend):
         if not settings.REDIS_URL:
             raise ValueError("RedisPresenceBackend needs settings.REDIS_URL")
         return cls(
-            settings.REDIS_URL, prefix=settings.PRESENCE_KEY_PREFIX, ttl=settings.PRESENCE_TTL
+            settings.REDIS_URL,
+            prefix=settings.PRESENCE_KEY_PREFIX,
+            ttl=settings.PRESENCE_TTL,
+            lease_ttl=settings.PRESENCE_LEASE_TTL,
         )
 
     async def _eval(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
@@ -350,6 +434,8 @@ class RedisPresenceBackend(PresenceBackend):
             "" if peer.media is None else json.dumps(clean_media(peer.media)),
             STALE_PURGE_LIMIT,
             peer.channel,
+            repr(now + self.lease_ttl),
+            self.lease_key_ms,
         ]
         result = await self._eval(script, self._keys(room, peer_id), args)
         if int(result[0]) == 0:
@@ -374,6 +460,9 @@ class RedisPresenceBackend(PresenceBackend):
                 repr(now),
                 repr(now + self.ttl),
                 self.key_ttl_ms,
+                self.prefix,
+                repr(now + self.lease_ttl),
+                self.lease_key_ms,
             ],
         )
         return bool(int(result))
@@ -429,7 +518,30 @@ class RedisPresenceBackend(PresenceBackend):
             )
             removed.extend(_presence(row) for row in result[1:])
             if int(result[0]) < EXPIRE_BATCH:
-                return removed
+                break
+        keys = [self.expiry_key, self.rooms_key]
+        rows = await self._eval(self._expire_orphans, keys, [self.prefix, now])
+        removed.extend(_presence(row) for row in rows)
+        return removed
+
+    def lease_key(self, process: str) -> str:
+        return f"{self.prefix}:lease:{process}"
+
+    async def renew_lease(self, process: str) -> bool:
+        now = self.clock()
+        held = await self._eval(
+            self._renew_lease,
+            [self.lease_key(process)],
+            [repr(now), repr(now + self.lease_ttl), self.lease_key_ms],
+        )
+        return bool(int(held))
+
+    async def process_alive(self, process: str) -> bool:
+        until = await self.redis.hget(self.lease_key(process), "until")
+        return until is not None and float(until) > self.clock()
+
+    async def ping(self) -> None:
+        await self.redis.ping()
 
     async def close(self) -> None:
         await self.redis.aclose()

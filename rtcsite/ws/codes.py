@@ -24,6 +24,8 @@ class CloseCode(IntEnum):
     WRONG_PROCESS = 4012
     #: a room of one kind opened on the other kind's path (mesh vs media)
     WRONG_PATH = 4013
+    #: the room service (Redis) is away: reconnect with backoff (docs/protocol.md)
+    SERVICE_UNAVAILABLE = 4014
 
 
 TOKEN_CLOSE_CODES = {

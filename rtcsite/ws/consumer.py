@@ -10,6 +10,12 @@ handle queued frames) once the socket is closed. Subclasses implement ``on_conne
 into the ``error`` message.
 Close codes (``codes.py``) and error codes are documented in docs/protocol.md.
 
+Redis errors (the room service away, ``rtcsite.ws.service``) never end a consumer: the
+layer's receive loop retries with backoff, a client message that needed Redis is answered
+``service-unavailable``, a connect is refused with close 4014 (the client retries), and
+the socket is told ``service`` ``reconnecting``/``ok``; on recovery ``resync_client``
+brings the client back to the truth.
+
 **Forked from Channels** (checked against channels 4.x; re-check on every Channels
 upgrade): ``AsyncConsumer.__call__`` and ``dispatch``. Channels waits on the socket and the
 channel layer with ``asyncio.wait`` and starts a task per message, and closes stale
@@ -49,12 +55,16 @@ from rtcsite.http import scope_address
 from rtcsite.ratelimit import TokenBucket
 from rtcsite.waiters import Waiters
 from rtcsite.ws.codes import PROTOCOL_VERSION, TOKEN_CLOSE_CODES, CloseCode
+from rtcsite.ws.service import SERVICE_ERRORS, ServiceUnavailable, service
 
 logger = logging.getLogger(__name__)
 
 #: what a server's ``send`` raises on a closed socket: ASGI says an ``OSError``; Daphne lets
 #: Autobahn's ``Disconnected`` through between a close frame and ``websocket.disconnect``
 SEND_ON_CLOSED = (OSError, Disconnected)
+
+#: backoff of the layer's receive loop while Redis is away (seconds)
+RECEIVE_RETRY_MIN, RECEIVE_RETRY_MAX = 0.25, 2.0
 
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 
@@ -172,7 +182,7 @@ class JsonSocketConsumer(AsyncJsonWebsocketConsumer):
         self.scope = scope
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
         self._server_send = send
-        lock = DispatchLock()
+        lock = self._lock = DispatchLock()
         layer_task: asyncio.Task[None] | None = None
         if self.channel_layer is not None:
             self.channel_name = await self.channel_layer.new_channel()
@@ -198,6 +208,8 @@ class JsonSocketConsumer(AsyncJsonWebsocketConsumer):
             if not isinstance(error, StopConsumer):
                 raise error from None
         finally:
+            if self.authenticated:
+                service().remove_socket(self)
             if layer_task is not None and not layer_task.done():
                 layer_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -206,8 +218,18 @@ class JsonSocketConsumer(AsyncJsonWebsocketConsumer):
     async def _pump_layer(self, lock: DispatchLock) -> None:
         """Dispatch this socket's channel-layer messages until cancelled or a handler fails."""
         layer, channel_name = self.channel_layer, self.channel_name
+        delay = RECEIVE_RETRY_MIN
         while True:
-            message = await layer.receive(channel_name)
+            try:
+                message = await layer.receive(channel_name)
+            except SERVICE_ERRORS as exc:  # Redis away: retry, never end the socket
+                room_service = service()
+                room_service.failed(exc, "layer receive")
+                await room_service.wait_up(delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECEIVE_RETRY_MAX)
+                continue
+            delay = RECEIVE_RETRY_MIN
             async with lock:
                 await self.dispatch(message)
 
@@ -264,7 +286,24 @@ class JsonSocketConsumer(AsyncJsonWebsocketConsumer):
         self._bucket = TokenBucket(rate, burst)
         self._errors = 0
         self._authenticated = True
-        await self.on_connect()
+        try:
+            await self.on_connect()
+        except SERVICE_ERRORS as exc:
+            service().failed(exc, "connect")
+            await self.refuse(ServiceUnavailable(), CloseCode.SERVICE_UNAVAILABLE)
+        except ServiceUnavailable as exc:
+            await self.refuse(exc, CloseCode.SERVICE_UNAVAILABLE)
+        if not self.closed:
+            service().add_socket(self)
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        """Channels' handler; a Redis error in ``disconnect`` (a ``group_discard``) must not
+        keep the consumer alive after its socket is gone."""
+        try:
+            await super().websocket_disconnect(message)
+        except SERVICE_ERRORS as exc:
+            service().failed(exc, "disconnect")
+            raise StopConsumer() from None
 
     async def on_connect(self) -> None:
         """Hook: the socket is authenticated (``self.identity`` is set)."""
@@ -348,6 +387,10 @@ class JsonSocketConsumer(AsyncJsonWebsocketConsumer):
         ``Busy``) is reported without counting."""
         try:
             await work
+        except SERVICE_ERRORS as exc:
+            service().failed(exc, ref or "message")
+            await self.send_error(ServiceUnavailable(), ref)
+            return
         except ClientError as exc:
             if exc.client_fault:
                 await self.reject(exc, ref)
@@ -363,6 +406,30 @@ class JsonSocketConsumer(AsyncJsonWebsocketConsumer):
         if isinstance(t, int) or (isinstance(t, float) and math.isfinite(t)):
             reply["t"] = t
         await self.send_json(reply)
+
+    # --- the room service (rtcsite.ws.service) ------------------------------------------
+
+    async def service_notify(self, state: str) -> None:
+        """``{"type": "service", "state": "reconnecting" | "ok"}`` (docs/protocol.md)."""
+        await self.send_json({"type": "service", "state": state})
+
+    async def service_resync(self) -> None:
+        """The service is back and this process re-established what it holds: bring the
+        client back to the truth (``resync_client``), then tell it ``ok``. In handler
+        order (under the dispatch lock)."""
+        async with self._lock:
+            if self.closed:
+                return
+            await self.resync_client()
+            await self.service_notify("ok")
+
+    async def resync_client(self) -> None:
+        """Hook: send the client what it may have missed while the service was away."""
+
+    async def service_lost_place(self, error: ClientError) -> None:
+        """Recovery could not take this socket's place back (the room filled up)."""
+        async with self._lock:
+            await self.refuse(error, CloseCode.ROOM_FULL)
 
     # --- outgoing -------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from presence.backends.base import Presence
 from rtcsite.errors import ClientError, Conflict
 from rtcsite.process import PROCESS_ID
 from signaling.consumers import RoomConsumer
-from signaling.media.rooms import SERVER_KINDS, MediaSession, joined_elsewhere
+from signaling.media.rooms import SERVER_KINDS, MediaSession, joined_elsewhere, live_members
 from signaling.messages import clean_candidate, clean_description
 
 
@@ -28,6 +28,8 @@ class MediaRoomConsumer(RoomConsumer):
     media: MediaSession | None = None
 
     async def on_join(self, members: list[Presence]) -> None:
+        if self.room.kind == "relay":
+            members = await live_members(members)
         if joined_elsewhere(self.room.kind, self.peer_id, members, PROCESS_ID):
             raise Conflict(
                 "The other participant of this relay room is connected to another server "

@@ -105,6 +105,18 @@ def _forget_if_empty(slug: str) -> None:
         del _relay_rooms[slug]
 
 
+async def live_members(members: list[Presence]) -> list[Presence]:
+    """``members`` but those held by a dead process (its lease lapsed, ``presence.backends``):
+    a partner whose process was killed must not send this connection away
+    (``media-elsewhere``) until its presence expires; the sweepers remove it soon anyway."""
+    from presence.backends import get_backend
+
+    backend = get_backend()
+    processes = {p.process for p in members}
+    dead = {process for process in processes if not await backend.process_alive(process)}
+    return [p for p in members if p.process not in dead]
+
+
 def joined_elsewhere(kind: str, me: str, members: list[Presence], process: str) -> bool:
     """Room affinity: must this relay connection go to the process its partner is on?
 

@@ -14,6 +14,7 @@ export const CloseCode = Object.freeze({
   SERVER_SHUTDOWN: 4011,
   WRONG_PROCESS: 4012,
   WRONG_PATH: 4013,
+  SERVICE_UNAVAILABLE: 4014,
 });
 
 // Reconnecting cannot help: no such room, closed room, room full, page too old for the

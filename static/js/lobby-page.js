@@ -1,5 +1,5 @@
 // Lobby: accessible tabs that follow the URL hash, and the live lobby socket.
-import { RtcSocket, showStatus } from "./socket.js";
+import { RtcSocket, showServiceBanner, showStatus } from "./socket.js";
 
 function selectTab(key) {
   const tabs = [...document.querySelectorAll("[data-tab]")];
@@ -105,6 +105,7 @@ function refreshLists() {
 setupTabs();
 const socket = new RtcSocket("/ws/lobby/");
 showStatus(socket);
+showServiceBanner(socket, document.getElementById("service-banner"));
 socket.on("hello", (msg) => { document.body.dataset.lobby = "connected"; window.rtcLobbyHello = msg; });
 let snapshots = 0;
 socket.on("lobby-state", (msg) => {
@@ -116,7 +117,8 @@ socket.on("lobby-state", (msg) => {
     occupancy.set(slug, { count: state.count, names: new Map(people) });
   }
   for (const slug of slugs) renderCard(slug);
-  // reconnected: rooms created while we were not listening have no card yet
+  // reconnected (or resynced after the room service came back): rooms created while we
+  // were not listening have no card yet
   if (++snapshots > 1) refreshLists();
 });
 socket.on("presence", (msg) => {

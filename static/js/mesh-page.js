@@ -334,6 +334,26 @@ socket.on(
     removeTile(msg.peer);
   }),
 );
+// The room service came back (docs/protocol.md, `peers`): close the links to peers that are
+// gone, link to peers we had not heard of. Either side of a new pair may have missed the
+// other's join, so the impolite side (smaller id) offers, as perfect negotiation expects.
+socket.on(
+  "peers",
+  serial((msg) => {
+    if (!mesh) return;
+    const now = new Set(msg.peers.map((p) => p.peer));
+    for (const peer of [...tiles.keys()]) {
+      if (!now.has(peer)) {
+        mesh.removePeer(peer);
+        removeTile(peer);
+      }
+    }
+    for (const peer of now) {
+      renderTile(ensureTile(peer));
+      if (!mesh.links.has(peer)) mesh.addPeer(peer, { initiator: room.you.peer < peer });
+    }
+  }),
+);
 socket.on(
   "peer-media",
   serial((msg) => {

@@ -5,7 +5,7 @@
 // `retrying`) follows every socket state change once RoomPage has decided whether it
 // retries, so a listener never depends on the order listeners were added in.
 import { CloseCode } from "./close-codes.js";
-import { RtcSocket, showStatus } from "./socket.js";
+import { RtcSocket, SERVICE_RECONNECTING, showStatus } from "./socket.js";
 
 // Error codes that end a join for good; the socket closes with a final close code after.
 const REFUSALS = new Set(["room-full", "room-closed", "not-found", "wrong-path"]);
@@ -47,6 +47,23 @@ export class RoomPage extends EventTarget {
     this.socket.on("peer-left", (msg) => {
       this.people.delete(msg.peer);
       this.render();
+    });
+    // The room service came back: everyone in the room now (we are not listed). Who is gone
+    // is dropped, who is new is added (mesh-page.js links to them).
+    this.socket.on("peers", (msg) => {
+      for (const peer of [...this.people.keys()]) {
+        if (!this.people.get(peer).you) this.people.delete(peer);
+      }
+      for (const peer of msg.peers) {
+        this.people.set(peer.peer, { name: peer.name, user: peer.user, media: peer.media });
+      }
+      this.render();
+    });
+    // The room service (Redis) is away: the socket stays open, signaling waits.
+    this.socket.on("service", (msg) => {
+      this.root.dataset.service = msg.state;
+      if (msg.state === "reconnecting") this.showBanner(SERVICE_RECONNECTING);
+      else if (this.banner?.textContent === SERVICE_RECONNECTING) this.showBanner("");
     });
     this.socket.on("peer-media", (msg) => {
       const person = this.people.get(msg.peer);

@@ -134,7 +134,12 @@ export class RtcSocket extends EventTarget {
   }
 }
 
-// Mirror a socket's state into the footer indicator.
+// What a page says while the server's room service (Redis) is away: the socket stays open
+// and the server sends {"type": "service", "state": "reconnecting"} then "ok" once it has
+// re-established rooms and resynced this page (docs/protocol.md).
+export const SERVICE_RECONNECTING = "Reconnecting to the room service…";
+
+// Mirror a socket's state into the footer indicator (and the room service's state).
 export function showStatus(socket, element = document.getElementById("ws-status")) {
   if (!element) return;
   const labels = { connecting: "connecting…", open: "live", reconnecting: "reconnecting…",
@@ -142,5 +147,26 @@ export function showStatus(socket, element = document.getElementById("ws-status"
   socket.addEventListener("state", (event) => {
     element.dataset.state = event.detail.state;
     element.textContent = labels[event.detail.state] ?? event.detail.state;
+  });
+  socket.on("service", (msg) => {
+    if (socket.state !== "open") return;
+    const down = msg.state === "reconnecting";
+    element.dataset.state = down ? "service-reconnecting" : "open";
+    element.textContent = down ? SERVICE_RECONNECTING : labels.open;
+  });
+}
+
+// Show the room service's state in a banner (`element`, hidden while all is well); the
+// banner also goes when the socket itself closes (its own state says why then).
+export function showServiceBanner(socket, element) {
+  if (!element) return;
+  const show = (down) => {
+    element.textContent = down ? SERVICE_RECONNECTING : "";
+    element.hidden = !down;
+    element.dataset.service = down ? "reconnecting" : "ok";
+  };
+  socket.on("service", (msg) => show(msg.state === "reconnecting"));
+  socket.addEventListener("state", (event) => {
+    if (event.detail.state !== "open" && element.dataset.service === "reconnecting") show(false);
   });
 }

@@ -57,14 +57,29 @@ class Env:
         self.backends.append(backend)
         return backend
 
+    def with_lease(self, lease_ttl: float) -> PresenceBackend:
+        """A fresh backend on the same store whose process leases last ``lease_ttl``."""
+        if self.kind == "memory":
+            backend: PresenceBackend = MemoryPresenceBackend(
+                ttl=TTL, lease_ttl=lease_ttl, clock=self.clock
+            )
+        else:
+            backend = RedisPresenceBackend(
+                self.url, prefix=self.prefix, ttl=TTL, lease_ttl=lease_ttl, clock=self.clock
+            )
+        self.backends.append(backend)
+        return backend
+
     async def leftovers(self) -> list[str]:
-        """Whatever storage is still held (keys / rooms): must be empty once all left."""
+        """Whatever storage is still held (keys / rooms): must be empty once all left.
+        Process leases are not storage of presences: they live ``lease_ttl`` by design."""
         if self.kind == "memory":
             assert isinstance(self.backend, MemoryPresenceBackend)
             return list(self.backend._rooms)
         client = aioredis.Redis.from_url(self.url, decode_responses=True)
         try:
-            return [key async for key in client.scan_iter(match=f"{self.prefix}*")]
+            keys = [key async for key in client.scan_iter(match=f"{self.prefix}*")]
+            return [key for key in keys if not key.startswith(f"{self.prefix}:lease:")]
         finally:
             await client.aclose()
 
@@ -374,6 +389,52 @@ class TestPresenceContract:
         assert await env.leftovers() == []
 
 
+class TestProcessLeases:
+    """A dead process's presences go with its lease, long before their own ttl."""
+
+    async def test_presences_of_a_process_whose_lease_lapsed_are_expired(self, env: Env) -> None:
+        b = env.with_lease(5)
+        await track(b, "r1", "a1", process="host:A")
+        await track(b, "r1", "b1", process="host:B")
+        await track(b, "r2", "b2", process="host:B")
+        env.clock.advance(3)
+        await b.renew_lease("host:A")  # B stopped renewing: killed
+        env.clock.advance(3)  # B's lease lapsed at +5; A's lasts until +8; ttl is 30
+        assert await b.process_alive("host:A") and not await b.process_alive("host:B")
+        assert sorted(conns(await b.expire())) == ["b1", "b2"]
+        assert conns(await b.list_room("r1")) == ["a1"]
+        assert await b.room_counts() == {"r1": 1}
+        assert await b.expire() == []
+        assert await b.untrack("r2", "b2") is None  # gone, announced once (by expire)
+
+    async def test_renew_lease_says_whether_the_lease_was_still_its_own(self, env: Env) -> None:
+        b = env.with_lease(5)
+        assert await b.renew_lease("host:A") is False  # first ever
+        assert await b.renew_lease("host:A") is True
+        env.clock.advance(6)
+        assert not await b.process_alive("host:A")
+        assert await b.renew_lease("host:A") is False  # lapsed meanwhile: re-track
+        await track(b, "r1", "c1", process="host:B")  # track creates a missing lease
+        assert await b.process_alive("host:B")
+        assert await b.renew_lease("host:B") is False  # ...but not one renew_lease made
+        await track(b, "r1", "c2", process="host:A")  # nor does it replace a renewed one
+        assert await b.renew_lease("host:A") is True
+
+    async def test_refresh_extends_a_live_lease_and_never_revives_a_lapsed_one(
+        self, env: Env
+    ) -> None:
+        b = env.with_lease(5)
+        await track(b, "r1", "c1", process="host:A")
+        env.clock.advance(4)
+        assert await b.refresh("r1", "c1")
+        env.clock.advance(4)  # +8: past the lease track made, within the refreshed one
+        assert await b.process_alive("host:A")
+        env.clock.advance(2)  # +10: lapsed
+        assert await b.refresh("r1", "c1")  # the presence itself is live (ttl 30)...
+        assert not await b.process_alive("host:A")  # ...its process is not
+        assert conns(await b.expire()) == ["c1"]
+
+
 # --- Redis-specific ------------------------------------------------------------------------
 @pytest.mark.redis
 async def test_redis_keys_have_ttls(redis_url: str, redis_prefix: str, clock: FakeClock) -> None:
@@ -391,6 +452,9 @@ async def test_redis_keys_have_ttls(redis_url: str, redis_prefix: str, clock: Fa
                 f"{redis_prefix}:peer:r1\x1fc2",
                 f"{redis_prefix}:expiry",
                 f"{redis_prefix}:rooms",
+                f"{redis_prefix}:procs",
+                f"{redis_prefix}:proc:host:1",
+                f"{redis_prefix}:lease:host:1",
             ]
         )
         for key in keys:
@@ -446,6 +510,41 @@ async def test_sweep_forever_survives_errors_and_is_cancellable(
         await task
     messages = [r.getMessage() for r in caplog.records if r.name == "presence.sweeper"]
     assert len(messages) == 2 and all("presence sweep failed" in m for m in messages)
+
+
+async def test_sweep_forever_renews_the_lease_and_reports_it_lost(clock: FakeClock) -> None:
+    """A lease found not the one the sweeper renewed (Redis restarted empty without any call
+    failing) is reported, so the process re-tracks what it holds; a lease created by the
+    process's first track is not."""
+    backend = MemoryPresenceBackend(ttl=TTL, lease_ttl=5, clock=clock)
+    await track(backend, "r1", "c1", process="me")  # the first track creates the lease
+    lost: list[bool] = []
+
+    async def on_expired(presences: list[Presence]) -> None:
+        pass
+
+    def on_lost() -> None:
+        lost.append(True)
+
+    task = asyncio.create_task(
+        sweep_forever(backend, on_expired, interval=0.01, process="me", on_lease_lost=on_lost)
+    )
+    try:
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+        assert lost == [] and await backend.process_alive("me")
+        backend._leases.clear()  # the store lost everything
+        for _ in range(200):
+            if lost:
+                break
+            await asyncio.sleep(0.01)
+        assert lost == [True]
+        await asyncio.sleep(0.1)
+        assert lost == [True]  # renewed since: reported once
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 class SwallowingBackend(MemoryPresenceBackend):

@@ -43,7 +43,7 @@ def test_embedded_defaults():
 
 def test_redis_url_switches_channel_layer():
     assert load(REDIS_URL="redis://127.0.0.1:6379/3")["layer"] == (
-        "channels_redis.pubsub.RedisPubSubChannelLayer"
+        "rtcsite.layers.RedisPubSubLayer"
     )
     assert (
         load(REDIS_URL="redis://127.0.0.1:6379/3", CHANNEL_LAYER_BACKEND="core")["layer"]
@@ -51,7 +51,7 @@ def test_redis_url_switches_channel_layer():
     )
     assert (
         load(REDIS_URL="redis://127.0.0.1:6379/3", CHANNEL_LAYER_BACKEND="pubsub")["layer"]
-        == "channels_redis.pubsub.RedisPubSubChannelLayer"
+        == "rtcsite.layers.RedisPubSubLayer"
     )
 
 
