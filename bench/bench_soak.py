@@ -50,7 +50,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections import Counter
@@ -79,6 +78,7 @@ from bench.support import (
     sibling_process,
     unique_tag,
 )
+from tests.support.redis_server import RedisServer
 
 NAME = "soak"
 CLIENTS_PER_ROOM = 3  # a full mesh room (its default capacity)
@@ -120,48 +120,11 @@ QUICK = Params(rooms=10, seconds=10.0)
 # --- a private Redis --------------------------------------------------------------------------
 
 
-class PrivateRedis:
-    """A ``redis-server`` of our own on a free port (no persistence), so a fault can stop
-    and restart it without touching the shared one; stopped by PID. The same interface as
-    the fault tests' ``tests.support.redis_server.RedisServer`` (``start``, ``stop``,
-    ``url``, ``workdir``), which should replace it once both are on one branch."""
-
-    def __init__(self) -> None:
-        from tests.support.ports import free_port
-
-        self.binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-        self.port = free_port()
-        self.workdir = Path(tempfile.mkdtemp(prefix="rtcsite-bench-redis-"))
-        self.url = f"redis://{HOST}:{self.port}/0"
-        self.process: subprocess.Popen | None = None
-
-    def start(self, timeout: float = 10.0) -> PrivateRedis:
-        import redis
-
-        command = [self.binary, "--bind", HOST, "--port", str(self.port), "--save", ""]
-        command += ["--appendonly", "no", "--dir", str(self.workdir), "--daemonize", "no"]
-        command += ["--logfile", str(self.workdir / "redis.log")]
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                redis.Redis.from_url(self.url, socket_connect_timeout=0.2).ping()
-                return self
-            except redis.RedisError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise RuntimeError(f"redis-server did not start ({self.workdir})") from None
-                time.sleep(0.02)
-
-    def stop(self) -> None:
-        from tests.support.process import stop_process
-
-        stop_process(self.process)
-
-
 @contextlib.contextmanager
-def private_redis() -> Iterator[PrivateRedis]:
-    """A started ``PrivateRedis``, stopped and its directory removed afterwards."""
-    redis = PrivateRedis().start()
+def private_redis() -> Iterator[RedisServer]:
+    """A ``redis-server`` of our own (a fault stops and restarts it; the shared one is never
+    touched), stopped and its directory removed afterwards."""
+    redis = RedisServer().start()
     try:
         yield redis
     finally:
@@ -613,7 +576,7 @@ async def loop_lag(soak: Soak) -> None:
         soak.loop_lag[second] = max(soak.loop_lag.get(second, 0.0), lag)
 
 
-async def redis_fault(soak: Soak, redis: PrivateRedis, at: float, down: float) -> None:
+async def redis_fault(soak: Soak, redis: RedisServer, at: float, down: float) -> None:
     await asyncio.sleep(max(0.0, soak.t0 + at - time.perf_counter()))
     stopped = time.perf_counter()
     await asyncio.to_thread(redis.stop)
