@@ -106,16 +106,21 @@ def own_threads() -> int:
     return sum(
         1
         for t in threading.enumerate()
-        if not t.name.startswith(("ThreadPoolExecutor", "face-detect", "asyncio_", "room-reader"))
+        if not t.name.startswith(
+            ("ThreadPoolExecutor", "face-detect", "asyncio_", "room-reader", "rtcsite-health")
+        )
     )
 
 
 def baseline_footprint() -> dict[str, int]:
-    """The footprint before a session, with the per-process presence sweeper running
-    (the first join starts it; it belongs to the process, not to a session)."""
+    """The footprint before a session, with the per-process presence sweeper and health
+    sampler running (the first connection starts them; they belong to the process, not to a
+    session)."""
     from presence import services
+    from rtcsite import health
 
     services.ensure_sweeper()
+    health.ensure_sampler()
     return footprint()
 
 
