@@ -43,6 +43,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import random
 import re
@@ -442,14 +443,18 @@ class Client:
 
 
 class Lobby:
-    """One lobby page: room counts from ``lobby-state``, then ``presence`` deltas."""
+    """One lobby page: room counts from ``lobby-state``, then ``presence`` deltas, kept by
+    the rule ``static/js/lobby-page.js`` applies (docs/protocol.md, "Order: ``at``"): per
+    room the count with the newest ``at``, so the soak reports what a page shows."""
 
     def __init__(self, soak: Soak, server: int, identity: Identity) -> None:
         self.soak = soak
         self.server = server
         self.identity = identity
         self.ws: SoakSocket | None = None
-        self.counts: dict[str, int] = {}
+        self.counts: dict[str, int] = {}  # room -> count (absent: 0)
+        self.at: dict[str, int] = {}  # room -> time of its count; absent: the snapshot's
+        self.snapshot_at = -math.inf
         self.open = False
         self.closes: list[int | None] = []
         self.history: dict[str, list[str]] = {}  # room -> deltas received ("join <peer> 2")
@@ -481,7 +486,26 @@ class Lobby:
 
     def on_state(self, ws: SoakSocket, state: dict[str, Any]) -> None:
         if ws is self.ws:
-            self.counts = {slug: room["count"] for slug, room in state["rooms"].items()}
+            self.apply_state(state)
+
+    def current(self, room: str, at: int | None) -> bool:
+        """News of ``room`` made at ``at`` is not older than what the page shows."""
+        return at is None or at >= self.at.get(room, self.snapshot_at)
+
+    def apply_state(self, state: dict[str, Any]) -> None:
+        """A ``lobby-state`` replaces each room's count it is newer than."""
+        at, rooms = state.get("at"), state["rooms"]
+        for slug in set(self.counts) | set(self.at) | set(rooms):
+            if not self.current(slug, at):
+                continue
+            self.counts.pop(slug, None)
+            self.at.pop(slug, None)
+            if rooms.get(slug, {}).get("count"):
+                self.counts[slug] = rooms[slug]["count"]
+                if at is not None:
+                    self.at[slug] = at
+        if at is not None:
+            self.snapshot_at = max(self.snapshot_at, at)
 
     def on_closed(self, ws: SoakSocket) -> None:
         if ws is not self.ws:
@@ -506,14 +530,21 @@ class Lobby:
             return
         msg = json.loads(text)
         if msg.get("type") == "presence" and "count" in msg:
+            room, at = msg["room"], msg.get("at")
             peer = (msg.get("peer") or {}).get("peer", "")
-            self.history.setdefault(msg["room"], []).append(f"{msg['event']} {peer} {msg['count']}")
+            fresh = self.current(room, at)
+            note = "" if fresh else " (older: ignored)"
+            self.history.setdefault(room, []).append(f"{msg['event']} {peer} {msg['count']}{note}")
+            if not fresh:
+                return
+            if at is not None:
+                self.at[room] = at
             if msg["count"]:
-                self.counts[msg["room"]] = msg["count"]
+                self.counts[room] = msg["count"]
             else:
-                self.counts.pop(msg["room"], None)
+                self.counts.pop(room, None)
         elif msg.get("type") == "lobby-state":  # a resync
-            self.counts = {slug: room["count"] for slug, room in msg["rooms"].items()}
+            self.apply_state(msg)
 
 
 # --- sampling, faults -----------------------------------------------------------------------

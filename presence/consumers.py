@@ -43,7 +43,7 @@ class LobbyConsumer(JsonSocketConsumer):
         await self.send_json(
             {
                 "type": "lobby-state",
-                "rooms": await services.lobby_snapshot(),
+                **await services.lobby_snapshot(),
                 "names_per_card": settings.LOBBY_NAMES_PER_CARD,
             }
         )
@@ -54,7 +54,7 @@ class LobbyConsumer(JsonSocketConsumer):
         await self.send_json(
             {
                 "type": "lobby-state",
-                "rooms": await _shared_snapshot(),
+                **await _shared_snapshot(),
                 "names_per_card": settings.LOBBY_NAMES_PER_CARD,
             }
         )

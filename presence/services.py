@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -76,17 +75,19 @@ async def join(
     ensure_sweeper()
     metrics.PRESENCE_OPS.labels("join").inc()
     peer = PeerInfo(user_id=user_id, name=name, process=PROCESS_ID, channel=channel, media=media)
-    presence, members = await get_backend().track_and_list(room, peer_id, peer, capacity=capacity)
-    await _announce(presence, "join", count=len(members))
+    presence, members, at = await get_backend().track_and_list(
+        room, peer_id, peer, capacity=capacity
+    )
+    await _announce(presence, "join", count=len(members), at=at)
     return presence, members
 
 
 async def leave(room: str, peer_id: str) -> Presence | None:
     """Untrack and announce; ``None`` (and no announcement) if it was already gone."""
     metrics.PRESENCE_OPS.labels("leave").inc()
-    presence, count = await get_backend().untrack_and_count(room, peer_id)
+    presence, count, at = await get_backend().untrack_and_count(room, peer_id)
     if presence is not None:
-        await _announce(presence, "leave", count=count)
+        await _announce(presence, "leave", count=count, at=at)
     return presence
 
 
@@ -120,14 +121,15 @@ def lobby_peer(presence: Presence) -> dict[str, Any]:
     return {"peer": presence.peer_id, "name": presence.name}
 
 
-async def lobby_snapshot() -> dict[str, dict[str, Any]]:
-    """Every occupied room the lobby lists, for a new lobby client: its count and the first
-    ``LOBBY_NAMES_PER_CARD`` participants (audiences: the count only), so its size grows with
-    the number of rooms, not of people. Idle visitor rooms are not listed
-    (``rooms.services.list_rooms``)."""
+async def lobby_snapshot() -> dict[str, Any]:
+    """A new (or resyncing) lobby client's ``lobby-state`` fields: ``rooms``, every occupied
+    room the lobby lists with its count and the first ``LOBBY_NAMES_PER_CARD`` participants
+    (audiences: the count only), so its size grows with the number of rooms, not of people;
+    and ``at``, the snapshot's time (deltas not newer are in it). Idle visitor rooms are not
+    listed (``rooms.services.list_rooms``)."""
     from rooms.services import aunlisted_rooms
 
-    occupied = await get_backend().snapshot()
+    occupied, at = await get_backend().snapshot()
     unlisted = await aunlisted_rooms(occupied)
     names = settings.LOBBY_NAMES_PER_CARD
     rooms: dict[str, dict[str, Any]] = {}
@@ -137,7 +139,7 @@ async def lobby_snapshot() -> dict[str, dict[str, Any]]:
         rooms[slug] = {"count": len(people)}
         if not is_audience(slug):
             rooms[slug]["participants"] = [lobby_peer(p) for p in people[:names]]
-    return rooms
+    return {"rooms": rooms, "at": at}
 
 
 def announce_new_room(slug: str, kind: str) -> None:
@@ -155,7 +157,12 @@ def announce_new_room(slug: str, kind: str) -> None:
 
 
 async def announce_left(presences: list[Presence]) -> None:
-    """Announce presences removed by expiry (the sweeper's callback)."""
+    """Announce presences removed by expiry (the sweeper's callback): with their rooms'
+    counts left, read once after the removal."""
+    if not presences:
+        return
+    rooms = [p.room for p in presences if not is_audience(p.room)]
+    counts, at = await get_backend().count_rooms(list(dict.fromkeys(rooms)))
     for presence in presences:
         logger.info(
             "presence expired: %s in %s (process %s)",
@@ -163,18 +170,19 @@ async def announce_left(presences: list[Presence]) -> None:
             presence.room,
             presence.process,
         )
-        await _announce(presence, "leave", reason="timeout")
+        await _announce(
+            presence, "leave", reason="timeout", count=counts.get(presence.room, 0), at=at
+        )
 
 
 async def _announce(
-    presence: Presence, event: str, reason: str | None = None, count: int | None = None
+    presence: Presence, event: str, *, count: int, at: int, reason: str | None = None
 ) -> None:
+    """Tell the room and the lobby; ``count`` is the room's as of the backend time ``at``."""
     if is_audience(presence.room):
         _audience_counts().changed(presence.room)
         return
     layer = get_channel_layer()
-    if count is None:
-        count = len(await get_backend().list_room(presence.room))
     member_event: dict[str, Any] = {
         "type": "presence.joined" if event == "join" else "presence.left",
         "presence": presence.as_dict(),
@@ -189,6 +197,7 @@ async def _announce(
         "event": event,
         "peer": lobby_peer(presence),
         "count": count,
+        "at": at,
     }
     _lobby_batcher().add(json.dumps(delta, separators=(",", ":")))
 
@@ -237,10 +246,11 @@ def _lobby_batcher() -> LobbyBatcher:
 class AudienceCounts:
     """Audience joins and leaves as coalesced counts (see the module docstring).
 
-    A batch reads every room's count once (the backend's ``room_counts``: one round trip)
-    and sends each audience that changed one ``presence.count`` event (its viewers) and one
-    ``count`` delta (the lobby). ``at`` is the wall-clock time of the read: a viewer keeps
-    the newest, so counts read by two processes cannot leave it on the older one. Paced
+    A batch reads the changed audiences' counts at once (the backend's ``count_rooms``: one
+    round trip) and sends each one ``presence.count`` event (its viewers) and one ``count``
+    delta (the lobby). Both carry the read's backend time ``at``: a viewer (and a lobby
+    page) keeps the newest, so counts read by two processes cannot leave it on the older
+    one. Paced
     like the lobby (``rtcsite.batching``): a lone join goes out at once, a burst in batches
     of at most ``burst`` per ``interval``.
     """
@@ -254,15 +264,19 @@ class AudienceCounts:
 
     async def _send(self, rooms: list[str]) -> None:
         try:
-            counts = await get_backend().room_counts()
-            at = time.time()
+            counts, at = await get_backend().count_rooms(list(dict.fromkeys(rooms)))
             layer = get_channel_layer()
-            for room in dict.fromkeys(rooms):  # each once, in order
-                count = counts.get(room, 0)
+            for room, count in counts.items():  # each once, in order
                 await layer.group_send(
                     room_group(room), {"type": "presence.count", "count": count, "at": at}
                 )
-                delta = {"type": "presence", "room": room, "event": "count", "count": count}
+                delta = {
+                    "type": "presence",
+                    "room": room,
+                    "event": "count",
+                    "count": count,
+                    "at": at,
+                }
                 _lobby_batcher().add(json.dumps(delta, separators=(",", ":")))
         except SERVICE_ERRORS as exc:  # re-tracked viewers are counted again on recovery
             service().failed(exc, "audience counts")

@@ -122,7 +122,7 @@ class StreamViewerConsumer(JsonSocketConsumer):
 
     slug: str
     place: Membership | None = None
-    count_at: float = 0.0  # when the last count sent was read (a class default until set)
+    count_at: int = 0  # backend time ``at`` of the last count sent (a class default until set)
 
     async def on_connect(self) -> None:
         self.slug = self.scope["url_route"]["kwargs"]["slug"]

@@ -20,6 +20,13 @@ also says whether the lease was still the one it renewed last time: if not (the 
 restarted empty, or the process stalled past its lease and the others expired its
 presences), the process must re-track what it holds.
 
+**Operation time** (``at``). The combined operations (below) also return the backend's
+time of the operation, in integer microseconds, strictly increasing in the order the
+backend ran them (Redis: ``TIME`` inside the operation's script; memory: the clock): a
+count stamped ``at`` is the room's count at that point of the backend's order, so whoever
+receives counts made by several processes, in any order, keeps the one with the newest
+``at`` and is right (lobby pages, stream viewers).
+
 Removal vs. hiding: ``track`` and ``list_room`` *ignore* expired presences but do not delete them,
 so that the sweeper still sees each one and the leave event fires exactly once. Only presences
 dead for longer than a further ``ttl`` (the sweeper clearly is not running) are dropped silently,
@@ -28,6 +35,7 @@ to bound growth.
 
 from __future__ import annotations
 
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -155,6 +163,16 @@ class PresenceBackend(ABC):
         #: how long a process counts as alive after its last lease renewal (default: ttl)
         self.lease_ttl = float(lease_ttl if lease_ttl is not None else ttl)
         self.clock = clock
+        self._last_at = 0
+        self._at_lock = threading.Lock()
+
+    def stamp(self) -> int:
+        """The time of an operation made in this process (module docstring, ``at``): the
+        clock in microseconds, made strictly increasing. Backends shared between processes
+        stamp inside the store instead."""
+        with self._at_lock:
+            self._last_at = max(int(self.clock() * 1_000_000), self._last_at + 1)
+            return self._last_at
 
     @classmethod
     def from_settings(cls, settings: Any) -> PresenceBackend:
@@ -221,29 +239,36 @@ class PresenceBackend(ABC):
 
     # --- combined operations: one round trip where the backend can ------------------------
     # A join needs the room's members right after tracking (the ``welcome`` list and the
-    # lobby count) and a leave needs the count left; a lobby client needs every room. The
-    # defaults compose the primitives; the Redis backend does each in one script.
+    # lobby count) and a leave needs the count left; a lobby client needs every room. Each
+    # also returns its time ``at`` (module docstring). The defaults compose the primitives
+    # and stamp in this process, exact when no other process shares the store (memory: the
+    # primitives do not await, so nothing runs between them); Redis does each in one script.
 
     async def track_and_list(
         self, room: str, peer_id: str, peer: PeerInfo, *, capacity: int | None = None
-    ) -> tuple[Presence, list[Presence]]:
+    ) -> tuple[Presence, list[Presence], int]:
         """``track``, then the room's live members (this one included), as of the track."""
         presence = await self.track(room, peer_id, peer, capacity=capacity)
-        return presence, await self.list_room(room)
+        return presence, await self.list_room(room), self.stamp()
 
-    async def untrack_and_count(self, room: str, peer_id: str) -> tuple[Presence | None, int]:
+    async def untrack_and_count(self, room: str, peer_id: str) -> tuple[Presence | None, int, int]:
         """``untrack``, and how many live connections the room has left."""
         presence = await self.untrack(room, peer_id)
-        return presence, len(await self.list_room(room))
+        return presence, len(await self.list_room(room)), self.stamp()
 
-    async def snapshot(self) -> dict[str, list[Presence]]:
+    async def count_rooms(self, rooms: list[str]) -> tuple[dict[str, int], int]:
+        """The live connection count of each of ``rooms`` (0 for an empty one), at one time."""
+        counts = await self.room_counts()
+        return {room: counts.get(room, 0) for room in rooms}, self.stamp()
+
+    async def snapshot(self) -> tuple[dict[str, list[Presence]], int]:
         """Every room with live members, and them (ordered as ``list_room``)."""
         rooms: dict[str, list[Presence]] = {}
         for room in await self.room_counts():
             people = await self.list_room(room)
             if people:
                 rooms[room] = people
-        return rooms
+        return rooms, self.stamp()
 
     async def close(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
         """Release connections."""

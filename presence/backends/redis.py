@@ -14,6 +14,10 @@ Keys (``P`` = ``settings.PRESENCE_KEY_PREFIX``; ``\\x1f`` = ``SEP``):
 * ``P:proc:{process}``          set of that process's presences, ``{slug}\x1f{peer_id}``
 * ``P:procs``                   set of processes with presences, so ``expire()`` finds the
                                 presences of dead processes without a SCAN
+* ``P:clock``                   the last operation time ``at`` handed out (base module
+                                docstring): ``TIME`` in microseconds, raised to last + 1 when
+                                not above it, so that operations in one microsecond (or across
+                                a step back of Redis' clock) stay ordered
 
 Every key has a TTL of ``2 * ttl`` (renewed by ``track``/``refresh``) and sorted sets vanish when
 their last member is removed, so after everyone leaves no key remains and nothing outlives a
@@ -228,6 +232,19 @@ if old[1] and tonumber(old[1]) > tonumber(ARGV[1]) and old[2] == 'renew' then re
 return 0
 """
 
+# Shared Lua: this operation's time ``at`` (``P:clock`` in the module docstring).
+_STAMP = """
+local function stamp(prefix, key_ms)
+  local t = redis.call('TIME')
+  local at = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local key = prefix .. ':clock'
+  local last = tonumber(redis.call('GET', key) or '0')
+  if at <= last then at = last + 1 end
+  redis.call('SET', key, string.format('%.0f', at), 'PX', key_ms)
+  return at
+end
+"""
+
 # Shared Lua: the live members of one room, as HGETALL replies, in ZSET order.
 _MEMBERS = """
 local function members(prefix, slug, room_key, now)
@@ -273,15 +290,23 @@ end)
 """
 )
 
-# _TRACK, then the room's live members (as _LIST_ROOM): {1, joined, media, {hash, ...}}
-_TRACK_LIST = _MEMBERS + _TRACK.replace(
-    "return {1, joined, media, {}}\n",
-    "return {1, joined, media, members(ARGV[1], ARGV[2], KEYS[1], ARGV[4])}\n",
+# _TRACK, then the room's live members (as _LIST_ROOM) and the time:
+# {1, joined, media, {hash, ...}, at}
+_TRACK_LIST = (
+    _STAMP
+    + _MEMBERS
+    + _TRACK.replace(
+        "return {1, joined, media, {}}\n",
+        "return {1, joined, media, members(ARGV[1], ARGV[2], KEYS[1], ARGV[4]),"
+        " stamp(ARGV[1], ARGV[7])}\n",
+    )
 )
 
-# KEYS: expiry, rooms   ARGV: prefix, member, now  -> {hash or {}, live count left}
+# KEYS: expiry, rooms   ARGV: prefix, member, now, key_ttl_ms
+# -> {hash or {}, live count left, at}
 _UNTRACK_COUNT = (
     _REMOVE
+    + _STAMP
     + """
 local i = string.find(ARGV[2], '\\31', 1, true)
 local room_key = ARGV[1] .. ':room:' .. string.sub(ARGV[2], 1, i - 1)
@@ -291,19 +316,33 @@ if redis.call('ZSCORE', KEYS[1], ARGV[2]) then
 else
   redis.call('DEL', ARGV[1] .. ':peer:' .. ARGV[2])
 end
-return {data, redis.call('ZCOUNT', room_key, '(' .. ARGV[3], '+inf')}
+return {data, redis.call('ZCOUNT', room_key, '(' .. ARGV[3], '+inf'), stamp(ARGV[1], ARGV[4])}
 """
 )
 
-# KEYS: rooms   ARGV: prefix, now  -> {slug, {hash, ...}, slug, {hash, ...}, ...}
+# KEYS: rooms   ARGV: prefix, now, key_ttl_ms
+# -> {at, {slug, {hash, ...}, slug, {hash, ...}, ...}}
 _SNAPSHOT = (
     _ROOMS
     + _MEMBERS
+    + _STAMP
     + """
-return rooms(KEYS[1], ARGV[1], function(slug, room_key)
+return {stamp(ARGV[1], ARGV[3]), rooms(KEYS[1], ARGV[1], function(slug, room_key)
   local rows = members(ARGV[1], slug, room_key, ARGV[2])
   if #rows > 0 then return rows end
-end)
+end)}
+"""
+)
+
+# ARGV: prefix, now, key_ttl_ms, slug...  -> {at, {live count of each slug}}
+_COUNT_ROOMS = (
+    _STAMP
+    + """
+local out = {}
+for i = 4, #ARGV do
+  table.insert(out, redis.call('ZCOUNT', ARGV[1] .. ':room:' .. ARGV[i], '(' .. ARGV[2], '+inf'))
+end
+return {stamp(ARGV[1], ARGV[3]), out}
 """
 )
 
@@ -343,6 +382,7 @@ class RedisPresenceBackend(PresenceBackend):
         self._track_list = self.redis.register_script(_TRACK_LIST)
         self._untrack_count = self.redis.register_script(_UNTRACK_COUNT)
         self._snapshot = self.redis.register_script(_SNAPSHOT)
+        self._count_rooms = self.redis.register_script(_COUNT_ROOMS)
         self._loaded = False
         # One presence operation is one EVALSHA, and redis-py's per-command cost (pool
         # checkout, encode, parse) dominates, not Redis: under load (heartbeats of thousands
@@ -405,17 +445,20 @@ class RedisPresenceBackend(PresenceBackend):
     async def track(
         self, room: str, peer_id: str, peer: PeerInfo, *, capacity: int | None = None
     ) -> Presence:
-        presence, _ = await self._track_call(self._track, room, peer_id, peer, capacity)
+        presence, _, _ = await self._track_call(self._track, room, peer_id, peer, capacity)
         return presence
 
     async def track_and_list(
         self, room: str, peer_id: str, peer: PeerInfo, *, capacity: int | None = None
-    ) -> tuple[Presence, list[Presence]]:
-        return await self._track_call(self._track_list, room, peer_id, peer, capacity)
+    ) -> tuple[Presence, list[Presence], int]:
+        presence, members, at = await self._track_call(
+            self._track_list, room, peer_id, peer, capacity
+        )
+        return presence, members, int(at)
 
     async def _track_call(
         self, script: AsyncScript, room: str, peer_id: str, peer: PeerInfo, capacity: int | None
-    ) -> tuple[Presence, list[Presence]]:
+    ) -> tuple[Presence, list[Presence], int | None]:
         check_ids(room, peer_id)
         now = self.clock()
         expires = now + self.ttl
@@ -447,7 +490,8 @@ class RedisPresenceBackend(PresenceBackend):
             media=json.loads(result[2]),
             expires_at=expires,
         )
-        return presence, _ordered(map(_presence, result[3]))
+        at = int(result[4]) if len(result) > 4 else None  # _TRACK has no time
+        return presence, _ordered(map(_presence, result[3])), at
 
     async def refresh(self, room: str, peer_id: str) -> bool:
         now = self.clock()
@@ -485,13 +529,19 @@ class RedisPresenceBackend(PresenceBackend):
         )
         return _presence(data) if data else None
 
-    async def untrack_and_count(self, room: str, peer_id: str) -> tuple[Presence | None, int]:
-        data, count = await self._eval(
+    async def untrack_and_count(self, room: str, peer_id: str) -> tuple[Presence | None, int, int]:
+        data, count, at = await self._eval(
             self._untrack_count,
             [self.expiry_key, self.rooms_key],
-            [self.prefix, f"{room}{SEP}{peer_id}", repr(self.clock())],
+            [self.prefix, f"{room}{SEP}{peer_id}", repr(self.clock()), self.key_ttl_ms],
         )
-        return (_presence(data) if data else None), int(count)
+        return (_presence(data) if data else None), int(count), int(at)
+
+    async def count_rooms(self, rooms: list[str]) -> tuple[dict[str, int], int]:
+        at, counts = await self._eval(
+            self._count_rooms, [], [self.prefix, repr(self.clock()), self.key_ttl_ms, *rooms]
+        )
+        return {room: int(n) for room, n in zip(rooms, counts, strict=True)}, int(at)
 
     async def list_room(self, room: str) -> list[Presence]:
         rows = await self._eval(
@@ -505,9 +555,12 @@ class RedisPresenceBackend(PresenceBackend):
         )
         return {flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2)}
 
-    async def snapshot(self) -> dict[str, list[Presence]]:
-        flat = await self._eval(self._snapshot, [self.rooms_key], [self.prefix, repr(self.clock())])
-        return {flat[i]: _ordered(map(_presence, flat[i + 1])) for i in range(0, len(flat), 2)}
+    async def snapshot(self) -> tuple[dict[str, list[Presence]], int]:
+        at, flat = await self._eval(
+            self._snapshot, [self.rooms_key], [self.prefix, repr(self.clock()), self.key_ttl_ms]
+        )
+        rooms = {flat[i]: _ordered(map(_presence, flat[i + 1])) for i in range(0, len(flat), 2)}
+        return rooms, int(at)
 
     async def expire(self) -> list[Presence]:
         now = repr(self.clock())

@@ -30,14 +30,24 @@ function setupTabs() {
 }
 
 // --- live presence on the room cards ---------------------------------------------------
-// slug -> {count, names: Map(peer id -> name)}: the server's count, and the names we know
-// (the snapshot gives the first few per room, deltas the ones who come and go).
+// slug -> {count, names: Map(peer id -> name), at}: the server's count, the names we know
+// (the snapshot gives the first few per room, deltas the ones who come and go), and the
+// time `at` of the operation that count is from. Deltas made by two server processes
+// arrive in any order: a card keeps the newest (docs/protocol.md, "Lobby"), so a room
+// whose count fell to 0 keeps its entry (and time) until a newer snapshot covers it.
 const occupancy = new Map();
 let namesPerCard = 3;
+let snapshotAt = -Infinity; // the newest snapshot's time: that of every room without an entry
 
 function room(slug) {
   if (!occupancy.has(slug)) occupancy.set(slug, { count: 0, names: new Map() });
   return occupancy.get(slug);
+}
+
+// Whether news of `slug` made at `at` is not older than what its card shows (equal: the
+// same read, e.g. leaves of one expiry sweep). A server that sends no time: as it comes.
+function current(slug, at) {
+  return at === undefined || at >= (occupancy.get(slug)?.at ?? snapshotAt);
 }
 
 // Viewers of live streams are an audience in rooms named "stream.<slug>": counts only.
@@ -111,22 +121,29 @@ let snapshots = 0;
 socket.on("lobby-state", (msg) => {
   if (Number.isInteger(msg.names_per_card)) namesPerCard = msg.names_per_card;
   const slugs = new Set([...occupancy.keys(), ...Object.keys(msg.rooms)]);
-  occupancy.clear();
-  for (const [slug, state] of Object.entries(msg.rooms)) {
+  for (const slug of slugs) {
+    if (!current(slug, msg.at)) continue; // a delta newer than this snapshot came first
+    const state = msg.rooms[slug];
+    if (!state) {
+      occupancy.delete(slug);
+      continue;
+    }
     const people = (state.participants || []).map((p) => [p.peer, p.name]);
-    occupancy.set(slug, { count: state.count, names: new Map(people) });
+    occupancy.set(slug, { count: state.count, names: new Map(people), at: msg.at });
   }
+  if (msg.at !== undefined) snapshotAt = Math.max(snapshotAt, msg.at);
   for (const slug of slugs) renderCard(slug);
   // reconnected (or resynced after the room service came back): rooms created while we
   // were not listening have no card yet
   if (++snapshots > 1) refreshLists();
 });
 socket.on("presence", (msg) => {
+  if (!current(msg.room, msg.at)) return; // older than the card's count: already superseded
   const state = room(msg.room);
   state.count = msg.count;
+  if (msg.at !== undefined) state.at = msg.at;
   if (msg.event === "join") state.names.set(msg.peer.peer, msg.peer.name);
   else if (msg.event === "leave") state.names.delete(msg.peer.peer);
-  if (state.count === 0) occupancy.delete(msg.room);
   renderCard(msg.room);
 });
 // A room was created: its card is on the server's page, not on ours yet.

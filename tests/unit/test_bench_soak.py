@@ -57,3 +57,30 @@ def test_deliveries_are_counted_once_and_checked_for_their_addressee():
     target.on_message(ws, frame)
     other.on_message(ws, frame)
     assert (len(soak.received), soak.duplicated, soak.misdelivered) == (1, 1, 1)
+
+
+def test_the_lobby_keeps_per_room_the_count_with_the_newest_time_as_the_page_does():
+    """Deltas from two processes in any order (join 1, join 3, join 2): the newest ``at``
+    wins; a snapshot replaces only rooms it is newer than, and covers older deltas."""
+    soak = room_of_three()
+    lobby = soak.lobbies[0]
+    lobby.ws = ws = object()
+    lobby.apply_state({"rooms": {}, "at": 10})
+
+    def delta(room: str, event: str, count: int, at: int) -> None:
+        frame = {"type": "presence", "room": room, "event": event, "count": count, "at": at}
+        frame["peer"] = {"peer": f"p{at}", "name": "n"}
+        lobby.on_message(ws, json.dumps(frame))
+
+    delta("bench-00000", "join", 1, 11)
+    delta("bench-00000", "join", 3, 13)
+    delta("bench-00000", "join", 2, 12)
+    delta("bench-00001", "join", 1, 9)  # older than the snapshot: in it already
+    assert lobby.counts == {"bench-00000": 3} and presence_sample(soak)["lobby_correct"]
+    delta("bench-00001", "join", 1, 14)
+    delta("bench-00001", "leave", 0, 16)
+    delta("bench-00001", "join", 1, 15)  # the leave came first: the room stays empty
+    lobby.apply_state({"rooms": {"bench-00000": {"count": 2}}, "at": 14})
+    assert lobby.counts == {"bench-00000": 2}
+    lobby.apply_state({"rooms": {"bench-00001": {"count": 5}}, "at": 12})  # older: ignored
+    assert lobby.counts == {"bench-00000": 2}

@@ -72,14 +72,19 @@ class Env:
 
     async def leftovers(self) -> list[str]:
         """Whatever storage is still held (keys / rooms): must be empty once all left.
-        Process leases are not storage of presences: they live ``lease_ttl`` by design."""
+        Process leases and the operation clock (``P:clock``) are not storage of presences:
+        they expire by themselves (``lease_ttl``, ``2 * ttl``)."""
         if self.kind == "memory":
             assert isinstance(self.backend, MemoryPresenceBackend)
             return list(self.backend._rooms)
         client = aioredis.Redis.from_url(self.url, decode_responses=True)
         try:
             keys = [key async for key in client.scan_iter(match=f"{self.prefix}*")]
-            return [key for key in keys if not key.startswith(f"{self.prefix}:lease:")]
+            return [
+                key
+                for key in keys
+                if not key.startswith(f"{self.prefix}:lease:") and key != f"{self.prefix}:clock"
+            ]
         finally:
             await client.aclose()
 
@@ -353,7 +358,7 @@ class TestPresenceContract:
         await track(b, "r1", "ghost")
         env.clock.advance(TTL - 0.5)  # a and x expire (not swept), ghost is live
         await b.refresh("r1", "ghost")
-        me, members = await b.track_and_list(
+        me, members, _ = await b.track_and_list(
             "r1", "me", PeerInfo(user_id="u", name="Me", process="h:1"), capacity=2
         )
         assert conns(members) == ["ghost", "me"] and members[1] == me
@@ -361,16 +366,17 @@ class TestPresenceContract:
             late = PeerInfo(user_id="u", name="L", process="h")
             await b.track_and_list("r1", "late", late, capacity=2)
         assert conns(members) == conns(await b.list_room("r1"))
-        snap = await b.snapshot()
+        snap, _ = await b.snapshot()
         assert {room: conns(people) for room, people in snap.items()} == {"r1": ["ghost", "me"]}
         assert snap["r1"] == await b.list_room("r1")
-        assert await b.untrack_and_count("r1", "me") == (me, 1)
-        assert await b.untrack_and_count("r1", "me") == (None, 1)  # once only
+        assert (await b.untrack_and_count("r1", "me"))[:2] == (me, 1)
+        assert (await b.untrack_and_count("r1", "me"))[:2] == (None, 1)  # once only
         assert (await b.untrack_and_count("r1", "a"))[0] == a  # expired, unswept: reported
-        ghost, left = await b.untrack_and_count("r1", "ghost")
+        assert (await b.count_rooms(["r1", "r2", "r9"]))[0] == {"r1": 1, "r2": 0, "r9": 0}
+        ghost, left, _ = await b.untrack_and_count("r1", "ghost")
         assert ghost is not None and ghost.peer_id == "ghost" and left == 0
         await b.untrack("r2", "x")
-        assert await b.snapshot() == {}
+        assert (await b.snapshot())[0] == {}
         assert await env.leftovers() == []
 
     async def test_many_concurrent_calls_each_get_their_answer(self, env: Env) -> None:
@@ -385,8 +391,34 @@ class TestPresenceContract:
         counts = await asyncio.gather(
             *(b.untrack_and_count(f"r{i % 7}", f"c{i}") for i in range(200))
         )
-        assert [p.peer_id for p, _ in counts if p] == [f"c{i}" for i in range(200)]
+        assert [p.peer_id for p, _, _ in counts if p] == [f"c{i}" for i in range(200)]
         assert await env.leftovers() == []
+
+    async def test_operation_times_order_counts_made_by_several_processes(self, env: Env) -> None:
+        """The combined operations return their time ``at``, strictly increasing in the
+        order the store ran them whatever process made them (the fake clock stands still
+        here): sorted by ``at``, the counts two processes read while joining and leaving
+        concurrently are exactly 1, 2, 3... and back, and the newest is the room's. Lobby
+        pages and viewers keep the newest ``at`` (issue 15: 6-14 of 100 lobby cards stayed
+        stale after joins over two processes, each showing whichever delta came last)."""
+        one, two = env.backend, env.process()
+        peer = PeerInfo(user_id="u", name="n", process="h:1")
+        joins = await asyncio.gather(
+            *((one, two)[i % 2].track_and_list("r1", f"c{i}", peer) for i in range(40))
+        )
+        by_time = sorted((at, len(members)) for _, members, at in joins)
+        assert [count for _, count in by_time] == list(range(1, 41))
+        assert len({at for at, _ in by_time}) == 40  # no two operations share a time
+        rooms, snapshot_at = await two.snapshot()
+        assert len(rooms["r1"]) == 40 and snapshot_at > by_time[-1][0]
+        leaves = await asyncio.gather(
+            *((one, two)[i % 2].untrack_and_count("r1", f"c{i}") for i in range(0, 40, 2))
+        )
+        by_time = sorted((at, count) for _, count, at in leaves)
+        assert [count for _, count in by_time] == list(range(39, 19, -1))
+        assert by_time[0][0] > snapshot_at
+        counts, counted_at = await one.count_rooms(["r1"])
+        assert counts == {"r1": 20} and counted_at > by_time[-1][0]
 
 
 class TestProcessLeases:
