@@ -20,12 +20,7 @@ def private_redis():
 
 def test_room_page_shows_reconnecting_to_the_room_service(page, private_redis, daphne_factory):
     server = daphne_factory({"REDIS_URL": private_redis.url})
-    server.manage(
-        "shell",
-        "-c",
-        "from rooms.models import Room; "
-        "Room.objects.create(slug='blip', title='Blip', kind='mesh')",
-    )
+    server.create_rooms(("blip", "mesh"))
     page.goto(f"{server.url}/rooms/blip/")
     room = page.locator("[data-room]")
     expect(room).to_have_attribute("data-joined", "true", timeout=WAIT_MS)

@@ -30,13 +30,7 @@ def by_time(deltas):
 
 def test_lobby_deltas_of_two_processes_are_ordered_by_their_time(redis_env, daphne_factory):
     servers = start_two(redis_env, daphne_factory, ttl=60)[:2]
-    servers[0].manage(
-        "shell",
-        "-c",
-        "from rooms.models import Room; "
-        f"[Room.objects.create(slug=f'order{{i}}', title=f'Order {{i}}', kind='mesh', "
-        f"capacity={PER_ROOM}) for i in range({ROOMS})]",
-    )
+    servers[0].create_rooms(*((f"order{i}", "mesh", PER_ROOM) for i in range(ROOMS)))
     tokens = [page_token(server)[0] for server in servers]
 
     async def scenario():

@@ -7,6 +7,7 @@ the developer's database or files), runs the real ASGI application, and is stopp
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import signal
 import socket
@@ -105,6 +106,17 @@ class DaphneServer:
         if done.returncode != 0:
             raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
         return done.stdout
+
+    def create_rooms(self, *rooms: tuple[str, str] | tuple[str, str, int]) -> None:
+        """Rooms ``(slug, kind[, capacity])`` in this server's database (title = slug)."""
+        spec = json.dumps([[*room, None][:3] for room in rooms])
+        self.manage(
+            "shell",
+            "-c",
+            "import json; from rooms.models import Room; "
+            f"[Room.objects.create(slug=s, title=s, kind=k, **({{'capacity': c}} if c else {{}})) "
+            f"for s, k, c in json.loads({spec!r})]",
+        )
 
     def command(self) -> list[str]:
         if self.unix_socket is not None:
