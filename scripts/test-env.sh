@@ -26,39 +26,25 @@ apt_install_stopped() {
   return $status
 }
 
-# --- Chromium (Debian's; Playwright cannot download browsers here) ---------------------
-CHROMIUM_PATH="${CHROMIUM_PATH:-/usr/bin/chromium}"
-if [ ! -x "$CHROMIUM_PATH" ]; then
-  apt_install chromium || true
-fi
-[ -x "$CHROMIUM_PATH" ] || die "Chromium not found at $CHROMIUM_PATH and could not be installed: run 'apt-get install chromium' as root (or set CHROMIUM_PATH). The browser tests need it."
-export CHROMIUM_PATH
-
-# --- coturn (TURN server for the relay-only WebRTC test) --------------------------------
-TURNSERVER_PATH="${TURNSERVER_PATH:-$(command -v turnserver || echo /usr/bin/turnserver)}"
-if [ ! -x "$TURNSERVER_PATH" ]; then
-  apt_install coturn || true
-  TURNSERVER_PATH="$(command -v turnserver || echo /usr/bin/turnserver)"
-fi
-[ -x "$TURNSERVER_PATH" ] || die "coturn's turnserver not found and could not be installed: run 'apt-get install coturn' as root (or set TURNSERVER_PATH). The TURN test needs it."
-export TURNSERVER_PATH
-
-# --- nginx (Debian's: the topology tests run deploy/nginx/rtcsite.conf in it) ---------------
-NGINX_PATH="${NGINX_PATH:-/usr/sbin/nginx}"
-if [ ! -x "$NGINX_PATH" ]; then
-  apt_install_stopped nginx || true
-fi
-[ -x "$NGINX_PATH" ] || die "nginx not found at $NGINX_PATH and could not be installed: run 'apt-get install nginx' as root (or set NGINX_PATH). The topology tests need it."
-export NGINX_PATH
-
-# --- Prometheus (Debian's: the metrics test scrapes the site with it) ----------------------
-PROMETHEUS_PATH="${PROMETHEUS_PATH:-$(command -v prometheus || echo /usr/bin/prometheus)}"
-if [ ! -x "$PROMETHEUS_PATH" ]; then
-  apt_install_stopped prometheus || true
-  PROMETHEUS_PATH="$(command -v prometheus || echo /usr/bin/prometheus)"
-fi
-[ -x "$PROMETHEUS_PATH" ] || die "Prometheus not found at $PROMETHEUS_PATH and could not be installed: run 'apt-get install prometheus' as root (or set PROMETHEUS_PATH). The metrics test needs it."
-export PROMETHEUS_PATH
+# --- Debian's tools the tests run ------------------------------------------------------
+# need_tool VAR NAME DEFAULT PACKAGE INSTALLER WHAT: VAR (if set), else NAME on PATH, else
+# DEFAULT; installed with INSTALLER PACKAGE when missing, or stop naming it. Exports VAR.
+need_tool() {
+  local var="$1" name="$2" default="$3" package="$4" installer="$5" what="$6" path
+  path="${!var:-$(command -v "$name" || echo "$default")}"
+  if [ ! -x "$path" ]; then
+    "$installer" "$package" || true
+    [ -n "${!var:-}" ] || path="$(command -v "$name" || echo "$default")"
+  fi
+  [ -x "$path" ] || die "$name not found at $path and could not be installed: run 'apt-get install $package' as root (or set $var). $what"
+  export "$var=$path"
+}
+# Chromium: Playwright cannot download browsers here.
+need_tool CHROMIUM_PATH chromium /usr/bin/chromium chromium apt_install "The browser tests need it."
+need_tool TURNSERVER_PATH turnserver /usr/bin/turnserver coturn apt_install "The relay-only WebRTC test needs it."
+# nginx runs deploy/nginx/rtcsite.conf in the topology tests; Prometheus scrapes the site.
+need_tool NGINX_PATH nginx /usr/sbin/nginx nginx apt_install_stopped "The topology tests need it."
+need_tool PROMETHEUS_PATH prometheus /usr/bin/prometheus prometheus apt_install_stopped "The metrics test needs it."
 
 # --- Redis -----------------------------------------------------------------------------
 redis_ok() { .venv/bin/python -c 'import sys, redis; redis.Redis.from_url(sys.argv[1], socket_connect_timeout=1).ping()' "$1" 2>/dev/null; }
