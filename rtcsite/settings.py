@@ -359,6 +359,17 @@ STREAM_FPS = env_int("STREAM_FPS", 30, minimum=1)
 STREAM_X264_PRESET = env_str("STREAM_X264_PRESET", "veryfast")
 STREAM_LOW_LATENCY_INPUT = env_bool("STREAM_LOW_LATENCY_INPUT", True)  # -probesize 32 ...
 STREAM_LIVE_WINDOW_SECONDS = env_float("STREAM_LIVE_WINDOW_SECONDS", 10.0, minimum=0)
+# Low-latency mode (per stream, chosen at creation): LL-HLS parts and LL-DASH chunks of
+# STREAM_LL_PART_SECONDS inside STREAM_LL_SEGMENT_SECONDS segments, 100 ms ingest chunks.
+STREAM_LOW_LATENCY_DEFAULT = env_bool("STREAM_LOW_LATENCY_DEFAULT", True)
+STREAM_LL_SEGMENT_SECONDS = env_float("STREAM_LL_SEGMENT_SECONDS", 1.0, minimum=0.5)
+STREAM_LL_PART_SECONDS = env_float("STREAM_LL_PART_SECONDS", 0.2, minimum=0.1)
+if STREAM_LL_PART_SECONDS > STREAM_LL_SEGMENT_SECONDS:
+    raise ImproperlyConfigured("STREAM_LL_PART_SECONDS must not exceed STREAM_LL_SEGMENT_SECONDS.")
+STREAM_LL_TIMESLICE_MS = env_int("STREAM_LL_TIMESLICE_MS", 100, minimum=20)
+# Requests held open for low-latency viewers, per process: per client address, in all.
+STREAM_LL_HELD_PER_CLIENT = env_int("STREAM_LL_HELD_PER_CLIENT", 32, minimum=0)
+STREAM_LL_HELD_MAX = env_int("STREAM_LL_HELD_MAX", 4000, minimum=0)
 STREAM_QUEUE_BYTES = env_int("STREAM_QUEUE_BYTES", 8 << 20, minimum=64 * 1024)
 STREAM_MAX_CHUNK_BYTES = env_int("STREAM_MAX_CHUNK_BYTES", 4 << 20, minimum=1024)
 if STREAM_MAX_CHUNK_BYTES > STREAM_QUEUE_BYTES:
