@@ -35,6 +35,7 @@ class StreamAdmin(admin.ModelAdmin):
         "title",
         "slug",
         "status",
+        "low_latency",
         "owner_name",
         "live_duration_display",
         "bytes_display",
@@ -43,7 +44,7 @@ class StreamAdmin(admin.ModelAdmin):
         "links",
         "created_at",
     )
-    list_filter = ("status", "face_overlay", "created_at")
+    list_filter = ("status", "low_latency", "face_overlay", "created_at")
     search_fields = ("title", "slug", "owner_id", "owner_name", "address")
     readonly_fields = (
         "slug",  # the media folder is named after it
@@ -66,7 +67,8 @@ class StreamAdmin(admin.ModelAdmin):
         "address",  # who the live-stream caps count it against (staff tracing abuse)
         "links",
     )
-    fields = ("title", "face_overlay", *readonly_fields)  # face_overlay: read at go-live
+    # face_overlay, low_latency: read at go-live (a live stream keeps its encoder's mode)
+    fields = ("title", "face_overlay", "low_latency", *readonly_fields)
     actions = ("rotate_keys",)
     date_hierarchy = "created_at"
 

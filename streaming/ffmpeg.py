@@ -26,6 +26,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from streaming.ladder import Rendition
+from streaming.lowlatency import LowLatency
 
 MANIFEST_NAME = "manifest.mpd"
 HLS_MASTER_NAME = "master.m3u8"
@@ -75,6 +76,10 @@ class EncoderOptions:
     input_nobuffer: bool = False
     utc_timing_url: str | None = None  # for the MPD's UTCTiming (a later viewer feature)
     availability_start_ms: int | None = None  # anchor the MPD timeline to capture time
+    # Low-latency mode: each segment is written progressively (``<segment>.m4s.tmp``), one
+    # fragment (moof+mdat: an LL-HLS part, an LL-DASH chunk) per ``part_seconds``. None:
+    # standard mode, one fragment per segment, the command exactly as before.
+    part_seconds: float | None = None
 
     def __post_init__(self) -> None:
         if not 0.2 <= self.segment_seconds <= 10:
@@ -95,6 +100,28 @@ class EncoderOptions:
             )
         if self.live_window_seconds < 0:
             raise ImproperlyConfigured("STREAM_LIVE_WINDOW_SECONDS must be >= 0.")
+        if self.part_seconds is not None:
+            part = self.part_seconds
+            if not 0.05 <= part <= self.segment_seconds:
+                raise ImproperlyConfigured(
+                    f"STREAM_LL_PART_SECONDS={part}: use 0.05 s up to the segment's "
+                    f"{self.segment_seconds} s."
+                )
+            frames = self.fps * part
+            if abs(frames - round(frames)) > 1e-6:
+                # The muxer cuts a fragment at the first frame at or after each part
+                # boundary: a fraction of a frame would make parts of uneven length.
+                raise ImproperlyConfigured(
+                    f"STREAM_LL_PART_SECONDS={part} x STREAM_FPS={self.fps} must be a whole "
+                    "number of frames."
+                )
+
+    @property
+    def low_latency(self) -> LowLatency | None:
+        """The folder's mode file content (``streaming.lowlatency``), None in standard mode."""
+        if self.part_seconds is None:
+            return None
+        return LowLatency(part_target=self.part_seconds, segment_target=self.segment_seconds)
 
     @property
     def gop_frames(self) -> int:
@@ -108,7 +135,9 @@ class EncoderOptions:
         return max(4, math.ceil(self.live_window_seconds / self.segment_seconds))
 
     @classmethod
-    def from_settings(cls, **overrides) -> EncoderOptions:
+    def from_settings(cls, *, low_latency: bool = False, **overrides) -> EncoderOptions:
+        """``low_latency``: a low-latency stream's options (``STREAM_LL_*`` segment and
+        part), else standard mode's."""
         values = {
             "segment_seconds": settings.STREAM_SEGMENT_SECONDS,
             "fps": settings.STREAM_FPS,
@@ -116,6 +145,9 @@ class EncoderOptions:
             "live_window_seconds": settings.STREAM_LIVE_WINDOW_SECONDS,
             "low_latency_input": settings.STREAM_LOW_LATENCY_INPUT,
         }
+        if low_latency:
+            values["segment_seconds"] = settings.STREAM_LL_SEGMENT_SECONDS
+            values["part_seconds"] = settings.STREAM_LL_PART_SECONDS
         return cls(**{**values, **overrides})
 
 
@@ -245,6 +277,10 @@ def build_command(
         input_kwargs.update(probesize=32, analyzeduration=0)
     if options.input_nobuffer:
         input_kwargs["fflags"] = "nobuffer"
+    if options.part_seconds is not None:
+        # The VP8 decoder's frame threads (one per core + 1) hold frames back: ~100 ms of
+        # a low-latency stream's budget on 2 cores (docs/decisions.md). Slice threads stay.
+        input_kwargs["flags"] = "low_delay"
     source = ffmpeg.input("pipe:0", **input_kwargs)
     audio_source = source
     if raw_input is not None:
@@ -320,6 +356,17 @@ def build_command(
         out["utc_timing_url"] = options.utc_timing_url
     if options.availability_start_ms is not None:
         out["availability_start_time_ms"] = options.availability_start_ms
+    if options.part_seconds is not None:
+        # Each fragment is written (and flushed) as soon as its frames are encoded, into
+        # ``<segment>.m4s.tmp``, renamed when the segment closes: the origin serves parts
+        # from the growing file (docs/decisions.md, "Low-latency encoder").
+        out.update(
+            {
+                "streaming": 1,
+                "frag_type": "duration",
+                "frag_duration": _fmt_seconds(options.part_seconds),
+            }
+        )
 
     manifest = str(Path(output_dir) / MANIFEST_NAME)
     node = ffmpeg.output(*streams, manifest, **out)

@@ -16,8 +16,14 @@ from django.utils import timezone
 from rooms.models import slug_validator
 
 PUBLISH_KEY_PREFIX = "sk_"
+STANDARD_TIMESLICE_MS = 250  # the publisher's MediaRecorder chunk for standard-mode streams
 #: A publish key is this prefix plus 32 random bytes (URL-safe base64).
 PUBLISH_KEY_BYTES = 32
+
+
+def low_latency_default() -> bool:
+    """A callable default: the migration refers to it, not to the setting's value then."""
+    return settings.STREAM_LOW_LATENCY_DEFAULT
 
 
 def new_publish_key() -> str:
@@ -41,6 +47,10 @@ class Stream(models.Model):
     title = models.CharField(max_length=80)
     face_overlay = models.BooleanField(
         default=False, help_text="Draw server-side face boxes (OpenCV) into the renditions."
+    )
+    low_latency = models.BooleanField(
+        default=low_latency_default,
+        help_text="LL-HLS parts and LL-DASH chunks (about 1 s glass to glass); read at go-live.",
     )
     owner_id = models.CharField(
         max_length=16, blank=True, help_text="Identity id of the visitor who created it."
@@ -122,6 +132,12 @@ class Stream(models.Model):
             return None
         end = self.ended_at or timezone.now()
         return max(end - self.started_at, timedelta(0))
+
+    @property
+    def publish_timeslice_ms(self) -> int:
+        """The chunk the publisher forms start with (their field can change it): short for
+        low-latency streams, so a part's frames reach FFmpeg within ~0.1 s."""
+        return settings.STREAM_LL_TIMESLICE_MS if self.low_latency else STANDARD_TIMESLICE_MS
 
     def media_dir(self) -> Path:
         return Path(settings.MEDIA_ROOT) / "streams" / self.slug

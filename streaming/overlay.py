@@ -64,6 +64,7 @@ class OverlayPlan:
     raw: RawInput
     audio_write_fd: int | None = None
     limits: ChildLimits | None = None  # for both FFmpegs (None: the settings)
+    low_delay: bool = False  # FFmpeg #1 decodes without frame threads (low-latency streams)
 
     @classmethod
     def for_source(
@@ -73,6 +74,8 @@ class OverlayPlan:
         fps: int,
         has_audio: bool,
         limits: ChildLimits | None = None,
+        *,
+        low_delay: bool = False,
     ) -> OverlayPlan:
         width, height = width - width % 2, height - height % 2  # yuv420p needs even sizes
         if width < 2 or height < 2:  # check_source keeps such headers out; never size 0
@@ -83,7 +86,7 @@ class OverlayPlan:
             with contextlib.suppress(OSError):  # keep the default size if the limit is lower
                 fcntl.fcntl(audio_write, fcntl.F_SETPIPE_SZ, AUDIO_PIPE_BYTES)
         raw = RawInput(width, height, fps, "yuv420p", audio_read, SAMPLE_RATE, CHANNELS)
-        return cls(raw, audio_write, limits)
+        return cls(raw, audio_write, limits, low_delay)
 
     async def start(
         self, binary: str, encoder_cmd: list[str], tracker: FaceTracker | None = None
@@ -91,16 +94,23 @@ class OverlayPlan:
         """Start FFmpeg #1, the drawing thread and FFmpeg #2 (``encoder_cmd``)."""
         process = OverlayProcess(self.raw, tracker or FaceTracker(detect_fps=0), self.limits)
         await process.start(
-            decoder_command(binary, self.raw, self.audio_write_fd), encoder_cmd, self.audio_write_fd
+            decoder_command(binary, self.raw, self.audio_write_fd, low_delay=self.low_delay),
+            encoder_cmd,
+            self.audio_write_fd,
         )
         return process
 
 
-def decoder_command(binary: str, raw: RawInput, audio_write_fd: int | None) -> list[str]:
-    """FFmpeg #1: the publisher's WebM on stdin → raw frames on stdout (+ PCM on a pipe)."""
+def decoder_command(
+    binary: str, raw: RawInput, audio_write_fd: int | None, *, low_delay: bool = False
+) -> list[str]:
+    """FFmpeg #1: the publisher's WebM on stdin → raw frames on stdout (+ PCM on a pipe).
+
+    ``low_delay``: no frame-threaded decoding (it holds frames back: ``build_command``)."""
     cmd = [
         *(binary, "-hide_banner", "-nostats", "-nostdin", "-loglevel", "warning"),
         *("-max_error_rate", "1"),
+        *(("-flags", "low_delay") if low_delay else ()),
         *("-f", "webm", "-probesize", "32", "-analyzeduration", "0", "-i", "pipe:0"),
         *("-map", "0:v:0", "-vf", f"fps={raw.fps},scale={raw.width}:{raw.height}"),
         *("-pix_fmt", raw.pix_fmt, "-f", "rawvideo", "pipe:1"),

@@ -55,6 +55,7 @@ from streaming.clock import (
 )
 from streaming.ffmpeg import ChildLimits, EncoderOptions, build_command, ffmpeg_binary, spawn
 from streaming.ladder import Rendition, configured_ladder, renditions_for_source
+from streaming.lowlatency import write_mode
 from streaming.playlists import finalize_vod, segment_files
 from streaming.webm import (
     MAX_HEADER_ELEMENT,
@@ -615,6 +616,9 @@ class StreamPipeline:
                     self.clock = StreamClock(now_ms(), "server")
                 write_clock(self.output_dir, self.clock)
                 self._keep_header()
+            mode = self.config.encoder.low_latency
+            if mode is not None:  # the origin serves parts once this file is there
+                await asyncio.to_thread(write_mode, self.output_dir, mode)
             await self._spawn_encoder()
         except StreamClosed:
             raise
@@ -650,6 +654,7 @@ class StreamPipeline:
                 self.config.encoder.fps,
                 info.audio is not None,
                 limits=self.config.limits,
+                low_delay=options.low_latency is not None,
             )
         self.command = build_command(
             folder,

@@ -52,7 +52,10 @@ class LiveStream:
         self._tasks: set[asyncio.Task] = set()
         self._save_lock = asyncio.Lock()  # rows written in the order of the changes
         # dash.js syncs its clock to this server (the MPD's UTCTiming) for the live edge.
-        encoder = EncoderOptions.from_settings(utc_timing_url=reverse("streaming:time"))
+        # The stream's mode (chosen at creation) picks the segment and part durations.
+        encoder = EncoderOptions.from_settings(
+            low_latency=stream.low_latency, utc_timing_url=reverse("streaming:time")
+        )
         config = PipelineConfig.from_settings(
             encoder=encoder, face_overlay=stream.face_overlay, resume=resume
         )

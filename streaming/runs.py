@@ -24,6 +24,7 @@ disk.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -146,6 +147,7 @@ def close_run(output_dir: Path, run: int) -> dict[str, Any]:
     for record in records:
         if record["run"] == run:
             return record
+    _drop_unfinished(run_dir(output_dir, run))
     record = _read_run(output_dir, run, full=True) or {
         "run": run,
         "offset_ms": _offset_ms(output_dir, run),
@@ -156,6 +158,20 @@ def close_run(output_dir: Path, run: int) -> dict[str, Any]:
     records.append(record)
     _save_runs(output_dir, records)
     return record
+
+
+def _drop_unfinished(folder: Path) -> None:
+    """A killed low-latency encoder leaves the segment it was writing as ``.m4s.tmp``:
+    never finished, never listed, so delete it (a held request for it then ends at once
+    instead of waiting out its bound)."""
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return
+    for name in names:
+        if name.startswith("chunk-stream") and name.endswith(".m4s.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(folder / name)
 
 
 def next_run(output_dir: Path) -> int:

@@ -25,7 +25,8 @@ from rtcsite.age import cutoff
 from rtcsite.text import clean_title
 from streaming import limits
 from streaming.clock import read_clock
-from streaming.models import Stream, StreamStatus, new_publish_key
+from streaming.lowlatency import read_mode
+from streaming.models import Stream, StreamStatus, low_latency_default, new_publish_key
 
 logger = logging.getLogger(__name__)
 
@@ -39,13 +40,19 @@ def _new_slug(title: str) -> str:
 
 
 def create_stream(
-    title: str, owner: Identity | None, *, face_overlay: bool = False, address: str | None = None
+    title: str,
+    owner: Identity | None,
+    *,
+    face_overlay: bool = False,
+    low_latency: bool | None = None,
+    address: str | None = None,
 ) -> tuple[Stream, str]:
     """A new idle stream and its publish key: the key is returned here once, never stored.
 
     Visitors create at most ``STREAM_CREATE_RATE`` per identity and
     ``STREAM_CREATE_RATE_PER_ADDRESS`` per client ``address`` (``rtcsite.quotas``), and none
     while they are at a live-stream cap (``streaming.limits``): ``RateLimited``/``Busy``.
+    ``low_latency``: None takes ``STREAM_LOW_LATENCY_DEFAULT``.
     """
     title = clean_title(
         title, limit=MAX_TITLE_LENGTH, required="Give the stream a title.", plural="Titles"
@@ -63,6 +70,7 @@ def create_stream(
             owner_name=owner.name if owner else "",
             address=address,
             face_overlay=face_overlay,
+            low_latency=low_latency_default() if low_latency is None else low_latency,
         )
         stream.set_publish_key(key)
         stream.full_clean()
@@ -125,7 +133,11 @@ def status(slug: str) -> dict[str, Any] | None:
         "started_at": stream.started_at.isoformat() if stream.started_at else None,
         "ended_at": stream.ended_at.isoformat() if stream.ended_at else None,
         "purged": stream.files_purged_at is not None,
+        "low_latency": stream.low_latency,
     }
+    if stream.low_latency:  # the encoder's own once it has started, else the setting's
+        mode = read_mode(stream.media_dir())
+        data["part_target"] = mode.part_target if mode else settings.STREAM_LL_PART_SECONDS
     clock = read_clock(stream.media_dir())
     data["clock"] = clock.as_dict() if clock else None
     return data

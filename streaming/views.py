@@ -54,9 +54,18 @@ def new_key(request: HttpRequest, slug: str, *, forget: bool) -> str:
 
 
 # --- pages -------------------------------------------------------------------------------
+def _create_context(**extra) -> dict:
+    """The stream list and what the create form needs (its low-latency box's default)."""
+    return {
+        "streams": services.list_streams(),
+        "low_latency_default": settings.STREAM_LOW_LATENCY_DEFAULT,
+        **extra,
+    }
+
+
 def index(request: HttpRequest) -> HttpResponse:
     """``/streams/``: the streams and a form to create one."""
-    return render(request, "streaming/index.html", {"streams": services.list_streams()})
+    return render(request, "streaming/index.html", _create_context())
 
 
 @require_POST
@@ -68,16 +77,27 @@ def create(request: HttpRequest) -> HttpResponse:
             request.POST.get("title", ""),
             request.identity,
             face_overlay=request.POST.get("face_overlay") == "on",
+            low_latency=_low_latency_choice(request),
             address=client_address(request),
         )
     except ClientError as exc:
-        context = {"streams": services.list_streams(), "title": request.POST.get("title", "")}
+        context = _create_context(title=request.POST.get("title", ""))
         return refusal_page(request, "streaming/index.html", context, exc)
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
         return redirect("streaming:index")
     remember_new_key(request, stream.slug, key)
     return redirect(stream.get_publish_url())
+
+
+def _low_latency_choice(request: HttpRequest) -> bool | None:
+    """The form's checkbox (``low_latency=on``; the form also sends ``low_latency_shown``,
+    so an unchecked box means standard). A POST without either (a script): the default."""
+    if "low_latency" in request.POST:
+        return request.POST["low_latency"] in ("on", "1", "true")
+    if "low_latency_shown" in request.POST:
+        return False
+    return None
 
 
 def detail(request: HttpRequest, slug: str) -> HttpResponse:
@@ -132,7 +152,13 @@ def publish(request: HttpRequest, slug: str) -> HttpResponse:
     return render(
         request,
         "streaming/publish.html",
-        {"stream": stream, "new_key": key, "is_owner": is_owner},
+        {
+            "stream": stream,
+            "new_key": key,
+            "is_owner": is_owner,
+            "part_target": settings.STREAM_LL_PART_SECONDS,
+            "ll_segment": settings.STREAM_LL_SEGMENT_SECONDS,
+        },
     )
 
 

@@ -252,7 +252,7 @@ function setUpPublisher() {
     state.publisher = await publishMediaStream(stream, {
       key, ingestUrl: section.dataset.ingestUrl, stopUrl: section.dataset.stopUrl,
       wsPath: section.dataset.wsPath, transport: pui.transport.value,
-      timeslice: Number(pui.timeslice.value) || 250, onUpdate: render,
+      timeslice: Number(pui.timeslice.value) || Number(pui.timeslice.defaultValue) || 250, onUpdate: render,
     });
     pui.stop.disabled = state.publisher.state !== "live";
   });

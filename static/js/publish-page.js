@@ -41,7 +41,9 @@ async function start() {
     stopUrl: root.dataset.stopUrl,
     wsPath: root.dataset.wsPath,
     transport: ui.transport.value,
-    timeslice: Number(ui.timeslice.value) || 250,
+    // The field starts at the stream's chunk (100 ms for low-latency streams); an empty or
+    // invalid entry falls back to that.
+    timeslice: Number(ui.timeslice.value) || Number(ui.timeslice.defaultValue) || 250,
     onUpdate: render,
   });
   window.rtcPublisher = publisher; // for tests and debugging
