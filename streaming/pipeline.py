@@ -249,7 +249,7 @@ class StreamPipeline:
         self.exits: list[int] = []  # every FFmpeg's exit code, in order (``_exited``)
         self._header: bytes | None = None  # the WebM bytes before the first Cluster
         self._header_buf: bytearray | None = bytearray()
-        self._segments_before = 0  # segments of the closed runs
+        self._segments_before: dict[int, int] = {}  # segments of the closed runs, per rep
         self._stitcher: asyncio.Task | None = None
         self._stitched_mtime: int | None = None
         self._final = False  # the VOD outputs are being written: no more live stitching
@@ -408,7 +408,8 @@ class StreamPipeline:
         counts = {rep: len(numbers) for rep, numbers in segment_files(folder).items()}
         if self._segments_before:  # a new run without segments yet still has the old ones
             counts = {rep: counts.get(rep, 0) for rep in range(len(self.renditions) + 1)}
-        return {rep: self._segments_before + n for rep, n in sorted(counts.items())}
+        before = self._segments_before
+        return {rep: before.get(rep, 0) + n for rep, n in sorted(counts.items())}
 
     def stats(self) -> dict[str, Any]:
         reorder = self._reorder.stats

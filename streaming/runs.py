@@ -188,12 +188,15 @@ def next_run(output_dir: Path) -> int:
     return last + 1
 
 
-def segments_closed(output_dir: Path) -> int:
-    """Segments of the closed runs (the most of any representation)."""
-    return sum(
-        max((len(rep["entries"]) for rep in record["reps"].values()), default=0)
-        for record in load_runs(output_dir)
-    )
+def segments_closed(output_dir: Path) -> dict[int, int]:
+    """Segments of the closed runs per representation. Per representation: a run that
+    FFmpeg finalised (a takeover after the owner died) may end with one more audio segment
+    than video ones, so a maximum over all of them would overcount the video."""
+    counts: dict[int, int] = {}
+    for record in load_runs(output_dir):
+        for rep_id, rep in record["reps"].items():
+            counts[int(rep_id)] = counts.get(int(rep_id), 0) + len(rep["entries"])
+    return counts
 
 
 # --- stitched outputs -----------------------------------------------------------------

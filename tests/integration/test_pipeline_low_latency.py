@@ -218,4 +218,5 @@ async def test_killed_low_latency_encoder_restarts_in_low_latency_mode(
     assert not list(out.glob("**/*.m4s.tmp"))
     reps = len(pipeline.renditions)
     check_fragments(out / "run1", reps)
-    check_stitched_vod(out, runs=2, reps=tuple(range(reps + 1)))
+    counts = check_stitched_vod(out, runs=2, reps=tuple(range(reps + 1)))
+    assert pipeline.stats()["segments"] == counts[0], (pipeline.stats(), counts)

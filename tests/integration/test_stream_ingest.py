@@ -60,8 +60,10 @@ def server():
     srv.stop()
 
 
-def check_ended_outputs(server, slug: str) -> None:
+def check_ended_outputs(server, slug: str, *, low_latency: bool = True) -> None:
     out = media_dir(server, slug)
+    # The stream's mode reached the encoder: the origin's mode file is there or not.
+    assert (out / "low-latency.json").exists() is low_latency
     master = m3u8.load(str(out / "master.m3u8"))
     assert [p.stream_info.resolution for p in master.playlists] == [(640, 480), (480, 360)]
     for rep in (0, 1, 2):
@@ -182,11 +184,13 @@ async def ws_publish(server, chunks, slug: str, key: str) -> list[dict]:
 
 
 def test_websocket_publish_with_garbage_and_oversized_chunks(server, chunks):
-    slug, key = new_stream(server, "WS show")
+    # A standard-mode stream (the HTTP test above publishes the default, low latency).
+    slug, key = new_stream(server, "WS show", low_latency=False)
+    assert stream_status(server, slug)["low_latency"] is False
     replies = asyncio.run(ws_publish(server, chunks, slug, key))
     assert [r["seq"] for r in replies] == list(range(len(chunks)))
     assert replies[-1]["segments"] >= 1
-    check_ended_outputs(server, slug)
+    check_ended_outputs(server, slug, low_latency=False)
 
 
 async def ws_wrong_key(server, slug: str) -> tuple[dict, int]:

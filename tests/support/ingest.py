@@ -34,8 +34,11 @@ def clip_chunks(request, tmp_path_factory, seconds: float) -> list[TimedChunk]:
     return mediarecorder_chunks(clip, timeslice_ms=250)
 
 
-def new_stream(server, title: str = "Test show", *, face_overlay: bool = False) -> tuple[str, str]:
-    """Create a stream as a browser does (form + CSRF) and read the key shown once."""
+def new_stream(
+    server, title: str = "Test show", *, face_overlay: bool = False, low_latency: bool | None = None
+) -> tuple[str, str]:
+    """Create a stream as a browser does (form + CSRF) and read the key shown once.
+    ``low_latency``: the form's box (None: not sent, ``STREAM_LOW_LATENCY_DEFAULT``)."""
     jar = CookieJar()
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
     opener.open(server.url + "/streams/").read()
@@ -43,6 +46,10 @@ def new_stream(server, title: str = "Test show", *, face_overlay: bool = False) 
     fields = {"title": title, "csrfmiddlewaretoken": csrf}
     if face_overlay:
         fields["face_overlay"] = "on"
+    if low_latency is not None:
+        fields["low_latency_shown"] = "1"
+        if low_latency:
+            fields["low_latency"] = "on"
     form = urllib.parse.urlencode(fields).encode()
     request = urllib.request.Request(
         server.url + "/streams/new/", data=form, headers={"Referer": server.url + "/streams/"}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import m3u8
 
-from streaming.runs import _hls
+from streaming.runs import _hls, _save_runs, close_run, segments_closed
 
 SECOND = 90000
 
@@ -61,3 +61,22 @@ def test_a_run_without_segments_adds_no_discontinuity():
     empty = {"run": 1, "reps": {}}
     playlist = m3u8.loads(_hls("0", [run(0, 2), empty, run(2, 1)], window=0, final=True))
     assert [s.discontinuity for s in playlist.segments] == [False, False, True]
+
+
+def test_segments_closed_counts_each_representation_on_its_own(tmp_path):
+    """A finalised run may end with one more audio segment than video ones: the video
+    count must not take the audio's."""
+    first = run(0, 3)
+    first["reps"]["2"] = {**first["reps"]["0"], "entries": first["reps"]["0"]["entries"] * 2}
+    _save_runs(tmp_path, [first, run(1, 2)])
+    assert segments_closed(tmp_path) == {0: 5, 2: 6}
+    assert segments_closed(tmp_path / "none") == {}
+
+
+def test_closing_a_killed_run_drops_its_unfinished_segment(tmp_path):
+    folder = tmp_path / "run1"
+    folder.mkdir()
+    (folder / "chunk-stream0-00004.m4s.tmp").write_bytes(b"styp")
+    (folder / "chunk-stream0-00003.m4s").write_bytes(b"done")
+    close_run(tmp_path, 1)  # no manifest: nothing listed, nothing unfinished left
+    assert sorted(p.name for p in folder.iterdir()) == ["chunk-stream0-00003.m4s"]
