@@ -83,11 +83,11 @@ def scan(folder: Path, sizes: dict[str, int], found: dict, timescale: int | None
         name = entry.name
         if not name.startswith("chunk-stream0-"):
             continue
-        size = entry.stat().st_size
-        if sizes.get(name) == size:
-            continue
-        sizes[name] = size
         try:
+            size = entry.stat().st_size
+            if sizes.get(name) == size:
+                continue
+            sizes[name] = size
             data = Path(entry.path).read_bytes()
         except FileNotFoundError:  # renamed meanwhile: seen next time
             continue
@@ -106,7 +106,11 @@ async def watch(folder: Path, found: dict[tuple[int, int, int], float], done: as
         await asyncio.sleep(0.002)
 
 
-async def run(variant: str, seconds: float, timeslice: int, clip_dir: Path) -> list[float]:
+async def run(
+    variant: str, seconds: float, timeslice: int, clip_dir: Path
+) -> tuple[list[float], list[float]]:
+    """Per fragment: ms from the feed of the chunk holding its last frame, and ms from that
+    frame's media time on the feed's clock (the chunk's wait in the browser included)."""
     audio = variant != "noaudio"
     webm = cached_webm(clip_dir, seconds=seconds, size="640x480", fps=30, audio=audio)
     chunks = mediarecorder_chunks(webm, timeslice_ms=timeslice)
@@ -124,7 +128,7 @@ async def run(variant: str, seconds: float, timeslice: int, clip_dir: Path) -> l
             done = asyncio.Event()
             watcher = asyncio.create_task(watch(folder, found, done))
             fed: list[float] = []
-            start = time.monotonic()
+            start = time.monotonic()  # media time 0 on the feed's clock
             for seq, chunk in enumerate(chunks):
                 await asyncio.sleep(max(0.0, start + chunk.end_ms / 1000 - time.monotonic()))
                 await pipe.feed(seq, chunk.data, wait=5)
@@ -135,7 +139,7 @@ async def run(variant: str, seconds: float, timeslice: int, clip_dir: Path) -> l
             await pipe.stop()
     finally:
         pipeline_module.build_command = original
-    delays = []
+    delays, from_media = [], []
     first = min(start for start, _, _ in found)  # media time 0 of the output
     for (_start, end, timescale), at in sorted(found.items()):
         last_frame_ms = (end - first) / timescale * 1000 - 1000 / 30
@@ -143,7 +147,9 @@ async def run(variant: str, seconds: float, timeslice: int, clip_dir: Path) -> l
         if holder is None or holder == len(chunks) - 1:
             continue  # the last chunk: written at the stop, not live
         delays.append((at - fed[holder]) * 1000)
-    return delays[3:]  # the start (encoder spawn, first keyframe) is not steady state
+        from_media.append((at - start) * 1000 - last_frame_ms)
+    # the start (encoder spawn, first keyframe) is not steady state
+    return delays[3:], from_media[3:]
 
 
 def main() -> None:
@@ -156,13 +162,16 @@ def main() -> None:
     clip_dir.mkdir(exist_ok=True)
     for variant in args.variants or ["base"]:
         load = os.getloadavg()[0]
-        delays = asyncio.run(run(variant, args.seconds, args.timeslice, clip_dir))
+        delays, from_media = asyncio.run(run(variant, args.seconds, args.timeslice, clip_dir))
         q = statistics.quantiles(delays, n=20)
+        m = statistics.quantiles(from_media, n=20)
         print(
             f"{variant:12s} chunk {args.timeslice} ms: fed → fragment on disk "
             f"p50 {statistics.median(delays):.0f} ms, p95 {q[-1]:.0f} ms, "
-            f"min {min(delays):.0f}, max {max(delays):.0f} (n={len(delays)}; "
-            f"load {load:.2f} → {os.getloadavg()[0]:.2f}, {os.cpu_count()} cores)",
+            f"min {min(delays):.0f}, max {max(delays):.0f}; part's last frame → on disk "
+            f"p50 {statistics.median(from_media):.0f} ms, p95 {m[-1]:.0f} ms "
+            f"(n={len(delays)}; load {load:.2f} → {os.getloadavg()[0]:.2f}, "
+            f"{os.cpu_count()} cores)",
             flush=True,
         )
 
