@@ -119,16 +119,25 @@ async def ws_recv(ws) -> dict:
 
 
 def start_publishing_in_page(
-    page, server, title: str, transport: str, wait_ms: int = 120_000
+    page,
+    server,
+    title: str,
+    transport: str,
+    wait_ms: int = 120_000,
+    *,
+    low_latency: bool | None = None,
 ) -> str:
     """Create a stream on the site's form, start the publisher page; returns the slug.
 
-    ``wait_ms``: generous, shared machines are often loaded.
+    ``wait_ms``: generous, shared machines are often loaded. ``low_latency``: tick or untick
+    the form's box (None: as the form shows it, ``STREAM_LOW_LATENCY_DEFAULT``).
     """
     from playwright.sync_api import expect
 
     page.goto(f"{server.url}/streams/")
     page.get_by_test_id("stream-title").fill(title)
+    if low_latency is not None:
+        page.get_by_test_id("low-latency").set_checked(low_latency)
     page.get_by_test_id("create-stream").click()
     expect(page).to_have_url(re.compile(r"/streams/[a-z0-9-]+/publish/$"), timeout=wait_ms)
     slug = page.url.rstrip("/").split("/")[-2]
