@@ -162,8 +162,8 @@ def close_run(output_dir: Path, run: int) -> dict[str, Any]:
 
 def _drop_unfinished(folder: Path) -> None:
     """A killed low-latency encoder leaves the segment it was writing as ``.m4s.tmp``:
-    never finished, never listed, so delete it (a held request for it then ends at once
-    instead of waiting out its bound)."""
+    never finished nor listed, it must not look like a segment still being written to
+    the origin (which serves parts of growing ``.tmp`` files), so it is deleted."""
     try:
         names = os.listdir(folder)
     except FileNotFoundError:
