@@ -118,6 +118,9 @@ class Snapshot:
     ended: dict[int, str] = field(default_factory=dict)
     _texts: dict[tuple[int, str | None], bytes] = field(default_factory=dict)
 
+    def same_state(self, other: Snapshot) -> bool:
+        return (self.mode, self.views, self.ended) == (other.mode, other.views, other.ended)
+
     def text(self, rep: int, skip: str | None) -> bytes | None:
         """The rendered playlist (kept: every waiter of this state shares it)."""
         if rep in self.ended:
@@ -191,6 +194,7 @@ class _Stream:
         self.mode = mode
         self._running: asyncio.Future | None = None
         self._next: asyncio.Future | None = None
+        self._last: Snapshot | None = None  # kept while the state is the same (its texts)
 
     @property
     def idle(self) -> bool:
@@ -219,7 +223,11 @@ class _Stream:
                 elif task.exception() is not None:
                     future.set_exception(task.exception())
                 else:
-                    future.set_result(task.result())
+                    found = task.result()
+                    if self._last is not None and found.same_state(self._last):
+                        found = self._last  # nothing new: its rendered texts still hold
+                    self._last = found
+                    future.set_result(found)
             if self._next is not None:
                 self._start()
 
