@@ -59,6 +59,11 @@ def test_live_playlists_follow_the_spec(server, live, rep):
 
 
 @pytest.mark.parametrize("rep", REPS)
+def test_rendition_reports_are_as_up_to_date_as_their_playlists(server, live, rep):
+    assert llhls_check.check_reports(url(server, rep)) == []
+
+
+@pytest.mark.parametrize("rep", REPS)
 def test_parts_of_complete_segments_are_fetchable_and_tile_the_segment(server, live, rep):
     playlist = llhls_check.fetch(url(server, rep))
     assert llhls_check.check_complete_parts(url(server, rep), playlist) == []

@@ -324,6 +324,20 @@ def check_bad_values(url: str, playlist: LLPlaylist | None = None) -> list[str]:
     return problems
 
 
+def check_reports(url: str) -> list[str]:
+    """Each ``EXT-X-RENDITION-REPORT`` names another rendition's playlist, and that
+    playlist fetched afterwards is at least as far as reported (edges only advance)."""
+    playlist = fetch(url)
+    problems = []
+    for report in playlist.reports:
+        other = fetch(base_of(url) + report["URI"])
+        reported = (int(report["LAST-MSN"]), int(report.get("LAST-PART", -1)))
+        now = other.last_part or (other.last_msn, -1)
+        if now < reported:
+            problems.append(f"{report['URI']}: reported {reported}, then at {now}")
+    return problems
+
+
 def check_delta(url: str) -> list[str]:
     """A delta update (``_HLS_skip=YES``) merged onto the full playlist fetched just
     before it gives the same segments (same msn, URI, duration)."""
