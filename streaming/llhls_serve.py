@@ -43,7 +43,7 @@ from streaming import follow, llhls
 from streaming.clock import anchor_hls_playlist, read_clock
 from streaming.fmp4 import fragments, init_timescale
 from streaming.holds import held_requests
-from streaming.lowlatency import LowLatency, read_mode
+from streaming.lowlatency import LowLatency
 
 CONTENT_TYPE = "application/vnd.apple.mpegurl"
 MASTER = "master.m3u8"
@@ -271,17 +271,17 @@ def _error(request: HttpRequest, status: int, message: str, **extra: str) -> Htt
     return _response(request, status, message.encode() + b"\n", "no-store", **extra)
 
 
-async def serve_playlist(request: HttpRequest, real: Path, name: str) -> HttpResponse:
-    """``media_<n>.m3u8`` of a low-latency folder, with blocking reload."""
+async def serve_playlist(
+    request: HttpRequest, real: Path, name: str, mode: LowLatency
+) -> HttpResponse:
+    """``media_<n>.m3u8`` of a low-latency folder (``mode``: its ``read_mode``), with
+    blocking reload."""
     try:
         directives = llhls.parse_directives(dict(request.GET.lists()))
     except llhls.BadDirective as exc:
         return _error(request, 400, str(exc))
     folder = real.parent
-    mode = await asyncio.to_thread(read_mode, folder)
     rep = int(RENDITION_RE.fullmatch(name)[1])
-    if mode is None:
-        return _error(request, 404, "No such media file.")
     stream = _stream(folder, mode)
     snapshot = await stream.fresh()
     if rep in snapshot.ended:

@@ -206,8 +206,8 @@ async def serve_stream_file(request: HttpRequest, path: str) -> HttpResponse:
     real, name = found
     content_type, cache = content_type_and_cache(name)  # type: ignore[misc]
     if MEDIA_PLAYLIST_RE.match(name):
-        if await asyncio.to_thread(read_mode, real.parent) is not None:
-            return await llhls_serve.serve_playlist(request, real, name)  # low latency
+        if (mode := await asyncio.to_thread(read_mode, real.parent)) is not None:
+            return await llhls_serve.serve_playlist(request, real, name, mode)  # low latency
         return await _anchored_playlist(request, real, content_type, cache)
     try:
         stat = await asyncio.to_thread(os.stat, real)

@@ -86,7 +86,7 @@ def request(**query: str):
 
 async def serve(folder: Path, **query: str):
     return await llhls_serve.serve_playlist(
-        request(**query), folder / "media_0.m3u8", "media_0.m3u8"
+        request(**query), folder / "media_0.m3u8", "media_0.m3u8", MODE
     )
 
 
