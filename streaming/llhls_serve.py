@@ -16,7 +16,9 @@ Sharing: every change in the folder wakes its waiters, which all need the same f
 state. One read of the stream's edge (every rendition: the rendition reports need the
 others' edges) runs at a time per folder in a worker thread; callers that arrive while one
 runs share the next read, which starts when it ends (so each caller's answer was read after
-it asked), and the rendered text is kept with that read for every waiter of the state.
+it asked), and the rendered text is kept with that read for every waiter of the state (a
+read that finds the same state as the last keeps the last, texts and all). Measured with
+the real FFmpeg writing three renditions: ~36 folder changes a second, one read ~0.7 ms.
 
 Cache-Control: a blocking response names its state in the URL (that part or later), so it
 is cacheable for a few target durations; a plain LL playlist changes every part: no-cache.
