@@ -37,7 +37,9 @@ from django.http import (
 )
 from django.views.decorators.csrf import csrf_exempt
 
+from streaming import llhls_serve
 from streaming.clock import anchor_hls_playlist, read_clock
+from streaming.lowlatency import read_mode
 
 BLOCK = 64 * 1024
 SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,46}[a-z0-9])?$")
@@ -204,6 +206,8 @@ async def serve_stream_file(request: HttpRequest, path: str) -> HttpResponse:
     real, name = found
     content_type, cache = content_type_and_cache(name)  # type: ignore[misc]
     if MEDIA_PLAYLIST_RE.match(name):
+        if (mode := await asyncio.to_thread(read_mode, real.parent)) is not None:
+            return await llhls_serve.serve_playlist(request, real, name, mode)  # low latency
         return await _anchored_playlist(request, real, content_type, cache)
     try:
         stat = await asyncio.to_thread(os.stat, real)
