@@ -27,6 +27,8 @@ from streaming.fmp4 import fragments
 from streaming.lowlatency import LowLatency, write_mode
 from tests.support.daphne import DaphneServer
 from tests.support.ll_stream import LLEncoder, ll_encoder
+from tests.support.ports import free_port
+from tests.support.topology import Nginx, NginxMissing, nginx_path, render_deploy_files
 
 MPD_NS = {"mpd": "urn:mpeg:dash:schema:mpd:2011"}
 SLUG = "live"
@@ -50,7 +52,7 @@ async def fetch(
     """GET ``path``; a chunked body is read chunk by chunk, each with its arrival time."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1", "Connection: close"]
+        lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Connection: close"]
         lines += [f"{key}: {value}" for key, value in (headers or {}).items()]
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
         await writer.drain()
@@ -408,3 +410,53 @@ def test_ended_and_standard_mpds_are_served_as_written(server):
     dynamic = static.replace("static", "dynamic")
     (folder / "manifest.mpd").write_text(dynamic)
     assert get(server, media("manifest.mpd", "ended"))[2].decode() == dynamic
+
+
+# --- behind nginx (the shipped site file) -----------------------------------------------------
+def test_behind_nginx_complete_segments_from_disk_growing_ones_from_the_app(tmp_path):
+    """deploy/'s nginx site: a complete segment is nginx's own file answer, a segment being
+    written reaches the app and comes back chunk by chunk (proxy_buffering off), the MPD
+    is the app's."""
+    try:
+        nginx_path()
+    except NginxMissing as exc:
+        pytest.fail(str(exc))
+    port = free_port()
+    deploy = render_deploy_files(
+        tmp_path / "deploy",
+        *("--server-name", "127.0.0.1", "--http", f"127.0.0.1:{port}"),
+        *("--monitor", f"127.0.0.1:{free_port()}", "--web", "1", "--media", "1"),
+        *("--data-dir", str(tmp_path), "--run-dir", str(tmp_path / "run")),
+    )
+    (tmp_path / "run").mkdir()
+    app = DaphneServer(
+        env={"MEDIA_ROOT": str(tmp_path / "media"), "STREAM_LL_HELD_PER_CLIENT": "0"},
+        unix_socket=tmp_path / "run" / "web-1.sock",
+        daphne=[str(Path(os.sys.executable).parent / "daphne"), "--proxy-headers"],
+    )
+    nginx = Nginx(deploy / "nginx" / "rtcsite.conf", tmp_path / "nginx", port=port)
+    try:
+        app.start()
+        nginx.start()
+        with ll_encoder(tmp_path / "media" / "streams" / SLUG) as enc:
+            enc.wait_for_segments(1)
+            number = writing_number(enc.folder) + 1
+            reply = asyncio.run(fetch(port, media(seg(0, number))))
+            final = (enc.folder / seg(0, number)).read_bytes()
+            assert reply.status == 200 and reply.body == final, reply.headers
+            assert reply.headers.get("transfer-encoding") == "chunked"
+            assert "etag" not in reply.headers  # the app's answer
+            assert len(reply.pieces) >= 2, [len(p) for _, p in reply.pieces]
+
+            complete = asyncio.run(fetch(port, media(seg(0, number))))
+            assert complete.status == 200 and complete.body == final
+            assert "etag" in complete.headers  # nginx's own static answer
+            assert complete.headers["content-length"] == str(len(final))
+
+            mpd = asyncio.run(fetch(port, media("manifest.mpd")))
+            root = ET.fromstring(mpd.body)
+            timing = root.find("mpd:UTCTiming", MPD_NS).get("value")
+            assert timing == f"http://127.0.0.1:{port}/streams/time/"  # the origin's address
+    finally:
+        nginx.stop()
+        app.stop()
