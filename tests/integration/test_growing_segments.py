@@ -413,7 +413,7 @@ def test_ended_and_standard_mpds_are_served_as_written(server):
 
 
 # --- behind nginx (the shipped site file) -----------------------------------------------------
-def test_behind_nginx_complete_segments_from_disk_growing_ones_from_the_app(tmp_path):
+def test_behind_nginx_complete_segments_from_disk_growing_ones_from_the_app(tmp_path, capsys):
     """deploy/'s nginx site: a complete segment is nginx's own file answer, a segment being
     written reaches the app and comes back chunk by chunk (proxy_buffering off), the MPD
     is the app's."""
@@ -441,8 +441,25 @@ def test_behind_nginx_complete_segments_from_disk_growing_ones_from_the_app(tmp_
         with ll_encoder(tmp_path / "media" / "streams" / SLUG) as enc:
             enc.wait_for_segments(1)
             number = writing_number(enc.folder) + 1
-            reply = asyncio.run(fetch(port, media(seg(0, number))))
+            writes = DiskWrites(enc.folder, seg(0, number))
+
+            async def measured():
+                watcher = asyncio.create_task(writes.run())
+                try:
+                    reply = await fetch(port, media(seg(0, number)))
+                    await watcher
+                finally:
+                    watcher.cancel()
+                return reply
+
+            reply = asyncio.run(measured())
             final = (enc.folder / seg(0, number)).read_bytes()
+            delays = delays_per_fragment(final, writes, reply)
+            with capsys.disabled():
+                print(
+                    f"\n[growing] fragment on disk → at the client through nginx (ms): "
+                    f"{[round(d * 1000, 1) for d in delays]}"
+                )
             assert reply.status == 200 and reply.body == final, reply.headers
             assert reply.headers.get("transfer-encoding") == "chunked"
             assert "etag" not in reply.headers  # the app's answer
