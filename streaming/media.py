@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import xml.etree.ElementTree as ET
 from email.utils import formatdate
 from pathlib import Path
 
@@ -35,10 +36,13 @@ from django.http import (
     HttpResponseNotFound,
     StreamingHttpResponse,
 )
+from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
-from streaming import llhls_serve
+from streaming import growing, llhls_serve
 from streaming.clock import anchor_hls_playlist, read_clock
+from streaming.ffmpeg import MANIFEST_NAME
+from streaming.lldash import low_latency_mpd
 from streaming.lowlatency import read_mode
 
 BLOCK = 64 * 1024
@@ -73,8 +77,10 @@ def content_type_and_cache(name: str) -> tuple[str, str] | None:
     return found
 
 
-def resolve(path: str) -> tuple[Path, str] | None:
-    """``<slug>/<name>`` → the real file inside ``MEDIA_ROOT/streams/<slug>``, or ``None``."""
+def locate(path: str) -> tuple[Path, Path, str] | None:
+    """``<slug>[/run<k>]/<name>`` → (the stream's real folder, the real folder the file is
+    in, name), the file itself not looked at (streaming/growing.py serves names whose file
+    is still being written)."""
     if "\\" in path or "\x00" in path or "%" in path:
         return None  # no backslashes, NULs, or still-encoded (double-encoded) names
     parts = path.split("/")
@@ -91,10 +97,25 @@ def resolve(path: str) -> tuple[Path, str] | None:
     base = Path(settings.MEDIA_ROOT) / "streams" / slug
     try:
         real_base = base.resolve(strict=True)
-        real = (base / run / name).resolve(strict=True)
+        folder = (base / run).resolve(strict=True) if run else real_base
     except (OSError, RuntimeError):
         return None
-    if real.parent != (real_base / run if run else real_base) or not real.is_file():
+    if folder != (real_base / run if run else real_base):
+        return None  # a run folder that is a symlink out of the stream's folder
+    return real_base, folder, name
+
+
+def resolve(path: str) -> tuple[Path, str] | None:
+    """``<slug>/<name>`` → the real file inside ``MEDIA_ROOT/streams/<slug>``, or ``None``."""
+    located = locate(path)
+    if located is None:
+        return None
+    _base, folder, name = located
+    try:
+        real = (folder / name).resolve(strict=True)
+    except (OSError, RuntimeError):
+        return None
+    if real.parent != folder or not real.is_file():
         return None  # a symlink pointing out of the stream's folder, or not a file
     return real, name
 
@@ -160,6 +181,11 @@ async def _anchored_playlist(
         body = (await asyncio.to_thread(_anchored_playlist_text, real)).encode()
     except OSError:
         return HttpResponseNotFound("No such media file.", content_type="text/plain")
+    return _in_memory(request, body, content_type, cache)
+
+
+def _in_memory(request: HttpRequest, body: bytes, content_type: str, cache: str) -> HttpResponse:
+    """A playlist or manifest built per request, answered like a file (ranges, CORS)."""
     headers = {
         **CORS_HEADERS,
         "Cache-Control": cache,
@@ -182,6 +208,30 @@ async def _anchored_playlist(
     return _with_headers(response, headers)
 
 
+def _low_latency_mpd_text(real: Path, base: Path, time_url: str) -> str | None:
+    """The MPD of a low-latency folder (streaming/lldash.py), or None: a standard folder."""
+    mode = read_mode(base)
+    if mode is None:
+        return None
+    text = real.read_text(errors="replace")
+    try:
+        return low_latency_mpd(
+            text, mode, time_url, lambda run, name: (base / run / f"{name}.tmp").exists()
+        )
+    except ET.ParseError:
+        return text  # caught mid-write by a reader not using the atomic rename: as it is
+
+
+async def _low_latency_segment(request: HttpRequest, path: str) -> HttpResponse | None:
+    """A segment of a low-latency folder whose file is not complete yet (streaming/growing.py):
+    its response, or None (not one: 404; complete now: the caller serves the file)."""
+    located = await asyncio.to_thread(locate, path)
+    segment = growing.locate(*located) if located is not None else None
+    if segment is None:
+        return HttpResponseNotFound("No such media file.", content_type="text/plain")
+    return await growing.serve(request, segment)
+
+
 @csrf_exempt  # read-only: other methods get a plain 405, not a CSRF page
 async def serve_stream_file(request: HttpRequest, path: str) -> HttpResponse:
     """``GET|HEAD|OPTIONS /media/streams/<slug>/<name>``."""
@@ -201,6 +251,11 @@ async def serve_stream_file(request: HttpRequest, path: str) -> HttpResponse:
     if ".." in path.split("/") or path.startswith("/"):
         return HttpResponseBadRequest("Bad media path.", content_type="text/plain")
     found = await asyncio.to_thread(resolve, path)
+    if found is None and growing.SEGMENT_RE.match(path.rsplit("/", 1)[-1]):
+        response = await _low_latency_segment(request, path)
+        if response is not None:
+            return response
+        found = await asyncio.to_thread(resolve, path)  # complete meanwhile
     if found is None:
         return HttpResponseNotFound("No such media file.", content_type="text/plain")
     real, name = found
@@ -209,6 +264,15 @@ async def serve_stream_file(request: HttpRequest, path: str) -> HttpResponse:
         if (mode := await asyncio.to_thread(read_mode, real.parent)) is not None:
             return await llhls_serve.serve_playlist(request, real, name, mode)  # low latency
         return await _anchored_playlist(request, real, content_type, cache)
+    if name == MANIFEST_NAME:
+        base = real.parent if path.count("/") == 1 else real.parent.parent
+        time_url = request.build_absolute_uri(reverse("streaming:time"))
+        try:
+            text = await asyncio.to_thread(_low_latency_mpd_text, real, base, time_url)
+        except OSError:
+            return HttpResponseNotFound("No such media file.", content_type="text/plain")
+        if text is not None:
+            return _in_memory(request, text.encode(), content_type, cache)
     try:
         stat = await asyncio.to_thread(os.stat, real)
     except OSError:
