@@ -1,0 +1,83 @@
+"""The ll_origin benchmark's pure parts: the standard encoder's command, window order, the
+held-request figures, and the summary/headline over windows (no servers, no FFmpeg)."""
+
+from pathlib import Path
+
+from bench.bench_ll_origin import (
+    held_figures,
+    rows_and_headline,
+    standard_command,
+    strip_ll_options,
+    summarise,
+    window_order,
+)
+
+
+def test_the_standard_command_is_the_ll_one_without_its_low_latency_options():
+    command = ["ffmpeg", "-f", "dash", "-streaming", "1", "-frag_type", "duration"]
+    command += ["-frag_duration", "0.2", "-seg_duration", "1", "out.mpd"]
+    assert strip_ll_options(command) == ["ffmpeg", "-f", "dash", "-seg_duration", "1", "out.mpd"]
+    standard = standard_command(Path("/tmp/x"))
+    assert not {"-streaming", "-frag_type", "-frag_duration"} & set(standard)
+    assert standard[standard.index("-seg_duration") + 1] == "0.5"
+    assert standard[standard.index("-g") + 1] == "15"  # a keyframe per 0.5 s segment
+    assert standard[-1] == "/tmp/x/manifest.mpd"
+
+
+def test_windows_alternate_abba():
+    assert window_order(3) == ["ll", "standard", "standard", "ll", "ll", "standard"]
+
+
+def test_held_reloads_answered_refused_and_timed_out():
+    counts = {
+        "statuses": {"held playlist 200": 90, "held playlist 503": 2, "part 206": 80},
+        "timeouts": {"held playlist": 1, "part": 3},
+    }
+    assert held_figures(counts) == {
+        "answered": 90,
+        "refused": 2,
+        "refused_by_status": {"503": 2},
+        "timeouts": 1,
+    }
+
+
+def window(mode, daphne, requests, p50=None):
+    counts = {
+        "requests": {},
+        "statuses": {"held playlist 200": 10} if mode == "ll" else {},
+        "timeouts": {},
+        "errors": {"part ConnectionResetError": 1} if mode == "ll" else {},
+        "bytes": 0,
+    }
+    return {
+        "mode": mode,
+        "cores": {"daphne": daphne, "ffmpeg_ll": 0.3, "ffmpeg_standard": 0.25},
+        "client_cores": 0.2,
+        "requests_per_s": {"part": requests},
+        "counts": counts,
+        "held": held_figures(counts),
+        "listed_after_written": {"n": 1, "p50_ms": p50, "p95_ms": p50} if p50 else {"n": 0},
+        "served_after_written": {"n": 1, "p50_ms": p50, "p95_ms": p50} if p50 else {"n": 0},
+        "loadavg_1m": 1.0,
+    }
+
+
+def test_medians_per_mode_and_the_headline_compares_them():
+    windows = [
+        window("idle", 0.01, 0),
+        window("ll", 0.6, 2000, p50=5.0),
+        window("standard", 0.2, 400, p50=300.0),
+        window("standard", 0.3, 400, p50=310.0),
+        window("ll", 0.8, 2000, p50=7.0),
+    ]
+    summary = summarise(windows, viewers=50)
+    assert summary["ll"]["daphne_cores"] == 0.7
+    assert summary["ll"]["daphne_cores_per_100"] == 1.4
+    assert summary["standard"]["daphne_cores"] == 0.25
+    assert (summary["ll"]["held_answered"], summary["ll"]["errors"]) == (20, 2)
+    assert summary["ll"]["served_after_written_p50_ms"] == 6.0
+    rows, ratio, headline = rows_and_headline(summary, viewers=50)
+    assert ratio == 2.8
+    assert rows[0]["metric"] == "origin CPU, 50 low-latency viewers" and rows[0]["value"] == 0.7
+    assert all({"metric", "value", "unit"} <= row.keys() for row in rows)
+    assert "LL/standard 2.8x" in headline
