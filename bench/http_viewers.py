@@ -468,6 +468,14 @@ class FileWatch:
         self.timescales: dict[int, int] = {}
         self._complete: dict[str, int] = {}  # tmp name → bytes already parsed as complete
         self._stop = asyncio.Event()
+        self._grew = asyncio.Event()  # set (and replaced) by each scan that found units
+
+    async def until(self, key: tuple[str, int | None], within: float) -> bool:
+        """Whether ``key`` is (or, within ``within`` s of running, becomes) known."""
+        async with asyncio.timeout(within):
+            while key not in self.units:
+                await self._grew.wait()
+        return True
 
     def stop(self) -> None:
         self._stop.set()
@@ -483,7 +491,11 @@ class FileWatch:
                 continue
 
         async def check() -> bool | None:
+            before = len(self.units)
             self.scan()
+            if len(self.units) != before:
+                self._grew, grew = asyncio.Event(), self._grew
+                grew.set()
             return True if self._stop.is_set() else None
 
         while not self._stop.is_set():

@@ -62,13 +62,13 @@ def test_an_ll_playlist_gives_segments_parts_and_the_next_blocking_reload():
 
 
 def test_with_no_part_of_the_next_segment_yet_the_reload_asks_for_its_first():
-    text = LL_PLAYLIST.split("#EXT-X-PART:DURATION=0.2,URI=\"chunk-stream0-00013")[0]
+    text = LL_PLAYLIST.split('#EXT-X-PART:DURATION=0.2,URI="chunk-stream0-00013')[0]
     assert parse_media_playlist(text).next_part() == (12, 0)
 
 
 def test_a_delta_update_numbers_segments_after_the_skipped_ones():
     text = LL_PLAYLIST.replace(
-        "#EXT-X-MAP:URI=\"init-stream0.m4s\"\n", "#EXT-X-SKIP:SKIPPED-SEGMENTS=3\n"
+        '#EXT-X-MAP:URI="init-stream0.m4s"\n', "#EXT-X-SKIP:SKIPPED-SEGMENTS=3\n"
     )
     playlist = parse_media_playlist(text)
     assert [s.msn for s in playlist.segments] == [13, 14]
@@ -136,7 +136,8 @@ def test_keep_alive_content_length_chunked_and_a_reopen_after_close():
     async def main():
         async def handler(path, headers):
             if path == "/chunked":
-                return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+                head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                return head + b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
             if path == "/close":
                 return b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\nx"
             body = headers.get("range", "plain").encode()
@@ -260,9 +261,7 @@ def test_the_watch_wakes_on_the_folders_changes(tmp_path):
         task = asyncio.create_task(watch.run())
         await asyncio.sleep(0)
         (tmp_path / "chunk-stream0-00002.m4s.tmp").write_bytes(fragment(0, [200]))
-        async with asyncio.timeout(10):
-            while ("chunk-stream0-00002.m4s", 0) not in watch.units:
-                await asyncio.sleep(0.01)  # the condition this test waits on
+        assert await watch.until(("chunk-stream0-00002.m4s", 0), within=10)
         watch.stop()
         await task
 
