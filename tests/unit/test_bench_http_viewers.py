@@ -19,6 +19,7 @@ from bench.http_viewers import (
     parse_master,
     parse_media_playlist,
     standard_reload_s,
+    standard_rendition,
     summary,
     unit_key,
 )
@@ -264,5 +265,103 @@ def test_the_watch_wakes_on_the_folders_changes(tmp_path):
         assert await watch.until(("chunk-stream0-00002.m4s", 0), within=10)
         watch.stop()
         await task
+
+    asyncio.run(main())
+
+
+# --- the viewer loops against a scripted origin ------------------------------------------------
+
+
+def ll_text(parts: int) -> bytes:
+    """Segment msn 10 complete, msn 11 being written with ``parts`` parts of 100 bytes."""
+    lines = [
+        "#EXTM3U",
+        "#EXT-X-TARGETDURATION:1",
+        "#EXT-X-PART-INF:PART-TARGET=0.2",
+        "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=0.6",
+        "#EXT-X-MEDIA-SEQUENCE:10",
+        "#EXTINF:1.0,",
+        "s10.m4s",
+    ]
+    lines += [
+        f'#EXT-X-PART:DURATION=0.2,URI="s11.m4s",BYTERANGE="100@{100 * i}"' for i in range(parts)
+    ]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def test_an_ll_viewer_blocks_for_the_next_part_then_fetches_its_byte_range():
+    async def main():
+        seen = []
+        enough = asyncio.Event()
+
+        async def handler(path, headers):
+            seen.append((path, headers.get("range")))
+            if path.startswith("/s/m.m3u8"):
+                wanted = int(path.split("_HLS_part=")[1]) + 1 if "_HLS_part=" in path else 1
+                body = ll_text(wanted)
+            else:
+                body = bytes(100)
+            if len(seen) >= 7:
+                enough.set()
+            return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+        server, port = await serve(handler)
+        stats = ViewerStats()
+        conn = HttpConnection("127.0.0.1", port)
+        task = asyncio.create_task(ll_rendition(conn, "/s/m.m3u8", stats))
+        await asyncio.wait_for(enough.wait(), 10)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        conn.close()
+        server.close()
+        await server.wait_closed()
+        assert seen[:5] == [
+            ("/s/m.m3u8", None),  # the live edge: part 0 of msn 11 is not fetched
+            ("/s/m.m3u8?_HLS_msn=11&_HLS_part=1", None),
+            ("/s/s11.m4s", "bytes=100-199"),
+            ("/s/m.m3u8?_HLS_msn=11&_HLS_part=2", None),
+            ("/s/s11.m4s", "bytes=200-299"),
+        ]
+        assert stats.requests["held playlist"] >= 2 and stats.requests["part"] >= 2
+        assert ("s11.m4s", 100) in stats.listed and ("s11.m4s", 100) in stats.served
+        assert ("s11.m4s", 0) not in stats.listed
+
+    asyncio.run(main())
+
+
+def test_a_standard_viewer_fetches_each_new_segment_whole():
+    async def main():
+        seen = []
+        enough = asyncio.Event()
+
+        async def handler(path, headers):
+            seen.append(path)
+            playlists = sum(1 for p in seen if p.endswith(".m3u8"))
+            if path.endswith(".m3u8"):
+                segments = [f"#EXTINF:0.05,\nseg{i}.m4s" for i in range(min(playlists, 4))]
+                body = ("#EXTM3U\n#EXT-X-TARGETDURATION:1\n" + "\n".join(segments)).encode()
+            else:
+                body = b"media"
+            if playlists >= 5:
+                enough.set()
+            return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+        server, port = await serve(handler)
+        stats = ViewerStats()
+        conn = HttpConnection("127.0.0.1", port)
+        task = asyncio.create_task(standard_rendition(conn, "/s/m.m3u8", stats))
+        await asyncio.wait_for(enough.wait(), 10)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        conn.close()
+        server.close()
+        await server.wait_closed()
+        assert [p for p in seen if not p.endswith(".m3u8")] == [
+            "/s/seg1.m4s",  # seg0 was listed at the start: the edge
+            "/s/seg2.m4s",
+            "/s/seg3.m4s",
+        ]
+        assert set(stats.served) == {("seg1.m4s", None), ("seg2.m4s", None), ("seg3.m4s", None)}
+        assert conn.opened == 1
 
     asyncio.run(main())
