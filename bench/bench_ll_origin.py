@@ -54,6 +54,8 @@ LL_OPTIONS = {"-streaming": 1, "-frag_type": 1, "-frag_duration": 1, "-ldash": 1
 #: Every viewer is 127.0.0.1: the per-client bound on held requests (32) would refuse
 #: most of them. 0 = no per-client bound; the per-process one (4000) stays.
 SERVER_ENV = {"STREAM_LL_HELD_PER_CLIENT": "0"}
+#: Above this share of a core, this process (the viewers) may be what limits the figures.
+CLIENT_BOUND_CORES = 0.8
 
 
 def strip_ll_options(command: list[str]) -> list[str]:
@@ -185,10 +187,13 @@ async def _window(
     units = watches[mode].units if mode in watches else {}
     listed = [at - units[key].written_ms for key, at, _ in seen if key in units]
     served = [at - units[key].written_ms for key, _, at in seen if key in units and at]
+    answered = sum(counts["requests"].values()) / wall
     return {
         "mode": mode,
         "viewers": viewers,
         "wall_s": round(wall, 3),
+        # what one answer costs the origin (the idle window's share included)
+        "daphne_cpu_us_per_request": round(cpu["daphne"] * 1e6 / answered) if answered else None,
         "cores": {name: round(value, 3) for name, value in cpu.items()},
         "client_cores": round(client, 3),
         "requests_per_s": {k: round(n / wall, 1) for k, n in counts["requests"].items()},
@@ -270,6 +275,9 @@ def summarise(windows: list[dict[str, Any]], viewers: int) -> dict[str, Any]:
             ),
             "client_cores": _median(windows, mode, lambda w: w["client_cores"]),
             "requests_per_s": _median(windows, mode, lambda w: sum(w["requests_per_s"].values())),
+            "daphne_cpu_us_per_request": _median(
+                windows, mode, lambda w: w.get("daphne_cpu_us_per_request")
+            ),
             "listed_after_written_p50_ms": _median(
                 windows, mode, lambda w: w["listed_after_written"].get("p50_ms")
             ),
@@ -305,6 +313,7 @@ def rows_and_headline(summary_: dict[str, Any], viewers: int) -> tuple[list, Any
                 "unit": "cores",
                 "per_100_viewers": s["daphne_cores_per_100"],
                 "req_per_s": s["requests_per_s"],
+                "cpu_us_per_req": s["daphne_cpu_us_per_request"],
                 "listed_after_written_p50_ms": s["listed_after_written_p50_ms"],
                 "served_after_written_p50_ms": s["served_after_written_p50_ms"],
                 "served_after_written_p95_ms": s["served_after_written_p95_ms"],
@@ -343,6 +352,9 @@ def rows_and_headline(summary_: dict[str, Any], viewers: int) -> tuple[list, Any
         f"after written; FFmpeg LL {ll['ffmpeg_ll_cores']} / standard "
         f"{std['ffmpeg_standard_cores']} cores; load {ll['loadavg_1m']}"
     )
+    busy_client = max(ll["client_cores"] or 0, std["client_cores"] or 0)
+    if busy_client > CLIENT_BOUND_CORES:
+        headline += f"; CAUTION: the clients used {busy_client} cores, they may be the limit"
     return rows, ratio, headline
 
 

@@ -53,6 +53,7 @@ def window(mode, daphne, requests, p50=None):
         "mode": mode,
         "cores": {"daphne": daphne, "ffmpeg_ll": 0.3, "ffmpeg_standard": 0.25},
         "client_cores": 0.2,
+        "daphne_cpu_us_per_request": round(daphne * 1e6 / requests) if requests else None,
         "requests_per_s": {"part": requests},
         "counts": counts,
         "held": held_figures(counts),
@@ -80,4 +81,7 @@ def test_medians_per_mode_and_the_headline_compares_them():
     assert ratio == 2.8
     assert rows[0]["metric"] == "origin CPU, 50 low-latency viewers" and rows[0]["value"] == 0.7
     assert all({"metric", "value", "unit"} <= row.keys() for row in rows)
-    assert "LL/standard 2.8x" in headline
+    assert "LL/standard 2.8x" in headline and "CAUTION" not in headline
+    assert summary["ll"]["daphne_cpu_us_per_request"] == 350  # median of 300 and 400
+    summary["ll"]["client_cores"] = 0.95
+    assert "CAUTION: the clients used 0.95 cores" in rows_and_headline(summary, viewers=50)[2]
