@@ -20,7 +20,8 @@ window (encoders only). Per window: the Daphne process's CPU seconds per wall se
 ``/proc/<pid>/stat``, each FFmpeg's likewise, this process's CPU (if the clients were the
 limit, the figures say nothing), requests by kind and status, client timeouts and
 connection errors, and, against the time each fragment/segment became complete on disk
-(``FileWatch``, inotify), how late the viewers saw it listed and got its bytes.
+(``FileWatch`` in a thread of its own, inotify), how late the viewers saw it listed and got
+its bytes.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from bench.http_viewers import (
     parse_media_playlist,
     standard_rendition,
     summary,
+    watching,
 )
 from bench.support import EMBEDDED_ENV, HOST, cpu_seconds, daphne_site
 
@@ -215,24 +217,23 @@ async def _measure(
     warm_s: float,
     sample_s: float,
 ) -> dict[str, Any]:
-    watches = {
-        "ll": FileWatch(folders["ll"], reps=(0, 2)),
-        "standard": FileWatch(folders["standard"], reps=(0, 2)),
-    }
-    watch_tasks = [asyncio.create_task(w.run()) for w in watches.values()]
-    try:
+    with (
+        watching(folders["ll"], reps=(0, 2)) as ll_watch,
+        watching(folders["standard"], reps=(0, 2)) as standard_watch,
+    ):
+        watches = {"ll": ll_watch, "standard": standard_watch}
         probe = HttpConnection(HOST, server.port)
         paths = {
             mode: await _renditions(probe, f"/media/streams/{folder.name}")
             for mode, folder in folders.items()
         }
         first = await probe.request(paths["ll"][0])
+        probe.close()
         if not parse_media_playlist(first.body.decode()).can_block_reload:
             raise RuntimeError(
                 "the origin serves the LL folder's media playlist without "
                 "CAN-BLOCK-RELOAD=YES: no LL-HLS here (streaming/llhls.py not merged?)"
             )
-        probe.close()
         windows = [
             await _window(server.port, "idle", [], 0, 0.0, sample_s, watches, pids),
         ]
@@ -248,10 +249,6 @@ async def _measure(
                 flush=True,
             )
         return {"paths": paths, "windows": windows}
-    finally:
-        for watch in watches.values():
-            watch.stop()
-        await asyncio.gather(*watch_tasks, return_exceptions=True)
 
 
 def _median(windows: list[dict[str, Any]], mode: str, pick) -> float | None:

@@ -15,7 +15,7 @@ the plumbing of the low-latency benchmarks (``ll_origin``, ``stream_latency``'s 
   each new segment fetched whole.
 * ``FileWatch``: when each fragment of a growing ``<segment>.m4s.tmp`` becomes complete
   on disk, and when each segment is renamed complete: inotify (``streaming.follow``), so
-  the times are the file system's, not a poll period's.
+  the times are the file system's, not a poll period's; ``watching`` runs one in a thread.
 
 Every time here is wall-clock ms (``time.time()``): the capture clock, Chromium's
 ``Date.now()`` and these share the machine's clock.
@@ -26,9 +26,11 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -469,6 +471,7 @@ class FileWatch:
         self._complete: dict[str, int] = {}  # tmp name → bytes already parsed as complete
         self._stop = asyncio.Event()
         self._grew = asyncio.Event()  # set (and replaced) by each scan that found units
+        self.loop: asyncio.AbstractEventLoop | None = None  # the loop it runs on
 
     async def until(self, key: tuple[str, int | None], within: float) -> bool:
         """Whether ``key`` is (or, within ``within`` s of running, becomes) known."""
@@ -483,6 +486,7 @@ class FileWatch:
     async def run(self) -> None:
         from streaming import follow
 
+        self.loop = asyncio.get_running_loop()
         while not self.folder.is_dir():  # created by the pipeline when the stream starts
             try:
                 await asyncio.wait_for(self._stop.wait(), 0.05)
@@ -563,6 +567,30 @@ class FileWatch:
         if not scale:
             return None
         return capture_ms + (unit.decode_time + unit.duration) * 1000 / scale
+
+
+@contextmanager
+def watching(folder: Path, reps: tuple[int, ...] = (0,)) -> Iterator[FileWatch]:
+    """A ``FileWatch`` running on an event loop of its own in a thread, so that the times
+    it notes do not wait behind the viewers' work on the caller's loop (a thread waits at
+    most the interpreter's switch interval, 5 ms, for the GIL)."""
+    watch = FileWatch(folder, reps)
+    started = threading.Event()
+
+    async def main() -> None:
+        watch.loop = asyncio.get_running_loop()
+        started.set()
+        await watch.run()
+
+    thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+    thread.start()
+    started.wait(10)
+    try:
+        yield watch
+    finally:
+        if watch.loop is not None and thread.is_alive():
+            watch.loop.call_soon_threadsafe(watch.stop)
+        thread.join(10)
 
 
 def lags_ms(

@@ -22,6 +22,7 @@ from bench.http_viewers import (
     standard_rendition,
     summary,
     unit_key,
+    watching,
 )
 
 LL_PLAYLIST = """#EXTM3U
@@ -365,3 +366,13 @@ def test_a_standard_viewer_fetches_each_new_segment_whole():
         assert conn.opened == 1
 
     asyncio.run(main())
+
+
+def test_a_watch_in_its_own_thread_sees_what_is_written_meanwhile(tmp_path):
+    (tmp_path / "init-stream0.m4s").write_bytes(init_segment(1000))
+    key = ("chunk-stream0-00003.m4s", 0)
+    with watching(tmp_path) as watch:
+        (tmp_path / "chunk-stream0-00003.m4s.tmp").write_bytes(fragment(0, [200]))
+        waited = asyncio.run_coroutine_threadsafe(watch.until(key, within=10), watch.loop)
+        assert waited.result(timeout=15)
+    assert key in watch.units
