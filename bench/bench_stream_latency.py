@@ -670,6 +670,9 @@ def player_row(name: str, player: str, result: dict[str, Any]) -> dict[str, Any]
         "frames_shown": figures.get("frames_shown"),
         "frames_of": figures.get("frames_of"),
         "rate_not_1x_share": figures.get("playback_rate_off_1_share"),
+        "target": f"<= {LL_TARGET_P50_S} s p50, 0 stalls"
+        if result.get("watch_query") == "?latency=low"
+        else None,
     }
 
 

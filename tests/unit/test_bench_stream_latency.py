@@ -10,6 +10,7 @@ from bench.bench_stream_latency import (
     headline_for,
     low_latency_box_js,
     part_stages,
+    player_row,
     rate_off_share,
     select_configs,
     stage_rows,
@@ -86,6 +87,24 @@ def player(p50, stalls, shown=1190, of=1200):
         "frames_shown": shown,
         "frames_of": of,
     }
+
+
+def test_the_low_latency_player_rows_carry_the_target():
+    result = {
+        "watch_query": "?latency=low",
+        "segment_on_disk_after_capture": {"p50_s": 0.4},
+        "hls": {
+            **player(0.8, 0),
+            "readout_minus_measured_ms": {"p50": 12},
+            "player_estimate": {"p50_s": 0.7},
+            "playback_rate_off_1_share": 0.1,
+        },
+    }
+    row = player_row("low_latency", "hls", result)
+    figures = (row["value"], row["stalls"], row["frames_shown"], row["frames_of"])
+    assert figures == (0.8, 0, 1190, 1200)
+    assert row["target"] == "<= 1.0 s p50, 0 stalls"
+    assert player_row("standard", "hls", {**result, "watch_query": ""})["target"] is None
 
 
 def test_the_headline_says_whether_low_latency_meets_its_target():
