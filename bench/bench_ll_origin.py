@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import shutil
 import statistics
 import subprocess
@@ -58,6 +59,8 @@ LL_OPTIONS = {"-streaming": 1, "-frag_type": 1, "-frag_duration": 1, "-ldash": 1
 SERVER_ENV = {"STREAM_LL_HELD_PER_CLIENT": "0"}
 #: Above this share of a core, this process (the viewers) may be what limits the figures.
 CLIENT_BOUND_CORES = 0.8
+#: A Daphne process at this many cores is saturated: its one event loop is the limit.
+SATURATED_CORES = 0.9
 
 
 def strip_ll_options(command: list[str]) -> list[str]:
@@ -117,6 +120,7 @@ def window_order(rounds: int) -> list[str]:
 
 
 def per_100(cores: float, viewers: int) -> float | None:
+    """Cores scaled linearly to 100 viewers."""
     return round(cores * 100 / viewers, 3) if viewers else None
 
 
@@ -212,7 +216,7 @@ async def _measure(
     server: Any,
     folders: dict[str, Path],
     pids: dict[str, int],
-    viewers: int,
+    scales: list[int],
     rounds: int,
     warm_s: float,
     sample_s: float,
@@ -237,91 +241,123 @@ async def _measure(
         windows = [
             await _window(server.port, "idle", [], 0, 0.0, sample_s, watches, pids),
         ]
-        for mode in window_order(rounds):
-            windows.append(
-                await _window(
-                    server.port, mode, paths[mode], viewers, warm_s, sample_s, watches, pids
+        for viewers in scales:
+            for mode in window_order(rounds):
+                windows.append(
+                    await _window(
+                        server.port, mode, paths[mode], viewers, warm_s, sample_s, watches, pids
+                    )
                 )
-            )
-            print(
-                f"  {mode}: daphne {windows[-1]['cores']['daphne']} cores, "
-                f"{windows[-1]['requests_per_s']} req/s, held {windows[-1]['held']}",
-                flush=True,
-            )
+                print(
+                    f"  {viewers} {mode}: daphne {windows[-1]['cores']['daphne']} cores, "
+                    f"{windows[-1]['requests_per_s']} req/s, held {windows[-1]['held']}",
+                    flush=True,
+                )
         return {"paths": paths, "windows": windows}
 
 
-def _median(windows: list[dict[str, Any]], mode: str, pick) -> float | None:
-    values = [pick(w) for w in windows if w["mode"] == mode]
+def _median(windows: list[dict[str, Any]], pick) -> float | None:
+    values = [pick(w) for w in windows]
     values = [v for v in values if v is not None]
     return round(statistics.median(values), 3) if values else None
 
 
-def summarise(windows: list[dict[str, Any]], viewers: int) -> dict[str, Any]:
-    """Medians over each mode's windows, and the held-request totals."""
-    out: dict[str, Any] = {}
-    for mode in ("idle", "ll", "standard"):
-        mine = [w for w in windows if w["mode"] == mode]
-        if not mine:
-            continue
-        out[mode] = {
-            "daphne_cores": _median(windows, mode, lambda w: w["cores"]["daphne"]),
-            "ffmpeg_ll_cores": _median(windows, mode, lambda w: w["cores"].get("ffmpeg_ll")),
-            "ffmpeg_standard_cores": _median(
-                windows, mode, lambda w: w["cores"].get("ffmpeg_standard")
-            ),
-            "client_cores": _median(windows, mode, lambda w: w["client_cores"]),
-            "requests_per_s": _median(windows, mode, lambda w: sum(w["requests_per_s"].values())),
-            "daphne_cpu_us_per_request": _median(
-                windows, mode, lambda w: w.get("daphne_cpu_us_per_request")
-            ),
-            "listed_after_written_p50_ms": _median(
-                windows, mode, lambda w: w["listed_after_written"].get("p50_ms")
-            ),
-            "listed_after_written_p95_ms": _median(
-                windows, mode, lambda w: w["listed_after_written"].get("p95_ms")
-            ),
-            "served_after_written_p50_ms": _median(
-                windows, mode, lambda w: w["served_after_written"].get("p50_ms")
-            ),
-            "served_after_written_p95_ms": _median(
-                windows, mode, lambda w: w["served_after_written"].get("p95_ms")
-            ),
-            "held_answered": sum(w["held"]["answered"] for w in mine),
-            "held_refused": sum(w["held"]["refused"] for w in mine),
-            "timeouts": sum(sum(w["counts"]["timeouts"].values()) for w in mine),
-            "errors": sum(sum(w["counts"]["errors"].values()) for w in mine),
-            "loadavg_1m": _median(windows, mode, lambda w: w["loadavg_1m"]),
-        }
-        if mode != "idle":
-            out[mode]["daphne_cores_per_100"] = per_100(out[mode]["daphne_cores"] or 0, viewers)
+def summarise(windows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Medians over the windows of each mode and number of viewers (``summary[mode][n]``),
+    and the held-request totals; ``saturated`` when Daphne's median reached
+    ``SATURATED_CORES`` (one process: its event loop cannot use much more than a core)."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for window in windows:
+        out.setdefault(window["mode"], {}).setdefault(str(window["viewers"]), {})
+    for mode, by_scale in out.items():
+        for scale in by_scale:
+            mine = [w for w in windows if w["mode"] == mode and str(w["viewers"]) == scale]
+            s = {
+                "windows": len(mine),
+                "daphne_cores": _median(mine, lambda w: w["cores"]["daphne"]),
+                "ffmpeg_ll_cores": _median(mine, lambda w: w["cores"].get("ffmpeg_ll")),
+                "ffmpeg_standard_cores": _median(mine, lambda w: w["cores"].get("ffmpeg_standard")),
+                "client_cores": _median(mine, lambda w: w["client_cores"]),
+                "requests_per_s": _median(mine, lambda w: sum(w["requests_per_s"].values())),
+                "daphne_cpu_us_per_request": _median(
+                    mine, lambda w: w.get("daphne_cpu_us_per_request")
+                ),
+                "listed_after_written_p50_ms": _median(
+                    mine, lambda w: w["listed_after_written"].get("p50_ms")
+                ),
+                "listed_after_written_p95_ms": _median(
+                    mine, lambda w: w["listed_after_written"].get("p95_ms")
+                ),
+                "served_after_written_p50_ms": _median(
+                    mine, lambda w: w["served_after_written"].get("p50_ms")
+                ),
+                "served_after_written_p95_ms": _median(
+                    mine, lambda w: w["served_after_written"].get("p95_ms")
+                ),
+                "held_answered": sum(w["held"]["answered"] for w in mine),
+                "held_refused": sum(w["held"]["refused"] for w in mine),
+                "timeouts": sum(sum(w["counts"]["timeouts"].values()) for w in mine),
+                "errors": sum(sum(w["counts"]["errors"].values()) for w in mine),
+                "loadavg_1m": _median(mine, lambda w: w["loadavg_1m"]),
+            }
+            viewers = int(scale)
+            if mode != "idle" and viewers:
+                s["daphne_cores_per_100"] = per_100(s["daphne_cores"] or 0, viewers)
+                s["saturated"] = (s["daphne_cores"] or 0) >= SATURATED_CORES
+            by_scale[scale] = s
     return out
 
 
-def rows_and_headline(summary_: dict[str, Any], viewers: int) -> tuple[list, Any, str]:
-    ll, std, idle = summary_["ll"], summary_["standard"], summary_.get("idle", {})
+def comparison(summary_: dict[str, Any], viewers: int, small: int) -> dict[str, Any]:
+    """LL / standard Daphne CPU: at ``viewers`` when neither mode saturated the process,
+    else per 100 viewers extrapolated from ``small`` viewers (linear: what 100 would need)."""
+    at = {mode: summary_[mode].get(str(viewers), {}) for mode in ("ll", "standard")}
+    unsaturated = all(s and not s.get("saturated") for s in at.values())
+    basis = viewers if unsaturated or not small else small
+    ll = summary_["ll"].get(str(basis), {})
+    std = summary_["standard"].get(str(basis), {})
+    ll_cores, std_cores = ll.get("daphne_cores_per_100"), std.get("daphne_cores_per_100")
+    ratio = round(ll_cores / std_cores, 2) if ll_cores and std_cores else None
+    return {
+        "ratio": ratio,
+        "basis_viewers": basis,
+        "ll_cores_per_100": ll_cores,
+        "standard_cores_per_100": std_cores,
+    }
+
+
+def rows_and_headline(summary_: dict[str, Any], viewers: int, small: int) -> tuple[list, Any, str]:
     rows = []
-    for mode, label in (("ll", "low-latency"), ("standard", "standard")):
-        s = summary_[mode]
-        rows.append(
-            {
-                "metric": f"origin CPU, {viewers} {label} viewers",
-                "value": s["daphne_cores"],
-                "unit": "cores",
-                "per_100_viewers": s["daphne_cores_per_100"],
-                "req_per_s": s["requests_per_s"],
-                "cpu_us_per_req": s["daphne_cpu_us_per_request"],
-                "listed_after_written_p50_ms": s["listed_after_written_p50_ms"],
-                "served_after_written_p50_ms": s["served_after_written_p50_ms"],
-                "served_after_written_p95_ms": s["served_after_written_p95_ms"],
-                "held_answered": s["held_answered"],
-                "held_refused": s["held_refused"],
-                "timeouts": s["timeouts"],
-                "errors": s["errors"],
-                "client_cores": s["client_cores"],
-                "loadavg_1m": s["loadavg_1m"],
-            }
-        )
+    for scale in dict.fromkeys([viewers, small]):
+        if not scale:
+            continue
+        for mode, label in (("ll", "low-latency"), ("standard", "standard")):
+            s = summary_[mode].get(str(scale))
+            if not s:
+                continue
+            rows.append(
+                {
+                    "metric": f"origin CPU, {scale} {label} viewers",
+                    "value": s["daphne_cores"],
+                    "unit": "cores",
+                    "per_100_viewers": s["daphne_cores_per_100"],
+                    "saturated": s["saturated"],
+                    "req_per_s": s["requests_per_s"],
+                    "cpu_us_per_req": s["daphne_cpu_us_per_request"],
+                    "listed_after_written_p50_ms": s["listed_after_written_p50_ms"],
+                    "served_after_written_p50_ms": s["served_after_written_p50_ms"],
+                    "served_after_written_p95_ms": s["served_after_written_p95_ms"],
+                    "held_answered": s["held_answered"],
+                    "held_refused": s["held_refused"],
+                    "timeouts": s["timeouts"],
+                    "errors": s["errors"],
+                    "client_cores": s["client_cores"],
+                    "loadavg_1m": s["loadavg_1m"],
+                }
+            )
+    idle = summary_.get("idle", {}).get("0", {})
+    ll = summary_["ll"][str(viewers)]
+    std = summary_["standard"][str(viewers)]
     rows.append(
         {"metric": "origin CPU, no viewers", "value": idle.get("daphne_cores"), "unit": "cores"}
     )
@@ -335,15 +371,16 @@ def rows_and_headline(summary_: dict[str, Any], viewers: int) -> tuple[list, Any
             "unit": "cores",
         }
     )
-    ratio = (
-        round(ll["daphne_cores"] / std["daphne_cores"], 2)
-        if ll["daphne_cores"] and std["daphne_cores"]
-        else None
-    )
+    compared = comparison(summary_, viewers, small)
+    basis = compared["basis_viewers"]
     headline = (
-        f"origin (one Daphne) per {viewers} viewers: low-latency {ll['daphne_cores']} cores at "
-        f"{ll['requests_per_s']} req/s vs standard {std['daphne_cores']} cores at "
-        f"{std['requests_per_s']} req/s (LL/standard {ratio}x); held reloads answered "
+        f"origin (one Daphne), {viewers} viewers: low-latency {ll['daphne_cores']} cores at "
+        f"{ll['requests_per_s']} req/s{' (saturated)' if ll['saturated'] else ''} vs standard "
+        f"{std['daphne_cores']} cores at {std['requests_per_s']} req/s"
+        f"{' (saturated)' if std['saturated'] else ''}; per 100 viewers "
+        f"{'measured' if basis == viewers else f'extrapolated from {basis}'}: LL "
+        f"{compared['ll_cores_per_100']} vs standard {compared['standard_cores_per_100']} "
+        f"cores (LL/standard {compared['ratio']}x); held reloads answered "
         f"{ll['held_answered']}, refused {ll['held_refused']}, timeouts {ll['timeouts']}, "
         f"errors {ll['errors']}; LL parts served {ll['served_after_written_p50_ms']} ms p50 "
         f"after written; FFmpeg LL {ll['ffmpeg_ll_cores']} / standard "
@@ -352,7 +389,16 @@ def rows_and_headline(summary_: dict[str, Any], viewers: int) -> tuple[list, Any
     busy_client = max(ll["client_cores"] or 0, std["client_cores"] or 0)
     if busy_client > CLIENT_BOUND_CORES:
         headline += f"; CAUTION: the clients used {busy_client} cores, they may be the limit"
-    return rows, ratio, headline
+    return rows, compared, headline
+
+
+def server_env() -> dict[str, str]:
+    """The Daphne's settings: ``SERVER_ENV``, and with ``LL_ORIGIN_DEBUG=0`` the
+    production ones (``DEBUG=0`` with a throwaway ``SECRET_KEY``)."""
+    env = {**EMBEDDED_ENV, **SERVER_ENV}
+    if os.environ.get("LL_ORIGIN_DEBUG", "1") == "0":
+        env |= {"DEBUG": "0", "SECRET_KEY": secrets.token_urlsafe(32)}
+    return env
 
 
 def run(quick: bool) -> dict[str, Any]:
@@ -361,9 +407,13 @@ def run(quick: bool) -> dict[str, Any]:
     from tests.support.ll_stream import ll_encoder
 
     viewers = int(os.environ.get("LL_ORIGIN_VIEWERS", "100"))
-    rounds, warm_s, sample_s = (1, 3.0, 4.0) if quick else (4, 4.0, 15.0)
+    small = int(os.environ.get("LL_ORIGIN_SMALL", "5"))
+    small = small if 0 < small < viewers else 0
+    scales = [n for n in (small, viewers) if n]
+    rounds, warm_s, sample_s = (1, 3.0, 4.0) if quick else (2, 4.0, 15.0)
+    env = server_env()
     load_start = os.getloadavg()
-    with exit_cleanly_on_sigterm(), daphne_site({**EMBEDDED_ENV, **SERVER_ENV}) as server:
+    with exit_cleanly_on_sigterm(), daphne_site(env) as server:
         streams = server.workdir / "media" / "streams"
         folders = {"ll": streams / "bench-ll", "standard": streams / "bench-standard"}
         try:
@@ -379,31 +429,35 @@ def run(quick: bool) -> dict[str, Any]:
                     "ffmpeg_standard": std_enc.process.pid,
                 }
                 measured = asyncio.run(
-                    _measure(server, folders, pids, viewers, rounds, warm_s, sample_s)
+                    _measure(server, folders, pids, scales, rounds, warm_s, sample_s)
                 )
         finally:
             shutil.rmtree(streams, ignore_errors=True)
     load_end = os.getloadavg()
-    summary_ = summarise(measured["windows"], viewers)
-    rows, ratio, headline = rows_and_headline(summary_, viewers)
+    summary_ = summarise(measured["windows"])
+    rows, compared, headline = rows_and_headline(summary_, viewers, small)
     headline += f" ({load_start[0]:.1f}->{load_end[0]:.1f} on a shared 2-core machine)"
     parameters = {
         "viewers": viewers,
+        "small_viewers": small,
         "rounds": rounds,
-        "order": ["idle", *window_order(rounds)],
+        "order": ["idle", *(f"{n} {m}" for n in scales for m in window_order(rounds))],
         "warm_s": warm_s,
         "sample_s": sample_s,
         "renditions": measured["paths"],
         "connections": "one keep-alive HTTP/1.1 connection per rendition per viewer",
         "ll_encoder": "tests.support.ll_stream.ll_command: 1 s segments, 0.2 s parts",
         "standard_encoder": f"the same without the LL options, {STANDARD_SEGMENT_S} s segments",
-        "server_env": SERVER_ENV,
+        "server_env": {k: ("<random>" if k == "SECRET_KEY" else v) for k, v in env.items()},
+        "debug": env.get("DEBUG", "1"),
         "ll_client": "blocking reload _HLS_msn/_HLS_part (+_HLS_skip=YES), parts by byte range",
         "standard_client": "reload every average segment duration (half if unchanged)",
+        "ratio_basis_viewers": compared["basis_viewers"],
     }
     detail = {
         "summary": summary_,
+        "comparison": compared,
         "windows": measured["windows"],
         "loadavg": {"start": list(load_start), "end": list(load_end)},
     }
-    return result(NAME, rows, ratio, headline, parameters, detail)
+    return result(NAME, rows, compared["ratio"], headline, parameters, detail)

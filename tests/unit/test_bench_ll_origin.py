@@ -41,7 +41,7 @@ def test_held_reloads_answered_refused_and_timed_out():
     }
 
 
-def window(mode, daphne, requests, p50=None):
+def window(mode, daphne, requests, p50=None, viewers=50):
     counts = {
         "requests": {},
         "statuses": {"held playlist 200": 10} if mode == "ll" else {},
@@ -51,6 +51,7 @@ def window(mode, daphne, requests, p50=None):
     }
     return {
         "mode": mode,
+        "viewers": 0 if mode == "idle" else viewers,
         "cores": {"daphne": daphne, "ffmpeg_ll": 0.3, "ffmpeg_standard": 0.25},
         "client_cores": 0.2,
         "daphne_cpu_us_per_request": round(daphne * 1e6 / requests) if requests else None,
@@ -71,17 +72,47 @@ def test_medians_per_mode_and_the_headline_compares_them():
         window("standard", 0.3, 400, p50=310.0),
         window("ll", 0.8, 2000, p50=7.0),
     ]
-    summary = summarise(windows, viewers=50)
-    assert summary["ll"]["daphne_cores"] == 0.7
-    assert summary["ll"]["daphne_cores_per_100"] == 1.4
-    assert summary["standard"]["daphne_cores"] == 0.25
-    assert (summary["ll"]["held_answered"], summary["ll"]["errors"]) == (20, 2)
-    assert summary["ll"]["served_after_written_p50_ms"] == 6.0
-    rows, ratio, headline = rows_and_headline(summary, viewers=50)
-    assert ratio == 2.8
+    summary = summarise(windows)
+    ll = summary["ll"]["50"]
+    assert (ll["daphne_cores"], ll["daphne_cores_per_100"], ll["saturated"]) == (0.7, 1.4, False)
+    assert summary["standard"]["50"]["daphne_cores"] == 0.25
+    assert (ll["held_answered"], ll["errors"]) == (20, 2)
+    assert ll["served_after_written_p50_ms"] == 6.0
+    assert ll["daphne_cpu_us_per_request"] == 350  # median of 300 and 400
+    rows, compared, headline = rows_and_headline(summary, viewers=50, small=0)
+    assert compared == {
+        "ratio": 2.8,
+        "basis_viewers": 50,
+        "ll_cores_per_100": 1.4,
+        "standard_cores_per_100": 0.5,
+    }
     assert rows[0]["metric"] == "origin CPU, 50 low-latency viewers" and rows[0]["value"] == 0.7
     assert all({"metric", "value", "unit"} <= row.keys() for row in rows)
-    assert "LL/standard 2.8x" in headline and "CAUTION" not in headline
-    assert summary["ll"]["daphne_cpu_us_per_request"] == 350  # median of 300 and 400
-    summary["ll"]["client_cores"] = 0.95
-    assert "CAUTION: the clients used 0.95 cores" in rows_and_headline(summary, viewers=50)[2]
+    assert "per 100 viewers measured" in headline and "LL/standard 2.8x" in headline
+    assert "CAUTION" not in headline
+    ll["client_cores"] = 0.95
+    assert "CAUTION: the clients used 0.95 cores" in rows_and_headline(summary, 50, 0)[2]
+
+
+def test_a_saturated_origin_is_compared_on_the_few_viewers_extrapolated():
+    windows = [
+        window("idle", 0.0, 0),
+        window("ll", 0.05, 100, viewers=5),
+        window("standard", 0.02, 40, viewers=5),
+        window("ll", 0.98, 1200, viewers=100),
+        window("standard", 0.4, 800, viewers=100),
+    ]
+    summary = summarise(windows)
+    assert summary["ll"]["100"]["saturated"] and not summary["standard"]["100"]["saturated"]
+    rows, compared, headline = rows_and_headline(summary, viewers=100, small=5)
+    assert compared["basis_viewers"] == 5
+    assert (compared["ll_cores_per_100"], compared["standard_cores_per_100"]) == (1.0, 0.4)
+    assert compared["ratio"] == 2.5
+    assert "low-latency 0.98 cores at 1200 req/s (saturated)" in headline
+    assert "extrapolated from 5" in headline
+    assert [r["metric"] for r in rows[:4]] == [
+        "origin CPU, 100 low-latency viewers",
+        "origin CPU, 100 standard viewers",
+        "origin CPU, 5 low-latency viewers",
+        "origin CPU, 5 standard viewers",
+    ]
