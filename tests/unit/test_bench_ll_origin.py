@@ -6,6 +6,7 @@ from pathlib import Path
 from bench.bench_ll_origin import (
     held_figures,
     rows_and_headline,
+    server_env,
     standard_command,
     strip_ll_options,
     summarise,
@@ -116,3 +117,12 @@ def test_a_saturated_origin_is_compared_on_the_few_viewers_extrapolated():
         "origin CPU, 5 low-latency viewers",
         "origin CPU, 5 standard viewers",
     ]
+
+
+def test_the_origin_runs_with_production_settings_unless_asked(monkeypatch):
+    monkeypatch.delenv("LL_ORIGIN_DEBUG", raising=False)
+    env = server_env()
+    assert env["DEBUG"] == "0" and len(env["SECRET_KEY"]) > 30
+    assert env["STREAM_LL_HELD_PER_CLIENT"] == "0"
+    monkeypatch.setenv("LL_ORIGIN_DEBUG", "1")
+    assert "DEBUG" not in server_env()  # the harness's DEBUG=1
