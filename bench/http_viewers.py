@@ -301,7 +301,6 @@ class ViewerStats:
     timeouts: Counter = field(default_factory=Counter)
     errors: Counter = field(default_factory=Counter)  # "kind ExceptionName" → count
     bytes: int = 0
-    connections: int = 0
     #: unit_key → when the first viewer saw it listed / got its bytes (ms)
     listed: dict[tuple[str, int | None], float] = field(default_factory=dict)
     served: dict[tuple[str, int | None], float] = field(default_factory=dict)
