@@ -52,7 +52,8 @@
     return (((nowMs % mod) - value) % mod + mod) % mod;
   }
 
-  // A canvas MediaStream showing the clock (plus a moving bar), with a silent audio track.
+  // A canvas MediaStream showing the clock (plus a moving bar), with a silent audio track;
+  // ``frames()`` counts the frames drawn.
   function clockStream({ width = 640, height = 480, fps = 30 } = {}) {
     const canvas = document.createElement("canvas");
     Object.assign(canvas, { width, height });
@@ -82,7 +83,8 @@
       console.warn("rtcsite: no audio track for the clock stream", error);
     }
     stream.stopClock = () => clearInterval(timer);
-    return { stream, canvas };
+    // Frames drawn so far: the source's real rate, for "frames shown (of how many)".
+    return { stream, canvas, frames: () => frame };
   }
 
   window.frameClock = { BITS, drawClock, readClock, clockDelay, clockStream };
