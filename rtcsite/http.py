@@ -17,6 +17,14 @@ def bearer_token(request: HttpRequest) -> str | None:
     return None
 
 
+#: On every stream media response (playlists, manifests, segments, their errors): players
+#: on other origins may read them, including a part's length and range.
+MEDIA_CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Expose-Headers": "Content-Length, Content-Range, Accept-Ranges",
+}
+
+
 def client_address(request: HttpRequest) -> str:
     """The client's address as the server sees it (``REMOTE_ADDR``).
 

@@ -49,7 +49,7 @@ from pathlib import Path
 
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
-from rtcsite.http import client_address
+from rtcsite.http import MEDIA_CORS_HEADERS, client_address
 from streaming import follow
 from streaming.fmp4 import fragments
 from streaming.holds import held_requests
@@ -62,10 +62,7 @@ INLINE_READ_MAX = 1024 * 1024  # larger reads go to a worker thread
 WAIT_SEGMENTS = 3  # a wait ends after this many segment targets (then 503)
 CONTENT_TYPE = "video/iso.segment"
 IMMUTABLE = "public, max-age=31536000, immutable"  # bytes once written never change
-CORS_HEADERS = {
-    "Access-Control-Allow-Origin": "*",
-    "Access-Control-Expose-Headers": "Content-Length, Content-Range, Accept-Ranges",
-}
+CORS_HEADERS = MEDIA_CORS_HEADERS
 
 
 def segment_name(rep: str, number: int) -> str:

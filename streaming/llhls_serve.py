@@ -40,7 +40,7 @@ from pathlib import Path
 
 from django.http import HttpRequest, HttpResponse
 
-from rtcsite.http import client_address
+from rtcsite.http import MEDIA_CORS_HEADERS, client_address
 from streaming import follow, llhls
 from streaming.clock import anchor_hls_playlist, read_clock
 from streaming.fmp4 import fragments, init_timescale
@@ -53,11 +53,7 @@ RENDITION_RE = re.compile(r"media_(\d+)\.m3u8")
 WAIT_TARGETS = 3  # longest hold, in target durations (the spec: 503 after that)
 CACHE_TARGETS = 3  # max-age of a blocking response, in target durations
 MAX_UNLISTED = 3  # renamed segments not yet listed that we list ourselves
-HEADERS = {
-    "Access-Control-Allow-Origin": "*",
-    "Access-Control-Expose-Headers": "Content-Length, Content-Range, Accept-Ranges",
-    "X-Content-Type-Options": "nosniff",
-}
+HEADERS = {**MEDIA_CORS_HEADERS, "X-Content-Type-Options": "nosniff"}
 
 
 # --- reading the edge (worker thread) -----------------------------------------------------

@@ -39,6 +39,7 @@ from django.http import (
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
+from rtcsite.http import MEDIA_CORS_HEADERS
 from streaming import growing, llhls_serve
 from streaming.clock import anchor_hls_playlist, read_clock
 from streaming.ffmpeg import MANIFEST_NAME
@@ -61,10 +62,7 @@ TYPES = {
     ".m4s": ("video/iso.segment", SEGMENT_CACHE),
     ".m4a": ("audio/mp4", SEGMENT_CACHE),
 }
-CORS_HEADERS = {
-    "Access-Control-Allow-Origin": "*",
-    "Access-Control-Expose-Headers": "Content-Length, Content-Range, Accept-Ranges",
-}
+CORS_HEADERS = MEDIA_CORS_HEADERS
 
 
 def content_type_and_cache(name: str) -> tuple[str, str] | None:
@@ -159,6 +157,13 @@ async def _read_blocks(path: Path, start: int, length: int):
         await asyncio.to_thread(handle.close)
 
 
+def _not_found() -> HttpResponse:
+    """404 with the CORS headers: without them a player sees a network error, not a 404."""
+    return _with_headers(
+        HttpResponseNotFound("No such media file.", content_type="text/plain"), CORS_HEADERS
+    )
+
+
 def _with_headers(response: HttpResponse, headers: dict[str, str]) -> HttpResponse:
     for key, value in headers.items():
         response[key] = value
@@ -180,7 +185,7 @@ async def _anchored_playlist(
     try:
         body = (await asyncio.to_thread(_anchored_playlist_text, real)).encode()
     except OSError:
-        return HttpResponseNotFound("No such media file.", content_type="text/plain")
+        return _not_found()
     return _in_memory(request, body, content_type, cache)
 
 
@@ -228,7 +233,7 @@ async def _low_latency_segment(request: HttpRequest, path: str) -> HttpResponse 
     located = await asyncio.to_thread(locate, path)
     segment = growing.locate(*located) if located is not None else None
     if segment is None:
-        return HttpResponseNotFound("No such media file.", content_type="text/plain")
+        return _not_found()
     return await growing.serve(request, segment)
 
 
@@ -257,7 +262,7 @@ async def serve_stream_file(request: HttpRequest, path: str) -> HttpResponse:
             return response
         found = await asyncio.to_thread(resolve, path)  # complete meanwhile
     if found is None:
-        return HttpResponseNotFound("No such media file.", content_type="text/plain")
+        return _not_found()
     real, name = found
     content_type, cache = content_type_and_cache(name)  # type: ignore[misc]
     if MEDIA_PLAYLIST_RE.match(name):
@@ -270,13 +275,13 @@ async def serve_stream_file(request: HttpRequest, path: str) -> HttpResponse:
         try:
             text = await asyncio.to_thread(_low_latency_mpd_text, real, base, time_url)
         except OSError:
-            return HttpResponseNotFound("No such media file.", content_type="text/plain")
+            return _not_found()
         if text is not None:
             return _in_memory(request, text.encode(), content_type, cache)
     try:
         stat = await asyncio.to_thread(os.stat, real)
     except OSError:
-        return HttpResponseNotFound("No such media file.", content_type="text/plain")
+        return _not_found()
     size = stat.st_size
     headers = {
         **CORS_HEADERS,

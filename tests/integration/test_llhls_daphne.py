@@ -69,7 +69,6 @@ def test_parts_of_complete_segments_are_fetchable_and_tile_the_segment(server, l
     assert llhls_check.check_complete_parts(url(server, rep), playlist) == []
 
 
-@pytest.mark.xfail(reason="in-progress parts are served by streaming/growing.py (not merged)")
 def test_parts_of_the_segment_being_written_are_fetchable(server, live):
     playlist = llhls_check.fetch(url(server, 0))
     while not playlist.current:  # right after a rename: ask for the next part
