@@ -89,8 +89,8 @@ export const PLAYER_TUNING = {
     hlsTargetS: 0,
   },
 
-  // dash.js, every mode: the clock is synced only with the MPD's UTCTiming (our
-  // /streams/time/); dash.js's fallback, an internet time server, is removed, and so is the
-  // MPD response's Date header (whole seconds).
+  // dash.js, every mode: the clock is synced only with our /streams/time/ (the MPD's
+  // UTCTiming; viewer-page.js also makes it dash.js's fallback source, which by default is
+  // an internet time server), not with the MPD response's Date header (whole seconds).
   dashClock: { streaming: { utcSynchronization: { useManifestDateHeaderTimeSource: false } } },
 };

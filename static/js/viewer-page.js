@@ -152,9 +152,17 @@ async function startHls(url) {
 const LL_DASH_ATTRIBUTES = /\s(availabilityTimeComplete|availabilityTimeOffset)="[^"]*"/g;
 
 function configureDash(player) {
-  // The clock: only the MPD's UTCTiming (our /streams/time/), never dash.js's internet default.
-  player.clearDefaultUTCTimingSources();
+  // The clock: the MPD's UTCTiming (our /streams/time/), and as dash.js's fallback source
+  // the same endpoint instead of its internet time server. (Its default source is put back
+  // by initialize(), so clearDefaultUTCTimingSources() before it would not hold.)
   player.updateSettings(PLAYER_TUNING.dashClock);
+  player.updateSettings({
+    streaming: {
+      utcSynchronization: {
+        defaultTimingSource: { scheme: "urn:mpeg:dash:utc:http-xsdate:2014", value: new URL(root.dataset.timeUrl, location.href).href },
+      },
+    },
+  });
   if (LOW) {
     player.updateSettings(LL_TUNING.dash);
     player.updateSettings({ streaming: { delay: { liveDelay: LL_TUNING.dashDelayParts * PART_TARGET_S } } });
