@@ -53,6 +53,8 @@ class Viewer:
         self.page = context.new_page()
         self.requests: list[str] = []
         self.xhr: list[str] = []  # dash.js's requests (the page's own use fetch)
+        # segment requests: (resource type, byte range asked for or None)
+        self.segments: list[tuple[str, str | None]] = []
         self.errors: list[str] = []
         self.page.on("request", self.on_request)
         self.page.on("pageerror", lambda error: self.errors.append(str(error)))
@@ -64,6 +66,8 @@ class Viewer:
         self.requests.append(request.url)
         if request.resource_type == "xhr":
             self.xhr.append(request.url)
+        if ".m4s" in request.url and request.method == "GET":  # the page itself HEADs them
+            self.segments.append((request.resource_type, request.headers.get("range")))
 
     def expect_mode(self, mode: str) -> None:
         expect(self.root).to_have_attribute("data-latency-mode", mode)
@@ -88,6 +92,13 @@ class Viewer:
             for url in self.requests
             if not url.startswith((self.server.url + "/", "blob:", "data:"))
         ]
+
+    def assert_whole_segments(self) -> None:
+        """Segments read whole: no byte range asked for (hls.js's parts), none read by
+        dash.js's low-latency fetch loader (its XHR loader reads whole responses)."""
+        assert self.segments, "no segment requested"
+        whole = all(kind == "xhr" and rng is None for kind, rng in self.segments)
+        assert whole, self.segments[-10:]
 
     def expect_ended_cleanly(self) -> None:
         expect(self.root).to_have_attribute("data-state", "ended", timeout=WAIT_MS)
@@ -140,10 +151,15 @@ def test_low_latency_stream_in_low_and_standard_mode_with_hls_js_and_dash_js(
     for viewer in viewers.values():
         assert not viewer.foreign_requests(), viewer.foreign_requests()
 
+    # LL: hls.js asked for parts (byte ranges); dash.js read segments with its fetch loader.
+    assert any(rng for _, rng in hls.segments), hls.segments[-10:]
+    assert any(kind == "fetch" for kind, _ in dash.segments), dash.segments[-10:]
+
     # Standard mode on the same stream: one click on the mode switch, whole segments.
-    for player, viewer in viewers.items():
+    for viewer in viewers.values():
         viewer.page.get_by_test_id("latency-choice-standard").click()
         expect(viewer.page).to_have_url(re.compile(r"\?latency=standard$"))
+        viewer.segments.clear()  # the new page's only
         viewer.expect_mode("standard")
         expect_playing(viewer.page)
         expect(viewer.root).to_have_attribute("data-player-low-latency", "false")
@@ -151,8 +167,7 @@ def test_low_latency_stream_in_low_and_standard_mode_with_hls_js_and_dash_js(
         expect(viewer.page.get_by_test_id("latency-choice-low")).to_have_attribute(
             "href", "?latency=low"
         )
-        # The page asked for no part (hls.js) in this mode.
-        assert not any("_HLS_part=" in url for url in viewer.requests), player
+        viewer.assert_whole_segments()
 
     publisher.get_by_test_id("stop").click()
     expect(publisher.locator("#publisher")).to_have_attribute(
@@ -191,6 +206,7 @@ def test_low_latency_asked_of_a_standard_stream_plays_standard_with_a_note(
         expect(viewer.root).to_have_attribute("data-player-low-latency", "false", timeout=WAIT_MS)
         viewer.expect_live_readout()
         expect(viewer.page.get_by_test_id("player-state")).to_contain_text(KIND[player])
+        viewer.assert_whole_segments()
     # dash.js synced its clock with the MPD's UTCTiming only: this site's /streams/time/.
     assert any(url.endswith("/streams/time/") for url in viewers["dash"].xhr)
 
