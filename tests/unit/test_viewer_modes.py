@@ -64,11 +64,14 @@ def test_a_low_latency_stream_opens_low_and_switches_to_standard(player):
     assert 'aria-current="true" data-testid="latency-choice-low"' in html
     assert 'href="?latency=standard" data-testid="latency-choice-standard"' in html
     assert "a weak connection stalls sooner" in html  # what each mode costs
+    assert "{#" not in html and "comment" not in html
 
     status, html = page(f"/streams/{stream.slug}/{player}/?latency=standard")
     assert status == 200
     assert 'data-latency-mode="standard"' in html and 'data-low-latency="true"' in html
     assert 'href="?latency=low" data-testid="latency-choice-low"' in html
+    other = "dash" if player == "hls" else "hls"
+    assert f'href="/streams/{stream.slug}/{other}/?latency=standard"' in html  # the mode kept
     assert 'data-testid="latency-fallback"' not in html
 
 
