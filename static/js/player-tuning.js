@@ -85,8 +85,15 @@ export const PLAYER_TUNING = {
       },
     },
     dashDelayParts: 4,
-    // The page does not steer hls.js in this mode (hls.js steers itself: maxLiveSyncPlaybackRate).
+    // The page does not steer hls.js's rate in this mode (hls.js does: maxLiveSyncPlaybackRate).
     hlsTargetS: 0,
+    // hls.js's catch-up works only within one target duration of its target, and it allows
+    // no liveMaxLatencyDuration without liveSyncDuration: seen with the LL origin, two stalls
+    // at start left it 4.4 s behind its 1.1 s target for good. So the page moves hls.js to
+    // its live sync position when it is more than this far (s) behind its target, at most
+    // once per hlsResyncEveryS.
+    hlsResyncBehindS: 1.5,
+    hlsResyncEveryS: 10,
   },
 
   // dash.js, every mode: the clock is synced only with our /streams/time/ (the MPD's

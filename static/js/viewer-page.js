@@ -66,6 +66,8 @@ video.addEventListener("waiting", () => {
   if (!state.played || video.seeking || state.status !== "live") return;
   state.stalls += 1;
   root.dataset.stalls = String(state.stalls);
+  // where and how far behind (for tests and the benchmark's stall reports)
+  (state.stallLog ||= []).push({ at: video.currentTime, latencyMs: Number(root.dataset.latencyMs) || null });
 });
 
 async function refreshStatus() {
@@ -313,6 +315,23 @@ function steerHls(player, latencyS) {
   if (Math.abs(video.playbackRate - rate) > 0.001) video.playbackRate = rate;
 }
 
+// Low-latency hls.js far behind its own target (a stall at start, a slow connection): to
+// its live sync position (PLAYER_TUNING.lowLatency.hlsResyncBehindS).
+function resyncHls(player) {
+  const hls = player.hls;
+  if (!LOW || !hls || !(LL_TUNING.hlsResyncBehindS > 0)) return;
+  const target = player.target();
+  const position = hls.liveSyncPosition;
+  if (target === null || !Number.isFinite(position) || hls.latency - target <= LL_TUNING.hlsResyncBehindS) return;
+  const now = performance.now();
+  if (state.resyncedAt && now - state.resyncedAt < LL_TUNING.hlsResyncEveryS * 1000) return;
+  if (position <= video.currentTime) return;
+  state.resyncedAt = now;
+  state.resyncs = (state.resyncs || 0) + 1;
+  root.dataset.resyncs = String(state.resyncs);
+  video.currentTime = position;
+}
+
 // --- readouts -----------------------------------------------------------------------------
 function tick() {
   restartIfStuck();
@@ -335,6 +354,7 @@ function tick() {
   root.dataset.latencyMs = String(Math.round(latency));
   ui.latency.textContent = `${(latency / 1000).toFixed(1)} s`;
   steerHls(player, latency / 1000);
+  resyncHls(player);
   const estimate = player.estimate();
   const target = player.target();
   const notes = [];
@@ -346,6 +366,7 @@ function tick() {
   root.dataset.playbackRate = rate.toFixed(2);
   if (Math.abs(rate - 1) > 0.001) notes.push(`${rate > 1 ? "catching up" : "slowing"} at ${rate.toFixed(2)}×`);
   if (state.stalls) notes.push(`${state.stalls} stall${state.stalls > 1 ? "s" : ""}`);
+  if (state.resyncs) notes.push(`moved to the live edge ${state.resyncs}×`);
   if (state.clock && state.clock.source !== "publisher") notes.push("anchored to the server's receipt: upload delay not counted");
   ui.latencyNote.textContent = notes.length ? `(${notes.join("; ")})` : "";
 }
