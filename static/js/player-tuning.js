@@ -51,10 +51,12 @@ export const PLAYER_TUNING = {
     // liveMaxLatencyDuration without liveSyncDuration, so none: it never jumps forward.)
     hls: {
       lowLatencyMode: true,
-      // hls.js's own catch-up, gentle: it plays at most 1.15x (the rate the page's
-      // standard-mode steering also tops out at), only while more than 1 s is buffered
-      // ahead (after a stall or a late join), so it never eats into the last second.
-      maxLiveSyncPlaybackRate: 1.15,
+      // hls.js's own catch-up off: it speeds up only while more than 1 s is buffered ahead,
+      // which held it 1.2 s from its playlist's edge (1.45 s capture latency; dash.js 0.80 s
+      // in the same run, merged LL origin). The page steers it instead (hlsTargetS), as in
+      // standard mode, with a smaller margin (hlsKeepAheadS); 1 also stops hls.js resetting
+      // the rate to 1 on every timeupdate.
+      maxLiveSyncPlaybackRate: 1,
       // Each stall moves hls.js's target back by this much (at most one target duration,
       // hls.js's cap): its default, 1 s, would double an LL target after one stall; one part
       // (0.2 s) settles on a latency the connection sustains without giving the mode up.
@@ -85,13 +87,15 @@ export const PLAYER_TUNING = {
       },
     },
     dashDelayParts: 4,
-    // The page does not steer hls.js's rate in this mode (hls.js does: maxLiveSyncPlaybackRate).
-    hlsTargetS: 0,
-    // hls.js's catch-up works only within one target duration of its target, and it allows
-    // no liveMaxLatencyDuration without liveSyncDuration: seen with the LL origin, two stalls
-    // at start left it 4.4 s behind its 1.1 s target for good. So the page moves hls.js to
-    // its live sync position when it is more than this far (s) behind its target, at most
-    // once per hlsResyncEveryS.
+    // Capture-clock latency (s) the page steers hls.js to: up to 1.15x while behind with
+    // more than hlsKeepAheadS buffered, 0.95x while ahead. A little above dash.js's 0.8 s:
+    // hls.js learns of each part from a playlist reload first.
+    hlsTargetS: 0.9,
+    hlsKeepAheadS: 0.3,
+    // hls.js allows no liveMaxLatencyDuration without liveSyncDuration: seen with an LL
+    // origin, two stalls at start left it 4.4 s behind its 1.1 s target for good. So the page
+    // moves hls.js to its live sync position when it is more than this far (s) behind its
+    // target, at most once per hlsResyncEveryS.
     hlsResyncBehindS: 1.5,
     hlsResyncEveryS: 10,
   },

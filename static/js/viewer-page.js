@@ -293,7 +293,10 @@ function restartIfStuck() {
 // hls.js steered on the capture clock"). So the page steers it on the capture clock: a little faster while behind the
 // target and the buffer has room, a little slower while ahead, else 1x. dash.js steers
 // itself on the wall clock (PLAYER_TUNING.dash.streaming.liveCatchup).
-const STEER = { deadband: 0.15, gain: 0.25, fastest: 1.15, slowest: 0.95, keepAhead: 0.6 };
+const STEER = {
+  deadband: 0.15, gain: 0.25, fastest: 1.15, slowest: 0.95,
+  keepAhead: LOW ? LL_TUNING.hlsKeepAheadS : 0.6,
+};
 
 function bufferedAhead() {
   const t = video.currentTime;
@@ -364,7 +367,7 @@ function tick() {
   }
   const rate = video.playbackRate;
   root.dataset.playbackRate = rate.toFixed(2);
-  if (Math.abs(rate - 1) > 0.001) notes.push(`${rate > 1 ? "catching up" : "slowing"} at ${rate.toFixed(2)}×`);
+  if (Math.abs(rate - 1) >= 0.005) notes.push(`${rate > 1 ? "catching up" : "slowing"} at ${rate.toFixed(2)}×`);
   if (state.stalls) notes.push(`${state.stalls} stall${state.stalls > 1 ? "s" : ""}`);
   if (state.resyncs) notes.push(`moved to the live edge ${state.resyncs}×`);
   if (state.clock && state.clock.source !== "publisher") notes.push("anchored to the server's receipt: upload delay not counted");
