@@ -142,7 +142,8 @@ def test_low_latency_stream_in_low_and_standard_mode_with_hls_js_and_dash_js(
         expect(viewer.page.get_by_test_id("player-state")).to_contain_text(KIND[player])
     for player, viewer in viewers.items():
         expect_playing(viewer.page)  # a while longer, then: no stall counted
-        assert viewer.stalls() == 0, (player, viewer.stalls())
+        stalls = viewer.page.evaluate("JSON.stringify(window.rtcViewer.stallLog || [])")
+        assert viewer.stalls() == 0, (player, stalls)  # where, and the latency then
     hls, dash = viewers["hls"], viewers["dash"]
     # hls.js asked for playlist updates with blocking reloads (it only does so for an LL
     # playlist with CAN-BLOCK-RELOAD=YES); dash.js synced its clock with /streams/time/.
