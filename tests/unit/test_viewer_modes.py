@@ -22,6 +22,7 @@ ALICE = Identity(id="a" * 16, name="alice")
 @pytest.fixture(autouse=True)
 def media_root(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
+    settings.STREAM_LOW_LATENCY_DEFAULT = False  # new streams standard unless a test says
     return settings.MEDIA_ROOT
 
 
