@@ -15,7 +15,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
@@ -25,6 +25,7 @@ from rtcsite.http import bearer_token, client_address, refusal_page
 from streaming import services
 from streaming.clock import ClockError, iso_ms, now_ms, parse_capture_ms
 from streaming.ingest import authenticate, feed_chunk, stop_stream
+from streaming.lowlatency import LowLatency, read_mode
 
 logger = logging.getLogger(__name__)
 
@@ -100,22 +101,54 @@ def _low_latency_choice(request: HttpRequest) -> bool | None:
     return None
 
 
+def offered_low_latency(stream) -> LowLatency | None:
+    """The stream's low-latency mode, or None (standard only).
+
+    The folder's mode file once the pipeline has written it (what the origin serves), else
+    the stream's own choice (``Stream.low_latency``, not yet streaming) with the settings'
+    part and segment targets.
+    """
+    mode = read_mode(stream.media_dir())
+    if mode is None and getattr(stream, "low_latency", False):
+        mode = LowLatency(settings.STREAM_LL_PART_SECONDS, settings.STREAM_LL_SEGMENT_SECONDS)
+    return mode
+
+
 def detail(request: HttpRequest, slug: str) -> HttpResponse:
     """``/streams/<slug>/``: status, links to both players and the playlists."""
     stream = services.get_stream(slug)
     if stream is None:
         raise Http404("No such stream.")
-    return render(request, "streaming/detail.html", {"stream": stream})
+    return render(
+        request,
+        "streaming/detail.html",
+        {"stream": stream, "low_latency": offered_low_latency(stream)},
+    )
 
 
 PLAYERS = {"hls": "HLS (hls.js)", "dash": "MPEG-DASH (dash.js)"}
+LATENCY_MODES = ("low", "standard")
 
 
 def watch(request: HttpRequest, slug: str, player: str) -> HttpResponse:
-    """``/streams/<slug>/hls/`` and ``/dash/``: the viewer page (static/js/viewer-page.js)."""
+    """``/streams/<slug>/hls/`` and ``/dash/``: the viewer page (static/js/viewer-page.js).
+
+    ``?latency=low|standard`` picks the player mode; default: low for a low-latency stream.
+    Low asked of a standard stream plays standard, with a note saying so.
+    """
     stream = services.get_stream(slug)
     if stream is None or player not in PLAYERS:
         raise Http404("No such stream.")
+    asked = request.GET.get("latency")
+    if asked is not None and asked not in LATENCY_MODES:
+        return HttpResponseBadRequest(
+            "Unknown latency mode: ?latency= takes low or standard.", content_type="text/plain"
+        )
+    low_latency = offered_low_latency(stream)
+    mode = asked or ("low" if low_latency else "standard")
+    fell_back = mode == "low" and low_latency is None
+    if fell_back:
+        mode = "standard"
     return render(
         request,
         "streaming/watch.html",
@@ -123,8 +156,13 @@ def watch(request: HttpRequest, slug: str, player: str) -> HttpResponse:
             "stream": stream,
             "player": player,
             "player_label": PLAYERS[player],
+            "latency_mode": mode,
+            "low_latency": low_latency,
+            "latency_fell_back": fell_back,
             # how often the dash.js page re-reads the MPD (static/js/viewer-page.js)
-            "segment_seconds": settings.STREAM_SEGMENT_SECONDS,
+            "segment_seconds": (
+                low_latency.segment_target if low_latency else settings.STREAM_SEGMENT_SECONDS
+            ),
         },
     )
 

@@ -1,6 +1,11 @@
 // Viewer page: hls.js (or native HLS) or dash.js, a live indicator, a quality selector
 // (auto + each ladder rung), an honest latency readout and the viewer count.
 //
+// Latency mode (the page's data-latency-mode, from ?latency=low|standard; the view falls
+// back to standard for a stream without low latency): "low" plays LL-HLS parts (hls.js
+// lowLatencyMode) or LL-DASH chunks (dash.js's low-latency mode, which the MPD switches on);
+// "standard" plays whole segments, also of a low-latency stream. Settings: player-tuning.js.
+//
 // Latency = server-synced now − wall-clock capture time of the frame on screen. The
 // capture time comes from the publisher's capture clock, which the server writes into
 // the HLS playlists (EXT-X-PROGRAM-DATE-TIME per segment: hls.playingDate) and the MPD
@@ -16,17 +21,25 @@ const video = document.getElementById("video");
 const $ = (id) => document.getElementById(id);
 const ui = {
   indicator: $("live-indicator"), quality: $("quality"), qualityNow: $("quality-now"),
-  latency: $("latency"), latencyNote: $("latency-note"), viewers: $("viewers"),
-  playerState: $("player-state"),
+  latency: $("latency"), latencyMode: $("latency-mode"), latencyNote: $("latency-note"),
+  viewers: $("viewers"), playerState: $("player-state"),
 };
+const LOW = root.dataset.latencyMode === "low";
+const LL_STREAM = root.dataset.lowLatency === "true";
+const PART_TARGET_S = Number(root.dataset.partTarget) || 0.2;
 // Player settings (player-tuning.js): what the players are told, and how the page steers.
-const HLS_CONFIG = PLAYER_TUNING.hls;
-const DASH_SETTINGS = PLAYER_TUNING.dash;
-const HLS_TARGET_S = PLAYER_TUNING.hlsTargetS;
+const LL_TUNING = PLAYER_TUNING.lowLatency;
+const STANDARD_ON_LL = PLAYER_TUNING.standardOnLowLatency;
+const HLS_CONFIG = LOW ? LL_TUNING.hls : PLAYER_TUNING.hls;
+const HLS_TARGET_S = LOW ? LL_TUNING.hlsTargetS : LL_STREAM ? STANDARD_ON_LL.hlsTargetS : PLAYER_TUNING.hlsTargetS;
 const MPD_REFRESH_S = PLAYER_TUNING.mpdRefreshS ?? (Number(root.dataset.segmentSeconds) || 0);
+const MODE_LABEL = LOW ? "low latency" : "standard";
 
 const clock = new ServerClock();
-const state = { status: root.dataset.status, reason: "", clock: null, started: false, player: null };
+const state = {
+  status: root.dataset.status, reason: "", clock: null, started: false, player: null,
+  mode: LOW ? "low" : "standard", stalls: 0,
+};
 window.rtcViewer = state; // for tests and the latency benchmark
 
 function setStatus(status, reason = "") {
@@ -40,6 +53,22 @@ function setStatus(status, reason = "") {
 }
 
 function setPlayerState(text) { ui.playerState.textContent = text; root.dataset.playerState = text; }
+
+function showMode() {
+  ui.latencyMode.textContent = MODE_LABEL;
+  root.dataset.latencyModeShown = state.mode;
+}
+
+// Stalls: the video waiting for data while live, after it first played (seeks excluded:
+// they wait too). For the readout and tests; the players count their own as well.
+video.addEventListener("playing", () => { state.played = true; });
+video.addEventListener("waiting", () => {
+  if (!state.played || video.seeking || state.status !== "live") return;
+  state.stalls += 1;
+  root.dataset.stalls = String(state.stalls);
+  // where and how far behind (for tests and the benchmark's stall reports)
+  (state.stallLog ||= []).push({ at: video.currentTime, latencyMs: Number(root.dataset.latencyMs) || null });
+});
 
 async function refreshStatus() {
   const response = await fetch(root.dataset.statusUrl, { cache: "no-store" });
@@ -88,6 +117,8 @@ async function startHls(url) {
         return Number.isNaN(start) ? null : start + video.currentTime * 1000;
       },
       estimate: () => null,
+      target: () => null,
+      lowLatency: () => false, // the browser's own choice, not known to the page
     };
   }
   const hls = new Hls(HLS_CONFIG);
@@ -110,14 +141,55 @@ async function startHls(url) {
     kind: "hls.js", hls,
     stop: () => hls.destroy(),
     wallClockMs: () => (hls.playingDate ? hls.playingDate.getTime() : null),
-    estimate: () => (Number.isFinite(hls.latency) ? hls.latency : null),
+    estimate: () => (Number.isFinite(hls.latency) && hls.latency > 0 ? hls.latency : null),
+    target: () => (Number.isFinite(hls.targetLatency) && hls.targetLatency > 0 ? hls.targetLatency : null),
+    // LL-HLS in use: the mode on and parts in the playlist it plays
+    lowLatency: () => hls.lowLatencyMode && Boolean(hls.latestLevelDetails && hls.latestLevelDetails.partList),
   };
+}
+
+// The MPD's LL-DASH attributes: availabilityTimeComplete="false" switches dash.js to its
+// low-latency mode (dash.js 5 has no setting against it) and availabilityTimeOffset lets it
+// ask for segments before they are complete.
+const LL_DASH_ATTRIBUTES = /\s(availabilityTimeComplete|availabilityTimeOffset)="[^"]*"/g;
+
+function configureDash(player) {
+  // The clock: the MPD's UTCTiming (our /streams/time/), and as dash.js's fallback source
+  // the same endpoint instead of its internet time server. (Its default source is put back
+  // by initialize(), so clearDefaultUTCTimingSources() before it would not hold.)
+  player.updateSettings(PLAYER_TUNING.dashClock);
+  player.updateSettings({
+    streaming: {
+      utcSynchronization: {
+        defaultTimingSource: { scheme: "urn:mpeg:dash:utc:http-xsdate:2014", value: new URL(root.dataset.timeUrl, location.href).href },
+      },
+    },
+  });
+  if (LOW) {
+    player.updateSettings(LL_TUNING.dash);
+    player.updateSettings({ streaming: { delay: { liveDelay: LL_TUNING.dashDelayParts * PART_TARGET_S } } });
+    return;
+  }
+  player.updateSettings(PLAYER_TUNING.dash);
+  if (!LL_STREAM) return;
+  // Standard mode on a low-latency stream: whole segments. The MPD is read without its
+  // LL-DASH attributes, and its ServiceDescription (the LL target) is not applied.
+  player.updateSettings({
+    streaming: { applyServiceDescription: false, delay: { liveDelay: STANDARD_ON_LL.dashLiveDelay } },
+  });
+  player.addResponseInterceptor(async (response) => {
+    const request = response.request && response.request.customData && response.request.customData.request;
+    if (request && request.type === "MPD" && typeof response.data === "string") {
+      response.data = response.data.replace(LL_DASH_ATTRIBUTES, "");
+    }
+    return response;
+  });
 }
 
 async function startDash(url) {
   const dashjs = await import(root.dataset.dashModule);
   const player = dashjs.MediaPlayer().create();
-  player.updateSettings(DASH_SETTINGS);
+  configureDash(player);
   const events = dashjs.MediaPlayer.events;
   player.on(events.STREAM_INITIALIZED, () => {
     const reps = player.getRepresentationsByType("video");
@@ -160,6 +232,11 @@ async function startDash(url) {
       const value = player.getCurrentLiveLatency();
       return Number.isFinite(value) && value > 0 ? value : null;
     },
+    target: () => {
+      const value = player.getTargetLiveDelay();
+      return Number.isFinite(value) && value > 0 ? value : null;
+    },
+    lowLatency: () => player.getLowLatencyModeEnabled(),
   };
 }
 
@@ -170,8 +247,9 @@ async function startPlayer() {
   const url = kind === "hls" ? root.dataset.hlsUrl : root.dataset.dashUrl;
   setPlayerState("waiting for the first segments");
   // Two finished segments first: a player that joins with a one-segment window (dash.js)
-  // can stall at 0 s.
-  await waitForManifest(url.replace(/[^/]+$/, "chunk-stream0-00002.m4s"));
+  // can stall at 0 s. Low-latency mode: one (its players join among the parts of the
+  // segment being written, PART-HOLD-BACK or liveDelay behind).
+  await waitForManifest(url.replace(/[^/]+$/, LOW ? "chunk-stream0-00001.m4s" : "chunk-stream0-00002.m4s"));
   await waitForManifest(url);
   if (kind === "hls") await waitForManifest(url.replace(/master\.m3u8$/, "media_0.m3u8"));
   await refreshStatus();
@@ -215,7 +293,10 @@ function restartIfStuck() {
 // hls.js steered on the capture clock"). So the page steers it on the capture clock: a little faster while behind the
 // target and the buffer has room, a little slower while ahead, else 1x. dash.js steers
 // itself on the wall clock (PLAYER_TUNING.dash.streaming.liveCatchup).
-const STEER = { deadband: 0.15, gain: 0.25, fastest: 1.15, slowest: 0.95, keepAhead: 0.6 };
+const STEER = {
+  deadband: 0.15, gain: 0.25, fastest: 1.15, slowest: 0.95,
+  keepAhead: LOW ? LL_TUNING.hlsKeepAheadS : 0.6,
+};
 
 function bufferedAhead() {
   const t = video.currentTime;
@@ -237,6 +318,23 @@ function steerHls(player, latencyS) {
   if (Math.abs(video.playbackRate - rate) > 0.001) video.playbackRate = rate;
 }
 
+// Low-latency hls.js far behind its own target (a stall at start, a slow connection): to
+// its live sync position (PLAYER_TUNING.lowLatency.hlsResyncBehindS).
+function resyncHls(player) {
+  const hls = player.hls;
+  if (!LOW || !hls || !(LL_TUNING.hlsResyncBehindS > 0)) return;
+  const target = player.target();
+  const position = hls.liveSyncPosition;
+  if (target === null || !Number.isFinite(position) || hls.latency - target <= LL_TUNING.hlsResyncBehindS) return;
+  const now = performance.now();
+  if (state.resyncedAt && now - state.resyncedAt < LL_TUNING.hlsResyncEveryS * 1000) return;
+  if (position <= video.currentTime) return;
+  state.resyncedAt = now;
+  state.resyncs = (state.resyncs || 0) + 1;
+  root.dataset.resyncs = String(state.resyncs);
+  video.currentTime = position;
+}
+
 // --- readouts -----------------------------------------------------------------------------
 function tick() {
   restartIfStuck();
@@ -245,6 +343,7 @@ function tick() {
   const playing = video.readyState >= 2 && !video.paused;
   setPlayerState(`${player.kind}: ${playing ? "playing" : video.ended ? "finished" : "buffering"}`);
   root.dataset.videoWidth = String(video.videoWidth);
+  root.dataset.playerLowLatency = String(Boolean(player.lowLatency()));
   root.dataset.currentTime = video.currentTime.toFixed(2);
   if (state.status !== "live") {
     if (player.hls && video.playbackRate !== 1) video.playbackRate = 1; // no live edge to hold
@@ -258,9 +357,19 @@ function tick() {
   root.dataset.latencyMs = String(Math.round(latency));
   ui.latency.textContent = `${(latency / 1000).toFixed(1)} s`;
   steerHls(player, latency / 1000);
+  resyncHls(player);
   const estimate = player.estimate();
+  const target = player.target();
   const notes = [];
-  if (estimate !== null) notes.push(`${player.kind} estimates ${estimate.toFixed(1)} s`);
+  if (estimate !== null) {
+    notes.push(`${player.kind} estimates ${estimate.toFixed(1)} s` + (LOW && target !== null ? `, target ${target.toFixed(1)} s` : ""));
+    root.dataset.playerEstimateMs = String(Math.round(estimate * 1000));
+  }
+  const rate = video.playbackRate;
+  root.dataset.playbackRate = rate.toFixed(2);
+  if (Math.abs(rate - 1) >= 0.005) notes.push(`${rate > 1 ? "catching up" : "slowing"} at ${rate.toFixed(2)}×`);
+  if (state.stalls) notes.push(`${state.stalls} stall${state.stalls > 1 ? "s" : ""}`);
+  if (state.resyncs) notes.push(`moved to the live edge ${state.resyncs}×`);
   if (state.clock && state.clock.source !== "publisher") notes.push("anchored to the server's receipt: upload delay not counted");
   ui.latencyNote.textContent = notes.length ? `(${notes.join("; ")})` : "";
 }
@@ -285,6 +394,8 @@ socket.on("stream", async (msg) => {
 });
 socket.on("error", (msg) => setPlayerState(`${msg.code}: ${msg.message}`));
 
+root.dataset.stalls = "0";
+showMode();
 setStatus(state.status);
 clock.sync().then(() => { root.dataset.clockOffset = String(Math.round(clock.offset)); });
 setInterval(tick, 500);
