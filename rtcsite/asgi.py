@@ -23,6 +23,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rtcsite.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.core.handlers.asgi import ASGIHandler  # noqa: E402
+from django.core.handlers.exception import convert_exception_to_response  # noqa: E402
 
 from rtcsite.observe import Observe  # noqa: E402
 from rtcsite.routing import websocket_urlpatterns  # noqa: E402
@@ -32,11 +34,45 @@ from rtcsite.ws.origin import SameOriginValidator  # noqa: E402
 # Daphne and runserver load this module before they listen: the bind is checked here.
 refuse_public_listen_with_default_key()
 
+
+class MediaHandler(ASGIHandler):
+    """Django for ``/media/streams/`` without the middleware stack.
+
+    Stream media (playlists, manifests, segments being written) is what players ask for
+    several times a second, low-latency ones 5-20 times (blocking reloads, parts). None of
+    it reads a session, an identity, a CSRF token or renders a page, yet each of the ten
+    sync middleware costs a hop to the thread that runs sync code (docs/decisions.md,
+    "Stream media past the middleware", for the CPU per request). The view
+    (streaming/media.py) sets every header its responses need.
+    """
+
+    def load_middleware(self, is_async=False):
+        self._view_middleware = []
+        self._template_response_middleware = []
+        self._exception_middleware = []
+        self._middleware_chain = convert_exception_to_response(self._get_response_async)
+
+    async def __call__(self, scope, receive, send):
+        # Without the per-request ThreadSensitiveContext: it gives each request a thread of
+        # its own for sync code (started and joined per request); the media view runs none,
+        # and the request signals' receivers share the one sync thread.
+        await self.handle(scope, receive, send)
+
+
+MEDIA_PREFIX = "/media/streams/"
+media_asgi_app = MediaHandler()
+
+
+async def http_app(scope, receive, send):
+    app = media_asgi_app if scope["path"].startswith(MEDIA_PREFIX) else django_asgi_app
+    await app(scope, receive, send)
+
+
 # Observe: /healthz, /readyz and /metrics before Django; socket counts and log context.
 application = Observe(
     ProtocolTypeRouter(
         {
-            "http": django_asgi_app,
+            "http": http_app,
             "websocket": SameOriginValidator(URLRouter(websocket_urlpatterns)),
         }
     )
