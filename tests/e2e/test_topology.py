@@ -222,7 +222,10 @@ def test_live_stream_through_http_ingest_watched_with_hls_js(
 ):
     top: Topology = topology
     chunks = ingest.clip_chunks(request, tmp_path_factory, seconds=40)
-    slug, key = ingest.new_stream(top, "Topology Live")
+    # Standard mode: every segment request must then come from disk. A low-latency stream's
+    # segments being written come from the app by design (through nginx:
+    # tests/integration/test_growing_segments.py).
+    slug, key = ingest.new_stream(top, "Topology Live", low_latency=False)
     stop = threading.Event()
     publisher = threading.Thread(
         target=publish_in_real_time, args=(top, slug, key, chunks, stop), daemon=True
