@@ -407,6 +407,10 @@ def run(quick: bool) -> dict[str, Any]:
     from bench.support import exit_cleanly_on_sigterm
     from tests.support.ll_stream import ll_encoder
 
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rtcsite.settings")
+    import django
+
+    django.setup()  # the encoders' FFmpeg binary is a setting
     viewers = int(os.environ.get("LL_ORIGIN_VIEWERS", "100"))
     small = int(os.environ.get("LL_ORIGIN_SMALL", "5"))
     small = small if 0 < small < viewers else 0

@@ -98,6 +98,14 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "low_latency": True,
         "latency": "low",
     },
+    # hls.js steered closer to the edge: the page's LL target 0.8 s (as dash.js), 0.2 s margin
+    "low_latency_hls_0_8": {
+        "env": {},
+        "publisher": {},
+        "viewer": {"lowLatency.hlsTargetS": 0.8, "lowLatency.hlsKeepAheadS": 0.2},
+        "low_latency": True,
+        "latency": "low",
+    },
     # the same stream in the players' standard mode (what a viewer who picks it gets)
     "low_latency_standard_players": {
         "env": {},
@@ -258,6 +266,16 @@ document.addEventListener("DOMContentLoaded", () => {{
   for (const [id, value] of Object.entries({values})) document.getElementById(id).value = value;
 }});
 """
+
+
+def _serve_js(body: str):
+    """A route handler answering ``body`` (one parameter: Playwright passes the request too
+    to a handler that takes two, as a default-argument closure would)."""
+
+    def handler(route) -> None:
+        route.fulfill(status=200, content_type="text/javascript", body=body)
+
+    return handler
 
 
 def player_tuning_js(assignments: dict[str, Any]) -> str:
@@ -521,12 +539,7 @@ def measure(browser, config: dict[str, Any], warmup_s: float, sample_s: float) -
                 viewer_context.add_init_script(path=str(FRAMECLOCK_JS))
                 if config["viewer"]:
                     body = player_tuning_js(config["viewer"])
-                    viewer_context.route(
-                        "**/static/js/player-tuning.js",
-                        lambda route, body=body: route.fulfill(
-                            status=200, content_type="text/javascript", body=body
-                        ),
-                    )
+                    viewer_context.route("**/static/js/player-tuning.js", _serve_js(body))
                 contexts.append(viewer_context)
                 page = viewer_context.new_page()
                 page.set_default_timeout(90_000)

@@ -88,10 +88,12 @@ export const PLAYER_TUNING = {
     },
     dashDelayParts: 4,
     // Capture-clock latency (s) the page steers hls.js to: up to 1.15x while behind with
-    // more than hlsKeepAheadS buffered, 0.95x while ahead. A little above dash.js's 0.8 s:
-    // hls.js learns of each part from a playlist reload first.
-    hlsTargetS: 0.9,
-    hlsKeepAheadS: 0.3,
+    // more than hlsKeepAheadS buffered, 0.95x while ahead. Parts are served ~0.24 s after
+    // capture (bench stream_latency's stages), so 0.8 s (as dash.js) leaves ~0.5 s of
+    // buffer: 0.92 s p50, no stall, 1206 of 1219 frames, where 0.9 s / 0.3 s gave 1.03-1.06 s
+    // with a stall in each of two runs (bench/results/stream_latency_ll_hls_target.json).
+    hlsTargetS: 0.8,
+    hlsKeepAheadS: 0.2,
     // hls.js allows no liveMaxLatencyDuration without liveSyncDuration: seen with an LL
     // origin, two stalls at start left it 4.4 s behind its 1.1 s target for good. So the page
     // moves hls.js to its live sync position when it is more than this far (s) behind its
