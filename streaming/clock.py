@@ -25,13 +25,13 @@ import json
 import logging
 import os
 import re
-import struct
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from streaming.playlists import find_box, fix_target_duration, tfdt_of
+from streaming.fmp4 import init_timescale
+from streaming.playlists import fix_target_duration, tfdt_of
 
 logger = logging.getLogger(__name__)
 
@@ -130,13 +130,15 @@ def _segment_tfdt(path: str, size: int) -> int | None:
 
 
 @functools.lru_cache(maxsize=256)
-def _init_timescale(path: str, size: int) -> int | None:
-    data = Path(path).read_bytes()
-    start = find_box(data, (b"moov", b"trak", b"mdia", b"mdhd"))
-    if start is None:
-        return None
-    offset = start + (20 if data[start] == 1 else 12)  # after version/flags and the times
-    return struct.unpack(">I", data[offset : offset + 4])[0]
+def _init_timescale(path: str, size: int, mtime_ns: int) -> int | None:
+    return init_timescale(Path(path).read_bytes())
+
+
+def timescale_of(init: Path) -> int | None:
+    """The track timescale of an initialization segment (cached: it never changes in a
+    run); raises ``OSError`` if it cannot be read."""
+    stat = init.stat()
+    return _init_timescale(str(init), stat.st_size, stat.st_mtime_ns)
 
 
 def media_time_ms(output_dir: Path, rep: int, number: int) -> float | None:
@@ -145,7 +147,7 @@ def media_time_ms(output_dir: Path, rep: int, number: int) -> float | None:
     init = output_dir / f"init-stream{rep}.m4s"
     try:
         tfdt = _segment_tfdt(str(segment), segment.stat().st_size)
-        timescale = _init_timescale(str(init), init.stat().st_size)
+        timescale = timescale_of(init)
     except OSError:
         return None
     if tfdt is None or not timescale:

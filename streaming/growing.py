@@ -247,18 +247,22 @@ def _pending(segment: Segment) -> str | None:
 
 async def _held_wait(request: HttpRequest, segment: Segment, check):
     """``check`` now, else held (holds) and re-checked on each change, within the bound.
-    Returns the result, or an HttpResponse (refused / not found / late)."""
+    Returns what ``check`` found; an HttpResponse (refused, gone, late); or ``None`` when
+    the segment is complete (the caller lets the usual path serve the file)."""
     result = await check()
-    if result is not None:
-        return result
-    with held_requests().hold(client_address(request)) as refused:
-        if refused:
-            return _refused(refused)
-        try:
-            result = await follow.wait_for(segment.folder, check, segment.within)
-        except FileNotFoundError:
-            return _not_found()
-    return _late(segment) if result is None else result
+    if result is None:
+        with held_requests().hold(client_address(request)) as refused:
+            if refused:
+                return _refused(refused)
+            try:
+                result = await follow.wait_for(segment.folder, check, segment.within)
+            except FileNotFoundError:
+                return _not_found()
+    if result is None:
+        return _late(segment)
+    if result == "gone":
+        return _not_found()
+    return None if result == "final" else result
 
 
 async def serve(request: HttpRequest, segment: Segment) -> HttpResponse | None:
@@ -295,12 +299,8 @@ async def _serve_range(request: HttpRequest, segment: Segment, start: int, end: 
         return _pending(segment)
 
     result = await _held_wait(request, segment, check)
-    if isinstance(result, HttpResponse):
+    if result is None or isinstance(result, HttpResponse):
         return result
-    if result == "gone":
-        return _not_found()
-    if result == "final":
-        return None
     data = await _read_growing(segment, start, end - start + 1)
     if data is None:
         return None  # renamed and shorter than asked: the usual path answers (416)
@@ -320,12 +320,8 @@ async def _serve_from(request: HttpRequest, segment: Segment, start: int):
         return _pending(segment)
 
     result = await _held_wait(request, segment, check)
-    if isinstance(result, HttpResponse):
+    if result is None or isinstance(result, HttpResponse):
         return result
-    if result == "gone":
-        return _not_found()
-    if result == "final":
-        return None
     return _partial(result, start, request.method)
 
 
@@ -335,10 +331,7 @@ async def _serve_when_final(request: HttpRequest, segment: Segment):
             return "final"
         return _pending(segment)
 
-    result = await _held_wait(request, segment, check)
-    if isinstance(result, HttpResponse):
-        return result
-    return _not_found() if result == "gone" else None
+    return await _held_wait(request, segment, check)  # only ever final or a response
 
 
 class _Release:

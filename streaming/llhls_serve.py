@@ -42,8 +42,8 @@ from django.http import HttpRequest, HttpResponse
 
 from rtcsite.http import MEDIA_CORS_HEADERS, client_address
 from streaming import follow, llhls
-from streaming.clock import anchor_hls_playlist, read_clock
-from streaming.fmp4 import fragments, init_timescale
+from streaming.clock import anchor_hls_playlist, read_clock, timescale_of
+from streaming.fmp4 import fragments
 from streaming.holds import held_requests
 from streaming.lowlatency import LowLatency
 
@@ -57,12 +57,6 @@ HEADERS = {**MEDIA_CORS_HEADERS, "X-Content-Type-Options": "nosniff"}
 
 
 # --- reading the edge (worker thread) -----------------------------------------------------
-@functools.lru_cache(maxsize=256)
-def _timescale(path: str, size: int, mtime: int) -> int:
-    with open(path, "rb") as handle:
-        return init_timescale(handle.read()) or 0
-
-
 @functools.lru_cache(maxsize=1024)
 def _complete_fragments(path: str, size: int, mtime: int) -> tuple[tuple, int]:
     """A renamed segment's fragments (its bytes are final: cached by size and mtime)."""
@@ -152,9 +146,7 @@ def _read_rendition(folder: Path, rep: int, mode: LowLatency, snapshot: Snapshot
     clock = read_clock(run)
     clock_ms = clock.capture_ms if clock is not None else None
     try:
-        init = run / f"init-stream{rep}.m4s"
-        stat = init.stat()
-        timescale = _timescale(str(init), stat.st_size, stat.st_mtime_ns)
+        timescale = timescale_of(run / f"init-stream{rep}.m4s") or 0
     except OSError:
         timescale = 0
     tails = []

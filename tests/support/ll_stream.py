@@ -102,3 +102,24 @@ def ll_encoder(
         yield encoder
     finally:
         encoder.stop()
+
+
+def finished_encode(folder: Path, seconds: float = 5.0) -> Path:
+    """A whole LL encode of ``seconds`` (one complete segment per second and rendition),
+    FFmpeg's final playlists included; for tests that cut it back to a live state."""
+    with ll_encoder(folder, seconds=seconds) as encoder:
+        encoder.process.wait(60)
+    return folder
+
+
+def live_playlist(text: str, listed: int) -> str:
+    """A final media playlist as it was while live, with its first ``listed`` segments."""
+    lines, count = [], 0
+    for line in text.splitlines():
+        if line.startswith("#EXT-X-ENDLIST"):
+            continue
+        if line.startswith("#EXTINF") and count == listed:
+            break
+        lines.append(line)
+        count += not line.startswith("#")
+    return "\n".join(lines) + "\n"

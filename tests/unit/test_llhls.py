@@ -13,7 +13,7 @@ from streaming.llhls import BadDirective, Directives, Tail
 from streaming.llhls_serve import read_snapshot
 from streaming.lowlatency import LowLatency
 from tests.support import llhls_check
-from tests.support.ll_stream import ll_encoder
+from tests.support.ll_stream import finished_encode, live_playlist
 
 MODE = LowLatency(part_target=0.2, segment_target=1.0)
 
@@ -21,24 +21,14 @@ MODE = LowLatency(part_target=0.2, segment_target=1.0)
 @pytest.fixture(scope="module")
 def encoded(tmp_path_factory) -> Path:
     """A finished LL encode by the real FFmpeg: 5 complete segments per rendition."""
-    folder = tmp_path_factory.mktemp("ll") / "show"
-    with ll_encoder(folder, seconds=5.0) as encoder:
-        encoder.process.wait(60)
+    folder = finished_encode(tmp_path_factory.mktemp("ll") / "show")
     assert (folder / "chunk-stream0-00005.m4s").exists()
     return folder
 
 
 def live_text(folder: Path, rep: int, listed: int) -> str:
     """The rendition's playlist as it was while live, with ``listed`` segments."""
-    lines, count = [], 0
-    for line in (folder / f"media_{rep}.m3u8").read_text().splitlines():
-        if line.startswith("#EXT-X-ENDLIST"):
-            continue
-        if line.startswith("#EXTINF") and count == listed:
-            break
-        lines.append(line)
-        count += not line.startswith("#")
-    return "\n".join(lines) + "\n"
+    return live_playlist((folder / f"media_{rep}.m3u8").read_text(), listed)
 
 
 def tail(folder: Path, rep: int, number: int, *, cut: int | None = None) -> Tail:

@@ -18,29 +18,14 @@ from streaming import llhls_serve
 from streaming.fmp4 import fragments
 from streaming.lowlatency import LowLatency, write_mode
 from tests.support import llhls_check
-from tests.support.ll_stream import ll_encoder
+from tests.support.ll_stream import finished_encode, live_playlist
 
 MODE = LowLatency(part_target=0.2, segment_target=1.0)
 
 
 @pytest.fixture(scope="module")
 def encoded(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("ll") / "show"
-    with ll_encoder(folder, seconds=5.0) as encoder:
-        encoder.process.wait(60)
-    return folder
-
-
-def cut_playlist(text: str, listed: int) -> str:
-    lines, count = [], 0
-    for line in text.splitlines():
-        if line.startswith("#EXT-X-ENDLIST"):
-            continue
-        if line.startswith("#EXTINF") and count == listed:
-            break
-        lines.append(line)
-        count += not line.startswith("#")
-    return "\n".join(lines) + "\n"
+    return finished_encode(tmp_path_factory.mktemp("ll") / "show")
 
 
 @pytest.fixture
@@ -56,7 +41,7 @@ def live(encoded, tmp_path) -> Path:
         for number in (1, 2, 3):
             shutil.copy(encoded / f"chunk-stream{rep}-{number:05d}.m4s", folder)
         text = (encoded / f"media_{rep}.m3u8").read_text()
-        (folder / f"media_{rep}.m3u8").write_text(cut_playlist(text, 3))
+        (folder / f"media_{rep}.m3u8").write_text(live_playlist(text, 3))
         data = (encoded / f"chunk-stream{rep}-00004.m4s").read_bytes()
         found, _ = fragments(data)
         (folder / f"chunk-stream{rep}-00004.m4s.tmp").write_bytes(data[: found[2].offset])
