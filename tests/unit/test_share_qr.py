@@ -53,7 +53,9 @@ def page_qr(html: str) -> tuple[str, str]:
 def assert_reads_as(svg: str, url: str) -> None:
     assert svg == qr_svg(url)  # segno's own encoding of exactly this URL
     assert segno.make(url, error="m").designator  # a valid symbol for it
-    text, _points, _ = cv2.QRCodeDetector().detectAndDecode(rasterise(svg))
+    # OpenCV's ArUco-based reader: the classic QRCodeDetector misreads about 1 in 75 of these
+    # symbols at this scale (segno's output is valid: the ArUco reader read 300 of 300)
+    text, _points, _ = cv2.QRCodeDetectorAruco().detectAndDecode(rasterise(svg))
     assert text == url
 
 
