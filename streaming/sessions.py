@@ -107,9 +107,11 @@ def _candidate_rank(line: str, client_loopback: bool) -> int:
         return 3
     if fields[2].lower() != "udp":
         return 3
+    if client_loopback:
+        return 0 if address.is_loopback else 1
     if address.is_loopback:
-        return 0 if client_loopback else 2
-    return 1 if address.is_global or not client_loopback else 2
+        return 2
+    return 0 if address.is_global else 1
 
 
 def order_candidates(sdp: str, client: str) -> str:

@@ -15,6 +15,7 @@ players may run on any origin, and read the headers they need.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from urllib.parse import quote
 
@@ -204,8 +205,14 @@ async def _session(request: HttpRequest, kind: str, slug: str, session_id: str) 
         session = sessions.lookup(kind, slug, session_id)
         if request.method == "DELETE":
             reason = "stopped by the publisher" if kind == "whip" else "the viewer left"
-            await session.close(reason)
-            return _cors(HttpResponse(f"Session ended: {reason}.\n", content_type="text/plain"))
+            # Shielded: a client that hangs up early (Django then cancels this view) must
+            # not cut the stop short (FFmpeg finalising the playlists).
+            await asyncio.shield(session.spawn(session.close(reason), "delete"))
+            return _cors(
+                HttpResponse(
+                    f"Session ended: {reason}.\n", content_type="text/plain; charset=utf-8"
+                )
+            )
         return await _patch(request, session)
     except ClientError as exc:
         logger.info("%s %s: %s refused %s %s", kind, slug, request.method, exc.status, exc.message)
