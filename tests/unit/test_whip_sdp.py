@@ -46,7 +46,8 @@ def test_a_usable_offer_passes_with_or_without_audio():
 @pytest.mark.parametrize(
     ("sdp", "status", "code"),
     [
-        ("hello", 400, "bad-sdp"),
+        ("hello", 400, "no-media"),
+        ("v=0\r\nm=video nine UDP/TLS/RTP/SAVPF 96\r\n", 400, "bad-sdp"),
         (offer(section("audio", OPUS, 0)), 422, "no-video"),
         (offer(section("video", {98: "VP9/90000"}, 0)), 422, "unsupported-codec"),
         (offer(section("audio", {0: "PCMU/8000"}, 0), section("video", H264, 1)), 422, None),
