@@ -4,14 +4,15 @@ The publisher (OBS 30+, FFmpeg's ``-f whip``, the publisher page) offers; the se
 aiortc peer answers receive-only, decodes, and hands each frame with its arrival time to
 the pipeline (``pipeline.feed_video`` / ``feed_audio``), which paces it to the stream's
 frame rate and encodes the same ladder and CMAF outputs as chunk ingest. The pipeline's raw
-source starts with the first decoded video frame (its size is the source size; later
-frames of another size, e.g. a browser adapting its resolution, are scaled back to it).
+source starts with the first decoded video frame (its size is the source size; the pipeline
+scales later frames of another size, e.g. a browser adapting its resolution, back to it).
 
 The stream goes live within the same caps as chunk ingest (``ingest.go_live_raw``) once the
 offer is known to be usable, before any candidate is gathered. It ends as with stop when
 the publisher DELETEs its session, its connection fails or closes, or it sends no media for
-``STREAM_WHIP_IDLE_TIMEOUT`` seconds; if the pipeline ends on its own (duration or disk cap,
-encoder failure) the peer is closed.
+``STREAM_WHIP_IDLE_TIMEOUT`` seconds (the pipeline's idle timer, set to that for this
+stream); whenever the pipeline ends on its own (idle, duration or disk cap, encoder
+failure) the peer is closed.
 
 Capture clock: arrival time. The pipeline is given the wall-clock time the first video frame
 arrived (decoded) as the stream's media time 0, like a chunk publisher's ``capture_ms``. RTCP
@@ -31,12 +32,11 @@ from aiortc import sdp as aiortc_sdp
 from aiortc.mediastreams import MediaStreamError
 from django.conf import settings
 
-from rtcsite import quotas
 from rtcsite.errors import ClientError
 from signaling.media.peer import check_offer
 from streaming import ingest
-from streaming.clock import now_ms
 from streaming.models import Stream
+from streaming.rawfeed import RawSource
 from streaming.sessions import WebRtcSession
 
 logger = logging.getLogger(__name__)
@@ -128,7 +128,6 @@ class WhipSession(WebRtcSession):
         self.source = None  # streaming.pipeline.RawSource, once the first frame came
         self.has_audio = False
         self.frames = {"video": 0, "audio": 0}
-        self.scaled = 0  # video frames scaled back to the source size
         self.last_media = time.monotonic()
         self._profiles: dict[str, str] = {}
         self._tracks: dict[str, object] = {}
@@ -155,7 +154,12 @@ class WhipSession(WebRtcSession):
         """Go live (caps, one publisher per stream), then read the tracks."""
         kinds = {t.kind for t in self.pc.getTransceivers() if t.direction != "inactive"}
         self.has_audio = "audio" in kinds
-        self.live = await ingest.go_live_raw(self.stream, quotas.address_key(self.address))
+        self.live = await ingest.go_live_raw(
+            self.stream,
+            self.address,
+            publisher=self,
+            idle_timeout=settings.STREAM_WHIP_IDLE_TIMEOUT,
+        )
         for kind, track in self._tracks.items():
             self.spawn(self._read(kind, track), f"read {kind}")
         self.spawn(self._watch(), "watch")
@@ -182,7 +186,7 @@ class WhipSession(WebRtcSession):
                 if kind == "video":
                     if self.source is None:
                         await self._start(frame)
-                    self._feed_video(frame, arrival)
+                    self.live.pipeline.feed_video(frame, arrival)
                 elif self.source is not None:  # audio before the first picture: dropped
                     self.live.pipeline.feed_audio(frame, arrival)
         except MediaStreamError:
@@ -198,10 +202,8 @@ class WhipSession(WebRtcSession):
 
     async def _start(self, frame) -> None:
         """The pipeline's raw source, sized by the first picture; media time 0 is now."""
-        from streaming.pipeline import RawSource  # the lead's raw-frame source
-
         source = RawSource(frame.width, frame.height, self.has_audio, codec=self._codec())
-        await self.live.pipeline.start_raw(source, capture_ms=now_ms())
+        await self.live.pipeline.start_raw(source)  # media time 0: now, this arrival
         self.source = source
         logger.info(
             "whip %s: live from %dx%d %s%s",
@@ -212,13 +214,6 @@ class WhipSession(WebRtcSession):
             " + Opus" if self.has_audio else "",
         )
 
-    def _feed_video(self, frame, arrival: float) -> None:
-        source = self.source
-        if (frame.width, frame.height) != (source.width, source.height):
-            frame = frame.reformat(width=source.width, height=source.height)
-            self.scaled += 1
-        self.live.pipeline.feed_video(frame, arrival)
-
     def _codec(self) -> str:
         for transceiver in self.pc.getTransceivers():
             if transceiver.kind == "video" and transceiver._codecs:
@@ -226,18 +221,14 @@ class WhipSession(WebRtcSession):
         return "H264"
 
     async def _watch(self) -> None:
-        """End a silent publication; close the peer of a stream that ended on its own."""
-        timeout = settings.STREAM_WHIP_IDLE_TIMEOUT
+        """Close the peer once the stream has ended on its own: the pipeline's idle timer
+        (``STREAM_WHIP_IDLE_TIMEOUT``, given to it by ``accept``: a publisher that sends
+        nothing), a duration or disk cap, the encoder failing."""
         while not self.closed:
             await asyncio.sleep(WATCH_INTERVAL)
             pipeline = self.live.pipeline
             if pipeline.closed:
                 self.spawn(self.close(pipeline.reason or "the stream ended"), "close")
-                return
-            silent = time.monotonic() - self.last_media
-            if timeout and silent > timeout:
-                reason = f"idle: no media from the WHIP publisher for {timeout:g} s"
-                self.spawn(self.close(reason), "close")
                 return
 
 
