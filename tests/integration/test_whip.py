@@ -119,8 +119,9 @@ def test_ffmpeg_publishes_over_whip_to_hls_and_dash_and_its_delete_ends_the_stre
             ffmpeg.kill()
             ffmpeg.wait()
     assert ffmpeg.returncode == 0, output
-    assert "Failed" not in output, output  # its DELETE was answered
-    # FFmpeg DELETEs its session when it ends: the stream ended as with stop.
+    # FFmpeg DELETEs its session when it ends: the stream ended as with stop. (FFmpeg 9.0.2
+    # then logs "Failed to read response from DELETE" whatever the 200 says: seen here with
+    # an empty immediate 200 from a bare socket server too.)
     status = wait_status(server, slug, "ended", within=30)
     assert status["reason"] == "stopped by the publisher", status
     assert status["renditions"] == ["480p", "360p"]
