@@ -218,7 +218,8 @@ def _check_caps(address: str) -> None:
         raise Busy(f"This server plays to at most {limit} WebRTC viewers at once: try later.")
     per_address = settings.STREAM_WHEP_MAX_VIEWERS_PER_ADDRESS
     key = address_key(address)
-    if per_address and sum(1 for v in _viewers if v.address_key == key) >= per_address:
+    # No address (a Unix socket without proxy headers): not counted per address, as quotas.
+    if per_address and key and sum(1 for v in _viewers if v.address_key == key) >= per_address:
         raise RateLimited(
             f"At most {per_address} WebRTC viewers per address: close one to open another.",
             retry_after=5,

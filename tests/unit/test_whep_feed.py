@@ -76,3 +76,26 @@ def test_timestamps_keep_increasing_across_encoder_runs():
     assert out == sorted(set(out)), out
     assert out[:5] == [0, 3000, 6000, 9000, 12000]  # in the 90 kHz RTP clock, from 0
     assert out[5] > out[4]
+
+
+def test_viewer_caps_per_process_and_per_address(settings, monkeypatch):
+    from rtcsite.errors import Busy, RateLimited
+    from streaming import whep
+
+    class Viewer:  # what the caps read of a session
+        def __init__(self, address_key: str) -> None:
+            self.address_key, self.slug = address_key, "s"
+
+    viewers = {Viewer("192.0.2.1") for _ in range(2)}
+    monkeypatch.setattr(whep, "_viewers", viewers)
+    settings.STREAM_WHEP_MAX_VIEWERS = 3
+    settings.STREAM_WHEP_MAX_VIEWERS_PER_ADDRESS = 2
+    with pytest.raises(RateLimited):
+        whep._check_caps("192.0.2.1")
+    whep._check_caps("192.0.2.2")  # another address still gets in
+    whep._check_caps("")  # no address (a Unix socket): not counted per address
+    viewers.add(Viewer("192.0.2.3"))
+    with pytest.raises(Busy):
+        whep._check_caps("192.0.2.2")
+    settings.STREAM_WHEP_MAX_VIEWERS = 0  # 0: no cap
+    whep._check_caps("192.0.2.2")
