@@ -194,6 +194,11 @@ def test_bad_requests_get_their_status_and_a_clear_text_body(server):
     assert_refused(post_offer(server, slug, None, offer), 401, "publish key")
     assert post_offer(server, slug, None, offer).headers["WWW-Authenticate"].startswith("Bearer")
     assert_refused(post_offer(server, slug, "sk_wrong", offer), 403, "wrong")
+    # The endpoint pasted without its last slash is answered, not redirected.
+    no_slash = request(
+        "POST", whip.rstrip("/"), body=offer, headers={"Content-Type": "application/sdp"}
+    )
+    assert_refused(no_slash, 401)
     assert_refused(post_offer(server, "no-such-stream", key, offer), 404)
     assert_refused(post_offer(server, slug, key, offer, content_type="text/plain"), 415, "sdp")
     assert_refused(post_offer(server, slug, key, "x" * (65 * 1024)), 413)
