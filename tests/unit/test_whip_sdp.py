@@ -131,3 +131,16 @@ def test_ice_servers_become_link_headers_with_derived_credentials(settings):
     assert '<turn:turn.example.org?transport=udp>; rel="ice-server"; username="' in link
     assert ':session-1"; credential="' in link and 'credential-type="password"' in link
     assert "s3cret" not in link
+
+
+def test_options_gives_ice_servers_only_outside_a_cors_preflight(settings, rf):
+    settings.ICE_SERVERS = [{"urls": ["stun:stun.example.org"]}]
+    plain = webrtc_http._options(rf.options("/"), "OPTIONS, POST", ice_user="whip-x")
+    assert plain.status_code == 204 and "stun:stun.example.org" in plain["Link"]
+    assert plain["Accept-Post"] == "application/sdp"
+    preflight = rf.options("/", headers={"Access-Control-Request-Method": "POST"})
+    answered = webrtc_http._options(preflight, "OPTIONS, POST", ice_user="whip-x")
+    assert "Link" not in answered
+    assert "If-Match" in answered["Access-Control-Allow-Headers"]
+    anonymous = webrtc_http._options(rf.options("/"), "OPTIONS, POST", ice_user=None)
+    assert "Link" not in anonymous
