@@ -189,7 +189,9 @@ async def whep_endpoint(request: HttpRequest, slug: str) -> HttpResponse:
 
     try:
         offer = _read_body(request, SDP, MAX_SDP_BYTES)
-        session, answer = await whep.watch(slug, offer, client_address(request))
+        # ?peer=: the viewer page's own audience place, so the page is counted once
+        peer = request.GET.get("peer") or None
+        session, answer = await whep.watch(slug, offer, client_address(request), peer=peer)
     except ClientError as exc:
         logger.info("whep %s: refused %s %s", slug, exc.status, exc.message)
         return error_response(exc)
