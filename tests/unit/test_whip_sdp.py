@@ -64,6 +64,17 @@ def test_unusable_offers_are_refused_with_their_reason(sdp, status, code):
     assert caught.value.message
 
 
+def test_hostile_offers_are_refused_before_any_peer_exists():
+    data_channel = offer(section("video", H264, 0)) + (
+        "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\n" + ICE
+    )
+    many = offer(*(section("video", H264, i) for i in range(200)))
+    for sdp in (data_channel, many, "\x00" * 1000, "v=0\r\n" + "a=" + "x" * 60000):
+        with pytest.raises(ClientError) as caught:
+            check_whip_offer(sdp)
+        assert caught.value.status == 400, caught.value
+
+
 def test_h264_profiles_are_read_as_aiortcs_and_given_back_in_the_answer():
     sdp = offer(section("video", {106: "H264/90000", 96: "VP8/90000"}, 0))
     profiles = h264_profiles(sdp)
