@@ -85,7 +85,8 @@ def check_ended_outputs(server, slug: str, seconds: float) -> None:
         playlist = m3u8.load(str(out / f"media_{rep}.m3u8"))
         assert playlist.is_endlist, f"media_{rep}.m3u8 has no #EXT-X-ENDLIST"
         total = sum(s.duration for s in playlist.segments)
-        assert seconds - 1.5 < total < seconds + 1.0, (rep, total)
+        # arrival-paced: load may stretch it, never shorten it much
+        assert seconds - 1.5 < total < seconds + 4, (rep, total)
     mpd = MPEGDASHParser.parse(str(out / "manifest.mpd"))
     assert mpd.type == "static"
     video, audio = mpd.periods[0].adaptation_sets
@@ -128,6 +129,25 @@ def test_ffmpeg_publishes_over_whip_to_hls_and_dash_and_its_delete_ends_the_stre
     check_ended_outputs(server, slug, FFMPEG_SECONDS)
     # An ended stream takes no new publication.
     assert_refused(post_offer(server, slug, key, asyncio.run(some_offer())), 409)
+
+
+def test_ffmpeg_taking_the_dtls_client_role_itself_publishes_too(server):
+    """``-whip_flags dtls_active``: the offer says ``a=setup:active``; the server takes the
+    DTLS server role it leaves (by default FFmpeg offers ``passive``, test above)."""
+    slug, key = new_stream(server, "FFmpeg WHIP active", low_latency=False)
+    url = f"{server.url}/streams/{slug}/whip/"
+    ffmpeg = ffmpeg_whip(imageio_ffmpeg.get_ffmpeg_exe(), url, key, 3, "-whip_flags", "dtls_active")
+    try:
+        wait_status(server, slug, "live")
+        output, _ = ffmpeg.communicate(timeout=60)
+    finally:
+        if ffmpeg.poll() is None:
+            ffmpeg.kill()
+            ffmpeg.wait()
+    assert ffmpeg.returncode == 0, output
+    status = wait_status(server, slug, "ended", within=30)
+    assert status["reason"] == "stopped by the publisher", status
+    assert check_segments(media_dir(server, slug), 0, (640, 480)) >= 2
 
 
 # --- a Python aiortc publisher, trickling ----------------------------------------------------
@@ -194,6 +214,11 @@ def test_bad_requests_get_their_status_and_a_clear_text_body(server):
     assert_refused(post_offer(server, slug, None, offer), 401, "publish key")
     assert post_offer(server, slug, None, offer).headers["WWW-Authenticate"].startswith("Bearer")
     assert_refused(post_offer(server, slug, "sk_wrong", offer), 403, "wrong")
+    # The endpoint pasted without its last slash is answered, not redirected.
+    no_slash = request(
+        "POST", whip.rstrip("/"), body=offer, headers={"Content-Type": "application/sdp"}
+    )
+    assert_refused(no_slash, 401)
     assert_refused(post_offer(server, "no-such-stream", key, offer), 404)
     assert_refused(post_offer(server, slug, key, offer, content_type="text/plain"), 415, "sdp")
     assert_refused(post_offer(server, slug, key, "x" * (65 * 1024)), 413)
@@ -227,7 +252,8 @@ def test_bad_requests_get_their_status_and_a_clear_text_body(server):
 
 
 async def silent_and_busy(server) -> None:
-    """A (goes silent), B (carries on), C (over the process's cap: 503)."""
+    """A (goes silent), B (carries on, then hangs up without DELETE), C (over the
+    process's cap: 503)."""
     (a_slug, a_key), (b_slug, b_key), (c_slug, c_key) = (
         new_stream(server, title, low_latency=False) for title in ("Silent", "Busy", "Third")
     )
@@ -252,8 +278,10 @@ async def silent_and_busy(server) -> None:
         segments = stream_status(server, b_slug)["segments"]
         assert stream_status(server, b_slug)["status"] == "live"
         await asyncio.to_thread(wait_segments, server, b_slug, segments)
-        assert (await busy.delete()).status == 200
-        assert stream_status(server, b_slug)["status"] == "ended"
+        # A publisher that closes its connection without DELETE: the stream ends too.
+        await busy.close()
+        status = await asyncio.to_thread(wait_status, server, b_slug, "ended", 60)
+        assert not status["reason"].startswith("idle"), status
     finally:
         await silent.close()
         await busy.close()
