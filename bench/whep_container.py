@@ -1,8 +1,9 @@
 """WHEP feed container: the delay from a raw frame written into the stream's FFmpeg command
 to its WebRTC-output packet demuxed by PyAV, per container (docs/decisions.md, "WHEP: one
 WebRTC encode"). From the repo root, under the heavy lock:
-``python -m bench.whep_container [nut mpegts matroska]``. Not a ``bench_`` benchmark: a
+``python -m bench.whep_container [nut mpegts matroska none]``. Not a ``bench_`` benchmark: a
 one-off measurement kept so that it can be redone (``SECONDS_PER_RUN``, default 10).
+``none``: the same command without the WebRTC output, for FFmpeg's CPU time without it.
 """
 
 from __future__ import annotations
@@ -36,23 +37,23 @@ def _quantile(values: list[float], q: float) -> float:
     return ordered[int(q * (len(ordered) - 1))] * 1000
 
 
-def measure(container: str, seconds: float) -> dict:
+def measure(container: str | None, seconds: float) -> dict:
     import av
 
     from streaming.ffmpeg import EncoderOptions, RawInput, build_command
-    from streaming.ladder import rendition
+    from streaming.ladder import configured_ladder, renditions_for_source
 
     audio_read, audio_write = os.pipe()
     webrtc_read, webrtc_write = os.pipe()
     fcntl.fcntl(webrtc_write, fcntl.F_SETPIPE_SZ, 1 << 20)
     fcntl.fcntl(audio_write, fcntl.F_SETPIPE_SZ, 1 << 20)
+    extra = {"webrtc_fd": webrtc_write, "webrtc_container": container} if container else {}
     cmd = build_command(
         tempfile.mkdtemp(),
-        [rendition(360)],
+        renditions_for_source(configured_ladder(), H),  # 480p + 360p; WebRTC 480p
         raw_input=RawInput(W, H, FPS, audio_fd=audio_read),
         options=EncoderOptions.from_settings(),
-        webrtc_fd=webrtc_write,
-        webrtc_container=container,
+        **extra,
     )
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, pass_fds=(audio_read, webrtc_write))
     os.close(audio_read)
@@ -63,6 +64,10 @@ def measure(container: str, seconds: float) -> dict:
     checks = {"annexb": True, "sps_at_keyframes": True}
 
     def read() -> None:
+        if container is None:
+            while os.read(webrtc_read, 1 << 16):
+                pass
+            return
         demuxer = av.open(
             f"pipe:{webrtc_read}",
             format=container,
@@ -99,10 +104,14 @@ def measure(container: str, seconds: float) -> dict:
         video_written.append(time.monotonic())
     proc.stdin.close()
     os.close(audio_write)
-    proc.wait()
+    _, _, usage = os.wait4(proc.pid, 0)
+    proc.returncode = 0
+    cpu = usage.ru_utime + usage.ru_stime
     reader.join()
     os.close(webrtc_read)
 
+    if container is None:
+        return {"container": None, "ffmpeg_cores": cpu / seconds}
     video = [a for a in arrivals if a[1] == "video"]
     audio = [a for a in arrivals if a[1] == "audio"]
     video_delays = []
@@ -119,6 +128,7 @@ def measure(container: str, seconds: float) -> dict:
     video_delays, audio_delays = video_delays[FPS:], audio_delays[50:]  # past start-up
     return {
         "container": container,
+        "ffmpeg_cores": cpu / seconds,
         "video_packets": len(video),
         "audio_packets": len(audio),
         "video_p50_ms": _quantile(video_delays, 0.5),
@@ -135,8 +145,8 @@ def main() -> None:
 
     django.setup()
     seconds = float(os.environ.get("SECONDS_PER_RUN", "10"))
-    for container in sys.argv[1:] or ["nut", "mpegts", "matroska"]:
-        print(json.dumps(measure(container, seconds)), flush=True)
+    for name in sys.argv[1:] or ["nut", "mpegts", "matroska", "none"]:
+        print(json.dumps(measure(None if name == "none" else name, seconds)), flush=True)
 
 
 if __name__ == "__main__":
