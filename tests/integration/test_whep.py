@@ -8,10 +8,12 @@ end of the stream.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 
 import pytest
+import websockets
 from aiortc import (
     RTCConfiguration,
     RTCPeerConnection,
@@ -20,7 +22,14 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError
 
-from tests.support.ingest import clip_chunks, new_stream, post_chunk, stop_http, stream_status
+from tests.support.ingest import (
+    clip_chunks,
+    new_stream,
+    page_token,
+    post_chunk,
+    stop_http,
+    stream_status,
+)
 from tests.support.whip import request, resource
 
 pytestmark = pytest.mark.timeout(240)
@@ -73,12 +82,12 @@ class HttpViewer:
         except MediaStreamError:
             self.ended.add(track.kind)
 
-    async def post(self):
+    async def post(self, query: str = ""):
         await self.pc.setLocalDescription(await self.pc.createOffer())
         reply = await asyncio.to_thread(
             request,
             "POST",
-            f"{self.server.url}/streams/{self.slug}/whep/",
+            f"{self.server.url}/streams/{self.slug}/whep/{query}",
             body=self.pc.localDescription.sdp,
             headers={"Content-Type": "application/sdp"},
         )
@@ -105,6 +114,12 @@ def publish(server, slug: str, key: str, chunks, stop: threading.Event) -> None:
         time.sleep(max(0.0, start + chunk.end_ms / 1000 - 0.25 - time.monotonic()))
         status, body = post_chunk(server, slug, key, seq, chunk.data)
         assert status in (200, 202), body
+
+
+async def watch_socket(server, slug: str):
+    """A viewer page's socket (it counts as one viewer)."""
+    url = f"{server.ws_url}/ws/streams/{slug}/watch/?token={page_token(server)}"
+    return await websockets.connect(url, origin=server.url)
 
 
 def assert_refused(reply, status: int, *words: str) -> None:
@@ -142,10 +157,20 @@ async def watch_live_stream(server, chunks) -> None:
         assert "H264/90000" in reply.body and "VP8" not in reply.body
         await asyncio.wait_for(first.got_video.wait(), 60)
 
-        # A second viewer, mid-stream: a picture of its own (from the next keyframe).
-        reply = await second.post()
+        # Viewer counts include WHEP viewers: a viewer page's socket sees itself + the first.
+        page = await watch_socket(server, slug)
+        welcome = json.loads(await asyncio.wait_for(page.recv(), 15))
+        assert welcome["viewers"] == 2, welcome
+
+        # A second viewer, mid-stream, from that page (?peer=: its socket counts it): a
+        # picture of its own (from the next keyframe), and no second place for the page.
+        reply = await second.post(f"?peer={welcome['you']['peer']}")
         assert reply.status == 201, reply.body
         await asyncio.wait_for(second.got_video.wait(), 60)
+        other_page = await watch_socket(server, slug)
+        assert json.loads(await asyncio.wait_for(other_page.recv(), 15))["viewers"] == 3
+        await other_page.close()
+        await page.close()
 
         # The process's cap (2 here): 503 with Retry-After and a clear body.
         over = await third.post()
