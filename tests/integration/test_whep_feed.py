@@ -168,7 +168,8 @@ async def test_viewers_get_the_one_encode_from_keyframes_across_encoder_runs(
     # context was never made), and every sender sent packets.
     for session in (session1, session2):
         for sender in session.pc.getSenders():
-            assert sender._RTCRtpSender__packet_count > 0
+            stats = [s for s in (await sender.getStats()).values() if s.type == "outbound-rtp"]
+            assert stats and stats[0].packetsSent > 0
             if sender.kind == "video":
                 assert sender._RTCRtpSender__encoder.codec is None
     await run1
