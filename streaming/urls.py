@@ -13,6 +13,6 @@ urlpatterns = [
     path("streams/<slug:slug>/status/", views.status, name="status"),
     path("streams/<slug:slug>/ingest/", views.ingest, name="ingest"),
     path("streams/<slug:slug>/stop/", views.stop, name="stop"),
-    re_path(r"^streams/(?P<slug>[-a-zA-Z0-9_]+)/(?P<player>hls|dash)/$", views.watch, name="watch"),
+    re_path(r"^streams/(?P<slug>[-a-zA-Z0-9_]+)/(?P<player>hls|dash|webrtc)/$", views.watch, name="watch"),
     re_path(r"^media/streams/(?P<path>.*)$", media.serve_stream_file, name="media"),
 ]
