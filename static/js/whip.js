@@ -195,6 +195,11 @@ export class WhipPublisher {
     const vt = this.pc.addTransceiver(video, { direction: "sendonly", streams: [mediaStream],
       sendEncodings: [{ maxBitrate: this.maxBitrate }] });
     preferCodec(vt, "video", this.videoCodec);
+    // Keep the camera's size when the CPU is short (frames dropped instead): the stream's
+    // ladder is sized from the first frame, and every rung needs the pixels.
+    const params = vt.sender.getParameters();
+    params.degradationPreference = "maintain-resolution";
+    await vt.sender.setParameters(params).catch(() => {});
     const audio = mediaStream.getAudioTracks()[0];
     if (audio) this.pc.addTransceiver(audio, { direction: "sendonly", streams: [mediaStream] });
     this.session = new WebRtcHttpSession({ url: this.url, token: this.key, onTrickleError: (m) => this.setError(m) });
