@@ -82,7 +82,11 @@ export class WebRtcHttpSession {
       headers: this.headers({ "Content-Type": "application/sdp" }),
     });
     const text = await response.text();
-    if (response.status !== 201) throw new WebRtcHttpError(response.status, text.trim() || response.statusText);
+    if (response.status !== 201) {
+      // The server's errors are short text; anything else (a proxy's HTML page) by its status.
+      const plain = (response.headers.get("Content-Type") || "").startsWith("text/plain");
+      throw new WebRtcHttpError(response.status, (plain && text.trim().slice(0, 300)) || response.statusText);
+    }
     const where = response.headers.get("Location");
     if (!where) throw new WebRtcHttpError(response.status, "the answer came without a Location");
     this.location = new URL(where, this.url).href;

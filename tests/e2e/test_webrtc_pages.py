@@ -19,24 +19,35 @@ import re
 import pytest
 from playwright.sync_api import expect
 
+from tests.support.daphne import DaphneServer
 from tests.support.ingest import start_publishing_in_page
 
 pytestmark = pytest.mark.timeout(900)
 
 # Generous: shared, often loaded machines (see test_stream_viewers.py).
 WAIT_MS = 120_000
+# Content-Security-Policy violations, reported through a binding (as tests/e2e/test_csp.py).
+CSP_REPORT = """
+document.addEventListener("securitypolicyviolation", (e) => window.__cspViolation(
+  `${e.violatedDirective} blocked ${e.blockedURI || "inline"} at ${e.sourceFile}:${e.lineNumber}`));
+"""
 
 
 def expect_frames_advancing(page) -> None:
-    """Frames decoded and the playhead moving (twice, so a frozen picture would fail)."""
+    """Frames decoded and the playhead moving (twice, so a frozen picture would fail). Polled
+    from Python: the pages run under the enforced CSP, where wait_for_function's string is
+    refused."""
     expect(page.locator("#viewer")).to_have_attribute(
         "data-video-width", re.compile(r"^[1-9]\d*$"), timeout=WAIT_MS
     )
     for _ in range(2):
-        before = page.evaluate("document.getElementById('video').currentTime")
-        page.wait_for_function(
-            f"document.getElementById('video').currentTime > {before} + 0.5", timeout=WAIT_MS
-        )
+        start = page.evaluate("document.getElementById('video').currentTime")
+        for _ in range(WAIT_MS // 100):
+            if page.evaluate("document.getElementById('video').currentTime") > start + 0.5:
+                break
+            page.wait_for_timeout(100)
+        else:
+            pytest.fail("the video did not play on")
 
 
 def received_video_codec(page) -> str:
@@ -66,9 +77,21 @@ def open_webrtc_viewer(context, server, slug):
     return viewer, console
 
 
-def test_publish_over_whip_and_watch_over_whep(browser_context, live_server_proc):
-    server = live_server_proc
+@pytest.fixture(scope="module")
+def enforcing_server():
+    """The site with its Content-Security-Policy enforced (the shared test servers only
+    report it): whip.js and whep.js must run under it."""
+    server = DaphneServer(env={"CONTENT_SECURITY_POLICY_REPORT_ONLY": "0"}).start()
+    yield server
+    server.stop()
+
+
+def test_publish_over_whip_and_watch_over_whep(browser_context, enforcing_server):
+    server = enforcing_server
     browser_context.set_default_timeout(WAIT_MS)
+    violations: list[str] = []
+    browser_context.expose_binding("__cspViolation", lambda _source, text: violations.append(text))
+    browser_context.add_init_script(CSP_REPORT)
     publisher = browser_context.new_page()
     slug = start_publishing_in_page(publisher, server, "WebRTC show", "whip", WAIT_MS)
     root = publisher.locator("#publisher")
@@ -119,6 +142,7 @@ def test_publish_over_whip_and_watch_over_whep(browser_context, live_server_proc
     for console in (first_console, second_console):
         errors = [line for line in console if line.startswith(("error", "pageerror"))]
         assert not errors, errors
+    assert not violations, violations
 
 
 def test_pages_get_their_icon_and_ask_for_nothing_missing(browser_context, live_server_proc):
