@@ -124,7 +124,11 @@ def detail(request: HttpRequest, slug: str) -> HttpResponse:
     return render(
         request,
         "streaming/detail.html",
-        {"stream": stream, "low_latency": offered_low_latency(stream)},
+        {
+            "stream": stream,
+            "low_latency": offered_low_latency(stream),
+            "whep_on": settings.STREAM_WHEP,
+        },
     )
 
 
@@ -281,6 +285,7 @@ def publish(request: HttpRequest, slug: str) -> HttpResponse:
             "ll_segment": settings.STREAM_LL_SEGMENT_SECONDS,
             # the status line follows the stream (publish-page.js polls the status URL)
             "status_labels": dict(StreamStatus.choices),
+            "whip_endpoint": request.build_absolute_uri(reverse("streaming:whip", args=[slug])),
         },
     )
 
