@@ -30,5 +30,9 @@ urlpatterns = [
         views.watch,
         name="watch",
     ),
+    # WHIP/WHEP endpoints pasted without their last slash (OBS's server field): answered
+    # here, not redirected (a 301 turns a POST into a GET).
+    re_path(r"^streams/(?P<slug>[-a-zA-Z0-9_]+)/whip$", webrtc_http.whip_endpoint),
+    re_path(r"^streams/(?P<slug>[-a-zA-Z0-9_]+)/whep$", webrtc_http.whep_endpoint),
     re_path(r"^media/streams/(?P<path>.*)$", media.serve_stream_file, name="media"),
 ]

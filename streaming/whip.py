@@ -187,6 +187,8 @@ class WhipSession(WebRtcSession):
                     if self.source is None:
                         await self._start(frame)
                     self.live.pipeline.feed_video(frame, arrival)
+                    # as each chunk does: the row's counters, the duration and disk caps
+                    self.live.save_progress_if_due()
                 elif self.source is not None:  # audio before the first picture: dropped
                     self.live.pipeline.feed_audio(frame, arrival)
         except MediaStreamError:
