@@ -57,7 +57,7 @@ function setStatus(status, reason = "") {
     // No recording over WebRTC: a live stream only, the connection ends with it.
     if (status === "live" && !state.started) startPlayer();
     else if (status !== "live" && state.player) {
-      state.player.stop();
+      state.player.stop({ release: false }); // the server ended the session with the stream
       state.player = null;
       setPlayerState(status === "ended" ? "the stream ended (its recording plays over HLS or DASH)" : status);
     }
@@ -257,8 +257,10 @@ async function startDash(url) {
 // WHEP: no manifest to wait for; a refused or failed session is tried again while live.
 const WHEP_RETRY_MS = 3000;
 async function startWhep() {
+  // ?peer=: the watch socket's audience place already counts this page (docs/protocol.md).
+  const url = root.dataset.whepUrl + (state.peer ? `?peer=${encodeURIComponent(state.peer)}` : "");
   const whep = new WhepPlayer({
-    url: root.dataset.whepUrl, video,
+    url, video,
     onUpdate: (player) => {
       if (ui.connection) ui.connection.textContent = player.pc ? player.pc.connectionState : player.state;
       if (player.state === "failed" && state.player && state.player.whep === player) retryWhep(player.error);
@@ -271,7 +273,7 @@ async function startWhep() {
   }
   return {
     kind: "WebRTC", whep,
-    stop: () => whep.stop(),
+    stop: (options) => whep.stop(options),
     latencyMs: () => whep.latencyMs,
     estimate: () => null,
     target: () => null,
@@ -429,27 +431,29 @@ function tick() {
   ui.latencyNote.textContent = notes.length ? `(${notes.join("; ")})` : "";
 }
 
-// WHEP: server send → on screen (whep.js), with the jitter buffer's share beside it.
-let jitterMs = null;
+// WHEP: server send → playing now (whep.js says why only that), the jitter buffer beside it.
 function showWebRtcLatency(player, playing) {
-  const latency = player.latencyMs();
-  if (!playing || latency === null) {
-    ui.latencyNote.textContent = playing ? "(waiting for the server's first RTCP sender report)" : "";
-    return;
-  }
-  root.dataset.latencyMs = String(Math.round(latency));
-  ui.latency.textContent = `${(latency / 1000).toFixed(2)} s`;
-  player.whep.jitterBufferMs().then((value) => { jitterMs = value; });
-  const notes = ["from the server sending each frame; capture, upload and server encode not counted"];
-  if (jitterMs !== null) notes.push(`jitter buffer ${Math.round(jitterMs)} ms`);
-  if (player.whep.networkMs !== null) notes.push(`network ${Math.round(player.whep.networkMs)} ms`);
-  ui.latencyNote.textContent = `(${notes.join("; ")})`;
+  const whep = player.whep;
+  whep.sample().then(() => {
+    const latency = whep.latencyMs;
+    if (!playing || latency === null) {
+      ui.latencyNote.textContent = playing ? "(waiting for the server's first RTCP sender report)" : "";
+      return;
+    }
+    root.dataset.latencyMs = String(Math.round(latency));
+    ui.latency.textContent = `${(latency / 1000).toFixed(2)} s`;
+    const notes = ["from the server sending each frame; capture, upload and server encode not counted"];
+    if (whep.jitterBufferMs !== null) notes.push(`jitter buffer ${Math.round(whep.jitterBufferMs)} ms`);
+    ui.latencyNote.textContent = `(${notes.join("; ")})`;
+  });
 }
 
 // --- socket: status and viewer count -------------------------------------------------------
 const socket = new RtcSocket(root.dataset.wsPath);
 showStatus(socket);
 socket.on("welcome", (msg) => {
+  // This page's place in the audience: a WHEP session started with it is not counted again.
+  state.peer = msg.you && msg.you.peer;
   ui.viewers.textContent = String(msg.viewers);
   root.dataset.viewers = String(msg.viewers);
   if (msg.heartbeat_interval) socket.setPingInterval(msg.heartbeat_interval * 1000);

@@ -2,18 +2,23 @@
 // Opus over WebRTC into a <video>. The HTTP side is whip.js's WebRtcHttpSession (POST offer
 // → 201 answer + Location, PATCH trickle, DELETE on leave).
 //
-// Latency readout (``latencyMs``): per frame shown, the time from the *server sending it*
-// to it being on screen: requestVideoFrameCallback's ``captureTime``, which Chromium derives
-// for a remote frame from its RTP timestamp and the sender's RTCP sender reports (the
-// server's wall clock, mapped onto this page's clock by Chromium), against the frame's
-// expected display time. The server stamps its reports when it sends, so the time before
-// that (camera, upload, decode, encode on the server) is NOT in it: docs/protocol.md, "WHEP".
+// Latency readout (``sample()`` → ``latencyMs``): the time from the *server sending* the
+// frame now playing to now: getStats' ``estimatedPlayoutTimestamp`` of the video receiver
+// is that frame's time on the sender's clock (Chromium maps its RTP timestamp through the
+// sender's RTCP sender reports, and the sender's clock onto this page's), against the stats'
+// own ``timestamp``. The server (aiortc) stamps its reports when it *sends*, so the time
+// before that (camera, upload, decode and encode on the server) is NOT in it: the page says
+// so (docs/decisions.md, "Pages: WHEP latency readout"). requestVideoFrameCallback's
+// ``captureTime`` would be per frame, but Chromium gives it only with the abs-capture-time
+// RTP extension, which aiortc does not send.
 //
 //   import { WhepPlayer } from "./whep.js";
 //   const player = new WhepPlayer({ url: "/streams/<slug>/whep/", video, onUpdate });
 //   await player.start();  ...  await player.stop();
 
 import { WebRtcHttpSession, preferCodec } from "./whip.js";
+
+const NTP_UNIX_OFFSET_MS = 2208988800000; // 1900-01-01 to 1970-01-01
 
 export class WhepPlayer {
   constructor({ url, video, onUpdate = () => {} }) {
@@ -23,9 +28,9 @@ export class WhepPlayer {
     this.error = "";
     this.pc = null;
     this.session = null;
-    this.latencyMs = null; // server send → on screen, the last frame shown (see above)
-    this.networkMs = null; // server send → received, the same frame
-    this.frames = 0;
+    this.latencyMs = null; // server send → playing now (see above)
+    this.jitterBufferMs = null; // the receiver's jitter buffer, averaged over the frames so far
+    this.framesDecoded = 0;
   }
 
   setState(state) { this.state = state; this.onUpdate(this); }
@@ -59,40 +64,34 @@ export class WhepPlayer {
     }
     this.onPageHide = () => this.session.close({ keepalive: true });
     window.addEventListener("pagehide", this.onPageHide);
-    this.watchFrames();
     return true;
   }
 
-  watchFrames() {
-    if (!this.video.requestVideoFrameCallback) return; // no per-frame metadata: no readout
-    const onFrame = (_now, meta) => {
-      this.frames += 1;
-      if (meta.captureTime !== undefined && meta.captureTime > 0) {
-        this.latencyMs = meta.expectedDisplayTime - meta.captureTime;
-        this.networkMs = meta.receiveTime !== undefined ? meta.receiveTime - meta.captureTime : null;
-      }
-      if (this.pc) this.video.requestVideoFrameCallback(onFrame);
-    };
-    this.video.requestVideoFrameCallback(onFrame);
-  }
-
-  // The receiver's jitter buffer, averaged over the frames so far (ms), from getStats.
-  async jitterBufferMs() {
-    if (!this.pc) return null;
-    let value = null;
+  // Latency and jitter buffer from one getStats (see the top of this file); null until the
+  // first sender report has arrived.
+  async sample() {
+    if (!this.pc) return;
+    let video = null;
     (await this.pc.getStats()).forEach((entry) => {
-      if (entry.type === "inbound-rtp" && entry.kind === "video" && entry.jitterBufferEmittedCount) {
-        value = (entry.jitterBufferDelay / entry.jitterBufferEmittedCount) * 1000;
-      }
+      if (entry.type === "inbound-rtp" && entry.kind === "video") video = entry;
     });
-    return value;
+    if (!video) return;
+    if (video.estimatedPlayoutTimestamp > 0) {
+      this.latencyMs = video.timestamp - (video.estimatedPlayoutTimestamp - NTP_UNIX_OFFSET_MS);
+    }
+    if (video.jitterBufferEmittedCount) {
+      this.jitterBufferMs = (video.jitterBufferDelay / video.jitterBufferEmittedCount) * 1000;
+    }
+    this.framesDecoded = video.framesDecoded || 0;
   }
 
-  async stop() {
+  // ``release``: DELETE the session; false once the stream has ended (the server closes its
+  // sessions with the stream, so the resource is gone: a DELETE would be a 404).
+  async stop({ release = true } = {}) {
     window.removeEventListener("pagehide", this.onPageHide);
     const pc = this.pc;
     this.pc = null;
-    const status = this.session ? await this.session.close() : null;
+    const status = this.session && release ? await this.session.close() : null;
     if (pc) pc.close();
     this.video.srcObject = null;
     this.setState("closed");

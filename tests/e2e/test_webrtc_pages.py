@@ -132,6 +132,9 @@ def test_publish_over_whip_and_watch_over_whep(browser_context, enforcing_server
     assert second.evaluate("document.getElementById('video').videoWidth") == 640
     # The first viewer kept playing meanwhile.
     expect_frames_advancing(first)
+    # Two viewers, each counted once (its watch socket and its WHEP session are one place).
+    for viewer in (first, second):
+        expect(viewer.get_by_test_id("viewers")).to_have_text("2", timeout=WAIT_MS)
 
     publisher.get_by_test_id("stop").click()
     expect(root).to_have_attribute("data-pub-state", "ended", timeout=WAIT_MS)
