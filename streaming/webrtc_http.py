@@ -152,7 +152,7 @@ def _created(session: sessions.WebRtcSession, answer: str) -> HttpResponse:
 async def whip_endpoint(request: HttpRequest, slug: str) -> HttpResponse:
     """``/streams/<slug>/whip/``: ``POST`` an offer with the publish key to go live."""
     if request.method == "OPTIONS":
-        return _options(request, ENDPOINT_METHODS, ice_user=f"whip-{slug}")
+        return _options(request, ENDPOINT_METHODS, ice_user=await _publisher(request, slug))
     if request.method != "POST":
         return _not_allowed(request, ENDPOINT_METHODS)
     try:
@@ -163,6 +163,19 @@ async def whip_endpoint(request: HttpRequest, slug: str) -> HttpResponse:
         logger.info("whip %s: refused %s %s", slug, exc.status, exc.message)
         return error_response(exc)
     return _created(session, answer)
+
+
+async def _publisher(request: HttpRequest, slug: str) -> str | None:
+    """The TURN user for a WHIP OPTIONS that carries the stream's key; None (no ICE
+    servers) without it: TURN credentials are for publishers, not for whoever asks."""
+    key = bearer_token(request)
+    if not key or "Access-Control-Request-Method" in request.headers:
+        return None
+    try:
+        await ingest.authenticate(slug, key)
+    except ClientError:
+        return None
+    return f"whip-{slug}"
 
 
 @csrf_exempt
@@ -176,7 +189,9 @@ async def whep_endpoint(request: HttpRequest, slug: str) -> HttpResponse:
 
     try:
         offer = _read_body(request, SDP, MAX_SDP_BYTES)
-        session, answer = await whep.watch(slug, offer, client_address(request))
+        # ?peer=: the viewer page's own audience place, so the page is counted once
+        peer = request.GET.get("peer") or None
+        session, answer = await whep.watch(slug, offer, client_address(request), peer=peer)
     except ClientError as exc:
         logger.info("whep %s: refused %s %s", slug, exc.status, exc.message)
         return error_response(exc)

@@ -157,9 +157,10 @@ async def some_offer() -> str:
     return sdp
 
 
-def ffmpeg_whip(ffmpeg: str, url: str, key: str, seconds: float) -> subprocess.Popen:
+def ffmpeg_whip(ffmpeg: str, url: str, key: str, seconds: float, *options: str) -> subprocess.Popen:
     """FFmpeg's WHIP muxer publishing a generated 640x480 30 fps picture with a tone:
-    H.264 without B-frames (libx264, its default High profile) and stereo 48 kHz Opus."""
+    H.264 without B-frames (libx264, its default High profile) and stereo 48 kHz Opus.
+    ``options``: more of the muxer's (``-whip_flags dtls_active``)."""
     return subprocess.Popen(
         [
             *(ffmpeg, "-hide_banner", "-loglevel", "warning", "-re"),
@@ -168,7 +169,7 @@ def ffmpeg_whip(ffmpeg: str, url: str, key: str, seconds: float) -> subprocess.P
             *("-t", str(seconds), "-c:v", "libx264", "-pix_fmt", "yuv420p", "-bf", "0"),
             *("-g", "30", "-tune", "zerolatency", "-preset", "veryfast"),
             *("-c:a", "libopus", "-ac", "2", "-ar", "48000"),
-            *("-f", "whip", "-authorization", key, url),
+            *("-f", "whip", "-authorization", key, *options, url),
         ],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,

@@ -64,6 +64,17 @@ def test_unusable_offers_are_refused_with_their_reason(sdp, status, code):
     assert caught.value.message
 
 
+def test_hostile_offers_are_refused_before_any_peer_exists():
+    data_channel = offer(section("video", H264, 0)) + (
+        "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\n" + ICE
+    )
+    many = offer(*(section("video", H264, i) for i in range(200)))
+    for sdp in (data_channel, many, "\x00" * 1000, "v=0\r\n" + "a=" + "x" * 60000):
+        with pytest.raises(ClientError) as caught:
+            check_whip_offer(sdp)
+        assert caught.value.status == 400, caught.value
+
+
 def test_h264_profiles_are_read_as_aiortcs_and_given_back_in_the_answer():
     sdp = offer(section("video", {106: "H264/90000", 96: "VP8/90000"}, 0))
     profiles = h264_profiles(sdp)
@@ -131,3 +142,16 @@ def test_ice_servers_become_link_headers_with_derived_credentials(settings):
     assert '<turn:turn.example.org?transport=udp>; rel="ice-server"; username="' in link
     assert ':session-1"; credential="' in link and 'credential-type="password"' in link
     assert "s3cret" not in link
+
+
+def test_options_gives_ice_servers_only_outside_a_cors_preflight(settings, rf):
+    settings.ICE_SERVERS = [{"urls": ["stun:stun.example.org"]}]
+    plain = webrtc_http._options(rf.options("/"), "OPTIONS, POST", ice_user="whip-x")
+    assert plain.status_code == 204 and "stun:stun.example.org" in plain["Link"]
+    assert plain["Accept-Post"] == "application/sdp"
+    preflight = rf.options("/", headers={"Access-Control-Request-Method": "POST"})
+    answered = webrtc_http._options(preflight, "OPTIONS, POST", ice_user="whip-x")
+    assert "Link" not in answered
+    assert "If-Match" in answered["Access-Control-Allow-Headers"]
+    anonymous = webrtc_http._options(rf.options("/"), "OPTIONS, POST", ice_user=None)
+    assert "Link" not in anonymous
