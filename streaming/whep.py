@@ -27,6 +27,7 @@ never an encoder. Consequences, each a choice:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from aiortc import RTCRtpSender
@@ -38,10 +39,11 @@ from django.conf import settings
 
 from identity.services import Identity, new_identity_id
 from presence import membership
+from presence import services as presence
 from presence.membership import Membership
 from rtcsite.errors import Busy, ClientError, Conflict, NotFound, RateLimited
 from rtcsite.quotas import address_key
-from rtcsite.ws.service import ServiceUnavailable
+from rtcsite.ws.service import SERVICE_ERRORS, ServiceUnavailable
 from signaling.media.peer import check_offer
 from streaming import registry, services
 from streaming.models import StreamStatus
@@ -126,10 +128,13 @@ class WhepSession(WebRtcSession):
 
     kind = "whep"
 
-    def __init__(self, slug: str, address: str, feed: EncodedFeed, pipeline) -> None:
+    def __init__(
+        self, slug: str, address: str, feed: EncodedFeed, pipeline, *, peer: str | None = None
+    ) -> None:
         super().__init__(slug, address)
         self.feed = feed
         self.pipeline = pipeline
+        self.peer = peer  # the viewer page's own audience place, if it named one
         self.address_key = address_key(address)
         self.tracks: list[PacketTrack] = []
         self.place: Membership | None = None
@@ -168,7 +173,14 @@ class WhepSession(WebRtcSession):
     async def _join_audience(self) -> None:
         """A place in the stream's viewer room, like a viewer page's socket (its own
         channel, drained: the room's events are for sockets). Without the room service
-        (Redis away) the viewer still plays, uncounted."""
+        (Redis away) the viewer still plays, uncounted. A viewer page names its socket's
+        place (``?peer=``): that place already counts this viewer, so none is taken (a
+        client can only make itself uncounted this way, never count twice)."""
+        if self.peer and membership.PEER_ID_RE.fullmatch(self.peer):
+            room = services.viewer_room(self.slug)
+            with contextlib.suppress(*SERVICE_ERRORS):
+                if any(m.peer_id == self.peer for m in await presence.members(room)):
+                    return
         layer = get_channel_layer()
         channel = await layer.new_channel()
         user = Identity(new_identity_id(), VIEWER_NAME)
@@ -206,7 +218,8 @@ def _check_caps(address: str) -> None:
         raise Busy(f"This server plays to at most {limit} WebRTC viewers at once: try later.")
     per_address = settings.STREAM_WHEP_MAX_VIEWERS_PER_ADDRESS
     key = address_key(address)
-    if per_address and sum(1 for v in _viewers if v.address_key == key) >= per_address:
+    # No address (a Unix socket without proxy headers): not counted per address, as quotas.
+    if per_address and key and sum(1 for v in _viewers if v.address_key == key) >= per_address:
         raise RateLimited(
             f"At most {per_address} WebRTC viewers per address: close one to open another.",
             retry_after=5,
@@ -218,10 +231,13 @@ def viewer_count(slug: str | None = None) -> int:
     return sum(1 for v in _viewers if slug is None or v.slug == slug)
 
 
-async def watch(slug: str, offer: str, address: str) -> tuple[WhepSession, str]:
+async def watch(
+    slug: str, offer: str, address: str, *, peer: str | None = None
+) -> tuple[WhepSession, str]:
     """A WHEP viewer of stream ``slug``: the session and its answer. Refusals: no such
     stream (404), not live here or WHEP off (409), unusable offer (400/422), caps
-    (429/503)."""
+    (429/503). ``peer``: the viewer page's audience place (``?peer=`` of the POST), so
+    that the page is counted once."""
     stream = await database_sync_to_async(services.get_stream)(slug)
     if stream is None:
         raise NotFound("No such stream.")
@@ -242,5 +258,5 @@ async def watch(slug: str, offer: str, address: str) -> tuple[WhepSession, str]:
     if feed is None or feed.closed:
         raise Conflict("This stream has no WebRTC rendition (STREAM_WHEP is off).", code="no-whep")
     _check_caps(address)
-    session = WhepSession(slug, address, feed, live.pipeline)
+    session = WhepSession(slug, address, feed, live.pipeline, peer=peer)
     return session, await session.answer(offer)  # a refusal closes it (caps place freed)

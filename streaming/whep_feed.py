@@ -53,6 +53,13 @@ QUEUE_PACKETS = {"video": 10, "audio": 25}
 PIPE_BYTES = 1 << 20  # room for a second of the rendition while the reader is descheduled
 
 
+def _drain(fd: int) -> None:
+    """Read ``fd`` to its end, discarding (the writer must never see a broken pipe)."""
+    with contextlib.suppress(OSError):
+        while os.read(fd, 1 << 16):
+            pass
+
+
 class FeedEnded(Exception):
     """The feed was closed: the stream ended (the session ends the viewer's track)."""
 
@@ -215,7 +222,9 @@ class EncodedFeed:
 
     # --- the reader thread ---------------------------------------------------------------
     def _read(self, fd: int, run: int) -> None:
-        """Demux one run's pipe until EOF; hand every packet to the loop."""
+        """Demux one run's pipe until EOF; hand every packet to the loop. Whatever goes
+        wrong here, the pipe is read to its end: a reader that stopped would make FFmpeg
+        fail on a broken pipe (or block on a full one), and the stream with it."""
         first: dict[str, int] = {}
         loop = self._loop
         assert loop is not None
@@ -226,11 +235,6 @@ class EncodedFeed:
                 # Start at the first packets instead of probing ~5 s of input.
                 options={"probesize": "32", "analyzeduration": "0"},
             )
-        except (av.FFmpegError, OSError) as exc:  # FFmpeg exited before writing a header
-            logger.info("%s: WebRTC output of run %d gave no stream: %s", self.name, run, exc)
-            os.close(fd)
-            return
-        try:
             with container:
                 for packet in container.demux():
                     kind = packet.stream.type
@@ -240,9 +244,10 @@ class EncodedFeed:
                     # A closed loop raises RuntimeError: keep draining so FFmpeg never blocks.
                     with contextlib.suppress(RuntimeError):
                         loop.call_soon_threadsafe(self._dispatch, kind, packet)
-        except (av.FFmpegError, OSError) as exc:
+        except Exception as exc:  # FFmpeg exited before a header, a damaged packet, a bug
             self.stats.errors += 1
             logger.warning("%s: WebRTC output of run %d: %s", self.name, run, exc)
+            _drain(fd)
         finally:
             os.close(fd)
 
