@@ -55,7 +55,8 @@ function setStatus(status, reason = "") {
   ui.indicator.className = `live-indicator status-${status}`;
   if (WEBRTC) {
     // No recording over WebRTC: a live stream only, the connection ends with it.
-    if (status === "live" && !state.started) startPlayer();
+    // Started once the watch socket's welcome gave this page its audience place (?peer=).
+    if (status === "live" && !state.started && state.welcomed) startPlayer();
     else if (status !== "live" && state.player) {
       state.player.stop({ release: false }); // the server ended the session with the stream
       state.player = null;
@@ -454,6 +455,7 @@ showStatus(socket);
 socket.on("welcome", (msg) => {
   // This page's place in the audience: a WHEP session started with it is not counted again.
   state.peer = msg.you && msg.you.peer;
+  state.welcomed = true;
   ui.viewers.textContent = String(msg.viewers);
   root.dataset.viewers = String(msg.viewers);
   if (msg.heartbeat_interval) socket.setPingInterval(msg.heartbeat_interval * 1000);
