@@ -25,7 +25,11 @@ urlpatterns = [
         webrtc_http.whep_session,
         name="whep-session",
     ),
-    re_path(r"^streams/(?P<slug>[-a-zA-Z0-9_]+)/(?P<player>hls|dash)/$", views.watch, name="watch"),
+    re_path(
+        r"^streams/(?P<slug>[-a-zA-Z0-9_]+)/(?P<player>hls|dash|webrtc)/$",
+        views.watch,
+        name="watch",
+    ),
     # WHIP/WHEP endpoints pasted without their last slash (OBS's server field): answered
     # here, not redirected (a 301 turns a POST into a GET).
     re_path(r"^streams/(?P<slug>[-a-zA-Z0-9_]+)/whip$", webrtc_http.whip_endpoint),
