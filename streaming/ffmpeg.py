@@ -232,7 +232,11 @@ class RawInput:
     """Raw frames on stdin instead of WebM (the face overlay, ``streaming/overlay.py``).
 
     Video: ``pix_fmt`` frames of ``width`` x ``height`` at ``fps`` on ``pipe:0``. Audio (when
-    the source has it): signed 16-bit PCM on the inherited descriptor ``audio_fd``.
+    the source has it): signed 16-bit PCM on the inherited descriptor ``audio_fd``, bare
+    (``audio_format="s16le"``: FFmpeg #1 of the overlay) or in NUT packets (``"nut"``: a
+    WebRTC publisher's 20 ms frames, streaming/rawfeed.py). FFmpeg's bare PCM demuxer reads
+    ~85 ms blocks (16 KiB), so audio from a bare pipe reaches the encoders in bursts that
+    late; NUT packets are handed on as they arrive.
     """
 
     width: int
@@ -242,6 +246,7 @@ class RawInput:
     audio_fd: int | None = None
     sample_rate: int = 48000
     channels: int = 2
+    audio_format: str = "s16le"
 
 
 X264_PRESETS = (
@@ -387,12 +392,13 @@ def build_command(
             framerate=raw.fps,
         )
         if has_audio:
+            pcm: dict[str, object] = (
+                {"probesize": 32, "analyzeduration": 0}  # the NUT header says it all
+                if raw.audio_format == "nut"
+                else {"ar": raw.sample_rate, "ac": raw.channels}
+            )
             audio_source = ffmpeg.input(
-                f"pipe:{raw.audio_fd}",
-                f="s16le",
-                ar=raw.sample_rate,
-                ac=raw.channels,
-                thread_queue_size=1024,
+                f"pipe:{raw.audio_fd}", f=raw.audio_format, thread_queue_size=1024, **pcm
             )
 
     video = source.video

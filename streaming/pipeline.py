@@ -725,6 +725,8 @@ class StreamPipeline:
                 limits=self.config.limits,
                 low_delay=options.low_latency is not None,
             )
+        if plan is not None and self._raw_source is not None:
+            plan = dataclasses.replace(plan, raw=dataclasses.replace(plan.raw, audio_format="nut"))
         extra: dict[str, Any] = {}
         webrtc_fd = self.webrtc_feed.open() if self.webrtc_feed is not None else None
         if webrtc_fd is not None:
@@ -771,7 +773,11 @@ class StreamPipeline:
                     if audio_fd is not None:
                         os.close(audio_fd)  # FFmpeg holds the read end now
                 if plan is not None:
-                    await self._attach_raw(plan.raw.width, plan.raw.height, plan.audio_write_fd)
+                    try:
+                        await self._attach_raw(plan.raw.width, plan.raw.height, plan.audio_write_fd)
+                    except BaseException:
+                        await self._kill_process()  # no monitor reaps it yet
+                        raise
         finally:
             if webrtc_fd is not None:
                 os.close(webrtc_fd)  # FFmpeg holds the write end: EOF reaches the feed with it

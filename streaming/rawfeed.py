@@ -5,8 +5,10 @@ from aiortc's receivers (always decoded: aiortc has no encoded-frame API). Each 
 is converted once, on arrival, to ``yuv420p`` at the stream's fixed size (a sender that
 changes resolution mid-stream is scaled back to the first one: the ladder was chosen from
 it) and kept as the newest; the schedule of ``rawpace.VideoSlots`` writes it to FFmpeg's
-stdin through the pipeline's bounded queue. Audio is resampled to the PCM the raw input
-declares and written to FFmpeg's audio pipe at once, kept in step by ``rawpace.AudioLevel``.
+stdin through the pipeline's bounded queue. Audio is resampled to 48 kHz stereo PCM and
+written to FFmpeg's audio pipe at once, one NUT packet per frame (FFmpeg's bare PCM input
+would hand it on in ~85 ms bursts: ``streaming.ffmpeg.RawInput``), kept in step by
+``rawpace.AudioLevel``.
 With the face overlay the boxes are drawn into the frame here (the tracker runs detection
 in the process's pool, as the chunk-ingest overlay does).
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fractions
 import logging
 import os
 import time
@@ -38,6 +41,22 @@ CHANNELS = 2
 AUDIO_BUFFER_BYTES = 256 * 1024
 #: Matroska codec IDs of what a WebRTC sender may send, for the checks chunks get too
 _CODEC_IDS = {"H264": "V_MPEG4/ISO/AVC", "VP8": "V_VP8", "VP9": "V_VP9", "AV1": "V_AV1"}
+_PCM_TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
+
+
+class _PipeFile:
+    """What PyAV's NUT muxer writes to: the audio pipe's non-blocking transport."""
+
+    def __init__(self, transport: asyncio.WriteTransport) -> None:
+        self.transport = transport
+
+    def write(self, data: bytes) -> int:
+        if not self.transport.is_closing():
+            self.transport.write(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
 
 
 @dataclass(frozen=True)
@@ -93,7 +112,8 @@ class RawFeed:
         self._frame: bytes | None = None
         self._resampler: av.AudioResampler | None = None
         self._audio: asyncio.WriteTransport | None = None
-        self._silence = b""
+        self._mux: Any = None  # PyAV's NUT muxer on the audio pipe
+        self._pcm: Any = None  # its PCM stream
 
     # --- encoder runs ------------------------------------------------------------------
     async def attach(self, audio_fd: int | None) -> None:
@@ -106,6 +126,10 @@ class RawFeed:
             loop = asyncio.get_running_loop()
             pipe = os.fdopen(audio_fd, "wb", 0)
             self._audio, _ = await loop.connect_write_pipe(asyncio.Protocol, pipe)
+            self._mux = av.open(
+                _PipeFile(self._audio), mode="w", format="nut", options={"write_index": "0"}
+            )
+            self._pcm = self._mux.add_stream("pcm_s16le", rate=SAMPLE_RATE, layout="stereo")
 
     def detach(self) -> None:
         """No more input for this run: the audio pipe closes (FFmpeg sees its end)."""
@@ -113,6 +137,10 @@ class RawFeed:
         self._close_audio()
 
     def _close_audio(self) -> None:
+        if self._mux is not None:
+            with contextlib.suppress(Exception):  # the trailer into a pipe FFmpeg left
+                self._mux.close()
+            self._mux = self._pcm = None
         if self._audio is not None:
             self._audio.close()
             self._audio = None
@@ -138,11 +166,11 @@ class RawFeed:
         if self._resampler is None:
             self._resampler = av.AudioResampler(format="s16", layout="stereo", rate=SAMPLE_RATE)
         for pcm in self._resampler.resample(frame):
-            data = pcm.to_ndarray().tobytes()
+            at = self.audio.written
             gap, keep = self.audio.admit(pcm.samples, self.slots.media_seconds)
-            self._write_silence(gap)
+            self._write_silence(at, gap)
             if keep:
-                self._write_audio(data)
+                self._write_audio(pcm, at + gap)
 
     # --- the schedule --------------------------------------------------------------------
     def tick(self, now: float) -> float | None:
@@ -157,25 +185,35 @@ class RawFeed:
                 slots.undo(due - written)
                 break
         if self._audio is not None:
-            self._write_silence(self.audio.pad(slots.media_seconds))
+            at = self.audio.written
+            self._write_silence(at, self.audio.pad(slots.media_seconds))
         return slots.next_at()
 
-    def _write_silence(self, samples: int) -> None:
-        if samples > 0:
-            size = samples * CHANNELS * 2
-            if len(self._silence) < size:
-                self._silence = bytes(size)
-            self._write_audio(memoryview(self._silence)[:size])
+    def _write_silence(self, at: int, samples: int) -> None:
+        """``samples`` of silence from sample ``at``, in frames of at most 20 ms."""
+        while samples > 0:
+            size = min(samples, SAMPLE_RATE // 50)
+            silence = av.AudioFrame.from_ndarray(
+                np.zeros((1, size * CHANNELS), np.int16), format="s16", layout="stereo"
+            )
+            silence.sample_rate = SAMPLE_RATE
+            self._write_audio(silence, at)
+            at, samples = at + size, samples - size
 
-    def _write_audio(self, data: Any) -> None:
+    def _write_audio(self, frame: av.AudioFrame, at: int) -> None:
+        """One frame of PCM as a NUT packet stamped with its place ``at`` (samples)."""
         audio = self._audio
-        if audio is None or audio.is_closing():
+        if audio is None or audio.is_closing() or self._pcm is None:
             return
         if audio.get_write_buffer_size() > AUDIO_BUFFER_BYTES:
             self.counters.audio_buffer_drops += 1
             return
-        with contextlib.suppress(OSError, RuntimeError):  # FFmpeg gone: its exit is handled
-            audio.write(bytes(data))
+        frame.pts, frame.time_base = at, _PCM_TIME_BASE
+        try:
+            for packet in self._pcm.encode(frame):
+                self._mux.mux(packet)
+        except (OSError, RuntimeError, av.FFmpegError):  # FFmpeg gone: its exit is handled
+            pass
 
     def stats(self) -> dict[str, Any]:
         slots = self.slots
