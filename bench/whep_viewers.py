@@ -1,0 +1,505 @@
+"""WHEP viewers for ``bench_whep``'s cost part, and the same-run comparison peer.
+
+* ``viewers_main``: a process of its own (``python -m bench.whep_viewers``) holding N aiortc
+  WHEP viewers of one URL, grown in steps (1, 10, 50...). Per step it waits until every
+  viewer has a picture, lets them run, then samples a window: video/audio frames each
+  viewer received, and the CPU seconds of the server's processes (``/proc``, this machine)
+  and of itself. It prints one JSON document.
+* Viewers do not decode: every viewer but the first gets a ``CountingDecoder`` (a complete
+  encoded frame from aiortc's jitter buffer counts as a frame; H.264 IDR frames are noted).
+  Fifty 480p decoders would take this 2-core machine from the server being measured. The
+  first viewer decodes for real, so the picture's size is checked.
+* ``peer_main``: the comparison peer, a bare aiortc server answering the same WHEP POST
+  (``/packets`` or ``/encode``) from one 640x480 30 fps H.264 + Opus clip: ``/packets``
+  hands every viewer the clip's encoded packets through one ``MediaRelay``
+  (``MediaPlayer(decode=False)``: aiortc's own one-encode fan-out, the floor), ``/encode``
+  decodes the clip once and gives every viewer its own aiortc encoder (libx264 + Opus per
+  sender: the per-viewer-encode baseline).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+IDR_NAL_TYPES = (5,)
+
+
+# --- pure helpers (unit-tested) -----------------------------------------------------------------
+
+
+def h264_has_idr(data: bytes) -> bool:
+    """Whether an Annex-B access unit holds an IDR slice (a picture a new viewer can start on)."""
+    i = 0
+    n = len(data)
+    while True:
+        i = data.find(b"\x00\x00\x01", i)
+        if i < 0 or i + 3 >= n:
+            return False
+        if data[i + 3] & 0x1F in IDR_NAL_TYPES:
+            return True
+        i += 3
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (the server's FFmpeg children), from ``/proc``."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        try:
+            for task in os.listdir(f"/proc/{current}/task"):
+                text = Path(f"/proc/{current}/task/{task}/children").read_text()
+                todo += [int(child) for child in text.split()]
+        except OSError:
+            continue
+    return found
+
+
+def cpu_seconds(pid: int) -> float | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def process_name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return "?"
+
+
+def cpu_snapshot(root_pid: int) -> dict[int, tuple[str, float]]:
+    out = {}
+    for pid in process_tree(root_pid):
+        seconds = cpu_seconds(pid)
+        if seconds is not None:
+            out[pid] = (process_name(pid), seconds)
+    return out
+
+
+def cores_between(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], wall_s: float
+) -> dict[str, float]:
+    """Cores (CPU s per wall s) per process name between two snapshots: the root's own
+    name and, e.g., ``ffmpeg`` for its encoder children; only processes in both."""
+    cores: dict[str, float] = {}
+    for pid, (name, end) in after.items():
+        if pid in before:
+            cores[name] = cores.get(name, 0.0) + (end - before[pid][1]) / wall_s
+    return {name: round(value, 4) for name, value in cores.items()}
+
+
+# --- viewers ------------------------------------------------------------------------------------
+
+
+class CountingDecoder:
+    """Stands in for aiortc's decoder: one tiny frame per complete encoded frame, carrying
+    the encoded size and whether it was an IDR (``frame.opaque``), so a viewer costs this
+    process packets and SRTP, not a decode."""
+
+    def __init__(self, kind: str, real: Any = None) -> None:
+        import av
+
+        self.kind, self.real, self._av = kind, real, av
+
+    def decode(self, encoded_frame: Any) -> list[Any]:
+        av = self._av
+        idr = self.kind == "video" and h264_has_idr(encoded_frame.data)
+        if self.real is not None:
+            frames = self.real.decode(encoded_frame)
+            for frame in frames:
+                frame.opaque = (len(encoded_frame.data), idr)
+            return frames
+        if self.kind == "video":
+            frame = av.VideoFrame(2, 2, "yuv420p")
+        else:
+            frame = av.AudioFrame(format="s16", layout="mono", samples=1)
+        frame.pts = encoded_frame.timestamp
+        frame.opaque = (len(encoded_frame.data), idr)
+        return [frame]
+
+
+_decoders_made = {"video": 0}
+_decoders_lock = threading.Lock()
+
+
+def install_counting_decoders() -> None:
+    """Patch aiortc's receiver: the first video decoder made in this process decodes for
+    real (viewer 0, the picture check), every other one counts."""
+    import aiortc.rtcrtpreceiver as receiver
+    from aiortc.codecs import get_decoder as real_get_decoder
+
+    def get_decoder(codec: Any) -> Any:
+        kind = codec.mimeType.split("/")[0].lower()
+        real = None
+        if kind == "video":
+            with _decoders_lock:
+                if _decoders_made["video"] == 0:
+                    real = real_get_decoder(codec)
+                _decoders_made["video"] += 1
+        return CountingDecoder(kind, real)
+
+    receiver.get_decoder = get_decoder
+
+
+@dataclass
+class Viewer:
+    index: int
+    url: str
+    pc: Any = None
+    location: str | None = None
+    posted_at: float = 0.0
+    first_video_s: float | None = None
+    first_frame_idr: bool | None = None
+    video: int = 0
+    audio: int = 0
+    video_bytes: int = 0
+    idr: int = 0
+    size: tuple[int, int] | None = None
+    error: str | None = None
+    tasks: list = field(default_factory=list)
+    connected_state: str = "new"
+
+    def counts(self) -> tuple[int, int, int, int]:
+        return self.video, self.audio, self.video_bytes, self.idr
+
+
+def http_request(
+    method: str, url: str, body: bytes | None, headers: dict[str, str]
+) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, data=body, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+async def connect(viewer: Viewer) -> None:
+    """A WHEP client as the draft has it: recvonly video + audio offer (non-trickle: aiortc
+    gathers before the offer is set), ``POST application/sdp`` → 201 + answer + Location."""
+    from urllib.parse import urljoin
+
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+    pc = viewer.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+
+    @pc.on("track")
+    def on_track(track: Any) -> None:
+        viewer.tasks.append(asyncio.ensure_future(consume(viewer, track)))
+
+    @pc.on("connectionstatechange")
+    def on_state() -> None:
+        viewer.connected_state = pc.connectionState
+
+    pc.addTransceiver("video", direction="recvonly")
+    pc.addTransceiver("audio", direction="recvonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    viewer.posted_at = time.monotonic()
+    status, headers, body = await asyncio.to_thread(
+        http_request,
+        "POST",
+        viewer.url,
+        pc.localDescription.sdp.encode(),
+        {"Content-Type": "application/sdp"},
+    )
+    if status != 201:
+        raise RuntimeError(f"WHEP POST {viewer.url}: {status} {body[:300]!r}")
+    location = headers.get("Location") or headers.get("location")
+    viewer.location = urljoin(viewer.url, location) if location else None
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=body.decode(), type="answer"))
+
+
+async def consume(viewer: Viewer, track: Any) -> None:
+    from aiortc.mediastreams import MediaStreamError
+
+    while True:
+        try:
+            frame = await track.recv()
+        except MediaStreamError:
+            return
+        size, idr = frame.opaque if isinstance(frame.opaque, tuple) else (0, False)
+        if track.kind == "video":
+            if viewer.first_video_s is None:
+                viewer.first_video_s = time.monotonic() - viewer.posted_at
+                viewer.first_frame_idr = idr
+            viewer.video += 1
+            viewer.video_bytes += size
+            viewer.idr += int(idr)
+            if frame.width > 2:
+                viewer.size = (frame.width, frame.height)
+        else:
+            viewer.audio += 1
+
+
+async def close(viewer: Viewer) -> None:
+    if viewer.location:
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(http_request, "DELETE", viewer.location, None, {})
+    if viewer.pc is not None:
+        await viewer.pc.close()
+    for task in viewer.tasks:
+        task.cancel()
+
+
+async def grow(viewers: list[Viewer], url: str, target: int, batch: int = 5) -> None:
+    """Add viewers up to ``target`` (a few connecting at once, as viewers trickle in)."""
+    while len(viewers) < target:
+        new = [Viewer(len(viewers) + i, url) for i in range(min(batch, target - len(viewers)))]
+        viewers += new
+        results = await asyncio.gather(*(connect(v) for v in new), return_exceptions=True)
+        for viewer, outcome in zip(new, results, strict=True):
+            if isinstance(outcome, BaseException):
+                viewer.error = f"{type(outcome).__name__}: {outcome}"
+
+
+async def wait_pictures(viewers: list[Viewer], limit_s: float) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < limit_s:
+        if all(v.first_video_s is not None or v.error for v in viewers):
+            break
+        await asyncio.sleep(0.1)
+    return time.monotonic() - start
+
+
+def window_figures(
+    viewers: list[Viewer],
+    before: dict[int, tuple[int, int, int, int]],
+    wall_s: float,
+    source_fps: float,
+) -> dict[str, Any]:
+    """Per-viewer rates over a window and how many kept the full frame rate (>= 29/30 of
+    the source's: the bar the stream_latency benchmark uses for browsers)."""
+    fps, audio_fps, kbps = [], [], []
+    for viewer in viewers:
+        if viewer.index not in before:
+            continue
+        v0, a0, b0, _ = before[viewer.index]
+        v1, a1, b1, _ = viewer.counts()
+        fps.append((v1 - v0) / wall_s)
+        audio_fps.append((a1 - a0) / wall_s)
+        kbps.append((b1 - b0) * 8 / 1000 / wall_s)
+    return rate_summary(fps, audio_fps, kbps, source_fps)
+
+
+def rate_summary(
+    fps: list[float], audio_fps: list[float], kbps: list[float], source_fps: float
+) -> dict[str, Any]:
+    full = sum(1 for value in fps if value >= source_fps * 29 / 30)
+    ordered = sorted(fps)
+    return {
+        "viewers": len(fps),
+        "full_rate_viewers": full,
+        "video_fps_min": round(ordered[0], 2) if ordered else None,
+        "video_fps_median": round(ordered[len(ordered) // 2], 2) if ordered else None,
+        "audio_fps_median": round(sorted(audio_fps)[len(audio_fps) // 2], 2) if audio_fps else None,
+        "video_kbps_median": round(sorted(kbps)[len(kbps) // 2], 1) if kbps else None,
+    }
+
+
+async def run_viewers(args: argparse.Namespace) -> dict[str, Any]:
+    install_counting_decoders()
+    viewers: list[Viewer] = []
+    steps = []
+    me = os.getpid()
+    try:
+        for target in args.scales:
+            t0 = time.monotonic()
+            await grow(viewers, args.url, target)
+            connect_s = time.monotonic() - t0
+            waited = await wait_pictures(viewers, args.picture_limit)
+            await asyncio.sleep(args.warmup)
+            before = {v.index: v.counts() for v in viewers}
+            cpu0 = cpu_snapshot(args.server_pid)
+            me0 = cpu_seconds(me) or 0.0
+            load0 = os.getloadavg()
+            w0 = time.monotonic()
+            await asyncio.sleep(args.sample)
+            wall = time.monotonic() - w0
+            cpu1 = cpu_snapshot(args.server_pid)
+            me1 = cpu_seconds(me) or 0.0
+            step = {
+                "viewers": target,
+                "connect_s": round(connect_s, 2),
+                "pictures_wait_s": round(waited, 2),
+                "sample_s": round(wall, 2),
+                "server_cores": cores_between(cpu0, cpu1, wall),
+                "server_pid_cores": round(
+                    (cpu1.get(args.server_pid, ("", 0))[1] - cpu0.get(args.server_pid, ("", 0))[1])
+                    / wall,
+                    4,
+                ),
+                "client_cores": round((me1 - me0) / wall, 4),
+                "loadavg": [load0[0], os.getloadavg()[0]],
+                "errors": [v.error for v in viewers if v.error][:5],
+                "error_count": sum(1 for v in viewers if v.error),
+                "without_picture": sum(1 for v in viewers if v.first_video_s is None),
+                "first_picture_s": sorted(
+                    round(v.first_video_s, 3) for v in viewers if v.first_video_s is not None
+                ),
+                "first_frame_idr": sum(1 for v in viewers if v.first_frame_idr),
+                "decoded_size": list(viewers[0].size) if viewers and viewers[0].size else None,
+                **window_figures(viewers, before, wall, args.source_fps),
+            }
+            steps.append(step)
+            print(json.dumps({"step": step}), file=sys.stderr, flush=True)
+            if args.stop_when_saturated and step["full_rate_viewers"] * 2 < step["viewers"]:
+                break
+    finally:
+        await asyncio.gather(*(close(v) for v in viewers), return_exceptions=True)
+    return {"url": args.url, "steps": steps}
+
+
+def viewers_main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.whep_viewers")
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--server-pid", type=int, required=True)
+    parser.add_argument("--scales", type=lambda s: [int(x) for x in s.split(",")], required=True)
+    parser.add_argument("--warmup", type=float, default=5.0)
+    parser.add_argument("--sample", type=float, default=10.0)
+    parser.add_argument("--picture-limit", type=float, default=30.0)
+    parser.add_argument("--source-fps", type=float, default=30.0)
+    parser.add_argument("--stop-when-saturated", action="store_true")
+    args = parser.parse_args(argv)
+    result = asyncio.run(run_viewers(args))
+    print(json.dumps(result))
+
+
+# --- the comparison peer ------------------------------------------------------------------------
+
+
+CLIP_ENV = "WHEP_BENCH_CLIP"
+
+
+def make_clip(path: Path, seconds: int, ffmpeg: str) -> Path:
+    """640x480 30 fps H.264 (constrained baseline, no B-frames, 1 s GOP, ~1 Mb/s, Annex B
+    in MPEG-TS as aiortc's packetiser wants) + 48 kHz stereo Opus: what the WHEP rendition
+    is specified to be."""
+    import subprocess
+
+    if path.exists() and path.stat().st_size > 0:
+        return path
+    tmp = path.with_suffix(".part.ts")
+    command = [
+        ffmpeg, "-hide_banner", "-loglevel", "error", "-y",
+        "-f", "lavfi", "-i", f"testsrc2=size=640x480:rate=30:duration={seconds}",
+        "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}",
+        "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency",
+        "-profile:v", "baseline", "-bf", "0", "-g", "30", "-b:v", "1M", "-maxrate", "1M",
+        "-bufsize", "1M", "-pix_fmt", "yuv420p",
+        "-c:a", "libopus", "-ac", "2", "-b:a", "64k",
+        "-f", "mpegts", str(tmp),
+    ]  # fmt: skip
+    subprocess.run(command, check=True, timeout=600)
+    tmp.rename(path)
+    return path
+
+
+class PeerServer:
+    """Bare aiortc WHEP-like server (no Django, no site): ``POST /packets`` or ``/encode``."""
+
+    def __init__(self, clip: str) -> None:
+        self.clip = clip
+        self.sessions: dict[str, Any] = {}
+        self.sources: dict[str, tuple[Any, Any, Any]] = {}
+
+    def source(self, mode: str) -> tuple[Any, Any, Any]:
+        from aiortc.contrib.media import MediaPlayer, MediaRelay
+
+        if mode not in self.sources:
+            player = MediaPlayer(self.clip, decode=(mode == "encode"))
+            self.sources[mode] = (player, MediaRelay(), None)
+        return self.sources[mode]
+
+    async def answer(self, mode: str, offer: str) -> tuple[str, str]:
+        from aiortc import (
+            RTCConfiguration,
+            RTCPeerConnection,
+            RTCRtpSender,
+            RTCSessionDescription,
+        )
+
+        player, relay, _ = self.source(mode)
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        # Sendonly transceivers made before the offer is applied, so their codec preferences
+        # (H.264 only, as the site's WHEP answers) decide the answer.
+        for kind, track in (("video", player.video), ("audio", player.audio)):
+            # Packets queue (dropping one breaks the picture until the next keyframe, and
+            # MPEG-TS hands Opus packets over in bursts); decoded video frames go newest-only,
+            # so a sender whose encoder lags drops frames as a live server would.
+            buffered = not (kind == "video" and mode == "encode")
+            transceiver = pc.addTransceiver(relay.subscribe(track, buffered), "sendonly")
+            if kind == "video":
+                codecs = RTCRtpSender.getCapabilities("video").codecs
+                transceiver.setCodecPreferences(
+                    [c for c in codecs if c.mimeType.lower() in ("video/h264", "video/rtx")]
+                )
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+        await pc.setLocalDescription(await pc.createAnswer())
+        session = secrets.token_urlsafe(16)
+        self.sessions[session] = pc
+        return session, pc.localDescription.sdp
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            lines = head.decode().split("\r\n")
+            method, path, _ = lines[0].split(" ", 2)
+            headers = {
+                k.strip().lower(): v.strip() for k, v in (x.split(":", 1) for x in lines[1:] if x)
+            }
+            body = await reader.readexactly(int(headers.get("content-length", "0")))
+            mode = path.strip("/").split("/")[0]
+            if method == "POST" and mode in ("packets", "encode"):
+                session, sdp = await self.answer(mode, body.decode())
+                reply = sdp.encode()
+                status = (
+                    f"201 Created\r\nLocation: /session/{session}\r\nContent-Type: application/sdp"
+                )
+            elif method == "DELETE" and mode == "session":
+                pc = self.sessions.pop(path.rstrip("/").split("/")[-1], None)
+                if pc is not None:
+                    await pc.close()
+                reply, status = b"", "200 OK"
+            else:
+                reply, status = b"not found", "404 Not Found"
+            writer.write(
+                f"HTTP/1.1 {status}\r\nContent-Length: {len(reply)}\r\n"
+                f"Connection: close\r\n\r\n".encode()
+                + reply
+            )
+            await writer.drain()
+        finally:
+            writer.close()
+
+
+def peer_main(port: int) -> None:
+    async def main() -> None:
+        server = PeerServer(os.environ[CLIP_ENV])
+        listener = await asyncio.start_server(server.handle, "127.0.0.1", port)
+        print("ready", flush=True)
+        async with listener:
+            await listener.serve_forever()
+
+    asyncio.run(main())
+
+
+if __name__ == "__main__":
+    viewers_main()
