@@ -270,6 +270,11 @@ def whep_env(max_viewers: int) -> dict[str, str]:
 
 
 def measure_ours(steps: list[int], warmup_s: float, sample_s: float, clip_s: int) -> dict:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rtcsite.settings")
+    import django
+
+    django.setup()  # the test clip's FFmpeg binary is the settings'
+
     from tests.support.ingest import new_stream, stop_http
     from tests.support.media import cached_webm, mediarecorder_chunks
 
