@@ -14,7 +14,14 @@ from bench.bench_whep import (
     per_viewer_cost,
     projected_viewers,
 )
-from bench.whep_viewers import CountingDecoder, cores_between, h264_has_idr, rate_summary
+from bench.whep_viewers import (
+    CountingDecoder,
+    Viewer,
+    cores_between,
+    h264_has_idr,
+    h264_rtp_keyframe,
+    rate_summary,
+)
 
 
 def step(viewers, cores, full=None, **extra):
@@ -134,3 +141,30 @@ def test_rate_summary_counts_viewers_at_29_of_30_fps():
     assert summary["viewers"] == 4 and summary["full_rate_viewers"] == 2
     assert summary["video_fps_min"] == 15.0 and summary["video_fps_median"] == 29.0
     assert rate_summary([], [], [], 30)["full_rate_viewers"] == 0
+
+
+def test_keyframes_found_in_h264_rtp_payloads():
+    assert h264_rtp_keyframe(b"\x65\x88")  # single NAL: IDR
+    assert not h264_rtp_keyframe(b"\x41\x9a")  # single NAL: non-IDR slice
+    assert h264_rtp_keyframe(b"\x7c\x85\x00")  # FU-A start of an IDR
+    assert not h264_rtp_keyframe(b"\x7c\x81\x00")  # FU-A of a non-IDR slice
+    stap = b"\x78" + b"\x00\x02\x67\x42" + b"\x00\x02\x68\xce"  # STAP-A: SPS + PPS
+    assert h264_rtp_keyframe(stap)
+    assert not h264_rtp_keyframe(b"\x78" + b"\x00\x02\x68\xce")
+    assert not h264_rtp_keyframe(b"")
+
+
+def test_a_light_viewer_counts_frames_at_the_marker_and_its_first_picture_at_a_keyframe():
+    class Packet:
+        def __init__(self, payload, marker):
+            self.payload, self.marker = payload, marker
+
+    viewer = Viewer(1, "http://x/")
+    viewer.count_video(Packet(b"\x41\x9a", True))  # joined mid-GOP: not a picture yet
+    assert viewer.video == 1 and viewer.first_frame_idr is False
+    assert viewer.first_video_s is None
+    viewer.count_video(Packet(b"\x7c\x85\x00", False))
+    viewer.count_video(Packet(b"\x7c\x45\x00", True))
+    assert viewer.video == 2 and viewer.idr == 1 and viewer.first_video_s is not None
+    viewer.count_audio(Packet(b"\xfc", True))
+    assert viewer.audio == 1 and viewer.video_bytes == 8
