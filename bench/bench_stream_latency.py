@@ -665,9 +665,9 @@ def measure(browser, config: dict[str, Any], warmup_s: float, sample_s: float) -
             if low_latency:
                 probe = PartProbe(server.port, media_dir(server, slug))
             viewers = {}
-            missing = {"hls": [0], "dash": [0]}  # media requests answered 404 while sampling
+            # media requests answered 404 while sampling
+            missing = {player: [0] for player in players}
             sampling = [False]
-            missing["whep"] = [0]
             for player in players:
                 viewer_context = browser.new_context(viewport={"width": 800, "height": 700})
                 viewer_context.add_init_script(path=str(FRAMECLOCK_JS))
