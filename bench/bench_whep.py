@@ -78,7 +78,15 @@ def step_cores(step: dict[str, Any]) -> float:
 def per_viewer_cost(steps: list[dict[str, Any]]) -> dict[str, Any]:
     """Cores per extra viewer: between consecutive steps, and over the whole range from the
     first step with a viewer (the slope the target is about). Steps where viewers had no
-    picture or no full rate still count (their CPU was spent); ``saturated_from`` says."""
+    picture or no full rate still count (their CPU was spent); ``saturated_from`` says.
+    Steps where a viewer failed to connect or never got a picture are left out
+    (``invalid_steps``): their CPU is not that of the viewers they were meant to have."""
+    invalid = [
+        s["viewers"]
+        for s in steps
+        if s["viewers"] > 0 and (s.get("error_count") or s.get("without_picture"))
+    ]
+    steps = [s for s in steps if s["viewers"] not in invalid]
     with_viewers = [s for s in steps if s["viewers"] > 0]
     pairwise = []
     for a, b in itertools.pairwise(steps):
@@ -106,6 +114,7 @@ def per_viewer_cost(steps: list[dict[str, Any]]) -> dict[str, Any]:
         "cores_per_extra_viewer": overall,
         "steps": pairwise,
         "saturated_from": saturated[0] if saturated else None,
+        "invalid_steps": invalid,
     }
 
 
@@ -301,6 +310,7 @@ def measure_ours(steps: list[int], warmup_s: float, sample_s: float, clip_s: int
 
 def measure_peer(mode: str, steps: list[int], warmup_s: float, sample_s: float, clip: Path):
     os.environ["WHEP_BENCH_CLIP"] = str(clip)
+    os.environ["WHEP_BENCH_MODE"] = mode
     with peer_process("bench.whep_viewers:peer_main") as peer:
         out = run_viewers(
             f"http://127.0.0.1:{peer.port}/{mode}",

@@ -20,6 +20,7 @@ from bench.whep_viewers import (
     cores_between,
     h264_has_idr,
     h264_rtp_keyframe,
+    media_seconds,
     rate_summary,
 )
 
@@ -136,11 +137,26 @@ def test_cores_per_process_name_between_snapshots():
     assert cores_between(before, after, 4.0) == {"python": 0.5, "ffmpeg": 1.0}
 
 
-def test_rate_summary_counts_viewers_at_29_of_30_fps():
-    summary = rate_summary([30.0, 29.0, 28.9, 15.0], [50, 50, 50, 50], [900, 950, 1000, 400], 30)
+def test_full_rate_is_29_of_30_frames_per_media_second_at_real_time_pace():
+    summary = rate_summary(
+        fps=[30.0, 28.5, 28.9, 15.0],  # wall clock: the source's own jitter shows here
+        media_fps=[30.0, 30.0, 28.9, 15.0],  # frames skipped by the server show here
+        pace=[1.0, 0.96, 1.0, 1.0],
+        audio_fps=[50, 50, 50, 50],
+        kbps=[900, 950, 1000, 400],
+        source_fps=30,
+    )
     assert summary["viewers"] == 4 and summary["full_rate_viewers"] == 2
-    assert summary["video_fps_min"] == 15.0 and summary["video_fps_median"] == 29.0
-    assert rate_summary([], [], [], 30)["full_rate_viewers"] == 0
+    assert summary["video_fps_min"] == 15.0 and summary["media_fps_median"] == 30.0
+    lagging = rate_summary([30.0], [30.0], [0.9], [50], [900], 30)
+    assert lagging["full_rate_viewers"] == 0 and lagging["pace_min"] == 0.9
+    assert rate_summary([], [], [], [], [], 30)["full_rate_viewers"] == 0
+
+
+def test_media_seconds_from_rtp_timestamps_across_the_wrap():
+    assert media_seconds(0, 90_000) == 1.0
+    assert media_seconds(2**32 - 45_000, 45_000) == 1.0
+    assert media_seconds(None, 90_000) == 0.0
 
 
 def test_keyframes_found_in_h264_rtp_payloads():
@@ -156,15 +172,25 @@ def test_keyframes_found_in_h264_rtp_payloads():
 
 def test_a_light_viewer_counts_frames_at_the_marker_and_its_first_picture_at_a_keyframe():
     class Packet:
-        def __init__(self, payload, marker):
-            self.payload, self.marker = payload, marker
+        def __init__(self, payload, marker, timestamp=3000):
+            self.payload, self.marker, self.timestamp = payload, marker, timestamp
 
     viewer = Viewer(1, "http://x/")
     viewer.count_video(Packet(b"\x41\x9a", True))  # joined mid-GOP: not a picture yet
     assert viewer.video == 1 and viewer.first_frame_idr is False
     assert viewer.first_video_s is None
     viewer.count_video(Packet(b"\x7c\x85\x00", False))
-    viewer.count_video(Packet(b"\x7c\x45\x00", True))
+    viewer.count_video(Packet(b"\x7c\x45\x00", True, timestamp=6000))
     assert viewer.video == 2 and viewer.idr == 1 and viewer.first_video_s is not None
+    assert viewer.counts() == (2, 0, 8, 6000)  # payload bytes
     viewer.count_audio(Packet(b"\xfc", True))
-    assert viewer.audio == 1 and viewer.video_bytes == 8
+    assert viewer.audio == 1
+
+
+def test_steps_where_viewers_failed_or_had_no_picture_are_left_out_of_the_cost():
+    failed = step(10, 0.05, full=0, error_count=10)
+    steps = [step(0, 0.05), step(1, 0.06), failed]
+    cost = per_viewer_cost(steps)
+    assert cost["invalid_steps"] == [10]
+    assert cost["cores_per_extra_viewer"] == 0.01  # 0 -> 1 only
+    assert per_viewer_cost([step(0, 0.05), failed])["cores_per_extra_viewer"] is None
