@@ -438,6 +438,11 @@ STREAM_MAX_DISK_MB = env_float("STREAM_MAX_DISK_MB", 8192.0, minimum=0)
 # Seconds between walks of a live stream's folder for that budget: a walk stats every
 # segment kept (tens of thousands after hours); the budget is overshot by at most this long.
 STREAM_DISK_CHECK_INTERVAL = env_float("STREAM_DISK_CHECK_INTERVAL", 10.0, minimum=0)
+
+# WHIP ingest (streaming/whip.py): a publication that sends no media for this long ends
+# like a stop (seconds; 0: never, left to ICE consent expiry).
+STREAM_WHIP_IDLE_TIMEOUT = env_float("STREAM_WHIP_IDLE_TIMEOUT", 10.0, minimum=0)
+
 # Pushed frames cost what the client makes them cost, and identities are free: each identity
 # has a detection budget in this process, shared by its connections (CPU seconds of detection
 # per second, and the burst it may spend at once); frames over it are refused at once.

@@ -89,7 +89,7 @@ def _live_stream(stream: Stream) -> LiveStream | None:
     return None
 
 
-async def _go_live(stream: Stream, address: str) -> LiveStream:
+async def _go_live(stream: Stream, address: str, **start: Any) -> LiveStream:
     """Start the stream's pipeline here unless a live-stream cap refuses it
     (``streaming.limits``: 429 per identity or address, 503 process or site full)."""
     if stream.status == StreamStatus.LIVE and stream.worker != PROCESS_ID:
@@ -111,7 +111,7 @@ async def _go_live(stream: Stream, address: str) -> LiveStream:
     if refused is not None:
         logger.info("stream %s: not going live: %s", stream.slug, refused.message)
         raise refused
-    live = registry.start(stream, address)
+    live = registry.start(stream, address, **start)
     if address and address != stream.address:  # other processes count it by this address
         try:
             await status.save(stream.pk, {"address": address})
@@ -132,6 +132,26 @@ async def _take_over(stream: Stream, address: str) -> LiveStream:
         raise _elsewhere(stream)
     logger.warning("stream %s: taking it over from %s (lease expired)", stream.slug, stream.worker)
     return registry.start(stream, address or stream.address, resume=True)
+
+
+async def go_live_raw(
+    stream: Stream, address: str = "", *, publisher: Any, idle_timeout: float | None = None
+) -> LiveStream:
+    """A WebRTC (WHIP) ``publisher`` takes ``stream`` (authenticated by the caller): its
+    pipeline starts here within the live-stream caps, like a first chunk's. Refused with
+    ``Conflict``: ``publishing`` while another publisher (WebRTC or chunks) has it,
+    ``closed`` once it ended, ``wrong-process`` while it is live in another process (no
+    takeover: the stream's frames died with that process's peer connection)."""
+    if stream.status == StreamStatus.LIVE and stream.worker != PROCESS_ID:
+        raise _elsewhere(stream)
+    if _live_stream(stream) is not None:
+        raise Conflict("This stream already has a live publisher.", code="publishing")
+    live = await _go_live(stream, quotas.address_key(address), idle_timeout=idle_timeout)
+    # _go_live hands back a pipeline another request started meanwhile: only one claims it
+    if live.publisher is not None or live.pipeline.source_info is not None:
+        raise Conflict("This stream already has a live publisher.", code="publishing")
+    live.publisher = publisher
+    return live
 
 
 async def feed_chunk(

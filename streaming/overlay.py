@@ -89,14 +89,21 @@ class OverlayPlan:
         return cls(raw, audio_write, limits, low_delay)
 
     async def start(
-        self, binary: str, encoder_cmd: list[str], tracker: FaceTracker | None = None
+        self,
+        binary: str,
+        encoder_cmd: list[str],
+        tracker: FaceTracker | None = None,
+        *,
+        extra_fds: tuple[int, ...] = (),
     ) -> OverlayProcess:
-        """Start FFmpeg #1, the drawing thread and FFmpeg #2 (``encoder_cmd``)."""
+        """Start FFmpeg #1, the drawing thread and FFmpeg #2 (``encoder_cmd``, inheriting
+        ``extra_fds`` too: the WebRTC output's pipe)."""
         process = OverlayProcess(self.raw, tracker or FaceTracker(detect_fps=0), self.limits)
         await process.start(
             decoder_command(binary, self.raw, self.audio_write_fd, low_delay=self.low_delay),
             encoder_cmd,
             self.audio_write_fd,
+            extra_fds=extra_fds,
         )
         return process
 
@@ -191,7 +198,12 @@ class OverlayProcess:
         return self.decoder.pid  # killing it ends the chain (see ``wait``)
 
     async def start(
-        self, decoder_cmd: list[str], encoder_cmd: list[str], audio_write: int | None
+        self,
+        decoder_cmd: list[str],
+        encoder_cmd: list[str],
+        audio_write: int | None,
+        *,
+        extra_fds: tuple[int, ...] = (),
     ) -> None:
         audio_read = self.raw.audio_fd
         frames_read, frames_write = os.pipe()  # FFmpeg #1 → Python
@@ -213,7 +225,7 @@ class OverlayProcess:
                 stdin=draw_read,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=err_write,
-                pass_fds=(audio_read,) if audio_read is not None else (),
+                pass_fds=(*extra_fds, *((audio_read,) if audio_read is not None else ())),
             )
         except BaseException:
             for fd in (frames_read, draw_write, err_read):

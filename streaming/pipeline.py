@@ -57,13 +57,17 @@ from streaming.ffmpeg import ChildLimits, EncoderOptions, build_command, ffmpeg_
 from streaming.ladder import Rendition, configured_ladder, renditions_for_source
 from streaming.lowlatency import write_mode
 from streaming.playlists import finalize_vod, segment_files
+from streaming.rawfeed import RawFeed, RawSource
 from streaming.webm import (
     MAX_HEADER_ELEMENT,
+    StreamInfo,
     UnsupportedSource,
     WebMError,
     WebMStreamChecker,
     check_source,
 )
+
+__all__ = ["PipelineConfig", "PipelineState", "RawSource", "StreamPipeline"]
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +152,8 @@ class PipelineConfig:
     # Continue a stream another process was running (it died): the WebM header and the
     # earlier encoder runs are read from the folder; chunks start at any sequence number.
     resume: bool = False
+    # Also encode the WebRTC rendition (streaming/whep_feed.py) for WHEP viewers.
+    webrtc_output: bool = False
 
     def __post_init__(self) -> None:
         if self.max_chunk_bytes > self.max_queue_bytes:
@@ -254,6 +260,15 @@ class StreamPipeline:
         self._stitched_mtime: int | None = None
         self._final = False  # the VOD outputs are being written: no more live stitching
         self._resume_first_chunk = False
+        # A WebRTC publisher (``start_raw``): decoded frames instead of WebM chunks.
+        self._raw: RawFeed | None = None
+        self._raw_source: RawSource | None = None
+        # The encoded WebRTC rendition every WHEP viewer gets (one encode for all of them).
+        self.webrtc_feed: Any = None
+        if self.config.webrtc_output:
+            from streaming.whep_feed import EncodedFeed
+
+            self.webrtc_feed = EncodedFeed(self.name)
         if self.config.resume:
             self._prime_from_disk()
         self._ticker = self._task(self._tick())
@@ -285,6 +300,11 @@ class StreamPipeline:
         if self.state not in (PipelineState.IDLE, PipelineState.LIVE):
             raise StreamClosed(
                 f"stream is {self.state}" + (f": {self.reason}" if self.reason else "")
+            )
+        if self._raw_source is not None:
+            raise Conflict(
+                "This stream is being published over WebRTC (WHIP): it takes no chunks.",
+                code="publishing",
             )
         if not isinstance(seq, int) or seq < self.config.first_seq:
             raise InvalidChunk(
@@ -359,6 +379,45 @@ class StreamPipeline:
             await self._ensure_started()
         return FeedResult(status, seq, count, self._queue_bytes)
 
+    async def start_raw(self, source: RawSource, capture_ms: int | None = None) -> None:
+        """Take decoded frames (a WebRTC publisher) instead of chunks, and start FFmpeg.
+
+        ``source``: the first video frame's size, whether audio comes. ``capture_ms``: the
+        epoch ms of media time 0 if the caller knows the capture clock; else now (the first
+        frame's arrival). Raises ``StreamClosed`` (a source the site does not take, FFmpeg
+        not starting) or ``Conflict`` (chunks or another source came first).
+        """
+        if self.state != PipelineState.IDLE or self.config.resume:
+            raise StreamClosed(f"stream is {self.state}")
+        if self._raw_source is not None or self._checker.info is not None or self._queue:
+            raise Conflict("This stream already has a source.", code="publishing")
+        self._raw_source = source
+        self._header_buf = None  # no WebM header to keep
+        if capture_ms is not None:
+            self.capture_ms = check_capture_ms(capture_ms)
+        self._last_chunk_at = time.monotonic()
+        await self._ensure_started()
+
+    def feed_video(self, frame: Any, arrival: float | None = None) -> None:
+        """A decoded video frame (``av.VideoFrame``) of the WebRTC publisher; never blocks:
+        the newest frame is written on the stream's frame schedule (``streaming.rawfeed``)."""
+        if self._raw is not None and self.state == PipelineState.LIVE:
+            self._raw.video(frame)
+            self._last_chunk_at = arrival if arrival is not None else time.monotonic()
+
+    def feed_audio(self, frame: Any, arrival: float | None = None) -> None:
+        """A decoded audio frame (``av.AudioFrame``) of the WebRTC publisher."""
+        if self._raw is not None and self.state == PipelineState.LIVE:
+            self._raw.audio_frame(frame)
+            self._last_chunk_at = arrival if arrival is not None else time.monotonic()
+
+    @property
+    def source_info(self) -> StreamInfo | None:
+        """What the source is: the WebM header's tracks, or the WebRTC publisher's."""
+        if self._raw_source is not None:
+            return self._raw_source.info
+        return self._checker.info
+
     async def stop(self, reason: str = "stopped by the publisher") -> PipelineState:
         """End the stream: flush, close FFmpeg's stdin, wait for it to finalise the outputs."""
         if self.closed:
@@ -373,6 +432,10 @@ class StreamPipeline:
             self.reason = reason
             self._process(self._reorder.flush())
             self._set_state(PipelineState.STOPPING)
+            if self._raw is not None:
+                # Audio ends first: FFmpeg may be waiting for audio to interleave before it
+                # reads the video still queued, which would wait for it forever.
+                self._raw.detach()
             self._closing = True
             self._data_event.set()
         try:
@@ -444,6 +507,8 @@ class StreamPipeline:
             "encoder_run": self.run,
             "encoder_restarts": self.restarts,
             "segments_by_representation": segments,
+            "source": "webrtc" if self._raw_source is not None else "chunks",
+            **({"webrtc_input": self._raw.stats()} if self._raw is not None else {}),
         }
 
     async def __aenter__(self) -> StreamPipeline:
@@ -587,7 +652,7 @@ class StreamPipeline:
         await asyncio.shield(self._start_task)
 
     async def _start(self) -> None:
-        info = self._checker.info
+        info = self.source_info
         assert info is not None and info.video is not None
         try:
             # Before anything is sized from the header (ladder, overlay buffers, FFmpeg).
@@ -635,7 +700,7 @@ class StreamPipeline:
     async def _spawn_encoder(self) -> None:
         """Start the FFmpeg of run ``self.run`` (run 0 writes in the stream's folder, run k
         in ``run<k>/`` with its own clock: its media time 0 is now), with its tasks."""
-        info = self._checker.info
+        info = self.source_info
         assert info is not None and info.video is not None and self.clock is not None
         folder = runs.run_dir(self.output_dir, self.run)
         clock = self.clock
@@ -646,9 +711,11 @@ class StreamPipeline:
         if options.availability_start_ms is None:
             options = dataclasses.replace(options, availability_start_ms=clock.capture_ms)
         plan = None
-        if self.config.face_overlay:  # decode → face boxes → encode (streaming/overlay.py)
+        if self.config.face_overlay or self._raw_source is not None:
             from streaming.overlay import OverlayPlan
 
+            # Raw frames on stdin, PCM on a pipe: from FFmpeg #1 (the chunk-ingest face
+            # overlay, streaming/overlay.py) or from the WebRTC publisher (``self._raw``).
             plan = OverlayPlan.for_source(
                 info.video.width,
                 info.video.height,
@@ -657,6 +724,10 @@ class StreamPipeline:
                 limits=self.config.limits,
                 low_delay=options.low_latency is not None,
             )
+        extra: dict[str, Any] = {}
+        webrtc_fd = self.webrtc_feed.open() if self.webrtc_feed is not None else None
+        if webrtc_fd is not None:
+            extra["webrtc_fd"] = webrtc_fd
         self.command = build_command(
             folder,
             self.renditions,
@@ -664,6 +735,7 @@ class StreamPipeline:
             options=options,
             binary=self.binary or ffmpeg_binary(),
             raw_input=plan.raw if plan else None,
+            **extra,
         )
         logger.info(
             "%s: starting FFmpeg (run %d) for %s %sx%s (%s) → %s",
@@ -675,19 +747,70 @@ class StreamPipeline:
             ", ".join(r.name for r in self.renditions),
             folder,
         )
-        if plan is not None:
-            self.process = await plan.start(self.command[0], self.command)
-        else:
-            self.process = await spawn(
-                self.command,
-                self.config.limits,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE,
-            )
+        extra_fds = (webrtc_fd,) if webrtc_fd is not None else ()
+        try:
+            if plan is not None and self._raw_source is None:
+                self.process = await plan.start(self.command[0], self.command, extra_fds=extra_fds)
+            else:
+                audio_fd = plan.raw.audio_fd if plan is not None else None
+                try:
+                    self.process = await spawn(
+                        self.command,
+                        self.config.limits,
+                        stdin=asyncio.subprocess.PIPE,
+                        stdout=asyncio.subprocess.DEVNULL,
+                        stderr=asyncio.subprocess.PIPE,
+                        pass_fds=(*extra_fds, *((audio_fd,) if audio_fd is not None else ())),
+                    )
+                except BaseException:
+                    if plan is not None and plan.audio_write_fd is not None:
+                        os.close(plan.audio_write_fd)
+                    raise
+                finally:
+                    if audio_fd is not None:
+                        os.close(audio_fd)  # FFmpeg holds the read end now
+                if plan is not None:
+                    await self._attach_raw(plan.raw.width, plan.raw.height, plan.audio_write_fd)
+        finally:
+            if webrtc_fd is not None:
+                os.close(webrtc_fd)  # FFmpeg holds the write end: EOF reaches the feed with it
         self._writer_task = self._task(self._writer())
         self._stderr_task = self._task(self._read_stderr())
         self._monitor = self._task(self._watch())
+
+    async def _attach_raw(self, width: int, height: int, audio_fd: int | None) -> None:
+        """The WebRTC publisher's frames go to this run: the feed is made once (with the
+        face tracker if the stream has the overlay), its schedule restarts every run."""
+        if self._raw is None:
+            tracker = None
+            if self.config.face_overlay:
+                from faces.boxes import FaceTracker
+
+                tracker = FaceTracker(detect_fps=0)
+            fps = self.config.encoder.fps
+            self._raw = RawFeed(width, height, fps, self._enqueue_raw, tracker=tracker)
+            self._task(self._raw_schedule())
+        await self._raw.attach(audio_fd)
+
+    def _enqueue_raw(self, frame: bytes) -> bool:
+        """One raw frame for FFmpeg's stdin; False when the queue is full (the slot is
+        deferred: ``rawpace``). Room for at least 8 frames whatever the byte limit."""
+        limit = max(self.config.max_queue_bytes, 8 * len(frame))
+        if self._queue and self._queue_bytes + len(frame) > limit:
+            self.counters.backpressure += 1
+            return False
+        self._enqueue(frame, len(frame))
+        return True
+
+    async def _raw_schedule(self) -> None:
+        """Write the WebRTC publisher's frames on the stream's frame schedule."""
+        raw = self._raw
+        assert raw is not None
+        idle = 1 / self.config.encoder.fps
+        while not self.closed and not self._closing:
+            next_at = raw.tick(time.monotonic()) if self.state == PipelineState.LIVE else None
+            delay = idle if next_at is None else next_at - time.monotonic()
+            await asyncio.sleep(max(0.0, delay))
 
     async def _writer(self) -> None:
         proc = self.process
@@ -745,7 +868,8 @@ class StreamPipeline:
             await asyncio.wait_for(self._stderr_task, 5)
         self._exited(code)
         killed = -code in RESTART_SIGNALS and self.state == PipelineState.LIVE and not self._closing
-        if killed and self._header is not None and self.restarts < self.config.max_restarts:
+        restartable = self._header is not None or self._raw is not None
+        if killed and restartable and self.restarts < self.config.max_restarts:
             await self._restart(f"FFmpeg killed by signal {-code}")
             return
         state, reason = PipelineState.FAILED, None  # if killed, the kill's reason stands
@@ -799,9 +923,12 @@ class StreamPipeline:
         self.counters.dropped_bytes += self._queue_bytes
         self._queue.clear()
         self._queue_bytes = 0
-        self._checker.resync()  # the next bytes forwarded start a Cluster
-        assert self._header is not None
-        self._enqueue(self._header, 0)
+        if self._raw is not None:  # raw frames need no header; the next run re-attaches
+            self._raw.detach()
+        else:
+            self._checker.resync()  # the next bytes forwarded start a Cluster
+            assert self._header is not None
+            self._enqueue(self._header, 0)
         self._space_event.set()
         await self._settle_stitcher()
         await self._in_thread(runs.close_run, self.output_dir, self.run)
@@ -887,6 +1014,10 @@ class StreamPipeline:
         self._data_event.set()
         self._space_event.set()
         await self._cleanup_tasks()
+        if self._raw is not None:
+            self._raw.close()
+        if self.webrtc_feed is not None:
+            self.webrtc_feed.close()  # its viewers see the end
         self._queue.clear()  # nothing will read it any more: free the memory
         self._queue_bytes = 0
         self._finished.set()

@@ -36,7 +36,14 @@ class LiveStream:
     """A stream published to this process: its pipeline, its chunk rate limit, and what a
     state change does (the row saved, viewers and lobbies told, unregistered once closed)."""
 
-    def __init__(self, stream: Stream, address: str = "", *, resume: bool = False):
+    def __init__(
+        self,
+        stream: Stream,
+        address: str = "",
+        *,
+        resume: bool = False,
+        idle_timeout: float | None = None,
+    ):
         self.stream_id = stream.pk
         self.slug = stream.slug
         self.owner_id = stream.owner_id
@@ -46,6 +53,9 @@ class LiveStream:
         rate = settings.STREAM_RATE_LIMIT
         self.bucket = TokenBucket(rate, max(1, int(rate * 2)))
         self.stopped_by_publisher = False
+        # The WebRTC (WHIP) session publishing it, once one has claimed it
+        # (``ingest.go_live_raw``): a second publisher is refused while it is set.
+        self.publisher: Any = None
         self.lost = False  # another process took the stream over: this one writes nothing
         self._lease: asyncio.Task | None = None
         self.last_saved = 0.0
@@ -56,8 +66,11 @@ class LiveStream:
         encoder = EncoderOptions.from_settings(
             low_latency=stream.low_latency, utc_timing_url=reverse("streaming:time")
         )
+        overrides: dict[str, Any] = {}
+        if idle_timeout is not None:
+            overrides["idle_timeout"] = idle_timeout or None
         config = PipelineConfig.from_settings(
-            encoder=encoder, face_overlay=stream.face_overlay, resume=resume
+            encoder=encoder, face_overlay=stream.face_overlay, resume=resume, **overrides
         )
         self.pipeline = StreamPipeline(
             stream.media_dir(), config, name=f"stream {stream.slug}", on_state=self._changed
@@ -182,13 +195,20 @@ def entries() -> list[limits.LiveEntry]:
     ]
 
 
-def start(stream: Stream, address: str = "", *, resume: bool = False) -> LiveStream:
+def start(
+    stream: Stream,
+    address: str = "",
+    *,
+    resume: bool = False,
+    idle_timeout: float | None = None,
+) -> LiveStream:
     """Register a new live stream for ``stream``, its folder cleared of refused attempts;
-    ``resume``: continue the stream a dead process was running (its folder kept)."""
+    ``resume``: continue the stream a dead process was running (its folder kept);
+    ``idle_timeout``: seconds without input before it ends (else the setting; 0: never)."""
     output = stream.media_dir()
     if stream.status == StreamStatus.IDLE and output.exists() and not resume:
         shutil.rmtree(output, ignore_errors=True)  # refused attempts never produce media
-    live = LiveStream(stream, address, resume=resume)
+    live = LiveStream(stream, address, resume=resume, idle_timeout=idle_timeout)
     _running[stream.slug] = live
     what = "taken over" if resume else "created"
     logger.info("stream %s: pipeline %s in %s", stream.slug, what, PROCESS_ID)

@@ -103,8 +103,11 @@ def drop_private_candidates(sdp: str) -> str:
     return "".join(kept)
 
 
-def check_offer(sdp: str) -> None:
-    """Refuse offers the server cannot serve, with a reason a person can act on."""
+def check_offer(sdp: str, where: str = "a server room") -> None:
+    """Refuse offers the server cannot serve, with a reason a person can act on.
+
+    ``where``: what the offer is for, as the refusals name it (WHIP ingest reuses this).
+    """
     try:
         parsed = aiortc_sdp.SessionDescription.parse(sdp)
     except Exception as exc:  # aiortc's parser raises whatever the bad line provokes
@@ -117,14 +120,13 @@ def check_offer(sdp: str) -> None:
     unsupported = sorted({kind for kind in kinds if kind not in MEDIA_KINDS})
     if unsupported:
         raise ClientError(
-            f"Server rooms carry audio and video only, not {', '.join(unsupported)}.",
+            f"{where[0].upper()}{where[1:]} carries audio and video only, "
+            f"not {', '.join(unsupported)}.",
             code="unsupported-media",
         )
     for kind in MEDIA_KINDS:
         if kinds.count(kind) > 1:
-            raise ClientError(
-                f"Send at most one {kind} track to a server room.", code="too-many-tracks"
-            )
+            raise ClientError(f"Send at most one {kind} track to {where}.", code="too-many-tracks")
     for media in parsed.media:
         if media.port != 0 and (not media.ice.usernameFragment or not media.ice.password):
             raise ClientError("The offer has no ICE credentials.", code="bad-sdp")

@@ -80,7 +80,7 @@ def test_every_proxied_location_sets_the_forwarded_headers():
     site = (DEPLOY / "nginx" / "rtcsite.conf").read_text()
     blocks = site.split("location ")[1:]
     proxied = [block for block in blocks if "proxy_pass" in block.split("}")[0]]
-    assert len(proxied) == site.count("proxy_pass ") == 10
+    assert len(proxied) == site.count("proxy_pass ") == 11
     for block in proxied:
         body = block.split("}")[0]
         assert "proxy_set_header X-Forwarded-For $remote_addr;" in body, block
