@@ -667,6 +667,7 @@ def measure(browser, config: dict[str, Any], warmup_s: float, sample_s: float) -
             viewers = {}
             # media requests answered 404 while sampling
             missing = {player: [0] for player in players}
+            failed: dict[str, str] = {}
             sampling = [False]
             for player in players:
                 viewer_context = browser.new_context(viewport={"width": 800, "height": 700})
@@ -688,9 +689,13 @@ def measure(browser, config: dict[str, Any], warmup_s: float, sample_s: float) -
                         and n.__setitem__(0, n[0] + 1)
                     ),
                 )
-                if player == "whep":
+                if player == "whep":  # a refusal is a finding, not a reason to lose the rest
                     page.goto(server.url + BENCH_PAGE_PATH)
-                    page.evaluate(WHEP_PLAY_JS, {"url": f"{server.url}/streams/{slug}/whep/"})
+                    try:
+                        page.evaluate(WHEP_PLAY_JS, {"url": f"{server.url}/streams/{slug}/whep/"})
+                    except Exception as exc:
+                        failed[player] = f"{type(exc).__name__}: {exc}"[:600]
+                        continue
                     viewers[player] = page
                     continue
                 page.goto(f"{server.url}/streams/{slug}/{player}/{query}")
@@ -733,6 +738,8 @@ def measure(browser, config: dict[str, Any], warmup_s: float, sample_s: float) -
                 "publisher_queue_chunks_max": max(queue_depths, default=None),
                 "source_fps": round(source_fps, 2),
             }
+            for player, error in failed.items():
+                out[player] = {"error": error}
             if not whip:
                 trace = publisher.evaluate("window.__ingestTrace")
                 out["ingest"] = chunk_stages(trace, sample_start_ms, sample_end_ms)
@@ -894,7 +901,11 @@ def run(quick: bool) -> dict[str, Any]:
 
     rows = []
     for name, result in results.items():
-        rows += [player_row(name, player, result) for player in ("hls", "dash")]
+        rows += [
+            player_row(name, player, result)
+            for player in ("hls", "dash", "whep")
+            if "glass_to_glass" in result.get(player, {})
+        ]
         if result.get("low_latency"):
             rows += stage_rows(name, result)
     return {

@@ -396,6 +396,8 @@ def summary_line(result: dict[str, Any]) -> str:
         return "FAILED " + result["error"][:400]
     return ", ".join(
         f"{p} {result[p]['glass_to_glass'].get('p50_s')} s"
+        if "glass_to_glass" in result[p]
+        else f"{p} failed: {result[p].get('error', '')[:200]}"
         for p in ("whep", "hls", "dash")
         if p in result
     )
@@ -417,7 +419,16 @@ def latency_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
             )
             continue
         for player in ("whep", "hls", "dash"):
-            if player in result:
+            if "error" in result.get(player, {}):
+                rows.append(
+                    {
+                        "metric": f"{name} {player}: failed",
+                        "value": None,
+                        "unit": "",
+                        "error": result[player]["error"][:300],
+                    }
+                )
+            elif player in result:
                 row = latency.player_row(name, player, result)
                 if player == "whep":
                     row["target"] = f"<= {G2G_TARGET_P50_S} s p50"
@@ -427,7 +438,7 @@ def latency_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 def latency_headline(results: dict[str, Any]) -> str:
     whip = results.get("whip", {})
-    if "whep" not in whip:
+    if "glass_to_glass" not in whip.get("whep", {}):
         return "glass to glass: no WHIP → WHEP figure"
     p50 = whip["whep"]["glass_to_glass"].get("p50_s")
     met = p50 is not None and p50 <= G2G_TARGET_P50_S
@@ -438,7 +449,7 @@ def latency_headline(results: dict[str, Any]) -> str:
     )
     for name in ("whip", "whip_low_latency", "standard", "low_latency"):
         got = results.get(name, {})
-        if "hls" in got:
+        if "glass_to_glass" in got.get("hls", {}) and "glass_to_glass" in got.get("dash", {}):
             text += (
                 f"; {name} hls.js {got['hls']['glass_to_glass'].get('p50_s')} s, dash.js "
                 f"{got['dash']['glass_to_glass'].get('p50_s')} s"
