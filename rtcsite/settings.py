@@ -404,6 +404,15 @@ STREAM_IDLE_DELETE_HOURS = env_float("STREAM_IDLE_DELETE_HOURS", 168.0, minimum=
 # Uploaded chunks are parsed in memory up to this size (Django's default is 2.5 MB).
 FILE_UPLOAD_MAX_MEMORY_SIZE = max(2_621_440, STREAM_MAX_CHUNK_BYTES + 1)
 
+# --- WHEP playback (streaming/whep.py, whep_feed.py): one extra H.264 + Opus encode per
+# live stream, packetised (never re-encoded) for every WebRTC viewer ---
+STREAM_WHEP = env_bool("STREAM_WHEP", True)  # the encoder writes the WebRTC rendition
+# Keyframe interval of that rendition: the longest a new viewer waits for a picture.
+STREAM_WHEP_GOP_SECONDS = env_float("STREAM_WHEP_GOP_SECONDS", 1.0, minimum=0.1)
+# WHEP viewers at once, per process and per client address (0: no limit).
+STREAM_WHEP_MAX_VIEWERS = env_int("STREAM_WHEP_MAX_VIEWERS", 100, minimum=0)
+STREAM_WHEP_MAX_VIEWERS_PER_ADDRESS = env_int("STREAM_WHEP_MAX_VIEWERS_PER_ADDRESS", 4, minimum=0)
+
 # --- face detection (faces/detector.py: one OpenCV detector for every feature) ---
 FACE_SCALE_FACTOR = env_float("FACE_SCALE_FACTOR", 1.1, minimum=1.01)
 FACE_MIN_NEIGHBORS = env_int("FACE_MIN_NEIGHBORS", 8, minimum=0)

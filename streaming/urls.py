@@ -25,6 +25,10 @@ urlpatterns = [
         webrtc_http.whep_session,
         name="whep-session",
     ),
-    re_path(r"^streams/(?P<slug>[-a-zA-Z0-9_]+)/(?P<player>hls|dash)/$", views.watch, name="watch"),
+    re_path(
+        r"^streams/(?P<slug>[-a-zA-Z0-9_]+)/(?P<player>hls|dash|webrtc)/$",
+        views.watch,
+        name="watch",
+    ),
     re_path(r"^media/streams/(?P<path>.*)$", media.serve_stream_file, name="media"),
 ]

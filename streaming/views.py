@@ -17,6 +17,7 @@ from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
@@ -26,6 +27,7 @@ from streaming import services
 from streaming.clock import ClockError, iso_ms, now_ms, parse_capture_ms
 from streaming.ingest import authenticate, feed_chunk, stop_stream
 from streaming.lowlatency import LowLatency, read_mode
+from streaming.models import StreamStatus
 
 logger = logging.getLogger(__name__)
 
@@ -126,15 +128,94 @@ def detail(request: HttpRequest, slug: str) -> HttpResponse:
     )
 
 
-PLAYERS = {"hls": "HLS (hls.js)", "dash": "MPEG-DASH (dash.js)"}
+PLAYERS = {"hls": "HLS (hls.js)", "dash": "MPEG-DASH (dash.js)", "webrtc": "WebRTC (WHEP)"}
 LATENCY_MODES = ("low", "standard")
+
+# The viewer page's playback choice: (player, mode, name, latency, what it costs). Latency
+# figures: docs/decisions.md ("Viewer latency: ..."; bench stream_latency, glass to glass p50).
+PLAYBACK_CHOICES = (
+    (
+        "hls",
+        "standard",
+        "HLS",
+        "about 2 s",
+        "Whole segments (hls.js; Safari plays it natively): the steadiest, any player can open it.",
+    ),
+    (
+        "hls",
+        "low",
+        "LL-HLS",
+        "about 0.9 s",
+        "Parts fetched as they are made: more requests, and a weak connection stalls sooner.",
+    ),
+    ("dash", "standard", "DASH", "about 2 s", "Whole segments (dash.js)."),
+    (
+        "dash",
+        "low",
+        "LL-DASH",
+        "about 0.8 s",
+        "Chunks read as they are written: more requests, and a weak connection stalls sooner.",
+    ),
+    (
+        "webrtc",
+        "",
+        "WebRTC (WHEP)",
+        "under 0.5 s (target)",
+        "Frames pushed as they are encoded, no segments: nothing buffered to ride out a weak "
+        "link (frames are dropped instead), one 480p rendition, no rewind; needs UDP or TURN.",
+    ),
+)
+# Whole segments of a low-latency stream are 1 s, not 0.5 s: about half a second later.
+STANDARD_ON_LL_LATENCY = "about 2.5 s"
+
+
+def playback_choices(stream, player: str, mode: str, low_latency) -> list[dict]:
+    """The choices as the template shows them: current, a link, or unavailable (and why).
+
+    The current player's two modes keep their ``?latency=`` links and test ids
+    (``latency-choice-low|standard``); the other player's carry their path.
+    """
+    choices = []
+    for kind, choice_mode, name, latency, cost in PLAYBACK_CHOICES:
+        if kind != "webrtc" and choice_mode == "standard" and low_latency:
+            latency = STANDARD_ON_LL_LATENCY
+        if kind == player and (kind == "webrtc" or choice_mode == mode):
+            state, href = "current", ""
+        elif choice_mode == "low" and low_latency is None:
+            state, href = "unavailable", ""
+            cost = "This stream offers standard mode only (about 2 s behind, whole segments)."
+        elif kind == "webrtc" and not settings.STREAM_WHEP:
+            state, href = "unavailable", ""
+            cost = "WebRTC playback is switched off on this site."
+        elif kind == player:
+            state, href = "link", f"?latency={choice_mode}"
+        else:
+            path = reverse("streaming:watch", args=[stream.slug, kind])
+            state, href = "link", path + (f"?latency={choice_mode}" if choice_mode else "")
+        testid = (
+            f"latency-choice-{choice_mode}"
+            if kind == player and kind != "webrtc"
+            else f"play-{kind}" + (f"-{choice_mode}" if choice_mode else "")
+        )
+        choices.append(
+            {
+                "name": name,
+                "latency": latency,
+                "cost": cost,
+                "state": state,
+                "href": href,
+                "testid": testid,
+            }
+        )
+    return choices
 
 
 def watch(request: HttpRequest, slug: str, player: str) -> HttpResponse:
-    """``/streams/<slug>/hls/`` and ``/dash/``: the viewer page (static/js/viewer-page.js).
+    """``/streams/<slug>/hls/``, ``/dash/`` and ``/webrtc/``: the viewer page
+    (static/js/viewer-page.js; WebRTC: static/js/whep.js).
 
-    ``?latency=low|standard`` picks the player mode; default: low for a low-latency stream.
-    Low asked of a standard stream plays standard, with a note saying so.
+    ``?latency=low|standard`` picks the HLS/DASH player mode; default: low for a low-latency
+    stream. Low asked of a standard stream plays standard, with a note saying so.
     """
     stream = services.get_stream(slug)
     if stream is None or player not in PLAYERS:
@@ -146,8 +227,8 @@ def watch(request: HttpRequest, slug: str, player: str) -> HttpResponse:
         )
     low_latency = offered_low_latency(stream)
     mode = asked or ("low" if low_latency else "standard")
-    fell_back = mode == "low" and low_latency is None
-    if fell_back:
+    fell_back = mode == "low" and low_latency is None and player != "webrtc"
+    if fell_back or (mode == "low" and low_latency is None):
         mode = "standard"
     return render(
         request,
@@ -159,6 +240,8 @@ def watch(request: HttpRequest, slug: str, player: str) -> HttpResponse:
             "latency_mode": mode,
             "low_latency": low_latency,
             "latency_fell_back": fell_back,
+            "playback_choices": playback_choices(stream, player, mode, low_latency),
+            "whep_on": settings.STREAM_WHEP,
             # how often the dash.js page re-reads the MPD (static/js/viewer-page.js)
             "segment_seconds": (
                 low_latency.segment_target if low_latency else settings.STREAM_SEGMENT_SECONDS
@@ -196,6 +279,8 @@ def publish(request: HttpRequest, slug: str) -> HttpResponse:
             "is_owner": is_owner,
             "part_target": settings.STREAM_LL_PART_SECONDS,
             "ll_segment": settings.STREAM_LL_SEGMENT_SECONDS,
+            # the status line follows the stream (publish-page.js polls the status URL)
+            "status_labels": dict(StreamStatus.choices),
         },
     )
 

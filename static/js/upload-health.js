@@ -1,23 +1,39 @@
 // The upload-health list of a publishing form (templates/streaming/_upload_health.html):
-// what a StreamPublisher (publisher.js) reports, in the elements whose ids start with
-// ``prefix``. Shared by the publisher page and the face page.
+// what a publisher reports, in the elements whose ids start with ``prefix``. A chunk
+// publisher (publisher.js: StreamPublisher) fills the chunk rows, a WHIP publisher (whip.js:
+// WhipPublisher, ``kind === "webrtc"``) the WebRTC rows. Shared by the publisher page and
+// the face page.
 
 export function uploadHealth(prefix) {
   const $ = (name) => document.getElementById(prefix + name);
+  const list = document.querySelector(`[data-testid="${prefix}upload-health"]`);
   const ui = {
     state: $("state"), sent: $("sent"), queue: $("queue"), bitrate: $("bitrate"),
     serverQueue: $("server-queue"), segments: $("segments"), error: $("error"),
+    connection: $("connection"), frames: $("frames"), rtt: $("rtt"),
   };
+  const show = (element, text) => { if (element) element.textContent = text; };
   return (pub) => {
-    ui.state.textContent = pub.state;
-    ui.error.textContent = pub.error || "—";
-    ui.sent.textContent = String(pub.sent);
-    ui.queue.textContent = `${pub.queue.length} chunks / ${Math.round(pub.queueBytes / 1024)} KB`;
-    ui.bitrate.textContent = pub.bitrateKbps === null ? "—" : `${pub.bitrateKbps} kbit/s`;
+    const webrtc = pub.kind === "webrtc";
+    if (list) list.dataset.ingest = webrtc ? "webrtc" : "chunks";
+    show(ui.state, pub.state);
+    show(ui.error, pub.error || "—");
+    show(ui.bitrate, pub.bitrateKbps == null ? "—" : `${pub.bitrateKbps} kbit/s`);
+    if (webrtc) {
+      const s = pub.stats || {};
+      show(ui.connection, pub.connection || "—");
+      show(ui.frames, s.framesSent == null ? "—"
+        : `${s.framesSent} frames` + (s.width ? ` · ${s.width}×${s.height}` : "")
+          + (s.fps ? ` · ${Math.round(s.fps)} fps` : "") + (s.codec ? ` · ${s.codec}` : ""));
+      show(ui.rtt, s.rttMs == null ? "—" : `${Math.round(s.rttMs)} ms`);
+      return;
+    }
+    show(ui.sent, String(pub.sent));
+    show(ui.queue, `${pub.queue.length} chunks / ${Math.round(pub.queueBytes / 1024)} KB`);
     const reply = pub.lastReply;
     if (reply) {
-      ui.serverQueue.textContent = `${Math.round(reply.queue_bytes / 1024)} KB / ${Math.round(reply.queue_limit / 1024)} KB`;
-      ui.segments.textContent = String(reply.segments);
+      show(ui.serverQueue, `${Math.round(reply.queue_bytes / 1024)} KB / ${Math.round(reply.queue_limit / 1024)} KB`);
+      show(ui.segments, String(reply.segments));
     }
   };
 }

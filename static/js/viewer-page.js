@@ -1,5 +1,6 @@
-// Viewer page: hls.js (or native HLS) or dash.js, a live indicator, a quality selector
-// (auto + each ladder rung), an honest latency readout and the viewer count.
+// Viewer page: hls.js (or native HLS), dash.js or WebRTC (WHEP, whep.js), a live indicator, a
+// quality selector (auto + each ladder rung; WHEP has one rendition), an honest latency
+// readout and the viewer count.
 //
 // Latency mode (the page's data-latency-mode, from ?latency=low|standard; the view falls
 // back to standard for a stream without low latency): "low" plays LL-HLS parts (hls.js
@@ -11,10 +12,12 @@
 // the HLS playlists (EXT-X-PROGRAM-DATE-TIME per segment: hls.playingDate) and the MPD
 // (availabilityStartTime: capture clock + currentTime) — not from the players' own
 // estimates, which count from when FFmpeg started. Protocol: docs/protocol.md.
+// WebRTC (WHEP): from the server sending the frame to the screen (whep.js says why only that).
 
 import { RtcSocket, showStatus } from "./socket.js";
 import { ServerClock } from "./clock.js";
 import { PLAYER_TUNING } from "./player-tuning.js";
+import { WhepPlayer } from "./whep.js";
 
 const root = document.getElementById("viewer");
 const video = document.getElementById("video");
@@ -22,8 +25,9 @@ const $ = (id) => document.getElementById(id);
 const ui = {
   indicator: $("live-indicator"), quality: $("quality"), qualityNow: $("quality-now"),
   latency: $("latency"), latencyMode: $("latency-mode"), latencyNote: $("latency-note"),
-  viewers: $("viewers"), playerState: $("player-state"),
+  viewers: $("viewers"), playerState: $("player-state"), connection: $("connection"),
 };
+const WEBRTC = root.dataset.player === "webrtc";
 const LOW = root.dataset.latencyMode === "low";
 const LL_STREAM = root.dataset.lowLatency === "true";
 const PART_TARGET_S = Number(root.dataset.partTarget) || 0.2;
@@ -33,7 +37,7 @@ const STANDARD_ON_LL = PLAYER_TUNING.standardOnLowLatency;
 const HLS_CONFIG = LOW ? LL_TUNING.hls : PLAYER_TUNING.hls;
 const HLS_TARGET_S = LOW ? LL_TUNING.hlsTargetS : LL_STREAM ? STANDARD_ON_LL.hlsTargetS : PLAYER_TUNING.hlsTargetS;
 const MPD_REFRESH_S = PLAYER_TUNING.mpdRefreshS ?? (Number(root.dataset.segmentSeconds) || 0);
-const MODE_LABEL = LOW ? "low latency" : "standard";
+const MODE_LABEL = WEBRTC ? "WebRTC" : LOW ? "low latency" : "standard";
 
 const clock = new ServerClock();
 const state = {
@@ -49,6 +53,16 @@ function setStatus(status, reason = "") {
   const labels = { idle: "waiting for the publisher", live: "● LIVE", ended: "ended", failed: "failed" };
   ui.indicator.textContent = (labels[status] || status) + (reason && status === "failed" ? `: ${reason}` : "");
   ui.indicator.className = `live-indicator status-${status}`;
+  if (WEBRTC) {
+    // No recording over WebRTC: a live stream only, the connection ends with it.
+    if (status === "live" && !state.started) startPlayer();
+    else if (status !== "live" && state.player) {
+      state.player.stop();
+      state.player = null;
+      setPlayerState(status === "ended" ? "the stream ended (its recording plays over HLS or DASH)" : status);
+    }
+    return;
+  }
   if ((status === "live" || status === "ended") && !state.started) startPlayer();
 }
 
@@ -240,11 +254,51 @@ async function startDash(url) {
   };
 }
 
+// WHEP: no manifest to wait for; a refused or failed session is tried again while live.
+const WHEP_RETRY_MS = 3000;
+async function startWhep() {
+  const whep = new WhepPlayer({
+    url: root.dataset.whepUrl, video,
+    onUpdate: (player) => {
+      if (ui.connection) ui.connection.textContent = player.pc ? player.pc.connectionState : player.state;
+      if (player.state === "failed" && state.player && state.player.whep === player) retryWhep(player.error);
+    },
+  });
+  setPlayerState("WebRTC: connecting");
+  if (!(await whep.start())) {
+    retryWhep(whep.error);
+    return null;
+  }
+  return {
+    kind: "WebRTC", whep,
+    stop: () => whep.stop(),
+    latencyMs: () => whep.latencyMs,
+    estimate: () => null,
+    target: () => null,
+    lowLatency: () => true,
+  };
+}
+
+function retryWhep(error) {
+  setPlayerState(`WebRTC: ${error || "failed"} (trying again)`);
+  if (state.player) state.player.stop();
+  state.player = null;
+  state.started = false;
+  setTimeout(() => { if (state.status === "live" && !state.started) startPlayer(); }, WHEP_RETRY_MS);
+}
+
 async function startPlayer() {
   state.started = true;
+  if (WEBRTC) {
+    state.player = await startWhep();
+    if (state.player) state.player.startedAt = performance.now();
+    return;
+  }
   if (root.querySelector("[data-testid=purged]")) { setPlayerState("recording removed"); return; }
   const kind = root.dataset.player;
-  const url = kind === "hls" ? root.dataset.hlsUrl : root.dataset.dashUrl;
+  // Absolute: dash.js runs new URL() on the MPD's URL for every response (its CMCD reporter
+  // warned "Invalid URL" on each MPD refresh given a path).
+  const url = new URL(kind === "hls" ? root.dataset.hlsUrl : root.dataset.dashUrl, location.href).href;
   setPlayerState("waiting for the first segments");
   // Two finished segments first: a player that joins with a one-segment window (dash.js)
   // can stall at 0 s. Low-latency mode: one (its players join among the parts of the
@@ -351,6 +405,7 @@ function tick() {
     delete root.dataset.latencyMs;
     return;
   }
+  if (player.latencyMs) { showWebRtcLatency(player, playing); return; }
   const shown = player.wallClockMs();
   if (!playing || shown === null) return;
   const latency = clock.now() - shown;
@@ -372,6 +427,23 @@ function tick() {
   if (state.resyncs) notes.push(`moved to the live edge ${state.resyncs}×`);
   if (state.clock && state.clock.source !== "publisher") notes.push("anchored to the server's receipt: upload delay not counted");
   ui.latencyNote.textContent = notes.length ? `(${notes.join("; ")})` : "";
+}
+
+// WHEP: server send → on screen (whep.js), with the jitter buffer's share beside it.
+let jitterMs = null;
+function showWebRtcLatency(player, playing) {
+  const latency = player.latencyMs();
+  if (!playing || latency === null) {
+    ui.latencyNote.textContent = playing ? "(waiting for the server's first RTCP sender report)" : "";
+    return;
+  }
+  root.dataset.latencyMs = String(Math.round(latency));
+  ui.latency.textContent = `${(latency / 1000).toFixed(2)} s`;
+  player.whep.jitterBufferMs().then((value) => { jitterMs = value; });
+  const notes = ["from the server sending each frame; capture, upload and server encode not counted"];
+  if (jitterMs !== null) notes.push(`jitter buffer ${Math.round(jitterMs)} ms`);
+  if (player.whep.networkMs !== null) notes.push(`network ${Math.round(player.whep.networkMs)} ms`);
+  ui.latencyNote.textContent = `(${notes.join("; ")})`;
 }
 
 // --- socket: status and viewer count -------------------------------------------------------

@@ -119,7 +119,7 @@ def test_camera_stream_with_server_side_boxes_shows_them_to_hls_viewers(
         r"/streams/server-boxes-[a-z0-9]+/publish/$",
     )
     slug = page.url.rstrip("/").split("/")[-2]
-    page.get_by_test_id("transport").select_option("http")
+    page.get_by_test_id("transport-http").check()
     page.get_by_test_id("start").click()
     wait_live(page, "#publisher", "pub-segments")
 

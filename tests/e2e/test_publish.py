@@ -38,7 +38,7 @@ def test_publish_from_the_browser_then_stop(page, live_server_proc, transport, l
     capture_ms = int(page.locator("#publisher").get_attribute("data-capture-ms"))
     page.get_by_test_id("stop").click()
     expect(page.locator("#publisher")).to_have_attribute("data-pub-state", "ended", timeout=30_000)
-    expect(page.get_by_test_id("stream-status")).to_have_text("ended")
+    expect(page.get_by_test_id("stream-status")).to_have_text("Ended")
 
     out = server.workdir / "media" / "streams" / slug
     text = (out / "media_0.m3u8").read_text()

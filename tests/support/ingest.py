@@ -144,7 +144,7 @@ def start_publishing_in_page(
     key = page.get_by_test_id("new-key").inner_text()
     assert key.startswith("sk_")
     expect(page.get_by_test_id("publish-key")).to_have_value(key, timeout=wait_ms)
-    page.get_by_test_id("transport").select_option(transport)
+    page.get_by_test_id(f"transport-{transport}").check()
     page.get_by_test_id("start").click()
     expect(page.locator("#publisher")).to_have_attribute("data-pub-state", "live", timeout=wait_ms)
     return slug
