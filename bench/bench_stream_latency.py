@@ -116,12 +116,14 @@ CONFIGS: dict[str, dict[str, Any]] = {
     },
     # issue 17: the browser publishes over WHIP (bench page, no app code), viewers over
     # hls.js, dash.js and WHEP
+    # ("whep" is the bench's own WHEP page; "webrtc" the site's viewer page, whep.js, whose
+    # latency readout is then checked against the clock like the players')
     "whip": {
         "env": {"STREAM_WHEP": "1"},
         "publisher": {},
         "viewer": {},
         "ingest": "whip",
-        "players": ("hls", "dash", "whep"),
+        "players": ("hls", "dash", "whep", "webrtc"),
     },
     "whip_low_latency": {
         "env": {"STREAM_WHEP": "1"},
@@ -903,7 +905,7 @@ def run(quick: bool) -> dict[str, Any]:
     for name, result in results.items():
         rows += [
             player_row(name, player, result)
-            for player in ("hls", "dash", "whep")
+            for player in ("hls", "dash", "whep", "webrtc")
             if "glass_to_glass" in result.get(player, {})
         ]
         if result.get("low_latency"):

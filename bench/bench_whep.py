@@ -379,7 +379,8 @@ def measure_latency(quick: bool) -> dict[str, Any]:
         )
         try:
             for name in names:
-                config = {**latency.CONFIGS[name], "players": ("hls", "dash", "whep")}
+                config = dict(latency.CONFIGS[name])
+                config.setdefault("players", ("hls", "dash", "whep"))
                 config["env"] = {**config["env"], **whep_env(10)}
                 try:
                     results[name] = latency.measure(browser, config, warmup_s, sample_s)
@@ -398,7 +399,7 @@ def summary_line(result: dict[str, Any]) -> str:
         f"{p} {result[p]['glass_to_glass'].get('p50_s')} s"
         if "glass_to_glass" in result[p]
         else f"{p} failed: {result[p].get('error', '')[:200]}"
-        for p in ("whep", "hls", "dash")
+        for p in ("whep", "webrtc", "hls", "dash")
         if p in result
     )
 
@@ -418,7 +419,7 @@ def latency_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                 }
             )
             continue
-        for player in ("whep", "hls", "dash"):
+        for player in ("whep", "webrtc", "hls", "dash"):
             if "error" in result.get(player, {}):
                 rows.append(
                     {
@@ -430,7 +431,7 @@ def latency_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                 )
             elif player in result:
                 row = latency.player_row(name, player, result)
-                if player == "whep":
+                if player in ("whep", "webrtc"):
                     row["target"] = f"<= {G2G_TARGET_P50_S} s p50"
                 rows.append(row)
     return rows
@@ -447,6 +448,12 @@ def latency_headline(results: dict[str, Any]) -> str:
         f"{whip['whep']['glass_to_glass'].get('p95_s')} s ({'meets' if met else 'misses'} the "
         f"{G2G_TARGET_P50_S} s target)"
     )
+    page = whip.get("webrtc", {})
+    if "glass_to_glass" in page:
+        text += (
+            f"; the site's WebRTC viewer page p50 {page['glass_to_glass'].get('p50_s')} s, its "
+            f"readout off by {page['readout_minus_measured_ms'].get('p50')} ms (p50)"
+        )
     for name in ("whip", "whip_low_latency", "standard", "low_latency"):
         got = results.get(name, {})
         if "glass_to_glass" in got.get("hls", {}) and "glass_to_glass" in got.get("dash", {}):

@@ -107,6 +107,10 @@ def test_headlines_say_whether_targets_are_met():
         {"whip": {"whep": g2g(0.55), "hls": g2g(2.0), "dash": g2g(2.1)}}
     )
     assert "(meets the 0.4 s target)" in latency_headline({"whip": {"whep": g2g(0.3)}})
+    page = {**g2g(0.35), "readout_minus_measured_ms": {"p50": -40}}
+    assert "viewer page p50 0.35 s, its readout off by -40 ms" in latency_headline(
+        {"whip": {"whep": g2g(0.3), "webrtc": page}}
+    )
     assert latency_headline({"whip": {"error": "x"}}).startswith("glass to glass: no")
 
 
