@@ -13,6 +13,7 @@ reasons for each latency-relevant option are in ``docs/decisions.md`` ("Streamin
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import os
 import resource
@@ -25,7 +26,7 @@ import ffmpeg
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from streaming.ladder import Rendition
+from streaming.ladder import Rendition, default_bitrates
 from streaming.lowlatency import LowLatency
 
 MANIFEST_NAME = "manifest.mpd"
@@ -70,6 +71,7 @@ class EncoderOptions:
     x264_preset: str
     live_window_seconds: float  # 0: live playlists list every segment
     low_latency_input: bool  # -probesize 32 -analyzeduration 0
+    webrtc_gop_seconds: float  # keyframe interval of the WebRTC (WHEP) output
     # -fflags nobuffer drops the packets read while probing: with a real MediaRecorder
     # stream that can be the first (and for seconds the only) VP8 keyframe, and FFmpeg then
     # exits ("Decode error rate 1 exceeds maximum"). Off; kept only to measure it.
@@ -100,6 +102,10 @@ class EncoderOptions:
             )
         if self.live_window_seconds < 0:
             raise ImproperlyConfigured("STREAM_LIVE_WINDOW_SECONDS must be >= 0.")
+        if not 0.1 <= self.webrtc_gop_seconds <= 10:
+            raise ImproperlyConfigured(
+                f"STREAM_WHEP_GOP_SECONDS={self.webrtc_gop_seconds}: use 0.1..10 seconds."
+            )
         if self.part_seconds is not None:
             part = self.part_seconds
             if not 0.05 <= part <= self.segment_seconds:
@@ -128,6 +134,10 @@ class EncoderOptions:
         return round(self.fps * self.segment_seconds)
 
     @property
+    def webrtc_gop_frames(self) -> int:
+        return max(1, round(self.fps * self.webrtc_gop_seconds))
+
+    @property
     def window_segments(self) -> int:
         """Segments listed in the live playlists (0: all). HLS wants >= 3 target durations."""
         if not self.live_window_seconds:
@@ -144,6 +154,7 @@ class EncoderOptions:
             "x264_preset": settings.STREAM_X264_PRESET,
             "live_window_seconds": settings.STREAM_LIVE_WINDOW_SECONDS,
             "low_latency_input": settings.STREAM_LOW_LATENCY_INPUT,
+            "webrtc_gop_seconds": settings.STREAM_WHEP_GOP_SECONDS,
         }
         if low_latency:
             values["segment_seconds"] = settings.STREAM_LL_SEGMENT_SECONDS
@@ -252,6 +263,83 @@ def _fmt_seconds(value: float) -> str:
     return f"{value:g}"
 
 
+# The WebRTC (WHEP) output: one extra rendition every WebRTC viewer receives as is (the
+# senders only packetise it: ``streaming/whep_feed.py``). At most this tall: WebRTC viewers
+# get no ladder, and a 480p encode costs a fraction of a 720p one.
+WEBRTC_MAX_HEIGHT = 480
+# The container on the pipe to the server, and its options for the lowest delay from the
+# encoder to PyAV's demuxer (measured: docs/decisions.md, "WHEP feed container"). NUT
+# frames every packet with its length, so the demuxer hands a frame over as soon as its
+# last byte arrives and keeps the encoder's Annex B bytes; MPEG-TS (its demuxer's H.264
+# parser holds each frame until the next one starts) and Matroska (same, and length-
+# prefixed H.264) were one frame later. The other two stay for the measurement.
+WEBRTC_CONTAINER = "nut"
+WEBRTC_CONTAINER_OPTIONS: dict[str, dict[str, object]] = {
+    "nut": {"write_index": 0, "flush_packets": 1},
+    "mpegts": {
+        # Each video PES with its length, every Opus packet in a PES of its own.
+        "muxdelay": 0,
+        "muxpreload": 0,
+        "omit_video_pes_length": 0,
+        "pes_payload_size": 0,
+        "flush_packets": 1,
+    },
+    "matroska": {"live": 1, "cluster_time_limit": 0, "flush_packets": 1},
+}
+
+
+def webrtc_rendition(renditions: Sequence[Rendition]) -> Rendition:
+    """The WebRTC output's size and bitrates: the top rung's when it is at most 480p (it
+    already fits the source), else 480p with the ladder table's bitrates."""
+    top = renditions[0]
+    if top.height <= WEBRTC_MAX_HEIGHT:
+        return dataclasses.replace(top, name="webrtc")
+    video_kbps, audio_kbps = default_bitrates(WEBRTC_MAX_HEIGHT)
+    return Rendition("webrtc", WEBRTC_MAX_HEIGHT, video_kbps, audio_kbps)
+
+
+def _webrtc_output(video, audio, fd: int, rung: Rendition, options: EncoderOptions, container: str):
+    """H.264 constrained baseline (no B-frames: WebRTC receivers decode in order) with
+    SPS/PPS repeated at every keyframe in Annex B, as aiortc's packetiser needs; a short
+    fixed GOP so a new viewer waits at most ``webrtc_gop_seconds`` for its first picture;
+    Opus at 48 kHz stereo in 20 ms frames, WebRTC's own audio."""
+    gop = options.webrtc_gop_frames
+    out: dict[str, object] = {
+        "c:v": "libx264",
+        "preset": options.x264_preset,
+        "tune": "zerolatency",
+        "profile:v": "baseline",
+        "level:v": "3.1",
+        "g": gop,
+        "keyint_min": gop,
+        "sc_threshold": 0,
+        "bf": 0,
+        "b:v": f"{rung.video_kbps}k",
+        "maxrate:v": f"{round(rung.video_kbps * 1.2)}k",
+        # Half a second of VBV: frame sizes stay even, so no frame takes long on the wire.
+        "bufsize:v": f"{round(rung.video_kbps / 2)}k",
+        # In-band SPS/PPS at every keyframe even where the container asks for global
+        # headers: a viewer's first keyframe carries what its decoder needs.
+        "x264-params": "repeat-headers=1",
+        "format": container,
+        **WEBRTC_CONTAINER_OPTIONS[container],
+    }
+    streams = [video]
+    if audio is not None:
+        streams.append(audio)
+        out.update(
+            {
+                "c:a": "libopus",
+                "b:a": f"{min(rung.audio_kbps, 128)}k",
+                "ar": 48000,
+                "ac": 2,
+                "application": "lowdelay",
+                "frame_duration": 20,
+            }
+        )
+    return ffmpeg.output(*streams, f"pipe:{fd}", **out)
+
+
 def build_command(
     output_dir: Path | str,
     renditions: Sequence[Rendition],
@@ -261,11 +349,17 @@ def build_command(
     binary: str | None = None,
     loglevel: str = "warning",
     raw_input: RawInput | None = None,
+    webrtc_fd: int | None = None,
+    webrtc_container: str = WEBRTC_CONTAINER,
 ) -> list[str]:
     """The argument list (binary first) for one live stream into ``output_dir``.
 
     Output stream order: video rung 0..n-1 (highest first), then audio (index n); the dash
     muxer names files after these indices (``media_0.m3u8``, ``init-stream0.m4s`` ...).
+
+    ``webrtc_fd``: also write the WebRTC rendition (``webrtc_rendition``: H.264 + Opus, in
+    ``webrtc_container``) to this inherited descriptor, from the same decode (the caller
+    passes it to the child with ``pass_fds``). ``webrtc_container`` is only for measuring.
     """
     if not renditions:
         raise ValueError("at least one rendition is needed")
@@ -309,11 +403,19 @@ def build_command(
         # pixels (what the decoder was told to output) let scale set each rung's SAR.
         video = video.filter("setsar", 1)
     video = video.filter("fps", fps=options.fps)
-    if len(renditions) > 1:
-        split = video.filter_multi_output("split", len(renditions))
-        branches = [split.stream(i) for i in range(len(renditions))]
+    webrtc = webrtc_fd is not None
+    branch_count = len(renditions) + webrtc
+    if branch_count > 1:
+        split = video.filter_multi_output("split", branch_count)
+        branches = [split.stream(i) for i in range(branch_count)]
     else:
         branches = [video]
+    webrtc_video = webrtc_audio = None
+    if webrtc:
+        webrtc_rung = webrtc_rendition(renditions)
+        webrtc_video = (
+            branches.pop().filter("scale", -2, webrtc_rung.height).filter("format", "yuv420p")
+        )
     scaled = [
         branch.filter("scale", -2, rung.height).filter("format", "yuv420p")
         for branch, rung in zip(branches, renditions, strict=True)
@@ -321,7 +423,11 @@ def build_command(
     streams = list(scaled)
     if has_audio:
         # Fill timestamp gaps (a skipped chunk) with silence so audio and video stay aligned.
-        streams.append(audio_source.audio.filter("aresample", **{"async": 1}))
+        audio = audio_source.audio.filter("aresample", **{"async": 1})
+        if webrtc:
+            audio_split = audio.filter_multi_output("asplit", 2)
+            audio, webrtc_audio = audio_split.stream(0), audio_split.stream(1)
+        streams.append(audio)
 
     out: dict[str, object] = {
         "c:v": "libx264",
@@ -370,6 +476,13 @@ def build_command(
 
     manifest = str(Path(output_dir) / MANIFEST_NAME)
     node = ffmpeg.output(*streams, manifest, **out)
+    if webrtc:
+        node = ffmpeg.merge_outputs(
+            node,
+            _webrtc_output(
+                webrtc_video, webrtc_audio, webrtc_fd, webrtc_rung, options, webrtc_container
+            ),
+        )
     args = ffmpeg.get_args(node)
     # Global options first: ffmpeg-python's global_args() appends them after the output
     # file, where FFmpeg warns that trailing options may be ignored. -max_error_rate 1:

@@ -172,6 +172,7 @@ class PipelineConfig:
             "max_source_side": settings.STREAM_SOURCE_MAX_SIDE,
             "max_source_pixels": settings.STREAM_SOURCE_MAX_PIXELS,
             "max_restarts": settings.STREAM_ENCODER_RESTARTS,
+            "webrtc_output": settings.STREAM_WHEP,
             **overrides,
         }
         if "ladder" not in values:
