@@ -219,6 +219,9 @@ class Viewer:
     tasks: list = field(default_factory=list)
     connected_state: str = "new"
     last_ts: int | None = None  # media time (90 kHz) of the last video frame
+    # per frame since the window began: arrival - media time (s, up to a constant)
+    transit: list = field(default_factory=list)
+    _media_s: float = 0.0
     _keyframe: bool = False
 
     def count_video(self, packet: Any) -> None:
@@ -232,6 +235,9 @@ class Viewer:
                 self.first_video_s = time.monotonic() - self.posted_at
             self.video += 1
             self.idr += int(self._keyframe)
+            if self.last_ts is not None:
+                self._media_s += media_seconds(self.last_ts, packet.timestamp)
+            self.transit.append(time.monotonic() - self._media_s)
             self.last_ts = packet.timestamp
             self._keyframe = False
 
@@ -354,7 +360,7 @@ def window_figures(
     """Per-viewer rates over a window: frames per wall second, and in media time (from the
     frames' RTP timestamps) frames per media second (frames the server skipped lower it)
     and media seconds per wall second (a server falling behind lowers it)."""
-    fps, media_fps, pace, audio_fps, kbps = [], [], [], [], []
+    fps, media_fps, pace, audio_fps, kbps, spreads = [], [], [], [], [], []
     for viewer in viewers:
         if viewer.index not in before:
             continue
@@ -363,10 +369,17 @@ def window_figures(
         fps.append((v1 - v0) / wall_s)
         audio_fps.append((a1 - a0) / wall_s)
         kbps.append((b1 - b0) * 8 / 1000 / wall_s)
+        spread = arrival_spread_ms(viewer.transit)
+        if spread is not None:
+            spreads.append(spread)
         media_s = media_seconds(ts0, ts1)
         media_fps.append((v1 - v0) / media_s if media_s else 0.0)
         pace.append(media_s / wall_s)
-    return rate_summary(fps, media_fps, pace, audio_fps, kbps, source_fps)
+    return {
+        **rate_summary(fps, media_fps, pace, audio_fps, kbps, source_fps),
+        "arrival_spread_p95_ms_median": median(spreads),
+        "arrival_spread_p95_ms_max": max(spreads) if spreads else None,
+    }
 
 
 def media_seconds(ts0: int | None, ts1: int | None, clock: int = 90_000) -> float:
@@ -374,6 +387,17 @@ def media_seconds(ts0: int | None, ts1: int | None, clock: int = 90_000) -> floa
     if ts0 is None or ts1 is None:
         return 0.0
     return ((ts1 - ts0) % 2**32) / clock
+
+
+def arrival_spread_ms(transit: list[float]) -> float | None:
+    """How late frames arrive against their media time, beyond the earliest of the window:
+    the p95 of (arrival - media time) - its minimum. A receiver's jitter buffer has to
+    hold about this much to play every frame on time (Chromium sizes its own from it)."""
+    if len(transit) < 2:
+        return None
+    low = min(transit)
+    ordered = sorted(t - low for t in transit)
+    return round(ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))] * 1000, 1)
 
 
 def median(values: list[float]) -> float | None:
@@ -423,6 +447,8 @@ async def run_viewers(args: argparse.Namespace) -> dict[str, Any]:
             waited = await wait_pictures(viewers, args.picture_limit)
             await asyncio.sleep(args.warmup)
             before = {v.index: v.counts() for v in viewers}
+            for viewer in viewers:
+                viewer.transit.clear()
             cpu0 = cpu_snapshot(args.server_pid)
             me0 = cpu_seconds(me) or 0.0
             load0 = os.getloadavg()

@@ -17,6 +17,7 @@ from bench.bench_whep import (
 from bench.whep_viewers import (
     CountingDecoder,
     Viewer,
+    arrival_spread_ms,
     cores_between,
     h264_has_idr,
     h264_rtp_keyframe,
@@ -198,3 +199,11 @@ def test_steps_where_viewers_failed_or_had_no_picture_are_left_out_of_the_cost()
     assert cost["invalid_steps"] == [10]
     assert cost["cores_per_extra_viewer"] == 0.01  # 0 -> 1 only
     assert per_viewer_cost([step(0, 0.05), failed])["cores_per_extra_viewer"] is None
+
+
+def test_arrival_spread_is_the_p95_lateness_against_media_time():
+    on_time = [10.0 + 0.0 for _ in range(20)]
+    assert arrival_spread_ms(on_time) == 0.0
+    late = [10.0] * 18 + [10.25] * 2  # two frames in twenty 250 ms late
+    assert arrival_spread_ms(late) == 250.0
+    assert arrival_spread_ms([1.0]) is None
