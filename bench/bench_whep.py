@@ -162,6 +162,7 @@ def cost_rows(target: str, label: str, steps: list[dict[str, Any]]) -> list[dict
                 "full_rate": f"{step['full_rate_viewers']}/{step['viewers']}",
                 "fps_min": step.get("video_fps_min"),
                 "fps_median": step.get("video_fps_median"),
+                "arrival_spread_p95_ms": step.get("arrival_spread_p95_ms_median"),
                 "client_cores": step.get("client_cores"),
                 "load": step["loadavg"][0],
             }
@@ -369,7 +370,7 @@ def measure_latency(quick: bool) -> dict[str, Any]:
     names = LATENCY_CONFIGS[quick]
     if os.environ.get("WHEP_LATENCY_CONFIGS"):
         names = [n.strip() for n in os.environ["WHEP_LATENCY_CONFIGS"].split(",") if n.strip()]
-    warmup_s, sample_s = (5.0, 8.0) if quick else (10.0, 30.0)
+    warmup_s, sample_s = (5.0, 8.0) if quick else (10.0, 25.0)
     results: dict[str, Any] = {}
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
