@@ -76,9 +76,9 @@ def step_cores(step: dict[str, Any]) -> float:
 
 
 def per_viewer_cost(steps: list[dict[str, Any]]) -> dict[str, Any]:
-    """Cores per extra viewer: between consecutive steps, and over the whole range from the
-    first step with a viewer (the slope the target is about). Steps where viewers had no
-    picture or no full rate still count (their CPU was spent); ``saturated_from`` says.
+    """Cores per extra viewer: between consecutive steps, and from the first step with a
+    viewer to the last one where every viewer kept the full rate (the slope the target is
+    about; a saturated step only shows where the machine ran out, ``saturated_from``).
     Steps where a viewer failed to connect or never got a picture are left out
     (``invalid_steps``): their CPU is not that of the viewers they were meant to have."""
     invalid = [
@@ -100,16 +100,19 @@ def per_viewer_cost(steps: list[dict[str, Any]]) -> dict[str, Any]:
                     ),
                 }
             )
+    saturated = [s["viewers"] for s in with_viewers if s["full_rate_viewers"] < s["viewers"]]
+    # A saturated step's CPU is capped by the machine, not set by its viewers: the slope
+    # ends at the last step where every viewer kept the full rate, when there is one.
+    full = [s for s in with_viewers if s["viewers"] not in saturated]
     overall = None
-    if len(with_viewers) >= 2:
-        first, last = with_viewers[0], with_viewers[-1]
+    if len(full) >= 2 or (len(with_viewers) >= 2 and not full):
+        first, last = (full[0], full[-1]) if full else (with_viewers[0], with_viewers[-1])
         overall = round(
             (step_cores(last) - step_cores(first)) / (last["viewers"] - first["viewers"]), 4
         )
     elif with_viewers and steps[0]["viewers"] == 0:
-        first = with_viewers[0]
+        first = (full or with_viewers)[0]
         overall = round((step_cores(first) - step_cores(steps[0])) / first["viewers"], 4)
-    saturated = [s["viewers"] for s in with_viewers if s["full_rate_viewers"] < s["viewers"]]
     return {
         "cores_per_extra_viewer": overall,
         "steps": pairwise,
@@ -348,12 +351,7 @@ def measure_cost(quick: bool) -> dict[str, Any]:
             results[target] = {"error": f"{type(exc).__name__}: {exc}"[-3000:]}
             print(f"  cost {target}: FAILED {results[target]['error'][:500]}", flush=True)
             continue
-        got["per_viewer"] = per_viewer_cost(got["steps"])
-        got["capacity"] = full_rate_capacity(got["steps"])
-        got["projected_viewers"] = projected_viewers(
-            got["steps"], got["per_viewer"]["cores_per_extra_viewer"]
-        )
-        results[target] = got
+        results[target] = summarise_cost(got)
         print(f"  cost {target}: {got['per_viewer']} {got['capacity']}", flush=True)
     return results
 
@@ -471,16 +469,38 @@ def latency_headline(results: dict[str, Any]) -> str:
 def run(quick: bool) -> dict[str, Any]:
     chosen = parts(os.environ.get("WHEP_BENCH_PARTS"))
     load_start = list(os.getloadavg())
+    latency = measure_latency(quick) if "latency" in chosen else {}
+    cost = measure_cost(quick) if "cost" in chosen else {}
+    return assemble(chosen, latency, cost, load_start, list(os.getloadavg()))
+
+
+def summarise_cost(got: dict[str, Any]) -> dict[str, Any]:
+    """A target's steps → its cost per viewer, full-rate capacity and projection."""
+    got["per_viewer"] = per_viewer_cost(got["steps"])
+    got["capacity"] = full_rate_capacity(got["steps"])
+    got["projected_viewers"] = projected_viewers(
+        got["steps"], got["per_viewer"]["cores_per_extra_viewer"]
+    )
+    return got
+
+
+def assemble(
+    chosen: list[str],
+    latency: dict[str, Any],
+    cost: dict[str, Any],
+    load_start: list[float],
+    load_end: list[float],
+) -> dict[str, Any]:
+    """The result from the measured parts (pure: also re-summarises a saved run)."""
     rows: list[dict[str, Any]] = []
     headline = []
-    latency: dict[str, Any] = {}
-    cost: dict[str, Any] = {}
-    if "latency" in chosen:
-        latency = measure_latency(quick)
+    if latency:
         rows += latency_rows(latency)
         headline.append(latency_headline(latency))
-    if "cost" in chosen:
-        cost = measure_cost(quick)
+    if cost:
+        for target in cost.values():
+            if "steps" in target:
+                summarise_cost(target)
         for target, label in (
             ("ours", "Daphne"),
             ("packets", "bare peer"),
@@ -499,7 +519,6 @@ def run(quick: bool) -> dict[str, Any]:
                     }
                 )
         headline.append(cost_headline(cost))
-    load_end = list(os.getloadavg())
     ours = cost.get("ours", {}).get("per_viewer", {}).get("cores_per_extra_viewer")
     encode = cost.get("encode", {}).get("per_viewer", {}).get("cores_per_extra_viewer")
     return {

@@ -5,6 +5,7 @@ detection in Annex B, CPU per process name between /proc snapshots, rate summari
 import pytest
 
 from bench.bench_whep import (
+    assemble,
     cost_headline,
     cost_rows,
     full_rate_capacity,
@@ -207,3 +208,22 @@ def test_arrival_spread_is_the_p95_lateness_against_media_time():
     late = [10.0] * 18 + [10.25] * 2  # two frames in twenty 250 ms late
     assert arrival_spread_ms(late) == 250.0
     assert arrival_spread_ms([1.0]) is None
+
+
+def test_the_slope_ends_at_the_last_step_where_every_viewer_kept_the_full_rate():
+    steps = [step(0, 0.05), step(1, 0.43), step(2, 0.83), step(4, 1.33), step(10, 1.8, full=0)]
+    cost = per_viewer_cost(steps)
+    assert cost["cores_per_extra_viewer"] == 0.3  # 1 -> 4, not 1 -> 10 (machine full)
+    assert cost["saturated_from"] == 10
+
+
+def test_assemble_summarises_each_target_and_the_ratio_to_the_baseline():
+    ours = [step(0, 0.07), step(1, 0.09), step(10, 0.2), step(50, 0.6)]
+    encode = [step(0, 0.05), step(1, 0.45), step(2, 0.85), step(4, 1.0, full=1)]
+    result = assemble(
+        ["cost"], {}, {"ours": {"steps": ours}, "encode": {"steps": encode}}, [1.0], [2.0]
+    )
+    assert result["cost"]["ours"]["per_viewer"]["cores_per_extra_viewer"] == 0.0104
+    assert result["ratio"] == round(0.4 / 0.0104, 1)
+    assert result["headline"].endswith("load 1.0->2.0 on a shared 2-core machine")
+    assert any(row["metric"] == "cost encode: cores per extra viewer" for row in result["rows"])
