@@ -123,7 +123,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "publisher": {},
         "viewer": {},
         "ingest": "whip",
-        "players": ("hls", "dash", "whep", "webrtc"),
+        "players": ("hls", "dash", "whep", "whep_video", "webrtc"),
     },
     "whip_low_latency": {
         "env": {"STREAM_WHEP": "1"},
@@ -409,10 +409,10 @@ async ({ url, key }) => {
 """
 
 WHEP_PLAY_JS = """
-async ({ url }) => {
+async ({ url, audio }) => {
   const pc = (window.__whepPc = new RTCPeerConnection());
   pc.addTransceiver("video", { direction: "recvonly" });
-  pc.addTransceiver("audio", { direction: "recvonly" });
+  if (audio) pc.addTransceiver("audio", { direction: "recvonly" });
   const video = document.getElementById("video");
   const stream = new MediaStream();
   pc.addEventListener("track", (event) => {
@@ -427,9 +427,17 @@ async ({ url }) => {
 WEBRTC_RECEIVER_JS = """
 async () => {
   const stats = await window.__whepPc.getStats();
+  let audio = null;
+  for (const report of stats.values()) {
+    const count = report.jitterBufferEmittedCount;
+    if (report.type === "inbound-rtp" && report.kind === "audio" && count) {
+      audio = (1000 * report.jitterBufferDelay) / count;
+    }
+  }
   for (const report of stats.values()) {
     if (report.type === "inbound-rtp" && report.kind === "video") {
       return {
+        audio_jitter_buffer_ms: audio,
         jitter_buffer_ms: report.jitterBufferEmittedCount
           ? (1000 * report.jitterBufferDelay) / report.jitterBufferEmittedCount : null,
         frames_decoded: report.framesDecoded, frames_dropped: report.framesDropped,
@@ -691,10 +699,15 @@ def measure(browser, config: dict[str, Any], warmup_s: float, sample_s: float) -
                         and n.__setitem__(0, n[0] + 1)
                     ),
                 )
-                if player == "whep":  # a refusal is a finding, not a reason to lose the rest
+                if player.startswith("whep"):  # a refusal is a finding, not a reason to stop
                     page.goto(server.url + BENCH_PAGE_PATH)
+                    # "whep_video": video only, so no lip sync holds the video for the audio
+                    audio = player != "whep_video"
                     try:
-                        page.evaluate(WHEP_PLAY_JS, {"url": f"{server.url}/streams/{slug}/whep/"})
+                        page.evaluate(
+                            WHEP_PLAY_JS,
+                            {"url": f"{server.url}/streams/{slug}/whep/", "audio": audio},
+                        )
                     except Exception as exc:
                         failed[player] = f"{type(exc).__name__}: {exc}"[:600]
                         continue
@@ -775,7 +788,7 @@ def measure(browser, config: dict[str, Any], warmup_s: float, sample_s: float) -
                     "media_404s": missing[player][0],
                     "playback_rate_off_1_share": rate_off_share(rates),
                 }
-                if player == "whep":
+                if player.startswith("whep"):
                     out[player]["receiver"] = page.evaluate(WEBRTC_RECEIVER_JS)
             if whip:
                 out["whip_delete_status"] = publisher.evaluate("window.__whipStop()")
@@ -905,7 +918,7 @@ def run(quick: bool) -> dict[str, Any]:
     for name, result in results.items():
         rows += [
             player_row(name, player, result)
-            for player in ("hls", "dash", "whep", "webrtc")
+            for player in ("hls", "dash", "whep", "whep_video", "webrtc")
             if "glass_to_glass" in result.get(player, {})
         ]
         if result.get("low_latency"):

@@ -398,7 +398,7 @@ def summary_line(result: dict[str, Any]) -> str:
         f"{p} {result[p]['glass_to_glass'].get('p50_s')} s"
         if "glass_to_glass" in result[p]
         else f"{p} failed: {result[p].get('error', '')[:200]}"
-        for p in ("whep", "webrtc", "hls", "dash")
+        for p in ("whep", "whep_video", "webrtc", "hls", "dash")
         if p in result
     )
 
@@ -418,7 +418,7 @@ def latency_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                 }
             )
             continue
-        for player in ("whep", "webrtc", "hls", "dash"):
+        for player in ("whep", "whep_video", "webrtc", "hls", "dash"):
             if "error" in result.get(player, {}):
                 rows.append(
                     {
@@ -430,7 +430,7 @@ def latency_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                 )
             elif player in result:
                 row = latency.player_row(name, player, result)
-                if player in ("whep", "webrtc"):
+                if player in ("whep", "whep_video", "webrtc"):
                     row["target"] = f"<= {G2G_TARGET_P50_S} s p50"
                 rows.append(row)
     return rows
@@ -447,6 +447,9 @@ def latency_headline(results: dict[str, Any]) -> str:
         f"{whip['whep']['glass_to_glass'].get('p95_s')} s ({'meets' if met else 'misses'} the "
         f"{G2G_TARGET_P50_S} s target)"
     )
+    video = whip.get("whep_video", {})
+    if "glass_to_glass" in video:
+        text += f"; video only (no lip sync) p50 {video['glass_to_glass'].get('p50_s')} s"
     page = whip.get("webrtc", {})
     if "glass_to_glass" in page:
         text += (
