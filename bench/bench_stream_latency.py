@@ -123,7 +123,16 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "publisher": {},
         "viewer": {},
         "ingest": "whip",
-        "players": ("hls", "dash", "whep", "whep_video", "webrtc"),
+        "players": ("hls", "dash", "whep"),
+    },
+    # the WebRTC viewers side by side, no HLS/DASH players loading the machine: the bench's
+    # WHEP page with audio+video and with video only (no lip sync), and the site's page
+    "whip_webrtc": {
+        "env": {"STREAM_WHEP": "1"},
+        "publisher": {},
+        "viewer": {},
+        "ingest": "whip",
+        "players": ("whep", "whep_video", "webrtc"),
     },
     "whip_low_latency": {
         "env": {"STREAM_WHEP": "1"},

@@ -45,7 +45,10 @@ PARTS = ("latency", "cost")
 VIEWERS = {False: [0, 1, 10, 50], True: [0, 1, 3]}
 BASELINE_VIEWERS = {False: [0, 1, 2, 4, 10], True: [0, 1, 2]}
 #: the stream_latency configurations run here: chunk ingest and WHIP, standard and LL
-LATENCY_CONFIGS = {False: ["standard", "low_latency", "whip", "whip_low_latency"], True: ["whip"]}
+LATENCY_CONFIGS = {
+    False: ["standard", "low_latency", "whip", "whip_webrtc", "whip_low_latency"],
+    True: ["whip"],
+}
 
 
 # --- pure parts (tests/unit/test_bench_whep.py) -------------------------------------------------
@@ -447,10 +450,14 @@ def latency_headline(results: dict[str, Any]) -> str:
         f"{whip['whep']['glass_to_glass'].get('p95_s')} s ({'meets' if met else 'misses'} the "
         f"{G2G_TARGET_P50_S} s target)"
     )
-    video = whip.get("whep_video", {})
+    side = results.get("whip_webrtc", whip)
+    video = side.get("whep_video", {})
     if "glass_to_glass" in video:
-        text += f"; video only (no lip sync) p50 {video['glass_to_glass'].get('p50_s')} s"
-    page = whip.get("webrtc", {})
+        text += (
+            f"; side by side: audio+video {side['whep']['glass_to_glass'].get('p50_s')} s, "
+            f"video only (no lip sync) {video['glass_to_glass'].get('p50_s')} s"
+        )
+    page = side.get("webrtc", {})
     if "glass_to_glass" in page:
         text += (
             f"; the site's WebRTC viewer page p50 {page['glass_to_glass'].get('p50_s')} s, its "

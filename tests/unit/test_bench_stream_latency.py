@@ -31,7 +31,12 @@ def test_configs_selected_by_name_or_group_with_standard_first():
         "standard",
         "low_latency",
     ]
-    assert select_configs("whip", quick=False) == ["standard", "whip", "whip_low_latency"]
+    assert select_configs("whip", quick=False) == [
+        "standard",
+        "whip",
+        "whip_webrtc",
+        "whip_low_latency",
+    ]
     with pytest.raises(ValueError, match="unknown 'short_sync'"):
         select_configs("standard,short_sync", quick=False)
 

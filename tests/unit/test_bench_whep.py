@@ -110,9 +110,10 @@ def test_headlines_say_whether_targets_are_met():
     )
     assert "(meets the 0.4 s target)" in latency_headline({"whip": {"whep": g2g(0.3)}})
     page = {**g2g(0.35), "readout_minus_measured_ms": {"p50": -40}}
-    assert "viewer page p50 0.35 s, its readout off by -40 ms" in latency_headline(
-        {"whip": {"whep": g2g(0.3), "webrtc": page}}
-    )
+    side = {"whep": g2g(0.8), "whep_video": g2g(0.25), "webrtc": page}
+    text = latency_headline({"whip": {"whep": g2g(0.3)}, "whip_webrtc": side})
+    assert "viewer page p50 0.35 s, its readout off by -40 ms" in text
+    assert "audio+video 0.8 s, video only (no lip sync) 0.25 s" in text
     assert latency_headline({"whip": {"error": "x"}}).startswith("glass to glass: no")
 
 
