@@ -441,6 +441,8 @@ def latency_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 def latency_headline(results: dict[str, Any]) -> str:
     whip = results.get("whip", {})
+    if "glass_to_glass" not in whip.get("whep", {}):  # only the side-by-side ran
+        whip = results.get("whip_webrtc", {})
     if "glass_to_glass" not in whip.get("whep", {}):
         return "glass to glass: no WHIP → WHEP figure"
     p50 = whip["whep"]["glass_to_glass"].get("p50_s")
