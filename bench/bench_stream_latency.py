@@ -114,9 +114,46 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "low_latency": True,
         "latency": "standard",
     },
+    # issue 17: the browser publishes over WHIP (bench page, no app code), viewers over
+    # hls.js, dash.js and WHEP
+    # ("whep" is the bench's own WHEP page; "webrtc" the site's viewer page, whep.js, whose
+    # latency readout is then checked against the clock like the players')
+    "whip": {
+        "env": {"STREAM_WHEP": "1"},
+        "publisher": {},
+        "viewer": {},
+        "ingest": "whip",
+        "players": ("hls", "dash", "whep"),
+    },
+    # the WebRTC viewers side by side, no HLS/DASH players loading the machine: the bench's
+    # WHEP page with audio+video and with video only (no lip sync), and the site's page
+    "whip_webrtc": {
+        "env": {"STREAM_WHEP": "1"},
+        "publisher": {},
+        "viewer": {},
+        "ingest": "whip",
+        "players": ("whep", "whep_video", "webrtc"),
+    },
+    "whip_low_latency": {
+        "env": {"STREAM_WHEP": "1"},
+        "publisher": {},
+        "viewer": {},
+        "low_latency": True,
+        "latency": "low",
+        "ingest": "whip",
+        "players": ("hls", "dash", "whep"),
+    },
 }
-#: ``STREAM_LATENCY_CONFIGS`` may name a group: ``ll`` = every low-latency configuration.
-GROUPS = {"ll": [name for name, config in CONFIGS.items() if config.get("low_latency")]}
+#: ``STREAM_LATENCY_CONFIGS`` may name a group: ``ll`` = every low-latency configuration of
+#: chunk ingest, ``whip`` = the WHIP-published ones (issue 17).
+GROUPS = {
+    "ll": [
+        name
+        for name, config in CONFIGS.items()
+        if config.get("low_latency") and config.get("ingest", "ws") == "ws"
+    ],
+    "whip": [name for name, config in CONFIGS.items() if config.get("ingest") == "whip"],
+}
 QUICK = ["standard", "players_default", "low_latency"]
 
 
@@ -278,6 +315,13 @@ def _serve_js(body: str):
     return handler
 
 
+def _serve_html(body: str):
+    def handler(route) -> None:
+        route.fulfill(status=200, content_type="text/html", body=body)
+
+    return handler
+
+
 def player_tuning_js(assignments: dict[str, Any]) -> str:
     """static/js/player-tuning.js with ``PLAYER_TUNING.<path> = <value>;`` appended."""
     lines = [f"PLAYER_TUNING.{path} = {json.dumps(value)};" for path, value in assignments.items()]
@@ -325,6 +369,93 @@ async () => {
     video.requestVideoFrameCallback(onFrame);
   };
   video.requestVideoFrameCallback(onFrame);
+}
+"""
+
+# A page of the site's origin (answered by a Playwright route, so same-origin fetches need
+# no CORS and no app script runs): a video element where MEASURE_JS expects one.
+BENCH_PAGE_PATH = "/bench-page/"
+BENCH_PAGE_HTML = """<!doctype html><html><head><meta charset="utf-8"><title>bench</title></head>
+<body><div id="viewer"><video id="video" autoplay muted playsinline width="640" height="480">
+</video></div><script>window.rtcViewer = { player: null, restarts: 0 };</script></body></html>"""
+
+# Shared by the WHIP publisher and the WHEP viewer: non-trickle offer/answer over HTTP as
+# RFC 9725 / draft-ietf-wish-whep have it (201 + answer + Location).
+WEBRTC_HTTP_JS = """
+window.benchWebRtc = async (pc, url, headers) => {
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise((resolve) => {
+    if (pc.iceGatheringState === "complete") return resolve();
+    pc.addEventListener("icegatheringstatechange", () => {
+      if (pc.iceGatheringState === "complete") resolve();
+    });
+    setTimeout(resolve, 3000);
+  });
+  const response = await fetch(url, {
+    method: "POST",
+    headers: { "Content-Type": "application/sdp", ...headers },
+    body: pc.localDescription.sdp,
+  });
+  const body = await response.text();
+  if (response.status !== 201) throw new Error(`POST ${url}: ${response.status} ${body}`);
+  await pc.setRemoteDescription({ type: "answer", sdp: body });
+  return new URL(response.headers.get("Location"), location.href).href;
+};
+"""
+
+WHIP_PUBLISH_JS = """
+async ({ url, key }) => {
+  const source = (window.__clockSource = window.frameClock.clockStream());
+  const pc = (window.__whipPc = new RTCPeerConnection());
+  for (const track of source.stream.getTracks()) {
+    pc.addTransceiver(track, { direction: "sendonly" });
+  }
+  window.__whipResource = await window.benchWebRtc(pc, url, { Authorization: `Bearer ${key}` });
+  window.__whipStop = () => fetch(window.__whipResource, {
+    method: "DELETE", headers: { Authorization: `Bearer ${key}` },
+  }).then((r) => r.status);
+}
+"""
+
+WHEP_PLAY_JS = """
+async ({ url, audio }) => {
+  const pc = (window.__whepPc = new RTCPeerConnection());
+  pc.addTransceiver("video", { direction: "recvonly" });
+  if (audio) pc.addTransceiver("audio", { direction: "recvonly" });
+  const video = document.getElementById("video");
+  const stream = new MediaStream();
+  pc.addEventListener("track", (event) => {
+    stream.addTrack(event.track);
+    if (video.srcObject !== stream) video.srcObject = stream;  // set once: a reset aborts play()
+  });
+  window.__whepResource = await window.benchWebRtc(pc, url, {});
+}
+"""
+
+# Where a WebRTC viewer's delay sits in the browser: the receiver's jitter buffer per frame.
+WEBRTC_RECEIVER_JS = """
+async () => {
+  const stats = await window.__whepPc.getStats();
+  let audio = null;
+  for (const report of stats.values()) {
+    const count = report.jitterBufferEmittedCount;
+    if (report.type === "inbound-rtp" && report.kind === "audio" && count) {
+      audio = (1000 * report.jitterBufferDelay) / count;
+    }
+  }
+  for (const report of stats.values()) {
+    if (report.type === "inbound-rtp" && report.kind === "video") {
+      return {
+        audio_jitter_buffer_ms: audio,
+        jitter_buffer_ms: report.jitterBufferEmittedCount
+          ? (1000 * report.jitterBufferDelay) / report.jitterBufferEmittedCount : null,
+        frames_decoded: report.framesDecoded, frames_dropped: report.framesDropped,
+        width: report.frameWidth, height: report.frameHeight, fps: report.framesPerSecond,
+        codec_id: report.codecId, freezes: report.freezeCount,
+      };
+    }
+  }
+  return null;
 }
 """
 
@@ -494,9 +625,16 @@ def frames_of(span_s: float, source_fps: float | None) -> int | None:
 
 
 def measure(browser, config: dict[str, Any], warmup_s: float, sample_s: float) -> dict[str, Any]:
-    from tests.support.ingest import media_dir, start_publishing_in_page, stream_status
+    from tests.support.ingest import (
+        media_dir,
+        new_stream,
+        start_publishing_in_page,
+        stream_status,
+    )
 
     low_latency = bool(config.get("low_latency"))
+    whip = config.get("ingest", "ws") == "whip"
+    players = tuple(config.get("players", ("hls", "dash")))
     query = f"?latency={config['latency']}" if config.get("latency") else ""
     report: dict[str, Any] = {}
     # The form's checkbox decides; the default follows it, so a form without the checkbox
@@ -509,6 +647,8 @@ def measure(browser, config: dict[str, Any], warmup_s: float, sample_s: float) -
         context = browser.new_context(viewport={"width": 800, "height": 700})
         context.grant_permissions(["camera", "microphone"])
         context.add_init_script(path=str(FRAMECLOCK_JS))
+        context.add_init_script(WEBRTC_HTTP_JS)
+        context.route(f"**{BENCH_PAGE_PATH}", _serve_html(BENCH_PAGE_HTML))
         context.add_init_script(CLOCK_CAMERA_JS)
         context.add_init_script(low_latency_box_js(low_latency))
         context.add_init_script(INGEST_TRACE_JS)
@@ -520,7 +660,19 @@ def measure(browser, config: dict[str, Any], warmup_s: float, sample_s: float) -
         try:
             publisher = context.new_page()
             publisher.set_default_timeout(60_000)
-            slug = start_publishing_in_page(publisher, server, "Latency", "ws")
+            if whip:  # stream made on the form's POST, published by the bench page's WHIP
+                slug, key = new_stream(server, "Latency", low_latency=low_latency)
+                publisher.goto(server.url + BENCH_PAGE_PATH)
+                publisher.evaluate(
+                    WHIP_PUBLISH_JS, {"url": f"{server.url}/streams/{slug}/whip/", "key": key}
+                )
+                publisher.wait_for_function(
+                    f"fetch('/streams/{slug}/status/').then(r => r.json())"
+                    ".then(s => s.status === 'live' && s.segments > 0)",
+                    polling=500,
+                )
+            else:
+                slug = start_publishing_in_page(publisher, server, "Latency", "ws")
             status = stream_status(server, slug)
             if status.get("low_latency", False) != low_latency:
                 raise RuntimeError(
@@ -532,11 +684,15 @@ def measure(browser, config: dict[str, Any], warmup_s: float, sample_s: float) -
             if low_latency:
                 probe = PartProbe(server.port, media_dir(server, slug))
             viewers = {}
-            missing = {"hls": [0], "dash": [0]}  # media requests answered 404 while sampling
+            # media requests answered 404 while sampling
+            missing = {player: [0] for player in players}
+            failed: dict[str, str] = {}
             sampling = [False]
-            for player in ("hls", "dash"):
+            for player in players:
                 viewer_context = browser.new_context(viewport={"width": 800, "height": 700})
                 viewer_context.add_init_script(path=str(FRAMECLOCK_JS))
+                viewer_context.add_init_script(WEBRTC_HTTP_JS)
+                viewer_context.route(f"**{BENCH_PAGE_PATH}", _serve_html(BENCH_PAGE_HTML))
                 if config["viewer"]:
                     body = player_tuning_js(config["viewer"])
                     viewer_context.route("**/static/js/player-tuning.js", _serve_js(body))
@@ -552,6 +708,20 @@ def measure(browser, config: dict[str, Any], warmup_s: float, sample_s: float) -
                         and n.__setitem__(0, n[0] + 1)
                     ),
                 )
+                if player.startswith("whep"):  # a refusal is a finding, not a reason to stop
+                    page.goto(server.url + BENCH_PAGE_PATH)
+                    # "whep_video": video only, so no lip sync holds the video for the audio
+                    audio = player != "whep_video"
+                    try:
+                        page.evaluate(
+                            WHEP_PLAY_JS,
+                            {"url": f"{server.url}/streams/{slug}/whep/", "audio": audio},
+                        )
+                    except Exception as exc:
+                        failed[player] = f"{type(exc).__name__}: {exc}"[:600]
+                        continue
+                    viewers[player] = page
+                    continue
                 page.goto(f"{server.url}/streams/{slug}/{player}/{query}")
                 paths = list(config["viewer"])
                 served = page.evaluate(TUNING_READ_JS, paths)
@@ -572,7 +742,8 @@ def measure(browser, config: dict[str, Any], warmup_s: float, sample_s: float) -
             queue_depths = []
             sample_end = time.monotonic() + sample_s
             while time.monotonic() < sample_end:
-                queue_depths.append(publisher.evaluate("window.rtcPublisher.queue.length"))
+                if not whip:
+                    queue_depths.append(publisher.evaluate("window.rtcPublisher.queue.length"))
                 time.sleep(0.5)
             sampling[0] = False
             sample_end_ms = time.time() * 1000
@@ -583,15 +754,19 @@ def measure(browser, config: dict[str, Any], warmup_s: float, sample_s: float) -
             if probe is not None:
                 probe.__exit__()
             capture_ms = stream_status(server, slug)["clock"]["capture_ms"]
-            trace = publisher.evaluate("window.__ingestTrace")
             out: dict[str, Any] = {
                 "low_latency": low_latency,
+                "ingest_transport": "whip" if whip else "ws",
                 "watch_query": query,
                 "segment_on_disk_after_capture": _stats(watcher.lags_ms(capture_ms)),
                 "publisher_queue_chunks_max": max(queue_depths, default=None),
                 "source_fps": round(source_fps, 2),
-                "ingest": chunk_stages(trace, sample_start_ms, sample_end_ms),
             }
+            for player, error in failed.items():
+                out[player] = {"error": error}
+            if not whip:
+                trace = publisher.evaluate("window.__ingestTrace")
+                out["ingest"] = chunk_stages(trace, sample_start_ms, sample_end_ms)
             if probe is not None:
                 out["stages"] = probe.stages(capture_ms, sample_start_ms, sample_end_ms)
             for player, page in viewers.items():
@@ -622,10 +797,15 @@ def measure(browser, config: dict[str, Any], warmup_s: float, sample_s: float) -
                     "media_404s": missing[player][0],
                     "playback_rate_off_1_share": rate_off_share(rates),
                 }
-            publisher.get_by_test_id("stop").click()
-            publisher.wait_for_function(
-                "document.getElementById('publisher').dataset.pubState === 'ended'"
-            )
+                if player.startswith("whep"):
+                    out[player]["receiver"] = page.evaluate(WEBRTC_RECEIVER_JS)
+            if whip:
+                out["whip_delete_status"] = publisher.evaluate("window.__whipStop()")
+            else:
+                publisher.get_by_test_id("stop").click()
+                publisher.wait_for_function(
+                    "document.getElementById('publisher').dataset.pubState === 'ended'"
+                )
         finally:
             if watcher is not None:
                 watcher.__exit__()
@@ -745,7 +925,11 @@ def run(quick: bool) -> dict[str, Any]:
 
     rows = []
     for name, result in results.items():
-        rows += [player_row(name, player, result) for player in ("hls", "dash")]
+        rows += [
+            player_row(name, player, result)
+            for player in ("hls", "dash", "whep", "whep_video", "webrtc")
+            if "glass_to_glass" in result.get(player, {})
+        ]
         if result.get("low_latency"):
             rows += stage_rows(name, result)
     return {

@@ -31,13 +31,24 @@ def test_configs_selected_by_name_or_group_with_standard_first():
         "standard",
         "low_latency",
     ]
+    assert select_configs("whip", quick=False) == [
+        "standard",
+        "whip",
+        "whip_webrtc",
+        "whip_low_latency",
+    ]
     with pytest.raises(ValueError, match="unknown 'short_sync'"):
         select_configs("standard,short_sync", quick=False)
 
 
 def test_only_the_low_latency_configs_tick_the_checkbox_and_ask_for_the_ll_players():
     ll = {name for name, config in CONFIGS.items() if config.get("low_latency")}
-    assert ll == {"low_latency", "low_latency_hls_0_8", "low_latency_standard_players"}
+    assert ll == {
+        "low_latency",
+        "low_latency_hls_0_8",
+        "low_latency_standard_players",
+        "whip_low_latency",
+    }
     assert CONFIGS["low_latency"]["latency"] == "low"
     assert CONFIGS["low_latency_standard_players"]["latency"] == "standard"
     assert "box.checked = true" in low_latency_box_js(True)
