@@ -913,12 +913,13 @@ def run(quick: bool) -> dict[str, Any]:
         try:
             for name in names:
                 results[name] = measure(browser, CONFIGS[name], warmup_s, sample_s)
-                print(
-                    f"  {name}: hls {results[name]['hls']['glass_to_glass']}, "
-                    f"dash {results[name]['dash']['glass_to_glass']}, segment on disk "
-                    f"{results[name]['segment_on_disk_after_capture']}",
-                    flush=True,
+                players = ", ".join(
+                    f"{player} {got['glass_to_glass']}"
+                    for player, got in results[name].items()
+                    if isinstance(got, dict) and "glass_to_glass" in got
                 )
+                on_disk = results[name]["segment_on_disk_after_capture"]
+                print(f"  {name}: {players}, segment on disk {on_disk}", flush=True)
         finally:
             browser.close()
     load_end = os.getloadavg()
