@@ -25,13 +25,19 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import sdp as aiortc_sdp
 from aiortc.exceptions import OperationError
 from aiortc.rtcicetransport import RTCIceCandidate
 from aiortc.sdp import candidate_from_sdp
 from django.urls import reverse
 
 from rtcsite.errors import ClientError, NotFound
-from signaling.media.peer import candidate_allowed, drop_private_candidates, rtc_configuration
+from signaling.media.peer import (
+    candidate_allowed,
+    check_offer,
+    drop_private_candidates,
+    rtc_configuration,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +49,46 @@ _sessions: dict[str, WebRtcSession] = {}
 
 
 # --- SDP pieces ----------------------------------------------------------------------------
+def check_stream_offer(
+    sdp: str,
+    *,
+    where: str,
+    client_sends: bool,
+    codecs: dict[str, tuple[frozenset[str], str]],
+    no_video: str,
+) -> aiortc_sdp.SessionDescription:
+    """Refuse an offer a WHIP publication or a WHEP viewer cannot use: malformed (400, as
+    ``check_offer``), no video, a section going the wrong way, or none of the codecs the
+    server takes for its kind (422). ``codecs``: per kind, the codec names taken (lower
+    case, e.g. ``h264``) and how to say them in the refusal."""
+    check_offer(sdp, where=where)
+    parsed = aiortc_sdp.SessionDescription.parse(sdp)
+    active = [m for m in parsed.media if m.port != 0]
+    if not any(m.kind == "video" for m in active):
+        raise ClientError(f"The offer has no video: {no_video}", code="no-video", status=422)
+    wrong, who = ("recvonly", "a WHIP publisher sends (sendonly or sendrecv)")
+    if not client_sends:
+        wrong, who = ("sendonly", "a WHEP viewer receives (recvonly or sendrecv)")
+    for media in active:
+        if media.direction in (wrong, "inactive"):
+            raise ClientError(
+                f"The offer's {media.kind} is {media.direction}: {who}.",
+                code="bad-direction",
+                status=422,
+            )
+        taken, said = codecs[media.kind]
+        names = {codec.mimeType.split("/")[-1].lower() for codec in media.rtp.codecs}
+        names.discard("rtx")
+        if not names & taken:
+            raise ClientError(
+                f"The offer's {media.kind} is {', '.join(sorted(names)) or 'no codec'}: "
+                f"this server {said}.",
+                code="unsupported-codec",
+                status=422,
+            )
+    return parsed
+
+
 @dataclass
 class IceFragment:
     """An ``application/trickle-ice-sdpfrag`` body (RFC 8840) as a session uses it."""

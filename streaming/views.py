@@ -164,7 +164,7 @@ PLAYBACK_CHOICES = (
         "webrtc",
         "",
         "WebRTC (WHEP)",
-        "under 0.5 s (target)",
+        "about 0.3 s",
         "Frames pushed as they are encoded, no segments: nothing buffered to ride out a weak "
         "link (frames are dropped instead), one 480p rendition, no rewind; needs UDP or TURN.",
     ),

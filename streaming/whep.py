@@ -41,13 +41,12 @@ from identity.services import Identity, new_identity_id
 from presence import membership
 from presence import services as presence
 from presence.membership import Membership
-from rtcsite.errors import Busy, ClientError, Conflict, NotFound, RateLimited
+from rtcsite.errors import Busy, Conflict, NotFound, RateLimited
 from rtcsite.quotas import address_key
 from rtcsite.ws.service import SERVICE_ERRORS, ServiceUnavailable
-from signaling.media.peer import check_offer
 from streaming import registry, services
 from streaming.models import StreamStatus
-from streaming.sessions import WebRtcSession
+from streaming.sessions import WebRtcSession, check_stream_offer
 from streaming.whep_feed import EncodedFeed, FeedEnded, Subscription
 
 logger = logging.getLogger(__name__)
@@ -93,34 +92,17 @@ def codec_preferences(kind: str) -> list:
 def check_whep_offer(sdp: str) -> aiortc_sdp.SessionDescription:
     """Refuse an offer WHEP cannot serve: malformed (400), no video or no H.264 in it,
     audio without Opus, a section that will not receive (422)."""
-    check_offer(sdp, where="a WHEP viewer")
-    parsed = aiortc_sdp.SessionDescription.parse(sdp)
-    active = [m for m in parsed.media if m.port != 0]
-    if not any(m.kind == "video" for m in active):
-        raise ClientError(
-            "The offer has no video: a WHEP viewer receives the stream's video (and audio).",
-            code="no-video",
-            status=422,
-        )
-    for media in active:
-        if media.direction in ("sendonly", "inactive"):
-            raise ClientError(
-                f"The offer's {media.kind} is {media.direction}: a WHEP viewer receives "
-                "(recvonly or sendrecv).",
-                code="bad-direction",
-                status=422,
-            )
-        names = {codec.mimeType.lower() for codec in media.rtp.codecs}
-        if CODEC_MIMES[media.kind].lower() not in names:
-            offered = ", ".join(sorted(n.split("/")[-1] for n in names)) or "no codec"
-            raise ClientError(
-                f"The offer's {media.kind} is {offered}: this server sends "
-                f"{CODEC_MIMES[media.kind].split('/')[-1]} (the stream is encoded once for "
-                "every viewer).",
-                code="unsupported-codec",
-                status=422,
-            )
-    return parsed
+    once = "(the stream is encoded once for every viewer)"
+    return check_stream_offer(
+        sdp,
+        where="a WHEP viewer",
+        client_sends=False,
+        codecs={
+            kind: (frozenset({mime.split("/")[-1].lower()}), f"sends {mime.split('/')[-1]} {once}")
+            for kind, mime in CODEC_MIMES.items()
+        },
+        no_video="a WHEP viewer receives the stream's video (and audio).",
+    )
 
 
 class WhepSession(WebRtcSession):

@@ -33,11 +33,10 @@ from aiortc.mediastreams import MediaStreamError
 from django.conf import settings
 
 from rtcsite.errors import ClientError
-from signaling.media.peer import check_offer
 from streaming import ingest
 from streaming.models import Stream
 from streaming.rawfeed import RawSource
-from streaming.sessions import WebRtcSession
+from streaming.sessions import WebRtcSession, check_stream_offer
 
 logger = logging.getLogger(__name__)
 
@@ -52,40 +51,16 @@ _FMTP_PROFILE = re.compile(r"profile-level-id=([0-9a-fA-F]{6})")
 def check_whip_offer(sdp: str) -> aiortc_sdp.SessionDescription:
     """Refuse an offer WHIP cannot ingest: malformed (400), no video, a video codec other
     than H.264/VP8, audio without Opus, a receive-only or inactive section (422)."""
-    check_offer(sdp, where="a WHIP publication")
-    parsed = aiortc_sdp.SessionDescription.parse(sdp)
-    active = [m for m in parsed.media if m.port != 0]
-    if not any(m.kind == "video" for m in active):
-        raise ClientError(
-            "The offer has no video: a stream needs a video track (audio is optional).",
-            code="no-video",
-            status=422,
-        )
-    for media in active:
-        if media.direction in ("recvonly", "inactive"):
-            raise ClientError(
-                f"The offer's {media.kind} is {media.direction}: a WHIP publisher sends "
-                "(sendonly or sendrecv).",
-                code="bad-direction",
-                status=422,
-            )
-        names = {codec.mimeType.split("/")[-1].lower() for codec in media.rtp.codecs}
-        names.discard("rtx")
-        if media.kind == "video" and not names & set(VIDEO_CODECS):
-            raise ClientError(
-                f"The offer's video is {', '.join(sorted(names)) or 'no codec'}: "
-                "this server takes H.264 (no B-frames) or VP8.",
-                code="unsupported-codec",
-                status=422,
-            )
-        if media.kind == "audio" and "opus" not in names:
-            raise ClientError(
-                f"The offer's audio is {', '.join(sorted(names)) or 'no codec'}: "
-                "this server takes Opus (or no audio).",
-                code="unsupported-codec",
-                status=422,
-            )
-    return parsed
+    return check_stream_offer(
+        sdp,
+        where="a WHIP publication",
+        client_sends=True,
+        codecs={
+            "video": (frozenset(VIDEO_CODECS), "takes H.264 (no B-frames) or VP8"),
+            "audio": (frozenset({"opus"}), "takes Opus (or no audio)"),
+        },
+        no_video="a stream needs a video track (audio is optional).",
+    )
 
 
 def h264_profiles(sdp: str) -> dict[str, str]:

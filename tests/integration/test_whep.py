@@ -15,12 +15,8 @@ import time
 import pytest
 import websockets
 from aiortc import (
-    RTCConfiguration,
-    RTCPeerConnection,
-    RTCRtpSender,
     RTCSessionDescription,
 )
-from aiortc.mediastreams import MediaStreamError
 
 from tests.support.ingest import (
     clip_chunks,
@@ -30,6 +26,7 @@ from tests.support.ingest import (
     stop_http,
     stream_status,
 )
+from tests.support.whep import WhepReceiver
 from tests.support.whip import request, resource
 
 pytestmark = pytest.mark.timeout(240)
@@ -42,53 +39,20 @@ SERVER_ENV = {
 }
 
 
-class HttpViewer:
-    """An aiortc WHEP client: receive-only video + audio, the full offer in one POST (no
-    trickle), decoding every frame it gets."""
+class HttpViewer(WhepReceiver):
+    """An aiortc WHEP client over HTTP: the full offer in one POST (no trickle)."""
 
     def __init__(self, server, slug: str, *, video_codec: str | None = None) -> None:
+        super().__init__(video_codec=video_codec)
         self.server, self.slug = server, slug
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        video = self.pc.addTransceiver("video", direction="recvonly")
-        if video_codec:
-            video.setCodecPreferences(
-                [
-                    c
-                    for c in RTCRtpSender.getCapabilities("video").codecs
-                    if c.mimeType.lower() == f"video/{video_codec}"
-                ]
-            )
-        self.pc.addTransceiver("audio", direction="recvonly")
-        self.sizes: list[tuple[int, int]] = []
-        self.audio_frames = 0
-        self.ended: set[str] = set()
-        self.got_video = asyncio.Event()
         self.location: str | None = None
-        self._readers: list[asyncio.Task] = []
-        self.pc.on("track", self._on_track)
-
-    def _on_track(self, track) -> None:
-        self._readers.append(asyncio.create_task(self._read(track)))
-
-    async def _read(self, track) -> None:
-        try:
-            while True:
-                frame = await track.recv()
-                if track.kind == "video":
-                    self.sizes.append((frame.width, frame.height))
-                    self.got_video.set()
-                else:
-                    self.audio_frames += 1
-        except MediaStreamError:
-            self.ended.add(track.kind)
 
     async def post(self, query: str = ""):
-        await self.pc.setLocalDescription(await self.pc.createOffer())
         reply = await asyncio.to_thread(
             request,
             "POST",
             f"{self.server.url}/streams/{self.slug}/whep/{query}",
-            body=self.pc.localDescription.sdp,
+            body=await self.offer(),
             headers={"Content-Type": "application/sdp"},
         )
         if reply.status == 201:
@@ -98,11 +62,6 @@ class HttpViewer:
 
     async def delete(self):
         return await asyncio.to_thread(request, "DELETE", self.location)
-
-    async def close(self) -> None:
-        await self.pc.close()
-        for task in self._readers:
-            task.cancel()
 
 
 def publish(server, slug: str, key: str, chunks, stop: threading.Event) -> None:

@@ -12,8 +12,7 @@ import os
 from pathlib import Path
 
 import pytest
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError
+from aiortc import RTCSessionDescription
 
 from presence import services as presence
 from rtcsite.errors import Busy
@@ -23,6 +22,7 @@ from streaming.ladder import rendition
 from streaming.whep_feed import EncodedFeed, FeedEnded
 from tests.support.ingest import media_cache
 from tests.support.media import cached_webm, mediarecorder_chunks
+from tests.support.whep import WhepReceiver
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(240)]
 
@@ -40,42 +40,12 @@ class StreamEnd:
         await self.event.wait()
 
 
-class Viewer:
-    """An aiortc WHEP client: receive-only video + audio, decoding what arrives."""
-
-    def __init__(self) -> None:
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.pc.addTransceiver("video", direction="recvonly")
-        self.pc.addTransceiver("audio", direction="recvonly")
-        self.sizes: list[tuple[int, int]] = []
-        self.audio_frames = 0
-        self.got_video = asyncio.Event()
-        self.readers: list[asyncio.Task] = []
-        self.pc.on(
-            "track", lambda track: self.readers.append(asyncio.create_task(self._read(track)))
-        )
-
-    async def _read(self, track) -> None:
-        try:
-            while True:
-                frame = await track.recv()
-                if track.kind == "video":
-                    self.sizes.append((frame.width, frame.height))
-                    self.got_video.set()
-                else:
-                    self.audio_frames += 1
-        except MediaStreamError:
-            return
+class Viewer(WhepReceiver):
+    """A WHEP viewer talking to the session in this process (no HTTP)."""
 
     async def watch(self, session: whep.WhepSession) -> None:
-        await self.pc.setLocalDescription(await self.pc.createOffer())
-        answer = await session.answer(self.pc.localDescription.sdp)
+        answer = await session.answer(await self.offer())
         await self.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
-
-    async def close(self) -> None:
-        await self.pc.close()
-        for task in self.readers:
-            task.cancel()
 
 
 async def encode(feed: EncodedFeed, chunks, out: Path) -> None:
