@@ -183,6 +183,11 @@ async def feed_chunk(
     if not data:
         raise ClientError(f"Chunk seq={seq} is empty.", code="invalid")
     live = _live_stream(stream) or await _go_live(stream, quotas.address_key(address))
+    if live.publisher is not None:  # claimed by a WHIP session, before its first frame too
+        raise Conflict(
+            "This stream is being published over WebRTC (WHIP): it takes no chunks.",
+            code="publishing",
+        )
     if not live.bucket.take():
         raise RateLimited("Too many chunks for this stream; slow down.")
     pipeline = live.pipeline

@@ -774,7 +774,12 @@ class StreamPipeline:
                         os.close(audio_fd)  # FFmpeg holds the read end now
                 if plan is not None:
                     try:
-                        await self._attach_raw(plan.raw.width, plan.raw.height, plan.audio_write_fd)
+                        # media time 0 is the run's clock, not the moment FFmpeg got
+                        # started: the readouts measure from it (first slots repeat)
+                        origin = time.monotonic() - (now_ms() - clock.capture_ms) / 1000
+                        await self._attach_raw(
+                            plan.raw.width, plan.raw.height, plan.audio_write_fd, origin
+                        )
                     except BaseException:
                         await self._kill_process()  # no monitor reaps it yet
                         raise
@@ -785,7 +790,9 @@ class StreamPipeline:
         self._stderr_task = self._task(self._read_stderr())
         self._monitor = self._task(self._watch())
 
-    async def _attach_raw(self, width: int, height: int, audio_fd: int | None) -> None:
+    async def _attach_raw(
+        self, width: int, height: int, audio_fd: int | None, origin: float
+    ) -> None:
         """The WebRTC publisher's frames go to this run: the feed is made once (with the
         face tracker if the stream has the overlay), its schedule restarts every run."""
         if self._raw is None:
@@ -797,7 +804,7 @@ class StreamPipeline:
             fps = self.config.encoder.fps
             self._raw = RawFeed(width, height, fps, self._enqueue_raw, tracker=tracker)
             self._task(self._raw_schedule())
-        await self._raw.attach(audio_fd)
+        await self._raw.attach(audio_fd, origin)
 
     def _enqueue_raw(self, frame: bytes) -> bool:
         """One raw frame for FFmpeg's stdin; False when the queue is full (the slot is

@@ -116,10 +116,10 @@ class RawFeed:
         self._pcm: Any = None  # its PCM stream
 
     # --- encoder runs ------------------------------------------------------------------
-    async def attach(self, audio_fd: int | None) -> None:
-        """A new encoder run reads from now: its audio pipe's write end (``audio_fd``,
-        ours to close) and a fresh schedule."""
-        self.slots = VideoSlots(self.fps, time.monotonic())
+    async def attach(self, audio_fd: int | None, origin: float | None = None) -> None:
+        """A new encoder run: its audio pipe's write end (``audio_fd``, ours to close) and
+        a fresh schedule whose slot 0 is at ``origin`` (monotonic; default now)."""
+        self.slots = VideoSlots(self.fps, time.monotonic() if origin is None else origin)
         self.audio = AudioLevel(SAMPLE_RATE)
         self._close_audio()
         if audio_fd is not None:

@@ -100,6 +100,10 @@ class IceFragment:
 
 
 MAX_FRAGMENT_CANDIDATES = 64
+#: trickled candidates a session takes in all (every one is paired and STUN-checked)
+MAX_REMOTE_CANDIDATES = 32
+#: seconds from the answer for ICE to connect before the session is closed
+CONNECT_TIMEOUT = 30.0
 
 
 def parse_sdpfrag(text: str) -> IceFragment:
@@ -207,6 +211,7 @@ class WebRtcSession:
         self.address = address
         self.etag = f'"{secrets.token_urlsafe(12)}"'
         self.closed = False
+        self.remote_candidates = 0
         self.reason = ""
         self.pc = RTCPeerConnection(configuration=rtc_configuration())
         self._tasks: set[asyncio.Task] = set()
@@ -249,8 +254,11 @@ class WebRtcSession:
             except Exception as exc:  # aiortc raises ValueError/KeyError/... on odd offers
                 raise ClientError(f"The offer was refused ({exc!s:.120}).", code="bad-sdp") from exc
             await self.accept()
-            answer = await self.pc.createAnswer()
-            await self.pc.setLocalDescription(answer)
+            try:
+                await self.pc.setLocalDescription(await self.pc.createAnswer())
+            except Exception as exc:  # e.g. two sections with one mid: aiortc's ValueError
+                raise ClientError(f"The offer was refused ({exc!s:.120}).", code="bad-sdp") from exc
+            self.spawn(self._connect_deadline(), "connect deadline")
         except BaseException:
             await self.close("refused")
             raise
@@ -275,12 +283,31 @@ class WebRtcSession:
                 candidate: RTCIceCandidate = candidate_from_sdp(text.removeprefix("candidate:"))
             except Exception:
                 continue
-            if not candidate_allowed(candidate.ip):
-                continue
+            usable = (
+                0 < candidate.port < 65536
+                and candidate.component == 1
+                and candidate.protocol.lower() in ("udp", "tcp")
+            )
+            if not usable or not candidate_allowed(candidate.ip):
+                continue  # a port out of range would close the session's UDP socket
+            if self.remote_candidates >= MAX_REMOTE_CANDIDATES:
+                raise ClientError(
+                    f"At most {MAX_REMOTE_CANDIDATES} candidates per session.",
+                    code="too-many-candidates",
+                    status=422,
+                )
+            self.remote_candidates += 1
             candidate.sdpMLineIndex = 0  # BUNDLE: the first m= section owns the transport
             await self.pc.addIceCandidate(candidate)
         if fragment.end:
             await self.pc.addIceCandidate(None)
+
+    async def _connect_deadline(self) -> None:
+        """ICE never connected (a client that posted an offer and went, or trickles no end
+        of candidates): aiortc would keep checking, and the session its places, forever."""
+        await asyncio.sleep(CONNECT_TIMEOUT)
+        if self.pc.connectionState != "connected" and not self.closed:
+            await self.close(f"ICE did not connect within {CONNECT_TIMEOUT:g} s")
 
     async def close(self, reason: str) -> None:
         """End the session: its peer (ICE/DTLS, sockets, codec threads), its tasks, and

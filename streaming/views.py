@@ -164,7 +164,7 @@ PLAYBACK_CHOICES = (
         "webrtc",
         "",
         "WebRTC (WHEP)",
-        "about 0.3 s",
+        "0.3-0.5 s from a WHIP publisher, 0.7-1.9 s from chunks",
         "Frames pushed as they are encoded, no segments: nothing buffered to ride out a weak "
         "link (frames are dropped instead), one 480p rendition, no rewind; needs UDP or TURN.",
     ),

@@ -36,7 +36,7 @@ def test_the_webrtc_viewer_page_is_one_choice_among_the_players():
     # From an HLS page, WebRTC is a link with its cost.
     status, html = get(f"/streams/{stream.slug}/hls/")
     assert f'href="/streams/{stream.slug}/webrtc/" data-testid="play-webrtc"' in html
-    assert "about 0.3 s" in html and "no rewind" in html
+    assert "0.3-0.5 s from a WHIP publisher" in html and "no rewind" in html
 
 
 def test_webrtc_playback_switched_off_is_shown_unavailable(settings):
