@@ -219,7 +219,7 @@ async def _session(request: HttpRequest, kind: str, slug: str, session_id: str) 
             await ingest.authenticate(slug, bearer_token(request))
         session = sessions.lookup(kind, slug, session_id)
         if request.method == "DELETE":
-            reason = "stopped by the publisher" if kind == "whip" else "the viewer left"
+            reason = whip.STOPPED_BY_PUBLISHER if kind == "whip" else "the viewer left"
             # Shielded: a client that hangs up early (Django then cancels this view) must
             # not cut the stop short (FFmpeg finalising the playlists).
             await asyncio.shield(session.spawn(session.close(reason), "delete"))

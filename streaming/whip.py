@@ -44,6 +44,8 @@ VIDEO_CODECS = ("h264", "vp8")
 #: what aiortc's H.264 depacketiser + libavcodec decode: every profile, packetization mode 1
 AIORTC_H264_PROFILE = "42e01f"
 WATCH_INTERVAL = 0.5
+#: the reason of a publisher's DELETE (the stream ends, as with the HTTP stop)
+STOPPED_BY_PUBLISHER = "stopped by the publisher"
 
 _FMTP_PROFILE = re.compile(r"profile-level-id=([0-9a-fA-F]{6})")
 
@@ -140,9 +142,16 @@ class WhipSession(WebRtcSession):
         self.spawn(self._watch(), "watch")
 
     async def ended(self, reason: str) -> None:
-        """The stream ends with the publication (as the HTTP stop ends it)."""
+        """The stream ends with the publication (as the HTTP stop ends it), unless the
+        publication failed before its first frame without the publisher ending it (ICE
+        never connected, the answer failed): then the stream stays idle, as an abandoned
+        chunk publisher's does, and a new POST may publish it."""
         live = self.live
-        if live is not None and not live.pipeline.closed:
+        if live is None or live.pipeline.closed:
+            return
+        if self.source is None and reason != STOPPED_BY_PUBLISHER:
+            await live.pipeline.stop(reason)  # the row goes back to idle (status.row_values)
+        else:
             await live.stop(reason)
 
     # --- media -------------------------------------------------------------------------

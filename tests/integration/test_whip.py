@@ -16,6 +16,7 @@ import m3u8
 import pytest
 from mpegdash.parser import MPEGDASHParser
 
+from streaming.sessions import CONNECT_TIMEOUT
 from tests.support.ingest import media_dir, new_stream, stream_status
 from tests.support.whip import (
     WhipPublisher,
@@ -203,6 +204,35 @@ async def trickle_publish_then_delete(server) -> None:
 
 def test_aiortc_publisher_trickles_by_patch_and_deletes(server):
     asyncio.run(trickle_publish_then_delete(server))
+
+
+async def never_connects_then_publishes(server) -> None:
+    slug, key = new_stream(server, "Never connects")
+    gone = WhipPublisher(server, slug, key)
+    reply = await gone.publish()  # the offer without candidates, and no PATCH ever follows
+    assert reply.status == 201, reply.body
+    await gone.close()
+    # The session is closed once ICE has not connected in time (sessions.CONNECT_TIMEOUT);
+    # the stream never went live, so it stays idle and a new publisher may take it.
+    second = WhipPublisher(server, slug, key)
+    try:
+        deadline = time.monotonic() + CONNECT_TIMEOUT + 30
+        while (reply := await second.publish()).status == 409:
+            assert "publisher" in reply.body, reply.body
+            assert time.monotonic() < deadline, "the first session still holds the stream"
+            await asyncio.sleep(1)
+        assert reply.status == 201, reply.body
+        assert stream_status(server, slug)["status"] == "idle"
+        reply = await second.patch(second.fragment())
+        assert reply.status == 204, reply.body
+        await second.wait_connected()
+        await asyncio.to_thread(wait_status, server, slug, "live")
+    finally:
+        await second.close()
+
+
+def test_a_publisher_that_never_connects_leaves_the_stream_publishable(server):
+    asyncio.run(never_connects_then_publishes(server))
 
 
 # --- bad input -----------------------------------------------------------------------------
