@@ -250,9 +250,14 @@ def test_live_stream_through_http_ingest_watched_with_hls_js(
         run1 = f"{top.base_url}/media/streams/{slug}/run1/{restarted[0]}"
         with urllib.request.urlopen(run1) as r:
             assert r.status == 200 and r.headers["Server"].startswith("nginx")
-        with urllib.request.urlopen(f"{top.base_url}/media/streams/{slug}/media_0.m3u8") as r:
-            playlist = r.read().decode()
-        assert "#EXT-X-DISCONTINUITY" in playlist and "run1/" in playlist
+        # The app lists run1 once the pipeline's tick has stitched its manifest (moments
+        # after the segment file): wait for it, as a player reloading the playlist would.
+        playlist, media = "", f"{top.base_url}/media/streams/{slug}/media_0.m3u8"
+        while "run1/" not in playlist and time.monotonic() < deadline:
+            with urllib.request.urlopen(media) as r:
+                playlist = r.read().decode()
+            time.sleep(0 if "run1/" in playlist else 0.5)
+        assert "#EXT-X-DISCONTINUITY" in playlist and "run1/" in playlist, playlist[-400:]
         expect_stream_playing(viewer)
     finally:
         stop.set()
