@@ -16,7 +16,14 @@ import time
 import pytest
 import websockets
 
-from tests.support.ingest import clip_chunks, media_dir, page_token, stream_status, ws_recv
+from tests.support.ingest import (
+    clip_chunks,
+    media_dir,
+    page_token,
+    stream_status,
+    wait_status,
+    ws_recv,
+)
 from tests.support.visitor import Reply, Visitor
 
 pytestmark = pytest.mark.timeout(240)
@@ -37,14 +44,6 @@ def two_processes(daphne_factory, redis_env, **env: str):
     first = daphne_factory({**redis_env, **env})
     second = daphne_factory({**redis_env, **env}, same_db_as=first)
     return first, second
-
-
-def wait_status(server, slug: str, wanted: str, within: float = 60) -> dict:
-    deadline = time.monotonic() + within
-    while (status := stream_status(server, slug))["status"] != wanted:
-        assert time.monotonic() < deadline, status
-        time.sleep(0.1)
-    return status
 
 
 # --- creation rates across processes -----------------------------------------------------

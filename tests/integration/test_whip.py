@@ -17,7 +17,7 @@ import pytest
 from mpegdash.parser import MPEGDASHParser
 
 from streaming.sessions import CONNECT_TIMEOUT
-from tests.support.ingest import media_dir, new_stream, stream_status
+from tests.support.ingest import media_dir, new_stream, stream_status, wait_status
 from tests.support.whip import (
     WhipPublisher,
     ffmpeg_whip,
@@ -46,12 +46,11 @@ def server():
     srv.stop()
 
 
-def wait_status(server, slug: str, wanted: str, within: float = 60.0) -> dict:
-    deadline = time.monotonic() + within
-    while (status := stream_status(server, slug))["status"] != wanted:
-        assert time.monotonic() < deadline, status
-        time.sleep(0.2)
-    return status
+def reap(process) -> None:
+    """A publisher FFmpeg a failed test left running: killed and waited for."""
+    if process.poll() is None:
+        process.kill()
+        process.wait()
 
 
 def wait_segments(server, slug: str, more_than: int, within: float = 60.0) -> int:
@@ -117,9 +116,7 @@ def test_ffmpeg_publishes_over_whip_to_hls_and_dash_and_its_delete_ends_the_stre
         assert_refused(second, 409, "publish")
         output, _ = ffmpeg.communicate(timeout=FFMPEG_SECONDS + 60)
     finally:
-        if ffmpeg.poll() is None:
-            ffmpeg.kill()
-            ffmpeg.wait()
+        reap(ffmpeg)
     assert ffmpeg.returncode == 0, output
     # FFmpeg DELETEs its session when it ends: the stream ended as with stop. (FFmpeg 9.0.2
     # then logs "Failed to read response from DELETE" whatever the 200 says: seen here with
@@ -142,9 +139,7 @@ def test_ffmpeg_taking_the_dtls_client_role_itself_publishes_too(server):
         wait_status(server, slug, "live")
         output, _ = ffmpeg.communicate(timeout=60)
     finally:
-        if ffmpeg.poll() is None:
-            ffmpeg.kill()
-            ffmpeg.wait()
+        reap(ffmpeg)
     assert ffmpeg.returncode == 0, output
     status = wait_status(server, slug, "ended", within=30)
     assert status["reason"] == "stopped by the publisher", status

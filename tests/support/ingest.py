@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -106,6 +107,15 @@ def media_dir(server, slug: str) -> Path:
 
 def stream_status(server, slug: str) -> dict:
     return http("GET", f"{server.url}/streams/{slug}/status/")[1]
+
+
+def wait_status(server, slug: str, wanted: str, within: float = 60.0) -> dict:
+    """The stream's status once it is ``wanted`` (fails after ``within`` seconds)."""
+    deadline = time.monotonic() + within
+    while (status := stream_status(server, slug))["status"] != wanted:
+        assert time.monotonic() < deadline, status
+        time.sleep(0.1)
+    return status
 
 
 def page_token(server) -> str:
