@@ -10,7 +10,10 @@ browser sends its cookie) plus about 3 KB held per socket (bench ws_capacity,
 docs/decisions.md).
 """
 
+import asyncio
+import contextlib
 import gc
+import io
 import os
 
 from django.core.asgi import get_asgi_application
@@ -23,28 +26,40 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rtcsite.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from django.core.handlers.asgi import ASGIHandler  # noqa: E402
+from django.core.exceptions import RequestAborted  # noqa: E402
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix  # noqa: E402
 from django.core.handlers.exception import convert_exception_to_response  # noqa: E402
+from django.urls import set_script_prefix  # noqa: E402
 
 from rtcsite.observe import Observe  # noqa: E402
 from rtcsite.routing import websocket_urlpatterns  # noqa: E402
 from rtcsite.serving import refuse_public_listen_with_default_key  # noqa: E402
 from rtcsite.ws.origin import SameOriginValidator  # noqa: E402
+from streaming.media import serve_stream_file  # noqa: E402
 
 # Daphne and runserver load this module before they listen: the bind is checked here.
 refuse_public_listen_with_default_key()
 
 
 class MediaHandler(ASGIHandler):
-    """Django for ``/media/streams/`` without the middleware stack.
+    """Django for ``/media/streams/`` with only what the media view needs.
 
     Stream media (playlists, manifests, segments being written) is what players ask for
     several times a second, low-latency ones 5-20 times (blocking reloads, parts). None of
-    it reads a session, an identity, a CSRF token or renders a page, yet each of the ten
-    sync middleware costs a hop to the thread that runs sync code (docs/decisions.md,
-    "Stream media past the middleware", for the CPU per request). The view
-    (streaming/media.py) sets every header its responses need.
+    it reads a session, an identity, a CSRF token, the database or a request body, and the
+    view (streaming/media.py) sets every header its responses need. So, against Django's
+    own handler (docs/decisions.md, "Stream media past the middleware", for the CPU per
+    request): no middleware; no URL resolving (the view is known); no per-request thread
+    context (it starts and joins a thread per request for sync code; the view runs none);
+    no ``request_started`` signal and the response closed on the event loop, each of which
+    cost a hop to the sync thread; a request body (none is expected) is read and dropped,
+    never spooled to memory or disk. Kept: the request object, exceptions as 400/500
+    responses, and a client's disconnect cancelling the view (a held request ends then).
     """
+
+    def __init__(self):
+        super().__init__()
+        self._serve = convert_exception_to_response(self._view)
 
     def load_middleware(self, is_async=False):
         self._view_middleware = []
@@ -52,11 +67,40 @@ class MediaHandler(ASGIHandler):
         self._exception_middleware = []
         self._middleware_chain = convert_exception_to_response(self._get_response_async)
 
+    @staticmethod
+    async def _view(request):
+        return await serve_stream_file(request, request.path_info[len(MEDIA_PREFIX) :])
+
     async def __call__(self, scope, receive, send):
-        # Without the per-request ThreadSensitiveContext: it gives each request a thread of
-        # its own for sync code (started and joined per request); the media view runs none,
-        # and the request signals' receivers share the one sync thread.
-        await self.handle(scope, receive, send)
+        while True:  # the request body, if any, dropped as it comes
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            if not message.get("more_body", False):
+                break
+        set_script_prefix(get_script_prefix(scope))
+        request, error = self.create_request(scope, io.BytesIO())
+        if request is None:
+            await self.send_response(error, send)
+            return
+
+        async def respond():
+            response = await self._serve(request)
+            response._handler_class = self.__class__
+            try:
+                await self.send_response(response, send)
+            finally:
+                response.close()  # our responses' closers: a held request's release
+
+        responding = asyncio.ensure_future(respond())
+        listening = asyncio.ensure_future(self.listen_for_disconnect(receive))
+        await asyncio.wait((responding, listening), return_when=asyncio.FIRST_COMPLETED)
+        listening.cancel()
+        if not responding.done():
+            responding.cancel()  # the client left: a held request stops waiting
+        for task in (responding, listening):
+            with contextlib.suppress(asyncio.CancelledError, RequestAborted):
+                await task
 
 
 MEDIA_PREFIX = "/media/streams/"

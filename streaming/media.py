@@ -14,8 +14,9 @@ the same headers (docs/deploy.md). Rules:
 * single byte ranges (206, 416 with ``Content-Range: bytes */size``), ``Accept-Ranges``;
 * CORS: ``Access-Control-Allow-Origin: *`` on GET/HEAD, preflight answered for ``Range``.
 
-The body is streamed in blocks read in a worker thread: the event loop never blocks on
-disk reads.
+Disk work happens in a worker thread, never on the event loop, and in one hop per request
+(the lookup, the stat and a body up to ``INLINE_BODY_MAX``: parts, playlists, most
+segments); larger bodies are streamed in blocks.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import asyncio
 import os
 import re
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
 
@@ -44,9 +46,10 @@ from streaming import growing, llhls_serve
 from streaming.clock import anchor_hls_playlist, read_clock
 from streaming.ffmpeg import MANIFEST_NAME
 from streaming.lldash import low_latency_mpd
-from streaming.lowlatency import read_mode
+from streaming.lowlatency import LowLatency, read_mode
 
 BLOCK = 64 * 1024
+INLINE_BODY_MAX = 512 * 1024  # bodies up to this are read with the lookup, in one hop
 SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,46}[a-z0-9])?$")
 NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}$")
 RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -175,20 +178,6 @@ def _anchored_playlist_text(real: Path) -> str:
     return anchor_hls_playlist(text, real.parent, read_clock(real.parent))
 
 
-async def _anchored_playlist(
-    request: HttpRequest, real: Path, content_type: str, cache: str
-) -> HttpResponse:
-    """An HLS media playlist with PROGRAM-DATE-TIME on the capture clock (streaming/clock.py).
-
-    Small and rewritten per request: built in memory, then ranged like any file.
-    """
-    try:
-        body = (await asyncio.to_thread(_anchored_playlist_text, real)).encode()
-    except OSError:
-        return _not_found()
-    return _in_memory(request, body, content_type, cache)
-
-
 def _in_memory(request: HttpRequest, body: bytes, content_type: str, cache: str) -> HttpResponse:
     """A playlist or manifest built per request, answered like a file (ranges, CORS)."""
     headers = {
@@ -227,14 +216,77 @@ def _low_latency_mpd_text(real: Path, base: Path, time_url: str) -> str | None:
         return text  # caught mid-write by a reader not using the atomic rename: as it is
 
 
-async def _low_latency_segment(request: HttpRequest, path: str) -> HttpResponse | None:
-    """A segment of a low-latency folder whose file is not complete yet (streaming/growing.py):
-    its response, or None (not one: 404; complete now: the caller serves the file)."""
-    located = await asyncio.to_thread(locate, path)
-    segment = growing.locate(*located) if located is not None else None
-    if segment is None:
+@dataclass(frozen=True)
+class _LowLatencyPlaylist:
+    real: Path
+    name: str
+    mode: LowLatency
+
+
+def _answer(request: HttpRequest, path: str, time_url: str | None, *, growing_: bool = True):
+    """Everything a media request needs from the disk, in one worker-thread call: the
+    response, or what the event loop must go on with (a segment still being written, a
+    low-latency playlist). A hop to a thread costs more than reading a part or a playlist
+    (docs/decisions.md, "Stream media past the middleware"), so small bodies are read here
+    and only larger ones streamed in blocks."""
+    found = resolve(path)
+    if found is None and growing_ and growing.SEGMENT_RE.match(path.rsplit("/", 1)[-1]):
+        located = locate(path)
+        segment = growing.locate(*located) if located is not None else None
+        return segment if segment is not None else _not_found()
+    if found is None:
         return _not_found()
-    return await growing.serve(request, segment)
+    real, name = found
+    content_type, cache = content_type_and_cache(name)  # type: ignore[misc]
+    try:
+        if MEDIA_PLAYLIST_RE.match(name):
+            if (mode := read_mode(real.parent)) is not None:
+                return _LowLatencyPlaylist(real, name, mode)
+            body = _anchored_playlist_text(real).encode()
+            return _in_memory(request, body, content_type, cache)
+        if name == MANIFEST_NAME and time_url is not None:
+            base = real.parent if path.count("/") == 1 else real.parent.parent
+            if (text := _low_latency_mpd_text(real, base, time_url)) is not None:
+                return _in_memory(request, text.encode(), content_type, cache)
+        return _file(request, real, content_type, cache)
+    except OSError:
+        return _not_found()  # gone between the look and the read (retention, a new run)
+
+
+def _file(request: HttpRequest, real: Path, content_type: str, cache: str) -> HttpResponse:
+    with open(real, "rb") as handle:
+        stat = os.fstat(handle.fileno())
+        size = stat.st_size
+        headers = {
+            **CORS_HEADERS,
+            "Cache-Control": cache,
+            "Accept-Ranges": "bytes",
+            "Last-Modified": formatdate(stat.st_mtime, usegmt=True),
+            "X-Content-Type-Options": "nosniff",
+        }
+        byte_range = parse_range(request.headers.get("Range"), size)
+        if byte_range is False:
+            response = HttpResponse(status=416, content_type="text/plain")
+            return _with_headers(response, {**headers, "Content-Range": f"bytes */{size}"})
+        if byte_range is None:
+            start, end, status = 0, size - 1, 200
+        else:
+            start, end = byte_range  # type: ignore[misc]
+            status = 206
+            headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+        length = max(0, end - start + 1)
+        headers["Content-Length"] = str(length)
+        if request.method == "HEAD" or length == 0:
+            return _with_headers(HttpResponse(status=status, content_type=content_type), headers)
+        if length <= INLINE_BODY_MAX:
+            body = os.pread(handle.fileno(), length, start)
+            if len(body) == length:
+                response = HttpResponse(body, status=status, content_type=content_type)
+                return _with_headers(response, headers)
+    response = StreamingHttpResponse(
+        _read_blocks(real, start, length), status=status, content_type=content_type
+    )
+    return _with_headers(response, headers)
 
 
 @csrf_exempt  # read-only: other methods get a plain 405, not a CSRF page
@@ -255,58 +307,15 @@ async def serve_stream_file(request: HttpRequest, path: str) -> HttpResponse:
         return HttpResponseNotAllowed(["GET", "HEAD", "OPTIONS"])
     if ".." in path.split("/") or path.startswith("/"):
         return HttpResponseBadRequest("Bad media path.", content_type="text/plain")
-    found = await asyncio.to_thread(resolve, path)
-    if found is None and growing.SEGMENT_RE.match(path.rsplit("/", 1)[-1]):
-        response = await _low_latency_segment(request, path)
+    time_url = None
+    if path.rsplit("/", 1)[-1] == MANIFEST_NAME:
+        time_url = request.build_absolute_uri(reverse("streaming:time"))
+    answer = await asyncio.to_thread(_answer, request, path, time_url)
+    if isinstance(answer, growing.Segment):
+        response = await growing.serve(request, answer)
         if response is not None:
             return response
-        found = await asyncio.to_thread(resolve, path)  # complete meanwhile
-    if found is None:
-        return _not_found()
-    real, name = found
-    content_type, cache = content_type_and_cache(name)  # type: ignore[misc]
-    if MEDIA_PLAYLIST_RE.match(name):
-        if (mode := await asyncio.to_thread(read_mode, real.parent)) is not None:
-            return await llhls_serve.serve_playlist(request, real, name, mode)  # low latency
-        return await _anchored_playlist(request, real, content_type, cache)
-    if name == MANIFEST_NAME:
-        base = real.parent if path.count("/") == 1 else real.parent.parent
-        time_url = request.build_absolute_uri(reverse("streaming:time"))
-        try:
-            text = await asyncio.to_thread(_low_latency_mpd_text, real, base, time_url)
-        except OSError:
-            return _not_found()
-        if text is not None:
-            return _in_memory(request, text.encode(), content_type, cache)
-    try:
-        stat = await asyncio.to_thread(os.stat, real)
-    except OSError:
-        return _not_found()
-    size = stat.st_size
-    headers = {
-        **CORS_HEADERS,
-        "Cache-Control": cache,
-        "Accept-Ranges": "bytes",
-        "Last-Modified": formatdate(stat.st_mtime, usegmt=True),
-        "X-Content-Type-Options": "nosniff",
-    }
-    byte_range = parse_range(request.headers.get("Range"), size)
-    if byte_range is False:
-        response = HttpResponse(status=416, content_type="text/plain")
-        return _with_headers(response, {**headers, "Content-Range": f"bytes */{size}"})
-    if byte_range is None:
-        start, end, status = 0, size - 1, 200
-    else:
-        start, end = byte_range  # type: ignore[misc]
-        status = 206
-        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-    length = max(0, end - start + 1)
-    headers["Content-Length"] = str(length)
-    if request.method == "HEAD" or length == 0:
-        response = HttpResponse(status=status, content_type=content_type)
-        response = _with_headers(response, headers)
-        return response
-    response = StreamingHttpResponse(
-        _read_blocks(real, start, length), status=status, content_type=content_type
-    )
-    return _with_headers(response, headers)
+        answer = await asyncio.to_thread(_answer, request, path, time_url, growing_=False)
+    if isinstance(answer, _LowLatencyPlaylist):
+        return await llhls_serve.serve_playlist(request, answer.real, answer.name, answer.mode)
+    return answer
