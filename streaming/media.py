@@ -52,7 +52,9 @@ BLOCK = 64 * 1024
 INLINE_BODY_MAX = 512 * 1024  # bodies up to this are read with the lookup, in one hop
 SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,46}[a-z0-9])?$")
 NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}$")
-RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+#: a byte position has at most 15 digits (a petabyte): a longer one is no range we could
+#: serve, and int() refuses strings over 4300 digits (a 500 before this bound)
+RANGE_RE = re.compile(r"^bytes=(\d{0,15})-(\d{0,15})$")
 MEDIA_PLAYLIST_RE = re.compile(r"^media_\d+\.m3u8$")
 RUN_RE = re.compile(r"^run[1-9][0-9]{0,5}$")
 
