@@ -69,8 +69,15 @@ function setStatus(status, reason = "") {
 
 function setPlayerState(text) { ui.playerState.textContent = text; root.dataset.playerState = text; }
 
-function showMode() {
-  ui.latencyMode.textContent = MODE_LABEL;
+// The mode next to the latency: what was asked, corrected by what the player does (hls.js
+// is in LL mode only once the playlist has parts; a browser's own HLS player decides alone).
+function showMode(player) {
+  let label = MODE_LABEL;
+  if (LOW && player && !player.lowLatency()) {
+    label = player.kind === "native" ? "low latency asked (the browser's player decides)"
+      : "low latency asked, playing whole segments";
+  }
+  if (ui.latencyMode.textContent !== label) ui.latencyMode.textContent = label;
   root.dataset.latencyModeShown = state.mode;
 }
 
@@ -401,6 +408,7 @@ function tick() {
   setPlayerState(`${player.kind}: ${playing ? "playing" : video.ended ? "finished" : "buffering"}`);
   root.dataset.videoWidth = String(video.videoWidth);
   root.dataset.playerLowLatency = String(Boolean(player.lowLatency()));
+  showMode(player);
   root.dataset.currentTime = video.currentTime.toFixed(2);
   if (state.status !== "live") {
     if (player.hls && video.playbackRate !== 1) video.playbackRate = 1; // no live edge to hold

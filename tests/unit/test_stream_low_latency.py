@@ -97,6 +97,9 @@ def test_publish_page_states_the_mode_and_starts_with_its_chunk(settings):
         field = re.search(r'<input id="timeslice"[^>]*>', html).group(0)
         assert f'value="{timeslice}"' in field  # still a field: the publisher may change it
         assert f'data-low-latency="{int(low_latency)}"' in html
+        # A low-latency stream starts on the WebSocket (100 ms chunks: no request per chunk).
+        checked = re.findall(r'name="transport" value="(\w+)"[^>]*checked', html)
+        assert checked == (["ws"] if low_latency else ["http"])
 
 
 @pytest.mark.django_db
