@@ -24,7 +24,7 @@ def test_configs_selected_by_name_or_group_with_standard_first():
     assert select_configs("ll", quick=False) == [
         "standard",
         "low_latency",
-        "low_latency_hls_0_8",
+        "low_latency_http",
         "low_latency_standard_players",
     ]
     assert select_configs("low_latency, standard,low_latency", quick=False) == [
@@ -45,7 +45,7 @@ def test_only_the_low_latency_configs_tick_the_checkbox_and_ask_for_the_ll_playe
     ll = {name for name, config in CONFIGS.items() if config.get("low_latency")}
     assert ll == {
         "low_latency",
-        "low_latency_hls_0_8",
+        "low_latency_http",
         "low_latency_standard_players",
         "whip_low_latency",
     }
