@@ -183,3 +183,31 @@ def anchor_hls_playlist(text: str, output_dir: Path, clock: StreamClock | None) 
                 out.append(f"#EXT-X-PROGRAM-DATE-TIME:{iso_ms(anchor.capture_ms + round(start))}")
         out.append(line)
     return "\n".join(out) + "\n"
+
+
+def _version(path: Path) -> tuple[int, int, int] | None:
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_ino, found.st_mtime_ns, found.st_size
+
+
+def read_anchored_playlist(path: Path) -> str:
+    """The media playlist at ``path`` anchored (``anchor_hls_playlist``), cached while the
+    playlist and its folder's ``clock.json`` are unchanged: players ask for the same
+    version many times, and anchoring reads each listed segment's header. FFmpeg and
+    streaming/runs.py replace playlists by rename, so a new version is a new inode; a
+    listed segment is complete and never changes. Raises ``OSError`` if it cannot be read.
+    """
+    version = _version(path)
+    if version is None:
+        raise FileNotFoundError(path)
+    return _anchored(str(path), version, _version(path.parent / CLOCK_FILE))
+
+
+@functools.lru_cache(maxsize=256)
+def _anchored(path: str, version: tuple, clock_version: tuple | None) -> str:
+    playlist = Path(path)
+    text = playlist.read_text(errors="replace")
+    return anchor_hls_playlist(text, playlist.parent, read_clock(playlist.parent))

@@ -6,7 +6,8 @@ the same headers (docs/deploy.md). Rules:
 * only ``<slug>/<name>`` (or ``<slug>/run<k>/<name>``: a restarted encoder's files,
   streaming/runs.py) with a plain file name and a known extension: no other sub-folders,
   no ``..`` (decoded or not), no absolute paths, no hidden or temporary files;
-* the resolved real path must stay inside the stream's folder (a symlink out is refused);
+* no symlinks below ``MEDIA_ROOT/streams``: the stream's folder, its run folder and the file
+  must be the things themselves (the pipeline never makes links; a link could point out);
 * MIME types: ``.m3u8`` ``application/vnd.apple.mpegurl``, ``.mpd`` ``application/dash+xml``,
   init segments and ``.mp4`` ``video/mp4``, media segments ``.m4s`` ``video/iso.segment``;
 * Cache-Control: playlists/manifests ``no-cache`` (they change while live), segments
@@ -24,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import stat
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from email.utils import formatdate
@@ -43,7 +45,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from rtcsite.http import MEDIA_CORS_HEADERS
 from streaming import growing, llhls_serve
-from streaming.clock import anchor_hls_playlist, read_clock
+from streaming.clock import read_anchored_playlist
 from streaming.ffmpeg import MANIFEST_NAME
 from streaming.lldash import low_latency_mpd
 from streaming.lowlatency import LowLatency, read_mode
@@ -97,29 +99,54 @@ def locate(path: str) -> tuple[Path, Path, str] | None:
         return None
     if content_type_and_cache(name) is None:
         return None
-    base = Path(settings.MEDIA_ROOT) / "streams" / slug
-    try:
-        real_base = base.resolve(strict=True)
-        folder = (base / run).resolve(strict=True) if run else real_base
-    except (OSError, RuntimeError):
+    root = _streams_root()
+    if root is None:
         return None
-    if folder != (real_base / run if run else real_base):
-        return None  # a run folder that is a symlink out of the stream's folder
-    return real_base, folder, name
+    base = root / slug
+    folder = base / run if run else base
+    # Directories themselves, not symlinks (lstat): the pipeline makes them with mkdir.
+    if not _is_directory(base) or (run and not _is_directory(folder)):
+        return None
+    return base, folder, name
+
+
+_roots: dict[str, Path] = {}
+
+
+def _streams_root() -> Path | None:
+    """``MEDIA_ROOT/streams`` resolved (it may sit behind a symlink), once per MEDIA_ROOT:
+    resolving a whole path per request cost an ``lstat`` per component."""
+    media_root = os.fspath(settings.MEDIA_ROOT)
+    root = _roots.get(media_root)
+    if root is None:
+        try:
+            root = (Path(media_root) / "streams").resolve(strict=True)
+        except (OSError, RuntimeError):
+            return None  # not made yet: looked for again next time
+        _roots[media_root] = root
+    return root
+
+
+def _is_directory(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def resolve(path: str) -> tuple[Path, str] | None:
-    """``<slug>/<name>`` → the real file inside ``MEDIA_ROOT/streams/<slug>``, or ``None``."""
+    """``<slug>/<name>`` → the real file inside ``MEDIA_ROOT/streams/<slug>``, or ``None``:
+    a regular file itself, not a symlink (in or out of the folder)."""
     located = locate(path)
     if located is None:
         return None
     _base, folder, name = located
+    real = folder / name
     try:
-        real = (folder / name).resolve(strict=True)
-    except (OSError, RuntimeError):
+        if not stat.S_ISREG(os.lstat(real).st_mode):
+            return None
+    except OSError:
         return None
-    if real.parent != folder or not real.is_file():
-        return None  # a symlink pointing out of the stream's folder, or not a file
     return real, name
 
 
@@ -173,11 +200,6 @@ def _with_headers(response: HttpResponse, headers: dict[str, str]) -> HttpRespon
     for key, value in headers.items():
         response[key] = value
     return response
-
-
-def _anchored_playlist_text(real: Path) -> str:
-    text = real.read_text(errors="replace")
-    return anchor_hls_playlist(text, real.parent, read_clock(real.parent))
 
 
 def _in_memory(request: HttpRequest, body: bytes, content_type: str, cache: str) -> HttpResponse:
@@ -244,7 +266,7 @@ def _answer(request: HttpRequest, path: str, time_url: str | None, *, growing_: 
         if MEDIA_PLAYLIST_RE.match(name):
             if (mode := read_mode(real.parent)) is not None:
                 return _LowLatencyPlaylist(real, name, mode)
-            body = _anchored_playlist_text(real).encode()
+            body = read_anchored_playlist(real).encode()
             return _in_memory(request, body, content_type, cache)
         if name == MANIFEST_NAME and time_url is not None:
             base = real.parent if path.count("/") == 1 else real.parent.parent
@@ -257,13 +279,13 @@ def _answer(request: HttpRequest, path: str, time_url: str | None, *, growing_: 
 
 def _file(request: HttpRequest, real: Path, content_type: str, cache: str) -> HttpResponse:
     with open(real, "rb") as handle:
-        stat = os.fstat(handle.fileno())
-        size = stat.st_size
+        found = os.fstat(handle.fileno())
+        size = found.st_size
         headers = {
             **CORS_HEADERS,
             "Cache-Control": cache,
             "Accept-Ranges": "bytes",
-            "Last-Modified": formatdate(stat.st_mtime, usegmt=True),
+            "Last-Modified": formatdate(found.st_mtime, usegmt=True),
             "X-Content-Type-Options": "nosniff",
         }
         byte_range = parse_range(request.headers.get("Range"), size)

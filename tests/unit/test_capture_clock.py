@@ -82,3 +82,22 @@ def test_a_clock_near_the_servers_is_believed(offset):
 def test_a_clock_far_from_the_servers_is_refused_with_why(offset):
     with pytest.raises(ClockError, match="/streams/time/"):
         check_capture_ms(SERVER_MS + offset, SERVER_MS)
+
+
+def test_anchored_playlist_is_read_again_for_each_new_version(tmp_path):
+    """Cached per version: a playlist replaced by rename (as FFmpeg and the stitcher write
+    them) or rewritten in place is read again; a missing one raises OSError."""
+    from streaming.clock import read_anchored_playlist
+
+    playlist = tmp_path / "media_0.m3u8"
+    with pytest.raises(OSError):
+        read_anchored_playlist(playlist)
+    playlist.write_text("#EXTM3U\n#EXT-X-TARGETDURATION:1\n")
+    assert "#EXT-X-TARGETDURATION:1" in read_anchored_playlist(playlist)
+    assert read_anchored_playlist(playlist) is read_anchored_playlist(playlist)  # cached
+    replacement = tmp_path / "media_0.m3u8.tmp"
+    replacement.write_text("#EXTM3U\n#EXT-X-TARGETDURATION:2\n")
+    replacement.rename(playlist)
+    assert "#EXT-X-TARGETDURATION:2" in read_anchored_playlist(playlist)
+    playlist.write_text("#EXTM3U\n#EXT-X-TARGETDURATION:3\n#EXT-X-ENDLIST\n")
+    assert read_anchored_playlist(playlist).endswith("#EXT-X-ENDLIST\n")

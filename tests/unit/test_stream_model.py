@@ -287,9 +287,17 @@ def test_media_resolve_rules(media_root, tmp_path):
     (folder / "run1" / "link.m3u8").symlink_to(secret)
     (folder / "run0").mkdir()
     (folder / "run0" / "master.m3u8").write_text("#EXTM3U\n")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "master.m3u8").write_text("#EXTM3U\n")
+    (outside / "chunk-stream0-00001.m4s").write_bytes(b"x")
+    (media_root / "streams" / "linked-abc123").symlink_to(outside)  # a folder that is a link
+    (folder / "run2").symlink_to(outside)  # a run folder that is a link
     assert media.resolve("show-abc123/master.m3u8") is not None
     assert media.resolve("show-abc123/run1/chunk-stream0-00001.m4s") is not None
     for bad in (
+        "linked-abc123/master.m3u8",
+        "show-abc123/run2/chunk-stream0-00001.m4s",
         "show-abc123/run1/link.m3u8",
         "show-abc123/run0/master.m3u8",
         "show-abc123/run1/../master.m3u8",
@@ -307,6 +315,16 @@ def test_media_resolve_rules(media_root, tmp_path):
         "show-abc123/missing.m3u8",
     ):
         assert media.resolve(bad) is None, bad
+
+
+def test_media_root_may_sit_behind_a_symlink(settings, tmp_path):
+    real = tmp_path / "disk"
+    (real / "streams" / "show-abc123").mkdir(parents=True)
+    (real / "streams" / "show-abc123" / "master.m3u8").write_text("#EXTM3U\n")
+    (tmp_path / "media").symlink_to(real)
+    settings.MEDIA_ROOT = tmp_path / "media"
+    found = media.resolve("show-abc123/master.m3u8")
+    assert found is not None and found[0].read_text() == "#EXTM3U\n"
 
 
 @pytest.mark.parametrize(
