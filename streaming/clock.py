@@ -107,6 +107,14 @@ class StreamClock:
         }
 
 
+def _version(path: Path) -> tuple[int, int, int] | None:
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_ino, found.st_mtime_ns, found.st_size
+
+
 def write_clock(output_dir: Path, clock: StreamClock) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
     tmp = output_dir / (CLOCK_FILE + ".tmp")
@@ -115,8 +123,17 @@ def write_clock(output_dir: Path, clock: StreamClock) -> None:
 
 
 def read_clock(output_dir: Path) -> StreamClock | None:
+    """The folder's clock, or None. Cached per version of the file (``write_clock``
+    replaces it by rename): playlist and MPD requests read it several times a second."""
+    path = output_dir / CLOCK_FILE
+    version = _version(path)
+    return None if version is None else _read_clock(os.fspath(path), version)
+
+
+@functools.lru_cache(maxsize=1024)
+def _read_clock(path: str, version: tuple) -> StreamClock | None:
     try:
-        data = json.loads((output_dir / CLOCK_FILE).read_text())
+        data = json.loads(Path(path).read_text())
         return StreamClock(int(data["capture_ms"]), str(data.get("source", "")))
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -183,14 +200,6 @@ def anchor_hls_playlist(text: str, output_dir: Path, clock: StreamClock | None) 
                 out.append(f"#EXT-X-PROGRAM-DATE-TIME:{iso_ms(anchor.capture_ms + round(start))}")
         out.append(line)
     return "\n".join(out) + "\n"
-
-
-def _version(path: Path) -> tuple[int, int, int] | None:
-    try:
-        found = os.stat(path)
-    except OSError:
-        return None
-    return found.st_ino, found.st_mtime_ns, found.st_size
 
 
 def read_anchored_playlist(path: Path) -> str:
