@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import http.client
 import re
+import threading
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -146,13 +147,21 @@ def parse(text: str) -> LLPlaylist:
 
 
 # --- HTTP -----------------------------------------------------------------------------------
-def get(url: str, headers: dict[str, str] | None = None, timeout: float = 30):
-    """(status, lower-cased headers, body) of a GET sent exactly as given."""
+def get(
+    url: str,
+    headers: dict[str, str] | None = None,
+    timeout: float = 30,
+    sent: threading.Semaphore | None = None,
+):
+    """(status, lower-cased headers, body) of a GET sent exactly as given; ``sent`` is
+    released once the request is sent (a caller in another thread knows it is out)."""
     parts = urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
     try:
         path = parts.path + (f"?{parts.query}" if parts.query else "")
         conn.request("GET", path, headers=headers or {})
+        if sent is not None:
+            sent.release()
         response = conn.getresponse()
         body = response.read()
         return response.status, {k.lower(): v for k, v in response.getheaders()}, body
