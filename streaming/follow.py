@@ -8,11 +8,15 @@ event loop (``loop.add_reader``), one watch per stream folder that someone is wa
 and every change in that folder wakes that folder's waiters, which check again.
 
 Contract of ``wait_for``: ``check`` is awaited once before any waiting and again after
-every change in the folder (writes, renames in, new files, deletions), until it returns
-something other than ``None`` (returned) or ``within`` seconds pass (``None``). A change that
-happens while ``check`` runs is never lost (the watch exists before the first check, and
-the change counter is read before each check). Changes are coalesced: a burst of writes
-wakes each waiter once per read of the inotify descriptor.
+every change in any of the given folders (writes, renames in, new files, deletions), until
+it returns something other than ``None`` (returned) or ``within`` seconds pass (``None``).
+Several folders: a restarted stream's live run writes into ``run<k>/`` while its playlists
+(and the final one with ``EXT-X-ENDLIST``) are written into the stream folder, and a held
+request must wake on either. A change that happens while ``check`` runs is never lost (the
+watches exist before the first check, and each folder's change counter is read before each
+check). Changes are coalesced: a burst of writes wakes each waiter once per read of the
+inotify descriptor. When the kernel's event queue overflowed (``IN_Q_OVERFLOW``: events
+were dropped, which ones is unknown) every watched folder counts as changed.
 
 Limits: one inotify instance per event loop (the kernel's ``max_user_instances`` is per
 user, usually 128) and one watch per folder with waiters (``max_user_watches``, usually
@@ -28,7 +32,7 @@ import ctypes.util
 import errno
 import os
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
 
@@ -41,6 +45,7 @@ IN_MOVED_TO = 0x080
 IN_CREATE = 0x100
 IN_DELETE = 0x200
 IN_DELETE_SELF = 0x400
+IN_Q_OVERFLOW = 0x4000
 IN_IGNORED = 0x8000
 IN_ONLYDIR = 0x01000000
 IN_NONBLOCK = os.O_NONBLOCK
@@ -70,12 +75,20 @@ def _libc():
 
 
 class _Folder:
-    __slots__ = ("changed", "users", "wd")
+    __slots__ = ("changes", "users", "waiters", "wd")
 
     def __init__(self, wd: int) -> None:
         self.wd = wd
         self.users = 0
-        self.changed = asyncio.Event()  # replaced (after being set) on every change
+        self.changes = 0  # counts changes: a waiter compares it across its check
+        self.waiters: set[asyncio.Future] = set()  # woken (and dropped) on the next change
+
+    def wake(self) -> None:
+        self.changes += 1
+        waiters, self.waiters = self.waiters, set()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
 
 class Follower:
@@ -102,36 +115,51 @@ class Follower:
         self._loop.remove_reader(self._fd)
         os.close(self._fd)
         for folder in self._folders.values():
-            folder.changed.set()
+            folder.wd = -1
+            folder.wake()
         self._folders.clear()
         self._by_wd.clear()
 
     async def wait_for(
         self,
-        directory: Path | str,
+        directories: Path | str | Iterable[Path | str],
         check: Callable[[], Awaitable[T | None]],
         within: float,
     ) -> T | None:
-        key = os.fspath(directory)
-        folder = self._acquire(key)
+        if isinstance(directories, (str, os.PathLike)):
+            directories = [directories]
+        keys = list(dict.fromkeys(os.fspath(d) for d in directories))
+        held: list[tuple[str, _Folder]] = []
         try:
+            for key in keys:
+                held.append((key, self._acquire(key)))
+            folders = [folder for _key, folder in held]
             deadline = self._loop.time() + within
             while True:
-                changed = folder.changed
+                seen = [folder.changes for folder in folders]
                 result = await check()
                 if result is not None:
                     return result
+                if all(folder.wd < 0 for folder in folders):
+                    return None  # every folder was deleted: nothing more will come
                 remaining = deadline - self._loop.time()
                 if remaining <= 0:
                     return None
+                if seen != [folder.changes for folder in folders]:
+                    continue  # changed while ``check`` ran: check again
+                waiter = self._loop.create_future()
+                for folder in folders:
+                    folder.waiters.add(waiter)
                 try:
-                    await asyncio.wait_for(changed.wait(), remaining)
+                    await asyncio.wait_for(waiter, remaining)
                 except TimeoutError:
                     return await check()
-                if folder.wd < 0:  # the folder was deleted: nothing more will come
-                    return await check()
+                finally:
+                    for folder in folders:
+                        folder.waiters.discard(waiter)
         finally:
-            self._release(key, folder)
+            for key, folder in held:
+                self._release(key, folder)
 
     def _acquire(self, key: str) -> _Folder:
         folder = self._folders.get(key)
@@ -158,22 +186,34 @@ class Follower:
             self._lib.inotify_rm_watch(self._fd, folder.wd)
 
     def _read(self) -> None:
-        touched: set[int] = set()
-        gone: set[int] = set()
+        data = []
         while True:
             try:
-                data = os.read(self._fd, 64 * 1024)
+                chunk = os.read(self._fd, 64 * 1024)
             except BlockingIOError:
                 break
-            if not data:
+            if not chunk:
                 break
-            pos = 0
-            while pos + EVENT.size <= len(data):
-                wd, mask, _cookie, length = EVENT.unpack_from(data, pos)
-                pos += EVENT.size + length
-                touched.add(wd)
-                if mask & (IN_IGNORED | IN_DELETE_SELF):
-                    gone.add(wd)
+            data.append(chunk)
+        self.dispatch(b"".join(data))
+
+    def dispatch(self, data: bytes) -> None:
+        """Wake the folders that ``data`` (inotify events as read) names, once each; all of
+        them after a queue overflow (the dropped events may have named any)."""
+        touched: set[int] = set()
+        gone: set[int] = set()
+        overflow = False
+        pos = 0
+        while pos + EVENT.size <= len(data):
+            wd, mask, _cookie, length = EVENT.unpack_from(data, pos)
+            pos += EVENT.size + length
+            if mask & IN_Q_OVERFLOW:
+                overflow = True
+            touched.add(wd)
+            if mask & (IN_IGNORED | IN_DELETE_SELF):
+                gone.add(wd)
+        if overflow:
+            touched.update(self._by_wd)
         for wd in touched:
             key = self._by_wd.get(wd)
             folder = self._folders.get(key) if key is not None else None
@@ -182,8 +222,7 @@ class Follower:
             if wd in gone:
                 folder.wd = -1
                 self._by_wd.pop(wd, None)
-            old, folder.changed = folder.changed, asyncio.Event()
-            old.set()
+            folder.wake()
 
 
 _followers: dict[asyncio.AbstractEventLoop, Follower] = {}
@@ -201,7 +240,10 @@ def follower() -> Follower:
 
 
 async def wait_for(
-    directory: Path | str, check: Callable[[], Awaitable[T | None]], within: float
+    directories: Path | str | Iterable[Path | str],
+    check: Callable[[], Awaitable[T | None]],
+    within: float,
 ) -> T | None:
-    """``check()`` until it returns non-None, re-run on every change in ``directory``."""
-    return await follower().wait_for(directory, check, within)
+    """``check()`` until it returns non-None, re-run on every change in ``directories``
+    (one folder or several)."""
+    return await follower().wait_for(directories, check, within)

@@ -25,7 +25,8 @@ turns that playlist plus the fragments of the last segments into an LL-HLS playl
   rewritten it yet) is listed here, so the edge never goes back;
 * delta updates (``_HLS_skip=YES``): segments whose end is ``CAN-SKIP-UNTIL`` or more
   before the end are replaced by ``EXT-X-SKIP`` (never past a discontinuity: players
-  number discontinuities from the tags they see), version 9.
+  number discontinuities from the tags they see), version 9; with nothing to skip, the
+  full playlist.
 
 A playlist with ``EXT-X-ENDLIST`` (the stream ended: VOD) is returned unchanged: no
 parts, no hint, no server control, delivery directives ignored (the spec's rules).
@@ -33,7 +34,8 @@ parts, no hint, no server control, delivery directives ignored (the spec's rules
 Delivery directives (``parse_directives``, ``check_directives``): ASCII digits only, at
 most ``MAX_DIGITS``; ``_HLS_part`` without ``_HLS_msn``, an msn more than two beyond the
 last complete segment, a part index no segment can have or more than the Advance Part
-Limit (3 / PART-TARGET parts) beyond the last part: ``BadDirective`` (400).
+Limit (3 / PART-TARGET parts) beyond the last part (part limits only for a segment not
+yet complete): ``BadDirective`` (400).
 ``satisfied`` says whether a playlist answers a blocking request (a part index past the
 final part of a complete segment means part 0 of the next one, as the spec says).
 
@@ -392,6 +394,8 @@ def render(view: LiveView, reports: Sequence[Report] = (), skip: str | None = No
     """The LL-HLS playlist; ``skip`` ("YES" or "v2"): the delta update."""
     mode, playlist = view.mode, view.playlist
     skipped = skipped_segments(view) if skip else 0
+    if not skipped:
+        skip = None  # nothing to skip: the full playlist (no EXT-X-SKIP, no version 9)
     version = (10 if skip == "v2" else 9) if skip else max(playlist.version, 6)
     lines = ["#EXTM3U", f"#EXT-X-VERSION:{version}", *playlist.header]
     lines.append(
@@ -468,20 +472,23 @@ def parse_directives(query: Mapping[str, Sequence[str]]) -> Directives:
 
 
 def check_directives(view: LiveView, directives: Directives) -> None:
-    """``BadDirective`` for a blocking request the live edge will not reach soon."""
+    """``BadDirective`` for a blocking request the live edge will not reach soon.
+
+    Part limits apply to the segment being written and later ones only: a request naming a
+    complete segment is answered at once (``satisfied``), whatever its part index."""
     if directives.msn is None:
         return
     mode = view.mode
-    if directives.part is not None and directives.part >= max_parts(mode):
-        raise BadDirective(
-            f"_HLS_part={directives.part}: a segment has fewer than {max_parts(mode)} parts"
-        )
     if directives.msn > view.last_msn + 2:
         raise BadDirective(
             f"_HLS_msn={directives.msn} is more than two segments beyond the last ({view.last_msn})"
         )
-    if directives.part is None:
-        return
+    if directives.part is None or directives.msn < view.current_msn:
+        return  # a complete segment: any part of it (or the next one's part 0) is there
+    if directives.part >= max_parts(mode):
+        raise BadDirective(
+            f"_HLS_part={directives.part}: a segment has fewer than {max_parts(mode)} parts"
+        )
     last = view.last_part or (view.last_msn, max(0, view.final_parts.get(view.last_msn, 1) - 1))
     per_segment = math.ceil(mode.segment_target / mode.part_target)
     ahead = (directives.msn - last[0]) * per_segment + directives.part - last[1]

@@ -6,8 +6,11 @@ the served playlist text (FFmpeg's or the stitched one, PDT anchored as for ever
 and the fragments of the last segments on disk.
 
 Blocking reload (``_HLS_msn`` [``_HLS_part``]): the request is held until the playlist
-contains that segment or part (streaming/follow.py: inotify on the live run's folder, no
-thread and no polling per request), then answered with the whole playlist. Bounds:
+contains that segment or part (streaming/follow.py: inotify on the stream folder and the
+live run's ``run<k>/``, no thread and no polling per request), then answered with the whole
+playlist. Both folders: after a restart the encoder writes its parts into ``run<k>/`` while
+the stitched playlists, the final one (``EXT-X-ENDLIST``) included, are written into the
+stream folder; an ended stream answers its waiters at once with that playlist. Bounds:
 ``streaming.holds`` (429 past the per-client limit, 503 past the process's), 3 target
 durations at most (the spec's SHOULD: then 503 with ``Retry-After``), and values the edge
 will not reach soon are refused at once (400, llhls.check_directives).
@@ -23,9 +26,10 @@ the real FFmpeg writing three renditions: ~36 folder changes a second, one read 
 Cache-Control: a blocking response names its state in the URL (that part or later), so it
 is cacheable for a few target durations; a plain LL playlist changes every part: no-cache.
 
-Limits: one event loop per process (Daphne's); a held request watches the live run's
-folder, so a restart into a new ``run<k>/`` while held answers 503 after the bound (the
-player asks again and gets the new run).
+Limits: one event loop per process (Daphne's); a held request watches the run that was
+live when it came: after a restart into a new ``run<k>/`` while held, it wakes on the
+stitched playlists only (the next segment listed, or the bound: 503, the player asks
+again and gets the new run).
 """
 
 from __future__ import annotations
@@ -289,7 +293,7 @@ async def serve_playlist(
     cache = f"public, max-age={CACHE_TARGETS * target}"
     if llhls.satisfied(view, directives):
         return _response(request, 200, snapshot.text(rep, directives.skip), cache)
-    run = folder / view.playlist.run_prefix
+    watched = [folder, folder / view.playlist.run_prefix]  # the same one for run 0
 
     async def check() -> Snapshot | None:
         found = await stream.fresh()
@@ -311,7 +315,7 @@ async def serve_playlist(
         if refused == "process":
             return _error(request, 503, "Too many held playlist requests.", **{"Retry-After": "1"})
         try:
-            found = await follow.wait_for(run, check, WAIT_TARGETS * target)
+            found = await follow.wait_for(watched, check, WAIT_TARGETS * target)
         except (FileNotFoundError, follow.FollowUnavailable) as exc:
             return _error(
                 request,

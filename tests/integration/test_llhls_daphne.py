@@ -2,7 +2,8 @@
 
 The checker (tests/support/llhls_check.py) applies the spec's rules to the live
 playlists; blocking reload, bad values, held-request bounds, a player without LL support
-(FFmpeg's HLS demuxer), and the VOD left after the encoder stops.
+(FFmpeg's HLS demuxer), the VOD left after the encoder stops, and a restarted stream (its
+live run in ``run1/``, the playlists stitched at top level) up to its end.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ import threading
 
 import pytest
 
+from streaming import runs
 from streaming.ffmpeg import ffmpeg_binary
 from tests.support import llhls_check
 from tests.support.daphne import DaphneServer
 from tests.support.ll_stream import ll_encoder
 
 SLUG = "ll-show"
+RESTARTED = "ll-restarted"
 PER_CLIENT = 4
 REPS = (0, 1, 2)  # 360p, 180p, audio
 
@@ -187,3 +190,72 @@ def test_standard_folders_are_unchanged(server):
         )
         assert (status, body.decode()) == (200, text)
         assert headers["cache-control"] == "no-cache"
+
+
+@pytest.fixture(scope="module")
+def restarted(server):
+    """Run 0 (a short encode, closed as the pipeline closes a killed run), then run 1 live
+    in ``run1/`` with the top-level playlists stitched on each tick as the pipeline does."""
+    folder = server.workdir / "media" / "streams" / RESTARTED
+    with ll_encoder(folder, seconds=2.5) as first:
+        first.process.wait(60)
+    runs.close_run(folder, 0)
+    stop = threading.Event()
+
+    def stitcher() -> None:  # the pipeline's tick (it follows the run's manifest)
+        while not stop.wait(0.1):
+            runs.stitch(folder, 1, window=10)
+
+    thread = threading.Thread(target=stitcher)
+    with ll_encoder(folder / "run1") as encoder:
+        thread.start()
+        try:
+            for rep in REPS:
+                encoder.wait_for_segments(3, rep=rep)
+            yield folder, encoder, stop
+        finally:
+            stop.set()
+            thread.join()
+
+
+def test_a_restarted_stream_is_served_from_its_run_and_held_requests_see_its_end(server, restarted):
+    folder, encoder, stop = restarted
+    playlist_url = f"{server.url}/media/streams/{RESTARTED}/media_0.m3u8"
+    playlist = llhls_check.fetch(playlist_url)
+    assert llhls_check.check_playlist(playlist) == []
+    assert "#EXT-X-DISCONTINUITY" in playlist.text and playlist.parts
+    assert all(part.uri.startswith("run1/") for part in playlist.parts)
+    for _ in range(3):  # parts written in run1/ answer held requests
+        assert llhls_check.check_blocking(playlist_url) == []
+
+    # The end while requests are held: the encoder stalls (nothing else can answer them),
+    # the stream is finished. A request answered only at its bound would still get the
+    # final playlist here (its last check); tests/unit/test_llhls_serve.py asserts the
+    # waking itself, with a bound the server here cannot be given.
+    os.killpg(encoder.process.pid, signal.SIGSTOP)
+    try:
+        stop.set()  # no more live stitching
+        edge = llhls_check.fetch(playlist_url)
+        msn, part = llhls_check.next_part(edge)
+        held_url = f"{playlist_url}?_HLS_msn={msn}&_HLS_part={part}"
+        results: list[tuple[int, dict, bytes]] = []
+        sent = threading.Semaphore(0)
+
+        def ask() -> None:
+            results.append(llhls_check.get(held_url, sent=sent))
+
+        threads = [threading.Thread(target=ask) for _ in range(PER_CLIENT)]
+        for thread in threads:
+            thread.start()
+        for _ in threads:  # every request is out before the end (held, or about to be:
+            sent.acquire(timeout=30)  # that each one was held is the unit tests' part)
+        runs.finish(folder, 1)  # the final playlists, written at top level
+        for thread in threads:
+            thread.join(60)
+    finally:
+        os.killpg(encoder.process.pid, signal.SIGCONT)
+    final = llhls_check.fetch(playlist_url)
+    assert final.ended and llhls_check.check_playlist(final) == []
+    assert len(results) == PER_CLIENT
+    for status, _headers, body in results:
+        assert status == 200 and body.decode() == final.text  # the end, not a 503 at the bound

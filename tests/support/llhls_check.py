@@ -5,24 +5,28 @@ Each ``check_*`` returns a list of problems (empty: passed), so a test can asser
 of them at once and print every violation. What is checked:
 
 * playlist rules (``check_playlist``): ``EXT-X-PART-INF`` whenever there are parts, part
-  durations at most ``PART-TARGET`` and at least 85% of it (except independent parts and a
-  segment's last part), ``PART-HOLD-BACK`` >= 3 x ``PART-TARGET``, ``CAN-SKIP-UNTIL`` >= 6 x
+  durations at most ``PART-TARGET`` and at least 85% of it (except a segment's last part,
+  and the last listed part of the segment being written, which may turn out to be its last),
+  ``PART-HOLD-BACK`` >= 3 x ``PART-TARGET``, ``CAN-SKIP-UNTIL`` >= 6 x
   target duration, a segment's parts contiguous from byte 0, PDT and MAP before a segment's
   first part, one preload hint at the end of the parts, version >= 9 with ``EXT-X-SKIP``,
   ended playlists without parts, hints or server control;
 * parts of *complete* segments fetchable with their ranges, concatenated equal to the
   segment (``check_complete_parts``); parts of the segment being written
   (``check_in_progress_parts``) are served by streaming/growing.py;
-* blocking reload (``check_blocking``): a request for the next part is held and answered
-  with a playlist containing it; 400 for bad values (``check_bad_values``);
-* delta updates consistent with full playlists (``check_delta``).
+* blocking reload (``check_blocking``): a request for a part the playlist did not list is
+  held and answered with a playlist listing it (the state asked for, not an earlier one);
+  400 for bad values (``check_bad_values``);
+* delta updates (``check_delta``): the segments left cover at least ``CAN-SKIP-UNTIL``
+  (the Skip Boundary), and the delta equals the full playlist of the same state with its
+  first segments replaced by ``EXT-X-SKIP``.
 """
 
 from __future__ import annotations
 
 import http.client
 import re
-import time
+import threading
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -143,13 +147,21 @@ def parse(text: str) -> LLPlaylist:
 
 
 # --- HTTP -----------------------------------------------------------------------------------
-def get(url: str, headers: dict[str, str] | None = None, timeout: float = 30):
-    """(status, lower-cased headers, body) of a GET sent exactly as given."""
+def get(
+    url: str,
+    headers: dict[str, str] | None = None,
+    timeout: float = 30,
+    sent: threading.Semaphore | None = None,
+):
+    """(status, lower-cased headers, body) of a GET sent exactly as given; ``sent`` is
+    released once the request is sent (a caller in another thread knows it is out)."""
     parts = urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
     try:
         path = parts.path + (f"?{parts.query}" if parts.query else "")
         conn.request("GET", path, headers=headers or {})
+        if sent is not None:
+            sent.release()
         response = conn.getresponse()
         body = response.read()
         return response.status, {k.lower(): v for k, v in response.getheaders()}, body
@@ -201,7 +213,7 @@ def check_playlist(playlist: LLPlaylist) -> list[str]:
             if part.duration > target + 1e-9:
                 problems.append(f"{name}: {part.duration} s > PART-TARGET {target}")
             last = index == len(parts) - 1  # a segment's final part (or may become it)
-            if part.duration < 0.85 * target and not (part.independent or last):
+            if part.duration < 0.85 * target and not last:
                 problems.append(f"{name}: {part.duration} s < 85% of PART-TARGET")
             if part.offset != position:
                 problems.append(f"{name}: starts at {part.offset}, expected {position}")
@@ -273,20 +285,30 @@ def next_part(playlist: LLPlaylist) -> tuple[int, int]:
     return last[0], last[1] + 1
 
 
+def answers(answer: LLPlaylist, msn: int, index: int) -> bool:
+    """The playlist holds part ``index`` of ``msn``, or (past the last part of a complete
+    segment ``msn``) part 0 of the next one: what a blocking request asks (6.2.5.2)."""
+    if answer.has_part(msn, index):
+        return True
+    complete = any(segment.msn == msn for segment in answer.segments)
+    return complete and answer.has_part(msn + 1, 0)
+
+
 def check_blocking(url: str) -> list[str]:
-    """A request for the next part is held, then answered with a playlist holding it
-    (or, past the last part of its segment, part 0 of the next one)."""
+    """A request for the next part, which the playlist fetched just before does not list,
+    is held and answered with a playlist that lists it. On content, not on time: an
+    answer sent before that part existed could not list it."""
     playlist = fetch(url)
     msn, index = next_part(playlist)
-    started = time.monotonic()
+    if answers(playlist, msn, index):
+        return [f"next_part {msn}.{index} is already listed: the check asks nothing new"]
     status, headers, body = get(f"{url}?_HLS_msn={msn}&_HLS_part={index}")
-    held = time.monotonic() - started
     if status != 200:
         return [f"blocking request {msn}.{index}: {status} {body[:200]!r}"]
     answer = parse(body.decode())
     problems = check_playlist(answer)
-    if not (answer.has_part(msn, index) or answer.has_part(msn + 1, 0) or answer.last_msn > msn):
-        problems.append(f"asked {msn}.{index}, got last part {answer.last_part} ({held:.2f} s)")
+    if not answers(answer, msn, index):
+        problems.append(f"asked {msn}.{index}, got last part {answer.last_part}: not held")
     if "max-age" not in headers.get("cache-control", ""):
         problems.append(f"blocking response Cache-Control {headers.get('cache-control')}")
     return problems
@@ -338,32 +360,55 @@ def check_reports(url: str) -> list[str]:
     return problems
 
 
-def check_delta(url: str) -> list[str]:
-    """A delta update (``_HLS_skip=YES``) merged onto the full playlist fetched just
-    before it gives the same segments (same msn, URI, duration)."""
-    full = fetch(url)
-    status, _h, body = get(f"{url}?_HLS_skip=YES")
-    if status != 200:
-        return [f"delta: {status}"]
-    delta = parse(body.decode())
-    problems = check_playlist(delta)
-    if "#EXT-X-SKIP:" not in delta.text:
-        problems.append("delta without #EXT-X-SKIP")
-    if delta.media_sequence < full.media_sequence:
-        problems.append("delta goes back")
-    known = {s.msn: s for s in full.segments}
-    first = delta.media_sequence + delta.skipped
-    if delta.skipped and first - 1 not in known:
-        problems.append(f"delta skipped up to {first - 1}, not in the full playlist")
-    for segment in delta.segments:
-        earlier = known.get(segment.msn)
-        if earlier is not None and (earlier.uri, round(earlier.duration, 4)) != (
-            segment.uri,
-            round(segment.duration, 4),
+def _shape(segment: SegmentEntry) -> tuple:
+    parts = tuple((p.uri, p.offset, p.length, p.duration, p.independent) for p in segment.parts)
+    return segment.msn, segment.uri, round(segment.duration, 4), parts
+
+
+def check_delta(url: str, attempts: int = 20) -> list[str]:
+    """A delta update (``_HLS_skip=YES``) against the full playlist of the same state,
+    fetched right after it (again until both show the same edge and reports: the edge
+    moves), checked by ``delta_problems``."""
+    for _ in range(attempts):
+        status, _h, body = get(f"{url}?_HLS_skip=YES")
+        if status != 200:
+            return [f"delta: {status}"]
+        delta = parse(body.decode())
+        full = fetch(url)
+        if (full.last_msn, full.last_part, full.reports) == (
+            delta.last_msn,
+            delta.last_part,
+            delta.reports,
         ):
-            problems.append(f"segment {segment.msn}: {segment.uri} vs full {earlier.uri}")
-    if delta.segments and delta.segments[0].msn != first:
-        problems.append("delta numbering broken")
+            return delta_problems(delta, full)
+    return [f"no delta and full playlist of the same state in {attempts} tries"]
+
+
+def delta_problems(delta: LLPlaylist, full: LLPlaylist) -> list[str]:
+    """A delta update against the full playlist of the same state:
+
+    * the segments left in the delta last at least ``CAN-SKIP-UNTIL`` (nothing inside the
+      Skip Boundary skipped), and it skips something (else the full playlist is due);
+    * its segments (parts included), the parts being written, hint and reports equal the
+      full playlist's, numbered from ``MEDIA-SEQUENCE`` + ``SKIPPED-SEGMENTS``, with the
+      ``EXT-X-MAP`` in effect."""
+    problems = check_playlist(delta)
+    if "#EXT-X-SKIP:" not in delta.text or not delta.skipped:
+        problems.append("delta without #EXT-X-SKIP skipping segments")
+    skip_until = float(delta.server_control.get("CAN-SKIP-UNTIL", "0"))
+    left = sum(segment.duration for segment in delta.segments)
+    if left < skip_until - 1e-3:
+        problems.append(f"delta keeps {left:.3f} s of segments < CAN-SKIP-UNTIL {skip_until}")
+    if delta.media_sequence != full.media_sequence:
+        problems.append(f"MEDIA-SEQUENCE {delta.media_sequence} vs full {full.media_sequence}")
+    kept = len(delta.segments)
+    tail = full.segments[len(full.segments) - kept :] if kept else []
+    if delta.skipped + kept != len(full.segments):
+        problems.append(f"skipped {delta.skipped} + kept {kept} != {len(full.segments)} segments")
+    elif [_shape(s) for s in delta.segments] != [_shape(s) for s in tail]:
+        problems.append("delta segments differ from the full playlist's tail")
+    if (delta.current, delta.hints, delta.reports) != (full.current, full.hints, full.reports):
+        problems.append("delta's parts being written, hint or reports differ from the full")
     if "#EXT-X-MAP:" not in delta.text:
         problems.append("delta without the init segment's #EXT-X-MAP")
     return problems

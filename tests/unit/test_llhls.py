@@ -164,6 +164,16 @@ def test_delta_update_skips_old_segments_and_keeps_the_map(tmp_path, encoded):
     assert "RECENTLY-REMOVED-DATERANGES" in llhls.render(view, skip="v2")
 
 
+def test_delta_request_with_nothing_to_skip_gets_the_full_playlist(encoded):
+    """Three segments are less than CAN-SKIP-UNTIL (6 s): no EXT-X-SKIP, no version 9."""
+    view = edge_view(encoded)
+    assert llhls.skipped_segments(view) == 0
+    for skip in ("YES", "v2"):
+        text = llhls.render(view, skip=skip)
+        assert text == llhls.render(view)
+        assert "#EXT-X-SKIP" not in text and llhls_check.parse(text).version < 9
+
+
 def test_runs_live_run_prefix(encoded, tmp_path):
     """After a restart the live run's files are in ``run<k>/``; its URIs carry the prefix."""
     run = tmp_path / "run1"
@@ -257,6 +267,7 @@ def edge_view(encoded) -> llhls.LiveView:
         (4, 2, False),
         (5, 0, False),
         (1, 0, True),  # long gone: the whole playlist at once
+        (1, 20, True),  # a part index no segment has, of a complete segment: at once too
     ],
 )
 def test_satisfied(encoded, msn, part, answered):
@@ -274,7 +285,13 @@ def test_satisfied(encoded, msn, part, answered):
         (6, None, True),  # more than two segments beyond the last complete one (3)... +2 = 5
         (5, 12, True),  # more than the Advance Part Limit ahead
         (4, 60, True),  # more parts than any segment has
+        (5, 60, True),
         (1, 0, False),
+        # A complete segment: answered at once whatever the part index (the spec's 400 is
+        # for parts beyond the last part; these are behind it).
+        (1, 20, False),
+        (3, 20, False),
+        (2, 500, False),
     ],
 )
 def test_check_directives(encoded, msn, part, refused):
