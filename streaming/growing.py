@@ -467,6 +467,9 @@ async def _follow(segment: Segment, handle, release: _Release):
     position = 0  # bytes read from the file
     pending = bytearray()  # read, not sent: the fragment being written (from its start)
     try:
+        # The status and headers now ("200 at once"), not with the first whole fragment:
+        # Daphne (Twisted) writes them on the body's first write, an empty one included.
+        yield b""
         while True:
             # Checked before reading: FFmpeg closes the file before renaming it, so once
             # the final name exists, reading to the end gets the whole segment.

@@ -143,6 +143,7 @@ async def test_a_followed_body_holds_back_an_incomplete_fragment(writing):
     response = await serve(request(), segment)
     parts = aiter(response.streaming_content)
     try:
+        assert await anext(parts) == b""  # the headers at once
         assert await anext(parts) == whole  # not the 30 bytes of the next fragment
         rest = fragment(b"b" * 100)
         with tmp.open("ab") as out:
