@@ -9,12 +9,20 @@ streaming/lldash.py announces it), so a request for a final name that does not e
 is answered here, by the request's form:
 
 * ``Range: bytes=a-b``: an LL-HLS part. Held until byte ``b`` is on disk, then 206 with
-  ``Content-Range: bytes a-b/*`` (the length is not known yet);
+  ``Content-Range: bytes a-b/*`` (the length is not known yet), cacheable for good;
 * ``Range: bytes=N-``: the preload-hinted part. Held until the fragment that starts at ``N``
-  (or holds it) is complete, then exactly up to that fragment's end (streaming.fmp4);
+  (or holds it) is complete, then exactly up to that fragment's end (streaming.fmp4),
+  ``no-cache``: once the segment is complete the same request means "N to its end". Not
+  streamed as it arrives: a 206 must name its last byte (RFC 9110 section 14.4), and FFmpeg
+  writes each fragment in one write anyway;
 * no ``Range``: dash.js's low-latency loader. 200 at once, chunked (no ``Content-Length``),
-  the body following the file as it grows and ending when it is renamed (its last bytes
-  read then). Each write reaches the client as soon as inotify reports it.
+  the body following the file as it grows, whole fragments only (the bytes of one not
+  complete are held back: a player appending half a moof+mdat to its buffer breaks the
+  next append), and ending when it is renamed (its last bytes read then). Each fragment
+  reaches the client as soon as inotify reports its write;
+* ``HEAD``: held until the segment is complete, then the usual answer (with its length):
+  what a HEAD asks (is it there, how long) is known only then, and a page waiting for a
+  finished segment (static/js/viewer-page.js) asks it so.
 
 Once the segment is complete (or if it already was) the request is the usual one:
 ``serve`` returns ``None`` and streaming/media.py serves the file as for any stream.
@@ -24,9 +32,14 @@ Only the segment being written or the next one may be waited for (the next one: 
 once, so requests for far-future or long-gone segments cost nothing. Waits use
 streaming.follow (inotify on the folder, no thread, no polling), each ends within 3 x the
 segment target (503 + ``Retry-After``), and each counts in streaming.holds (429 for a client
-holding too many, 503 for a full process). A followed body counts until it ends. A body
-whose file stops growing (the encoder died mid-segment) ends after the same bound, at the
-bytes written: a player sees a short segment and asks the MPD again.
+holding too many, 503 for a full process). A followed body counts until it ends. Where
+inotify cannot watch (``follow.FollowUnavailable``: its limits, not Linux) a wait is 503 +
+``Retry-After`` before any body. A body whose file stops growing (the encoder died
+mid-segment) ends after the same bound at its last whole fragment, as does one whose
+folder can no longer be watched: a player gets a short segment that parses, and the next
+one is 404/503. The body ends with the usual last chunk: Daphne (4.2) neither lets an ASGI
+application abort a response nor closes the connection when one raises after the
+response started (it leaves the client waiting), so a cut transfer is not possible here.
 
 Disk reads here happen on the event loop, unlike media.py's: they are ``stat`` calls and
 reads of bytes FFmpeg wrote milliseconds ago (in the page cache, never waiting on the
@@ -56,12 +69,18 @@ from streaming.holds import held_requests
 from streaming.lowlatency import LowLatency, read_mode
 
 SEGMENT_RE = re.compile(r"^chunk-stream(\d{1,3})-(\d{5,9})\.m4s$")
-RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+# Positions of 16 digits or more are no byte position of a file (and Python refuses to
+# int() thousands of digits): such a header does not match and is ignored, as in
+# streaming/media.py.
+RANGE_RE = re.compile(r"^bytes=(\d{0,15})-(\d{0,15})$")
 BLOCK = 64 * 1024
 INLINE_READ_MAX = 1024 * 1024  # larger reads go to a worker thread
 WAIT_SEGMENTS = 3  # a wait ends after this many segment targets (then 503)
 CONTENT_TYPE = "video/iso.segment"
 IMMUTABLE = "public, max-age=31536000, immutable"  # bytes once written never change
+# An open range ``bytes=N-`` answered with the fragment at N means "N to the segment's end"
+# once the segment is complete: not to be cached as the answer.
+OPEN_RANGE_CACHE = "no-cache"
 CORS_HEADERS = MEDIA_CORS_HEADERS
 
 
@@ -120,9 +139,17 @@ def state(segment: Segment) -> str | None:
         # Closed long ago: the encoder stopped, nothing more will come.
         return "next" if time.time() - written < segment.mode.segment_target else None
     # Segment 1: the encoder may not have opened its first segment yet, unless the
-    # stream is already past it (then segment 1 is missing: 404).
+    # stream is already past it (then segment 1 is missing: 404). Past it: segment 2 is
+    # there, or (2 gone too, scrolled out of the window) the representation's init segment,
+    # which FFmpeg writes just before opening segment 1, is older than a wait's bound.
     later = segment.sibling(2)
-    return None if later.exists() or Path(f"{later}.tmp").exists() else "next"
+    if later.exists() or Path(f"{later}.tmp").exists():
+        return None
+    try:
+        started = os.stat(segment.folder / f"init-stream{segment.rep}.m4s").st_mtime
+    except OSError:
+        return "next"  # not started yet
+    return "next" if time.time() - started < segment.within else None
 
 
 def locate(folder: Path, run_folder: Path, name: str) -> Segment | None:
@@ -217,6 +244,15 @@ def _late(segment: Segment) -> HttpResponse:
     )
 
 
+def _unavailable(segment: Segment, error: Exception) -> HttpResponse:
+    """inotify cannot watch here (its limits reached, or not Linux): nothing can be held."""
+    return _plain(
+        503,
+        f"Cannot wait for this segment: {error}",
+        Retry_After=str(max(1, math.ceil(segment.mode.segment_target))),
+    )
+
+
 def _refused(why: str) -> HttpResponse:
     if why == "client":
         return _plain(429, "Too many requests held open by this client.", Retry_After="1")
@@ -227,10 +263,9 @@ def _not_found() -> HttpResponse:
     return _plain(404, "No such media file.")
 
 
-def _partial(data: bytes, start: int, method: str) -> HttpResponse:
-    body = b"" if method == "HEAD" else data
-    response = HttpResponse(body, status=206, content_type=CONTENT_TYPE)
-    _headers(response, IMMUTABLE)
+def _partial(data: bytes, start: int, cache: str) -> HttpResponse:
+    response = HttpResponse(data, status=206, content_type=CONTENT_TYPE)
+    _headers(response, cache)
     response["Content-Range"] = f"bytes {start}-{start + len(data) - 1}/*"
     response["Content-Length"] = str(len(data))
     return response
@@ -258,6 +293,8 @@ async def _held_wait(request: HttpRequest, segment: Segment, check):
                 result = await follow.wait_for(segment.folder, check, segment.within)
             except FileNotFoundError:
                 return _not_found()
+            except follow.FollowUnavailable as error:
+                return _unavailable(segment, error)
     if result is None:
         return _late(segment)
     if result == "gone":
@@ -274,8 +311,10 @@ async def serve(request: HttpRequest, segment: Segment) -> HttpResponse | None:
     if current == "final":
         return None
     if request.method == "HEAD":
-        response = HttpResponse(status=200, content_type=CONTENT_TYPE)
-        return _headers(response, "no-cache")
+        # What a HEAD is asked for (the length, "is it there": static/js/viewer-page.js
+        # waits for a finished first segment) exists once the segment is complete: held
+        # until then, then the usual answer with its Content-Length.
+        return await _serve_when_final(request, segment)
     header = (request.headers.get("Range") or "").strip()
     match = RANGE_RE.match(header)
     if match and match[1] and match[2]:
@@ -304,7 +343,7 @@ async def _serve_range(request: HttpRequest, segment: Segment, start: int, end: 
     data = await _read_growing(segment, start, end - start + 1)
     if data is None:
         return None  # renamed and shorter than asked: the usual path answers (416)
-    return _partial(data, start, request.method)
+    return _partial(data, start, IMMUTABLE)
 
 
 async def _serve_from(request: HttpRequest, segment: Segment, start: int):
@@ -322,7 +361,7 @@ async def _serve_from(request: HttpRequest, segment: Segment, start: int):
     result = await _held_wait(request, segment, check)
     if result is None or isinstance(result, HttpResponse):
         return result
-    return _partial(result, start, request.method)
+    return _partial(result, start, OPEN_RANGE_CACHE)
 
 
 async def _serve_when_final(request: HttpRequest, segment: Segment):
@@ -376,6 +415,9 @@ async def _serve_following(request: HttpRequest, segment: Segment):
                 result = await follow.wait_for(segment.folder, opened, segment.within)
             except FileNotFoundError:
                 result = "gone"
+            except follow.FollowUnavailable as error:
+                release()
+                return _unavailable(segment, error)
         if result is None:
             release()
             return _late(segment)
@@ -416,23 +458,39 @@ def _grew(segment: Segment, fd: int, position: int):
 
 
 async def _follow(segment: Segment, handle, release: _Release):
-    position = 0
+    """The file's bytes as they are written, whole fragments only: a fragment's first
+    bytes are held back until its last are on disk (FFmpeg writes each in one write, so
+    this delays nothing but a lone ``styp``; a reader may still catch a write half done),
+    so what a player appends to its buffer always parses. Ends after the last byte once
+    the file is renamed, or at the last whole fragment when the file stops growing for a
+    wait's bound (the encoder died) or cannot be watched."""
+    position = 0  # bytes read from the file
+    pending = bytearray()  # read, not sent: the fragment being written (from its start)
     try:
+        # The status and headers now ("200 at once"), not with the first whole fragment:
+        # Daphne (Twisted) writes them on the body's first write, an empty one included.
+        yield b""
         while True:
             # Checked before reading: FFmpeg closes the file before renaming it, so once
             # the final name exists, reading to the end gets the whole segment.
             renamed = segment.final.exists()
             while block := os.pread(handle.fileno(), BLOCK, position):
                 position += len(block)
-                yield block
+                pending += block
             if renamed:
+                if pending:
+                    yield bytes(pending)
                 return
+            _found, complete = fragments(bytes(pending))
+            if complete:
+                yield bytes(pending[:complete])
+                del pending[:complete]
 
             try:
                 grew = _grew(segment, handle.fileno(), position)
                 if await follow.wait_for(segment.folder, grew, segment.within) is None:
-                    return  # stopped growing: end the body at what was written
-            except FileNotFoundError:
+                    return  # stopped growing: end the body at its last whole fragment
+            except (FileNotFoundError, follow.FollowUnavailable):
                 return
     finally:
         handle.close()

@@ -12,6 +12,7 @@ import asyncio
 import http.client
 import os
 import shutil
+import signal
 import statistics
 import time
 import urllib.parse
@@ -47,12 +48,19 @@ class Reply:
 
 
 async def fetch(
-    port: int, path: str, headers: dict[str, str] | None = None, *, body: bool = True
+    port: int,
+    path: str,
+    headers: dict[str, str] | None = None,
+    *,
+    body: bool = True,
+    on_piece=None,
+    method: str = "GET",
 ) -> Reply:
-    """GET ``path``; a chunked body is read chunk by chunk, each with its arrival time."""
+    """GET ``path``; a chunked body is read chunk by chunk, each with its arrival time
+    (``on_piece`` called with each)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Connection: close"]
+        lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Connection: close"]
         lines += [f"{key}: {value}" for key, value in (headers or {}).items()]
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
         await writer.drain()
@@ -68,6 +76,8 @@ async def fetch(
             while size := int((await reader.readline()).split(b";")[0], 16):
                 reply.pieces.append((time.monotonic(), await reader.readexactly(size)))
                 await reader.readline()
+                if on_piece is not None:
+                    on_piece(reply.pieces[-1][1])
         else:
             reply.pieces.append((time.monotonic(), await reader.read()))
         return reply
@@ -138,6 +148,12 @@ class DiskWrites:
 
     def written_at(self, end: int) -> float:
         return next(when for when, size in self.seen if size >= end)
+
+    def mid_fragment(self, final: bytes) -> int:
+        """Sizes seen that end inside a fragment: reads a whole-fragment body held back
+        (the lone ``styp`` FFmpeg writes on opening a segment not counted)."""
+        ends = {f.offset + f.length for f in fragments(final)[0]}
+        return sum(1 for _, size in self.seen if size not in ends and size > 24)
 
 
 def delays_per_fragment(final: bytes, writes: DiskWrites, reply: Reply) -> list[float]:
@@ -218,7 +234,8 @@ async def test_a_segment_being_written_arrives_in_pieces_and_equals_the_final_fi
     with capsys.disabled():
         print(
             f"\n[growing] fragment on disk → at the client (ms), idle: "
-            f"{[round(d * 1000, 1) for d in delays]}"
+            f"{[round(d * 1000, 1) for d in delays]}; sizes seen mid-fragment: "
+            f"{writes.mid_fragment(final)} of {len(writes.seen)}"
         )
 
     # The complete segment: today's path (a file with its length).
@@ -232,6 +249,7 @@ async def test_part_ranges_are_held_until_their_bytes_are_written(server, encode
     name = seg(1, number)
     first = await fetch(server.port, media(name), {"Range": "bytes=0-"})  # a preload hint
     assert first.status == 206, first
+    assert first.headers["cache-control"] == "no-cache"  # later: bytes 0 to the end
     assert first.headers["content-range"] == f"bytes 0-{len(first.body) - 1}/*"
     second = await fetch(server.port, media(name), {"Range": f"bytes={len(first.body)}-"})
     assert second.status == 206, second
@@ -240,6 +258,7 @@ async def test_part_ranges_are_held_until_their_bytes_are_written(server, encode
     explicit = await fetch(server.port, media(name), {"Range": f"bytes=10-{start + 99}"})
     assert explicit.status == 206, explicit
     assert explicit.headers["content-range"] == f"bytes 10-{start + 99}/*"
+    assert explicit.headers["cache-control"] == "public, max-age=31536000, immutable"
 
     final = await wait_final(folder, name)
     found, _ = fragments(final)
@@ -303,9 +322,11 @@ def test_a_segment_that_stops_growing_times_out(server):
     # The next segment, which a dead encoder never opens: the same bound.
     status, _, body = get(server, media(seg(0, 4), "stalled"))
     assert status == 503, (status, body)
-    # Followed whole: the body ends after the bound, with what was written.
+    # Followed whole: the body ends after the bound, at its last whole fragment (none:
+    # the styp alone is no fragment).
     status, headers, body = get(server, media(seg(0, 3), "stalled"))
-    assert status == 200 and body == (folder / f"{seg(0, 3)}.tmp").read_bytes()
+    assert status == 200 and body == b"", body
+    assert (folder / f"{seg(0, 3)}.tmp").stat().st_size > 0
 
 
 def test_far_future_past_and_standard_folders_are_404_at_once(server):
@@ -325,6 +346,49 @@ def test_far_future_past_and_standard_folders_are_404_at_once(server):
     assert status == 200  # an invalid range is ignored: the whole segment, followed
     status, _, body = get(server, media(seg(0, 3), "gone"), {"Range": "bytes=-10"})
     assert status == 503  # a suffix needs the end: held for the complete file
+
+
+async def test_head_of_a_segment_being_written_answers_when_it_is_complete(
+    server, encoder: LLEncoder
+):
+    """static/js/viewer-page.js waits for a finished segment with HEAD: not 200 before."""
+    folder = encoder.folder
+    number = writing_number(folder) + 1
+    head = asyncio.ensure_future(
+        fetch(server.port, media(seg(0, number)), method="HEAD", body=False)
+    )
+    final = await wait_final(folder, seg(0, number))
+    reply = await head
+    assert reply.status == 200, reply
+    assert reply.headers["content-length"] == str(len(final))  # the complete file's
+
+
+async def test_an_encoder_dying_mid_segment_leaves_whole_fragments(server):
+    """The real encoder killed while a followed segment is being written (and a write cut
+    short after it, as a dying writer may leave): the body ends, after the bound, with
+    whole fragments only, a prefix of what is on disk."""
+    with ll_encoder(streams(server) / "dies") as enc:
+        enc.wait_for_segments(1)
+        number = writing_number(enc.folder) + 1
+        name = seg(0, number)
+
+        def kill(_piece: bytes) -> None:  # on the first piece received
+            if enc.process.poll() is None:
+                os.killpg(enc.process.pid, signal.SIGKILL)
+                enc.process.wait()
+                done = (enc.folder / seg(0, 1)).read_bytes()
+                first = fragments(done)[0][0]  # the styp, then a moof and its mdat
+                with (enc.folder / f"{name}.tmp").open("ab") as out:  # half a fragment more
+                    out.write(done[24 : first.length // 2])
+
+        reply = await fetch(server.port, media(name, "dies"), on_piece=kill)
+        on_disk = (enc.folder / f"{name}.tmp").read_bytes()
+    assert reply.status == 200 and reply.headers.get("transfer-encoding") == "chunked"
+    assert not (enc.folder / name).exists()  # never completed
+    found, complete = fragments(reply.body)
+    assert found and complete == len(reply.body), [len(p) for _, p in reply.pieces]
+    assert on_disk.startswith(reply.body) and len(on_disk) > len(reply.body)
+    assert fragments(on_disk)[1] == len(reply.body)  # every whole fragment was sent
 
 
 async def test_held_requests_per_client_are_limited(daphne_factory):
