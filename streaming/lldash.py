@@ -7,16 +7,20 @@ written). What this adds, on the last Period only (the live run; earlier Periods
 closed runs, complete), and only while the MPD is ``dynamic`` (an ended stream's static MPD
 is served as written):
 
-* the segment being written, and the one after it, in each ``SegmentTimeline`` with the
-  nominal duration: FFmpeg lists complete segments only, and dash.js requests a timeline
+* segments already closed but not listed yet, with their duration from their fragments
+  (after an encoder restart runs.py stitches the MPD on the pipeline's tick, so a closed
+  segment can wait up to a tick to be listed: the MPD must not lose what the previous one
+  announced), then the segment being written and the one after it, in each
+  ``SegmentTimeline``: FFmpeg lists complete segments only, and dash.js requests a timeline
   segment only if it is listed (TimelineSegmentsGetter) and its availability start has
   passed (SegmentsUtils: ``AST + end - availabilityTimeOffset <= now``). Listing the next
   one too means a player that re-reads the MPD once per ``minimumUpdatePeriod`` (one
   segment) still finds the segment it needs when the current one closes, instead of
   waiting for the next reload; the availability time keeps it from asking before that
   segment's first chunk is due, and the origin holds an early request until it is there.
-  The listed duration is corrected by the next MPD once the segment is complete (audio
-  segments are a few ms off the nominal one).
+  Their duration is the last complete segment's (``_predict``): exact for video, and for
+  AAC audio but for the occasional segment a frame shorter, which the next MPD corrects
+  (the nominal duration was never an AAC segment's).
 * ``availabilityTimeOffset`` = segment target - part target on each ``SegmentTemplate``: a
   segment is available once its first chunk is (DASH-IF low-latency guidelines; livesim2
   does the same), and ``availabilityTimeComplete="false"``.
@@ -27,7 +31,8 @@ is served as written):
   (an absolute URL on the origin the request came to): dash.js would otherwise ask an
   internet time server; the page must never contact one.
 
-Pure: text in, text out (``writing`` says whether a segment's ``.tmp`` exists).
+``low_latency_mpd`` is pure: text in, text out (its ``on_disk`` callback says what the
+folder holds of a segment); ``on_disk(base)`` is that callback on a stream folder.
 """
 
 from __future__ import annotations
@@ -35,7 +40,11 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
 
+from streaming.fmp4 import fragments
 from streaming.lowlatency import LowLatency
 from streaming.playlists import MPD_NS, NS
 
@@ -73,31 +82,101 @@ def media_name(template: str, rep_id: str, number: int) -> str | None:
     return None if "$" in name or "/" in name else name
 
 
-def _announce(template: ET.Element, rep_id: str, mode: LowLatency, writing) -> None:
+@dataclass(frozen=True)
+class OnDisk:
+    """What the origin's folder holds of a segment the MPD does not list yet."""
+
+    complete: bool  # renamed to its final name (closed); False: its ``.tmp`` is being written
+    duration: int | None = None  # complete: its fragments' total, in the timescale
+
+
+@dataclass
+class _Track:
+    """One Representation's SegmentTimeline in the live Period."""
+
+    template: ET.Element
+    timeline: ET.Element
+    name: Callable[[int], str | None]  # segment number -> file name
+    timescale: int
+    start_number: int
+    ends: list[int]  # end time of each listed segment, in order from start_number
+
+
+def _track(template: ET.Element, rep: ET.Element) -> _Track | None:
     timeline = template.find("mpd:SegmentTimeline", NS)
     media = template.get("media")
     if timeline is None or media is None:
-        return
-    entries = timeline.findall("mpd:S", NS)
-    if not entries:
-        return  # no segment complete yet: its start time is not known from the MPD
+        return None
     try:
-        count = sum(int(s.get("r", "0")) + 1 for s in entries)
-        number = int(template.get("startNumber", "1")) + count
         timescale = int(template.get("timescale", "1"))
+        start_number = int(template.get("startNumber", "1"))
+        ends: list[int] = []
+        time = 0
+        for s in timeline.findall("mpd:S", NS):
+            time = int(s.get("t", time))
+            repeat = int(s.get("r", "0"))
+            if repeat < 0:
+                return None  # an open-ended repeat already reaches the present
+            for _ in range(repeat + 1):
+                time += int(s.get("d", ""))
+                ends.append(time)
     except ValueError:
-        return
-    if any(int(s.get("r", "0")) < 0 for s in entries):
-        return  # an open-ended repeat already reaches the present
-    name = media_name(media, rep_id, number)
-    if name is None or not writing(name):
-        return
-    nominal = max(1, round(mode.segment_target * timescale))
-    last = entries[-1]
-    if last.get("d") == str(nominal):
-        last.set("r", str(int(last.get("r", "0")) + 2))
-    else:
-        ET.SubElement(timeline, _q("S"), {"d": str(nominal), "r": "1"})
+        return None
+    if not ends or timescale <= 0:
+        return None  # no segment complete yet: its start time is not known from the MPD
+    rep_id = rep.get("id", "")
+    return _Track(
+        template,
+        timeline,
+        lambda number: media_name(media, rep_id, number),
+        timescale,
+        start_number,
+        ends,
+    )
+
+
+def _predict(track: _Track, nominal: Fraction) -> int:
+    """The duration of the next segment of ``track`` before it is complete: the last
+    complete one's. Video segments are all the segment target (whole frames, a keyframe
+    forced at each target). FFmpeg's dash muxer closes an AAC segment at a 1024-sample
+    frame boundary, and not on a fixed grid against the video's: at 48 kHz most are 47
+    frames (48128, the nominal 48000 never is one), now and then one is 46; the last
+    one's duration is right but for those, which the next MPD corrects. With one segment
+    listed (the run's first is short by the encoder's priming), the nominal one."""
+    if len(track.ends) < 2:
+        return max(1, round(nominal * track.timescale))
+    return track.ends[-1] - track.ends[-2]
+
+
+def _announce(track: _Track, mode: LowLatency, on_disk) -> None:
+    """Extend the timeline past FFmpeg's listing: segments already closed but not listed
+    yet (after an encoder restart runs.py stitches the MPD on the pipeline's tick, so a
+    closed segment can wait a tick for it), then the one being written and the next."""
+    nominal = Fraction(mode.segment_target).limit_denominator(1000)
+    number = track.start_number + len(track.ends)
+    end = track.ends[-1]
+    added: list[int] = []
+    while True:
+        name = track.name(number)
+        state = on_disk(name) if name is not None else None
+        if state is None or not state.complete:
+            break
+        duration = state.duration or _predict(track, nominal)
+        added.append(duration)
+        track.ends.append(end := end + duration)
+        number += 1
+    if state is not None:  # being written: it and the one after it
+        for _ in range(2):
+            duration = _predict(track, nominal)
+            added.append(duration)
+            track.ends.append(end := end + duration)
+            number += 1
+    for duration in added:
+        last = track.timeline.findall("mpd:S", NS)[-1]
+        if last.get("d") == str(duration):
+            last.set("r", str(int(last.get("r", "0")) + 1))
+        else:
+            ET.SubElement(track.timeline, _q("S"), {"d": str(duration)})
 
 
 def _service_description(root: ET.Element, mode: LowLatency) -> None:
@@ -122,11 +201,30 @@ def _service_description(root: ET.Element, mode: LowLatency) -> None:
     )
 
 
+def on_disk(base: Path) -> Callable[[str, str], OnDisk | None]:
+    """The ``on_disk`` argument of ``low_latency_mpd`` for the stream folder ``base``
+    (reads the disk: a closed segment's bytes for its duration, else a ``.tmp``'s stat)."""
+
+    def state(run_prefix: str, name: str) -> OnDisk | None:
+        folder = base / run_prefix if run_prefix else base
+        try:
+            data = (folder / name).read_bytes()
+        except FileNotFoundError:
+            return OnDisk(complete=False) if (folder / f"{name}.tmp").exists() else None
+        except OSError:
+            return None
+        found, _complete = fragments(data)
+        return OnDisk(complete=True, duration=sum(f.duration for f in found) or None)
+
+    return state
+
+
 def low_latency_mpd(
-    text: str, mode: LowLatency, time_url: str, writing: Callable[[str, str], bool]
+    text: str, mode: LowLatency, time_url: str, on_disk: Callable[[str, str], OnDisk | None]
 ) -> str:
-    """``text`` with the LL-DASH additions; ``writing(run_prefix, name)``: whether
-    ``<run_prefix><name>.tmp`` (the segment being written) exists."""
+    """``text`` with the LL-DASH additions; ``on_disk(run_prefix, name)``: whether
+    ``<run_prefix><name>`` is closed (and its duration) or its ``.tmp`` is being written
+    (None: neither); ``on_disk(base)`` answers it from a stream folder."""
     root = ET.fromstring(text)
     if root.tag != _q("MPD") or root.get("type") != "dynamic":
         return text
@@ -138,6 +236,7 @@ def low_latency_mpd(
         if prefix and not RUN_BASE_RE.match(prefix):
             prefix = None  # not one of streaming/runs.py's run folders: announce nothing
         offset = f"{mode.segment_target - mode.part_target:.3f}".rstrip("0").rstrip(".")
+        tracks: list[_Track] = []
         for adaptation in period.findall("mpd:AdaptationSet", NS):
             shared = adaptation.find("mpd:SegmentTemplate", NS)
             for template in [shared] if shared is not None else []:
@@ -149,13 +248,10 @@ def low_latency_mpd(
                     continue
                 template.set("availabilityTimeOffset", offset)
                 template.set("availabilityTimeComplete", "false")
-                if prefix is not None:
-                    _announce(
-                        template,
-                        rep.get("id", ""),
-                        mode,
-                        lambda name, p=prefix: writing(p, name),
-                    )
+                if prefix is not None and (track := _track(template, rep)):
+                    tracks.append(track)
+        for track in tracks:
+            _announce(track, mode, lambda name, p=prefix: on_disk(p, name))
     _service_description(root, mode)
     for timing in root.findall("mpd:UTCTiming", NS):
         root.remove(timing)

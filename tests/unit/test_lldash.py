@@ -1,21 +1,39 @@
 """streaming/lldash.py: the LL-DASH additions to an MPD, on FFmpeg's and on runs.py's
-stitched multi-Period MPDs (the live run is the last Period, its files under run<k>/)."""
+stitched multi-Period MPDs (the live run is the last Period, its files under run<k>/), and
+the segments it announces checked against a real FFmpeg encode's."""
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
-from streaming.lldash import UTC_SCHEME, latency_ms, low_latency_mpd, media_name
+import pytest
+
+from streaming.lldash import (
+    UTC_SCHEME,
+    OnDisk,
+    latency_ms,
+    low_latency_mpd,
+    media_name,
+    on_disk,
+)
 from streaming.lowlatency import LowLatency
+from tests.support.ll_stream import finished_encode
 
 NS = {"mpd": "urn:mpeg:dash:schema:mpd:2011"}
 MODE = LowLatency(part_target=0.2, segment_target=1.0)
 TIME_URL = "https://rtc.example.org/streams/time/"
 
 
+WRITING = OnDisk(complete=False)
+
+
 def rep(rep_id: str, timeline: str, timescale: int = 15360, start: int = 1) -> str:
+    kind = 'mimeType="video/mp4" codecs="avc1.64001e"'
+    if timescale == 48000:
+        kind = 'mimeType="audio/mp4" codecs="mp4a.40.2"'
     return (
-        f'<Representation id="{rep_id}" mimeType="video/mp4" bandwidth="1">'
+        f'<Representation id="{rep_id}" {kind} bandwidth="1">'
         f'<SegmentTemplate timescale="{timescale}" availabilityTimeComplete="false" '
         f'initialization="init-stream$RepresentationID$.m4s" '
         f'media="chunk-stream$RepresentationID$-$Number%05d$.m4s" startNumber="{start}">'
@@ -41,27 +59,64 @@ def timeline(root: ET.Element, period: int, rep_id: str) -> list[dict[str, str]]
     ]
 
 
-def test_announces_the_segment_being_written_and_the_next():
-    text = mpd(
-        '<Period id="0" start="PT0.0S"><AdaptationSet>'
-        + rep("0", '<S t="0" d="15360" r="2"/>')
-        + "</AdaptationSet><AdaptationSet>"
-        + rep("2", '<S t="0" d="47104"/><S d="48128" r="1"/>', timescale=48000)
+def durations(root: ET.Element, period: int, rep_id: str) -> list[int]:
+    return [
+        int(s["d"]) for s in timeline(root, period, rep_id) for _ in range(int(s.get("r", 0)) + 1)
+    ]
+
+
+# A live run as FFmpeg lists it: 9 segments of 1 s; AAC audio segments end at the first
+# 1024-sample frame boundary after the video's (the first a frame short: priming).
+VIDEO_9 = '<S t="0" d="15360" r="8"/>'
+AUDIO_9 = '<S t="0" d="47104"/><S d="48128" r="7"/>'
+
+
+def live(video: str = VIDEO_9, audio: str = AUDIO_9) -> str:
+    return mpd(
+        '<Period id="0" start="PT0.0S"><AdaptationSet contentType="video">'
+        + rep("0", video)
+        + '</AdaptationSet><AdaptationSet contentType="audio">'
+        + rep("2", audio, timescale=48000)
         + "</AdaptationSet></Period>"
     )
+
+
+def test_announces_the_segment_being_written_and_the_next():
     asked = []
 
-    def writing(prefix: str, name: str) -> bool:
+    def state(prefix: str, name: str) -> OnDisk | None:
         asked.append((prefix, name))
-        return True
+        return WRITING if name.endswith("-00010.m4s") else None
 
-    root = ET.fromstring(low_latency_mpd(text, MODE, TIME_URL, writing))
-    assert asked == [("", "chunk-stream0-00004.m4s"), ("", "chunk-stream2-00004.m4s")]
-    assert timeline(root, 0, "0") == [{"t": "0", "d": "15360", "r": "4"}]  # 3 + 2 listed
-    assert timeline(root, 0, "2")[-1] == {"d": "48000", "r": "1"}  # nominal: 1 s at 48 kHz
+    root = ET.fromstring(low_latency_mpd(live(), MODE, TIME_URL, state))
+    assert asked == [("", "chunk-stream0-00010.m4s"), ("", "chunk-stream2-00010.m4s")]
+    assert timeline(root, 0, "0") == [{"t": "0", "d": "15360", "r": "10"}]  # 9 + 2 listed
+    # Audio: the last complete one's duration (47 AAC frames), not the nominal 48000.
+    assert durations(root, 0, "2")[9:] == [48128, 48128]
     for template in root.iter(f"{{{NS['mpd']}}}SegmentTemplate"):
         assert template.get("availabilityTimeOffset") == "0.8"
         assert template.get("availabilityTimeComplete") == "false"
+
+
+def test_a_closed_segment_not_listed_yet_is_listed_with_its_duration_from_disk():
+    """runs.py stitches the MPD on the pipeline's tick: a segment renamed since is listed
+    (the MPD never loses what the previous one announced), then the one being written."""
+    on = {
+        "chunk-stream0-00010.m4s": OnDisk(True, 15360),
+        "chunk-stream2-00010.m4s": OnDisk(True, 47104),
+    }
+    on |= {"chunk-stream0-00011.m4s": WRITING, "chunk-stream2-00011.m4s": WRITING}
+    root = ET.fromstring(low_latency_mpd(live(), MODE, TIME_URL, lambda p, n: on.get(n)))
+    assert durations(root, 0, "0")[9:] == [15360] * 3  # closed 10, writing 11, next 12
+    assert durations(root, 0, "2")[9:] == [47104, 47104, 47104]  # as the last closed
+    # Closed, and the next not started yet: listed all the same, nothing announced after.
+    del on["chunk-stream0-00011.m4s"], on["chunk-stream2-00011.m4s"]
+    root = ET.fromstring(low_latency_mpd(live(), MODE, TIME_URL, lambda p, n: on.get(n)))
+    assert durations(root, 0, "2")[9:] == [47104]
+    # A closed segment whose fragments do not read (no duration): predicted.
+    on["chunk-stream2-00010.m4s"] = OnDisk(True)
+    root = ET.fromstring(low_latency_mpd(live(), MODE, TIME_URL, lambda p, n: on.get(n)))
+    assert durations(root, 0, "2")[9:] == [48128]
 
 
 def test_nothing_announced_when_no_segment_is_being_written():
@@ -70,11 +125,11 @@ def test_nothing_announced_when_no_segment_is_being_written():
         + rep("0", '<S t="0" d="15360"/>')
         + "</AdaptationSet></Period>"
     )
-    root = ET.fromstring(low_latency_mpd(text, MODE, TIME_URL, lambda p, n: False))
+    root = ET.fromstring(low_latency_mpd(text, MODE, TIME_URL, lambda p, n: None))
     assert timeline(root, 0, "0") == [{"t": "0", "d": "15360"}]
     # ... nor before the first segment is complete (its start is not in the MPD yet)
     empty = mpd('<Period id="0"><AdaptationSet>' + rep("0", "") + "</AdaptationSet></Period>")
-    root = ET.fromstring(low_latency_mpd(empty, MODE, TIME_URL, lambda p, n: True))
+    root = ET.fromstring(low_latency_mpd(empty, MODE, TIME_URL, lambda p, n: WRITING))
     assert timeline(root, 0, "0") == []
 
 
@@ -89,7 +144,7 @@ def test_stitched_mpd_only_the_last_period_in_its_run_folder():
     )
     asked = []
     root = ET.fromstring(
-        low_latency_mpd(text, MODE, TIME_URL, lambda p, n: asked.append((p, n)) or True)
+        low_latency_mpd(text, MODE, TIME_URL, lambda p, n: asked.append((p, n)) or WRITING)
     )
     assert asked == [("run1/", "chunk-stream0-00003.m4s")]
     assert timeline(root, 0, "0") == [{"t": "0", "d": "15360", "r": "5"}]  # closed run: as is
@@ -100,7 +155,7 @@ def test_stitched_mpd_only_the_last_period_in_its_run_folder():
     # A BaseURL that is not a run folder of ours: attributes, but no file looked for.
     odd = text.replace("<BaseURL>run1/</BaseURL>", "<BaseURL>../elsewhere/</BaseURL>")
     asked.clear()
-    low_latency_mpd(odd, MODE, TIME_URL, lambda p, n: asked.append((p, n)) or True)
+    low_latency_mpd(odd, MODE, TIME_URL, lambda p, n: asked.append((p, n)) or WRITING)
     assert asked == []
 
 
@@ -112,7 +167,7 @@ def test_service_description_and_utc_timing():
         '<UTCTiming schemeIdUri="urn:mpeg:dash:utc:http-xsdate:2014" value="/streams/time/"/>',
         extra='<ServiceDescription id="0"></ServiceDescription>',  # FFmpeg writes it empty
     )
-    root = ET.fromstring(low_latency_mpd(text, MODE, TIME_URL, lambda p, n: False))
+    root = ET.fromstring(low_latency_mpd(text, MODE, TIME_URL, lambda p, n: None))
     described = root.findall("mpd:ServiceDescription", NS)
     assert len(described) == 1
     latency = described[0].find("mpd:Latency", NS).attrib
@@ -124,7 +179,7 @@ def test_service_description_and_utc_timing():
     assert list(root)[-1].tag.endswith("UTCTiming")  # after the Periods, as the schema orders
     # No ServiceDescription written: one is added before the first Period.
     bare = text.replace('<ServiceDescription id="0"></ServiceDescription>', "")
-    root = ET.fromstring(low_latency_mpd(bare, MODE, TIME_URL, lambda p, n: False))
+    root = ET.fromstring(low_latency_mpd(bare, MODE, TIME_URL, lambda p, n: None))
     tags = [child.tag.split("}")[1] for child in root]
     assert tags.index("ServiceDescription") < tags.index("Period")
 
@@ -136,7 +191,7 @@ def test_static_mpds_are_left_as_written():
         + "</AdaptationSet></Period>",
         kind="static",
     )
-    assert low_latency_mpd(text, MODE, TIME_URL, lambda p, n: True) == text
+    assert low_latency_mpd(text, MODE, TIME_URL, lambda p, n: WRITING) == text
 
 
 def test_media_names():
@@ -145,3 +200,62 @@ def test_media_names():
     assert media_name("seg-$Number$.m4s", "0", 3) == "seg-3.m4s"
     assert media_name("seg-$Time$.m4s", "0", 3) is None
     assert media_name("../x-$Number$.m4s", "0", 3) is None
+
+
+@pytest.fixture(scope="module")
+def encoded(tmp_path_factory) -> Path:
+    """A real low-latency encode of 14 s (FFmpeg's dash muxer, AAC audio), finished."""
+    return finished_encode(tmp_path_factory.mktemp("lldash") / "show", seconds=14)
+
+
+def cut_back(final: str, listed: int) -> str:
+    """FFmpeg's final MPD as it was while live with its first ``listed`` segments."""
+    root = ET.fromstring(final)
+    root.set("type", "dynamic")
+    for line in root.iter(f"{{{NS['mpd']}}}SegmentTimeline"):
+        first = line[0].get("t", "0")
+        kept = [int(s.get("d")) for s in line for _ in range(int(s.get("r", 0)) + 1)][:listed]
+        for s in list(line):
+            line.remove(s)
+        for index, d in enumerate(kept):
+            attributes = {"t": first, "d": str(d)} if not index else {"d": str(d)}
+            ET.SubElement(line, f"{{{NS['mpd']}}}S", attributes)
+    return ET.tostring(root, encoding="unicode")
+
+
+def start_number(final: str) -> int:
+    return int(ET.fromstring(final).find(".//mpd:SegmentTemplate", NS).get("startNumber"))
+
+
+def test_announced_durations_against_the_real_ones(encoded):
+    """Cut FFmpeg's final MPD back to each live state and announce: video segments get
+    their real duration; audio ones the last complete one's, right far more often than the
+    nominal duration (which no AAC segment has: whole 1024-sample frames)."""
+    final = (encoded / "manifest.mpd").read_text()
+    real = durations(ET.fromstring(final), 0, "2")
+    assert len(real) >= 8
+    assert 48000 not in real
+    hits = 0
+    for listed in range(2, len(real) - 2):  # the last one is cut short by the stop
+        name = f"-{start_number(final) + listed:05d}.m4s"
+        state = lambda p, n, name=name: WRITING if n.endswith(name) else None  # noqa: E731
+        root = ET.fromstring(low_latency_mpd(cut_back(final, listed), MODE, TIME_URL, state))
+        assert durations(root, 0, "0")[listed:] == [15360, 15360]
+        announced = durations(root, 0, "2")[listed:]
+        assert announced == [real[listed - 1]] * 2
+        hits += announced[0] == real[listed]
+    assert hits > (len(real) - 4) / 2, real
+
+
+def test_closed_segments_read_from_disk(encoded):
+    """``on_disk`` on a real folder: the segments closed since the MPD's listing are listed
+    with their durations from their fragments, exactly as FFmpeg's final MPD has them."""
+    final = (encoded / "manifest.mpd").read_text()
+    root = ET.fromstring(low_latency_mpd(cut_back(final, 3), MODE, TIME_URL, on_disk(encoded)))
+    whole = ET.fromstring(final)
+    for rep_id in ("0", "1", "2"):
+        assert durations(root, 0, rep_id) == durations(whole, 0, rep_id), rep_id
+    state = on_disk(encoded)
+    assert state("", "chunk-stream0-00099.m4s") is None
+    (encoded / "chunk-stream0-00099.m4s.tmp").write_bytes(b"")
+    assert state("", "chunk-stream0-00099.m4s") == OnDisk(complete=False)
