@@ -18,9 +18,11 @@ is served as written):
   segment) still finds the segment it needs when the current one closes, instead of
   waiting for the next reload; the availability time keeps it from asking before that
   segment's first chunk is due, and the origin holds an early request until it is there.
-  Their duration is the last complete segment's (``_predict``): exact for video, and for
-  AAC audio but for the occasional segment a frame shorter, which the next MPD corrects
-  (the nominal duration was never an AAC segment's).
+  DASH-IF IOP wants ``S`` durations exact, and the next MPD must not change what this
+  one announced: video segments are the segment target; audio ones are whole AAC frames
+  closed with the video's, their length predicted from the listed ones (``_predict``:
+  exact from a run's first segment a frame short on; only that one can be announced
+  wrong, and the next MPD corrects it). The nominal duration is no AAC segment's.
 * ``availabilityTimeOffset`` = segment target - part target on each ``SegmentTemplate``: a
   segment is available once its first chunk is (DASH-IF low-latency guidelines; livesim2
   does the same), and ``availabilityTimeComplete="false"``.
@@ -37,6 +39,7 @@ folder holds of a segment); ``on_disk(base)`` is that callback on a stream folde
 
 from __future__ import annotations
 
+import math
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -99,10 +102,18 @@ class _Track:
     name: Callable[[int], str | None]  # segment number -> file name
     timescale: int
     start_number: int
+    first_start: int  # start time of the first listed segment
     ends: list[int]  # end time of each listed segment, in order from start_number
+    video: bool
+    frame: int | None  # samples per audio frame (FRAME_SAMPLES), when known
 
 
-def _track(template: ET.Element, rep: ET.Element) -> _Track | None:
+#: samples per frame of an audio codec FFmpeg's dash muxer is given (streaming/ffmpeg.py:
+#: AAC-LC), in the sample-rate timescale the muxer uses for audio
+FRAME_SAMPLES = {"mp4a.40.2": 1024, "opus": 960}
+
+
+def _track(template: ET.Element, rep: ET.Element, adaptation: ET.Element) -> _Track | None:
     timeline = template.find("mpd:SegmentTimeline", NS)
     media = template.get("media")
     if timeline is None or media is None:
@@ -125,30 +136,66 @@ def _track(template: ET.Element, rep: ET.Element) -> _Track | None:
     if not ends or timescale <= 0:
         return None  # no segment complete yet: its start time is not known from the MPD
     rep_id = rep.get("id", "")
+    kind = rep.get("mimeType") or adaptation.get("mimeType") or ""
+    video = kind.startswith("video/") or adaptation.get("contentType") == "video"
+    codec = (rep.get("codecs") or adaptation.get("codecs") or "").split(",")[0]
     return _Track(
         template,
         timeline,
         lambda number: media_name(media, rep_id, number),
         timescale,
         start_number,
+        int(timeline.findall("mpd:S", NS)[0].get("t", "0")),
         ends,
+        video,
+        None if video else FRAME_SAMPLES.get(codec),
     )
 
 
-def _predict(track: _Track, nominal: Fraction) -> int:
-    """The duration of the next segment of ``track`` before it is complete: the last
-    complete one's. Video segments are all the segment target (whole frames, a keyframe
-    forced at each target). FFmpeg's dash muxer closes an AAC segment at a 1024-sample
-    frame boundary, and not on a fixed grid against the video's: at 48 kHz most are 47
-    frames (48128, the nominal 48000 never is one), now and then one is 46; the last
-    one's duration is right but for those, which the next MPD corrects. With one segment
-    listed (the run's first is short by the encoder's priming), the nominal one."""
-    if len(track.ends) < 2:
-        return max(1, round(nominal * track.timescale))
-    return track.ends[-1] - track.ends[-2]
+def _gap(track: _Track, clock: _Track, index: int, nominal: Fraction) -> Fraction:
+    """Audio end minus video end of the segment at ``track.ends[index]``, in audio units
+    (past the video's listing, its ends one nominal segment apart)."""
+    number = track.start_number + index
+    at = number - clock.start_number
+    extra = max(0, at - len(clock.ends) + 1)
+    video = Fraction(clock.ends[min(at, len(clock.ends) - 1)], clock.timescale) + extra * nominal
+    return track.ends[index] - video * track.timescale
 
 
-def _announce(track: _Track, mode: LowLatency, on_disk) -> None:
+def _predict(track: _Track, clock: _Track | None, nominal: Fraction) -> int:
+    """The duration of the next segment of ``track`` before it is complete.
+
+    Video: the segment target (whole frames, a keyframe forced at each target). Audio: the
+    dash muxer closes an audio segment with the video's, at an audio frame boundary, so
+    most are one length (``longest``: 47 AAC frames at 48 kHz and 1 s) and now and then
+    one is a frame shorter, when the audio end would otherwise get too far past the
+    video's: the audio end minus the video end (the gap) grows by ``longest`` - nominal
+    per segment, up to a fixed bound. The bound is known once the listing holds a short
+    segment (the gap before it), and from then on each prediction is exact; before that
+    (a run's first segments) ``longest`` is predicted, and the next MPD corrects the one
+    short segment that may come first. A run's first segment is left out (it starts with
+    the encoder's priming); with it alone listed, the whole frames that cover the target.
+    """
+    units = nominal * track.timescale
+    if track.video or clock is None:
+        return max(1, round(units))
+    starts = [track.first_start, *track.ends[:-1]]
+    skip = 1 if track.start_number == 1 else 0  # the run's first segment
+    durations = [end - start for start, end in zip(starts, track.ends, strict=True)][skip:]
+    if not durations:
+        frame = track.frame
+        return max(1, round(units) if frame is None else frame * math.ceil(units / frame))
+    longest = max(durations)
+    shorter = [d for d in durations if d < longest]
+    if not shorter:
+        return longest
+    gaps = [_gap(track, clock, i, nominal) for i in range(skip, len(track.ends))]
+    before_short = [g - d + units for g, d in zip(gaps, durations, strict=True) if d < longest]
+    bound = max(*before_short, *gaps)
+    return longest if gaps[-1] + longest - units <= bound else max(shorter)
+
+
+def _announce(track: _Track, clock: _Track | None, mode: LowLatency, on_disk) -> None:
     """Extend the timeline past FFmpeg's listing: segments already closed but not listed
     yet (after an encoder restart runs.py stitches the MPD on the pipeline's tick, so a
     closed segment can wait a tick for it), then the one being written and the next."""
@@ -161,13 +208,13 @@ def _announce(track: _Track, mode: LowLatency, on_disk) -> None:
         state = on_disk(name) if name is not None else None
         if state is None or not state.complete:
             break
-        duration = state.duration or _predict(track, nominal)
+        duration = state.duration or _predict(track, clock, nominal)
         added.append(duration)
         track.ends.append(end := end + duration)
         number += 1
     if state is not None:  # being written: it and the one after it
         for _ in range(2):
-            duration = _predict(track, nominal)
+            duration = _predict(track, clock, nominal)
             added.append(duration)
             track.ends.append(end := end + duration)
             number += 1
@@ -248,10 +295,11 @@ def low_latency_mpd(
                     continue
                 template.set("availabilityTimeOffset", offset)
                 template.set("availabilityTimeComplete", "false")
-                if prefix is not None and (track := _track(template, rep)):
+                if prefix is not None and (track := _track(template, rep, adaptation)):
                     tracks.append(track)
-        for track in tracks:
-            _announce(track, mode, lambda name, p=prefix: on_disk(p, name))
+        clock = next((track for track in tracks if track.video), None)
+        for track in sorted(tracks, key=lambda track: not track.video):  # the clock first
+            _announce(track, clock, mode, lambda name, p=prefix: on_disk(p, name))
     _service_description(root, mode)
     for timing in root.findall("mpd:UTCTiming", NS):
         root.remove(timing)
