@@ -59,6 +59,9 @@ MIN_PARTS = 2
 PLAYBACK_RATE = (0.96, 1.04)  # catch-up bounds (DASH-IF's example values: pitch barely moves)
 NUMBER_RE = re.compile(r"\$Number(?:%0(\d+)d)?\$")
 RUN_BASE_RE = re.compile(r"^run[1-9][0-9]{0,5}/$")
+#: closed segments listed past the MPD's own listing at most (runs.py lags a tick, one
+#: segment; a listing further behind is not the live edge this is for, and each is read)
+CATCH_UP_MAX = 2
 
 
 def _q(tag: str) -> str:
@@ -203,16 +206,16 @@ def _announce(track: _Track, clock: _Track | None, mode: LowLatency, on_disk) ->
     number = track.start_number + len(track.ends)
     end = track.ends[-1]
     added: list[int] = []
-    while True:
+    for _ in range(CATCH_UP_MAX + 1):
         name = track.name(number)
         state = on_disk(name) if name is not None else None
-        if state is None or not state.complete:
+        if state is None or not state.complete or len(added) == CATCH_UP_MAX:
             break
         duration = state.duration or _predict(track, clock, nominal)
         added.append(duration)
         track.ends.append(end := end + duration)
         number += 1
-    if state is not None:  # being written: it and the one after it
+    if state is not None and not state.complete:  # being written: it and the one after
         for _ in range(2):
             duration = _predict(track, clock, nominal)
             added.append(duration)

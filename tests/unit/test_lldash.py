@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from streaming.lldash import (
+    CATCH_UP_MAX,
     UTC_SCHEME,
     OnDisk,
     latency_ms,
@@ -281,12 +282,18 @@ def test_announced_durations_against_a_real_encode(encoded):
 
 def test_closed_segments_read_from_disk(encoded):
     """``on_disk`` on a real folder: the segments closed since the MPD's listing are listed
-    with their durations from their fragments, exactly as FFmpeg's final MPD has them."""
+    with their durations from their fragments, exactly as FFmpeg's final MPD has them; at
+    most CATCH_UP_MAX of them (a listing further behind is no live edge)."""
     final = (encoded / "manifest.mpd").read_text()
-    root = ET.fromstring(low_latency_mpd(cut_back(final, 3), MODE, TIME_URL, on_disk(encoded)))
     whole = ET.fromstring(final)
+    count = len(durations(whole, 0, "0"))
+    behind = cut_back(final, count - CATCH_UP_MAX)
+    root = ET.fromstring(low_latency_mpd(behind, MODE, TIME_URL, on_disk(encoded)))
     for rep_id in ("0", "1", "2"):
         assert durations(root, 0, rep_id) == durations(whole, 0, rep_id), rep_id
+    further = cut_back(final, count - CATCH_UP_MAX - 1)
+    root = ET.fromstring(low_latency_mpd(further, MODE, TIME_URL, on_disk(encoded)))
+    assert durations(root, 0, "2") == durations(whole, 0, "2")[:-1]
     state = on_disk(encoded)
     assert state("", "chunk-stream0-00099.m4s") is None
     (encoded / "chunk-stream0-00099.m4s.tmp").write_bytes(b"")
