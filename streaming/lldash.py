@@ -21,8 +21,8 @@ is served as written):
   DASH-IF IOP wants ``S`` durations exact, and the next MPD must not change what this
   one announced: video segments are the segment target; audio ones are whole AAC frames
   closed with the video's, their length predicted from the listed ones (``_predict``:
-  exact from a run's first segment a frame short on; only that one can be announced
-  wrong, and the next MPD corrects it). The nominal duration is no AAC segment's.
+  in the muxer's pattern, exact from a run's first segment a frame short on; only that
+  one is announced wrong, and the next MPD corrects it). The nominal duration is no AAC segment's.
 * ``availabilityTimeOffset`` = segment target - part target on each ``SegmentTemplate``: a
   segment is available once its first chunk is (DASH-IF low-latency guidelines; livesim2
   does the same), and ``availabilityTimeComplete="false"``.
@@ -157,11 +157,15 @@ def _track(template: ET.Element, rep: ET.Element, adaptation: ET.Element) -> _Tr
 
 def _gap(track: _Track, clock: _Track, index: int, nominal: Fraction) -> Fraction:
     """Audio end minus video end of the segment at ``track.ends[index]``, in audio units
-    (past the video's listing, its ends one nominal segment apart)."""
+    (outside the video's listing, its ends one nominal segment apart)."""
     number = track.start_number + index
     at = number - clock.start_number
-    extra = max(0, at - len(clock.ends) + 1)
-    video = Fraction(clock.ends[min(at, len(clock.ends) - 1)], clock.timescale) + extra * nominal
+    if at < 0:  # before the video's listing (not FFmpeg's: its windows are aligned)
+        video = Fraction(clock.first_start, clock.timescale) + (at + 1) * nominal
+    else:
+        extra = max(0, at - len(clock.ends) + 1)
+        last = clock.ends[min(at, len(clock.ends) - 1)]
+        video = Fraction(last, clock.timescale) + extra * nominal
     return track.ends[index] - video * track.timescale
 
 
