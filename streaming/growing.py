@@ -70,8 +70,8 @@ from streaming.lowlatency import LowLatency, read_mode
 
 SEGMENT_RE = re.compile(r"^chunk-stream(\d{1,3})-(\d{5,9})\.m4s$")
 # Positions of 16 digits or more are no byte position of a file (and Python refuses to
-# int() thousands of digits): such a header does not match and is ignored, as in
-# streaming/media.py.
+# int() thousands of digits): such a header does not match and is ignored (streaming/media.py
+# uses this one too).
 RANGE_RE = re.compile(r"^bytes=(\d{0,15})-(\d{0,15})$")
 BLOCK = 64 * 1024
 INLINE_READ_MAX = 1024 * 1024  # larger reads go to a worker thread

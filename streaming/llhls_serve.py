@@ -46,7 +46,7 @@ from django.http import HttpRequest, HttpResponse
 
 from rtcsite.http import MEDIA_CORS_HEADERS, client_address
 from streaming import follow, llhls
-from streaming.clock import anchor_hls_playlist, read_clock, timescale_of
+from streaming.clock import read_anchored_playlist, read_clock, timescale_of
 from streaming.fmp4 import fragments
 from streaming.holds import held_requests
 from streaming.lowlatency import LowLatency
@@ -137,10 +137,9 @@ class Snapshot:
 
 def _read_rendition(folder: Path, rep: int, mode: LowLatency, snapshot: Snapshot) -> None:
     try:
-        text = (folder / f"media_{rep}.m3u8").read_text(errors="replace")
+        text = read_anchored_playlist(folder / f"media_{rep}.m3u8")  # cached per version
     except OSError:
         return
-    text = anchor_hls_playlist(text, folder, read_clock(folder))
     playlist = llhls.parse_playlist(text)
     if playlist.ended:
         snapshot.ended[rep] = text

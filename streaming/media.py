@@ -47,16 +47,14 @@ from rtcsite.http import MEDIA_CORS_HEADERS
 from streaming import growing, llhls_serve
 from streaming.clock import read_anchored_playlist
 from streaming.ffmpeg import MANIFEST_NAME
-from streaming.lldash import low_latency_mpd
+from streaming.lldash import low_latency_mpd, on_disk
 from streaming.lowlatency import LowLatency, read_mode
 
 BLOCK = 64 * 1024
 INLINE_BODY_MAX = 512 * 1024  # bodies up to this are read with the lookup, in one hop
 SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,46}[a-z0-9])?$")
 NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}$")
-#: a byte position has at most 15 digits (a petabyte): a longer one is no range we could
-#: serve, and int() refuses strings over 4300 digits (a 500 before this bound)
-RANGE_RE = re.compile(r"^bytes=(\d{0,15})-(\d{0,15})$")
+RANGE_RE = growing.RANGE_RE  # positions of at most 15 digits: a longer one is no range
 MEDIA_PLAYLIST_RE = re.compile(r"^media_\d+\.m3u8$")
 RUN_RE = re.compile(r"^run[1-9][0-9]{0,5}$")
 
@@ -233,9 +231,7 @@ def _low_latency_mpd_text(real: Path, base: Path, time_url: str) -> str | None:
         return None
     text = real.read_text(errors="replace")
     try:
-        return low_latency_mpd(
-            text, mode, time_url, lambda run, name: (base / run / f"{name}.tmp").exists()
-        )
+        return low_latency_mpd(text, mode, time_url, on_disk(base))
     except ET.ParseError:
         return text  # caught mid-write by a reader not using the atomic rename: as it is
 

@@ -479,7 +479,8 @@ def test_ended_and_standard_mpds_are_served_as_written(server):
 # --- behind nginx (the shipped site file) -----------------------------------------------------
 def test_behind_nginx_complete_segments_from_disk_growing_ones_from_the_app(tmp_path, capsys):
     """deploy/'s nginx site: a complete segment is nginx's own file answer, a segment being
-    written reaches the app and comes back chunk by chunk (proxy_buffering off), the MPD
+    written reaches the app and comes back chunk by chunk (proxy_buffering off), a part of
+    it (closed range) is nginx's from the .tmp while its preload hint is the app's, the MPD
     is the app's."""
     try:
         nginx_path()
@@ -529,6 +530,38 @@ def test_behind_nginx_complete_segments_from_disk_growing_ones_from_the_app(tmp_
             assert "etag" not in reply.headers  # the app's answer
             assert len(reply.pieces) >= 2, [len(p) for _, p in reply.pieces]
 
+            # A part (closed range) of the segment being written: nginx's own answer from
+            # its .tmp; the preload hint's open range: the app's, held for its fragment.
+            deadline = time.monotonic() + 10
+            while True:  # a segment with a written part, as a playlist would list it
+                number = writing_number(enc.folder)
+                tmp = enc.folder / (seg(0, number) + ".tmp")
+                try:
+                    written, _ = fragments(tmp.read_bytes())
+                except FileNotFoundError:
+                    written = []
+                if written or time.monotonic() > deadline:
+                    break
+                time.sleep(0.02)
+            assert written, "no complete fragment in the segment being written within 10 s"
+            first = written[0]
+            last_byte = first.offset + first.length - 1
+            part = asyncio.run(
+                fetch(port, media(seg(0, number)), {"Range": f"bytes={first.offset}-{last_byte}"})
+            )
+            assert part.status == 206 and "etag" in part.headers  # nginx, from disk
+            assert part.headers["content-type"] == "video/iso.segment"
+            hint_start = written[-1].offset + written[-1].length
+            hint = asyncio.run(
+                fetch(port, media(seg(0, number)), {"Range": f"bytes={hint_start}-"})
+            )
+            assert hint.status == 206 and "etag" not in hint.headers  # the app's
+            segment = asyncio.run(wait_final(enc.folder, seg(0, number)))
+            assert part.body == segment[first.offset : last_byte + 1]
+            assert hint.body == segment[hint_start : hint_start + len(hint.body)] and hint.body
+
+            number = writing_number(enc.folder) - 1
+            final = (enc.folder / seg(0, number)).read_bytes()
             complete = asyncio.run(fetch(port, media(seg(0, number))))
             assert complete.status == 200 and complete.body == final
             assert "etag" in complete.headers  # nginx's own static answer
