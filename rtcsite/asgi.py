@@ -94,13 +94,20 @@ class MediaHandler(ASGIHandler):
 
         responding = asyncio.ensure_future(respond())
         listening = asyncio.ensure_future(self.listen_for_disconnect(receive))
-        await asyncio.wait((responding, listening), return_when=asyncio.FIRST_COMPLETED)
-        listening.cancel()
-        if not responding.done():
-            responding.cancel()  # the client left: a held request stops waiting
-        for task in (responding, listening):
-            with contextlib.suppress(asyncio.CancelledError, RequestAborted):
-                await task
+        try:
+            await asyncio.wait((responding, listening), return_when=asyncio.FIRST_COMPLETED)
+        finally:  # also when Daphne cancels us (shutdown, a client long gone): no task left
+            listening.cancel()
+            responding.cancel()  # no-op once done; the client left: a held request ends
+        # The view's own error has become a 500 response; a message after the request
+        # other than a disconnect (AssertionError in Django's listener) is ignored.
+        with contextlib.suppress(asyncio.CancelledError, RequestAborted, AssertionError):
+            await listening
+        try:
+            await responding
+        except asyncio.CancelledError:
+            if asyncio.current_task().cancelling():
+                raise  # our own cancellation, not the view's
 
 
 MEDIA_PREFIX = "/media/streams/"

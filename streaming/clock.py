@@ -207,16 +207,25 @@ def read_anchored_playlist(path: Path) -> str:
     playlist and its folder's ``clock.json`` are unchanged: players ask for the same
     version many times, and anchoring reads each listed segment's header. FFmpeg and
     streaming/runs.py replace playlists by rename, so a new version is a new inode; a
-    listed segment is complete and never changes. Raises ``OSError`` if it cannot be read.
+    listed segment is complete and never changes. A text in which some segment could not
+    be anchored (a header or clock not readable yet) is not kept: the next read tries
+    again. Raises ``OSError`` if it cannot be read.
     """
     version = _version(path)
     if version is None:
         raise FileNotFoundError(path)
-    return _anchored(str(path), version, _version(path.parent / CLOCK_FILE))
+    key = (os.fspath(path), version, _version(path.parent / CLOCK_FILE))
+    found = _anchored.get(key)
+    if found is None:
+        text = path.read_text(errors="replace")
+        found = anchor_hls_playlist(text, path.parent, read_clock(path.parent))
+        segments = sum(1 for line in found.splitlines() if SEGMENT_URI_RE.match(line.strip()))
+        if found.count("#EXT-X-PROGRAM-DATE-TIME:") == segments:
+            if len(_anchored) >= ANCHORED_KEPT:
+                _anchored.pop(next(iter(_anchored)))  # the oldest
+            _anchored[key] = found
+    return found
 
 
-@functools.lru_cache(maxsize=256)
-def _anchored(path: str, version: tuple, clock_version: tuple | None) -> str:
-    playlist = Path(path)
-    text = playlist.read_text(errors="replace")
-    return anchor_hls_playlist(text, playlist.parent, read_clock(playlist.parent))
+ANCHORED_KEPT = 256
+_anchored: dict[tuple, str] = {}

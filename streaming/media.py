@@ -274,7 +274,8 @@ def _answer(request: HttpRequest, path: str, time_url: str | None, *, growing_: 
 
 
 def _file(request: HttpRequest, real: Path, content_type: str, cache: str) -> HttpResponse:
-    with open(real, "rb") as handle:
+    # O_NOFOLLOW: the file checked by lstat may not have become a link since
+    with os.fdopen(os.open(real, os.O_RDONLY | os.O_NOFOLLOW), "rb") as handle:
         found = os.fstat(handle.fileno())
         size = found.st_size
         headers = {

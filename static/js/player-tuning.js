@@ -41,7 +41,7 @@ export const PLAYER_TUNING = {
   // Its segments are longer (STREAM_LL_SEGMENT_SECONDS, 1 s, against 0.5 s), so a player of
   // whole segments sees each frame up to half a second later than on a standard stream: the
   // measured 2 s targets plus that half second (bench stream_latency, the same stream in
-  // standard mode: hls.js 2.3 s, dash.js 2.5 s).
+  // standard mode: hls.js 2.2 s, dash.js 2.5 s).
   standardOnLowLatency: { hlsTargetS: 2.5, dashLiveDelay: 2.5 },
 
   // --- low-latency mode: LL-HLS parts, LL-DASH chunks ---------------------------------------

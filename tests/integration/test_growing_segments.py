@@ -551,6 +551,16 @@ def test_behind_nginx_complete_segments_from_disk_growing_ones_from_the_app(tmp_
             )
             assert part.status == 206 and "etag" in part.headers  # nginx, from disk
             assert part.headers["content-type"] == "video/iso.segment"
+            assert part.headers["cache-control"] == "no-cache"  # from the growing .tmp
+            guarded = asyncio.run(
+                fetch(
+                    port,
+                    media(seg(0, number)),
+                    {"Range": f"bytes={first.offset}-{last_byte}", "If-Range": '"x"'},
+                )
+            )
+            assert guarded.status == 206 and "etag" not in guarded.headers  # the app's
+            assert guarded.body == part.body
             hint_start = written[-1].offset + written[-1].length
             hint = asyncio.run(
                 fetch(port, media(seg(0, number)), {"Range": f"bytes={hint_start}-"})

@@ -101,3 +101,16 @@ def test_anchored_playlist_is_read_again_for_each_new_version(tmp_path):
     assert "#EXT-X-TARGETDURATION:2" in read_anchored_playlist(playlist)
     playlist.write_text("#EXTM3U\n#EXT-X-TARGETDURATION:3\n#EXT-X-ENDLIST\n")
     assert read_anchored_playlist(playlist).endswith("#EXT-X-ENDLIST\n")
+
+
+def test_a_playlist_with_a_segment_not_anchored_is_read_again(tmp_path):
+    """A listed segment whose header cannot be read gets no PROGRAM-DATE-TIME: that text
+    is not kept, so the next request anchors it once it can."""
+    from streaming.clock import StreamClock, read_anchored_playlist, write_clock
+
+    write_clock(tmp_path, StreamClock(1_000_000, "publisher"))
+    playlist = tmp_path / "media_0.m3u8"
+    playlist.write_text("#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1.0,\nchunk-stream0-00001.m4s\n")
+    first = read_anchored_playlist(playlist)
+    assert "PROGRAM-DATE-TIME" not in first
+    assert read_anchored_playlist(playlist) is not first  # built again, not kept
