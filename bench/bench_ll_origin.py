@@ -61,6 +61,10 @@ SERVER_ENV = {"STREAM_LL_HELD_PER_CLIENT": "0"}
 CLIENT_BOUND_CORES = 0.8
 #: A Daphne process at this many cores is saturated: its one event loop is the limit.
 SATURATED_CORES = 0.9
+#: ... and so is one whose viewers get the new bytes this late (p50): they fell behind (an
+#: LL part is served tens of ms after it is written, a standard segment ~0.3-0.5 s), and
+#: the process works below its limit only because the requests come late.
+SATURATED_LAG_MS = 1000
 
 
 def strip_ll_options(command: list[str]) -> list[str]:
@@ -265,7 +269,8 @@ def _median(windows: list[dict[str, Any]], pick) -> float | None:
 def summarise(windows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
     """Medians over the windows of each mode and number of viewers (``summary[mode][n]``),
     and the held-request totals; ``saturated`` when Daphne's median reached
-    ``SATURATED_CORES`` (one process: its event loop cannot use much more than a core)."""
+    ``SATURATED_CORES`` (one process: its event loop cannot use much more than a core) or
+    its viewers got new bytes ``SATURATED_LAG_MS`` late (they fell behind)."""
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for window in windows:
         out.setdefault(window["mode"], {}).setdefault(str(window["viewers"]), {})
@@ -303,7 +308,9 @@ def summarise(windows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, An
             viewers = int(scale)
             if mode != "idle" and viewers:
                 s["daphne_cores_per_100"] = per_100(s["daphne_cores"] or 0, viewers)
-                s["saturated"] = (s["daphne_cores"] or 0) >= SATURATED_CORES
+                s["saturated"] = (s["daphne_cores"] or 0) >= SATURATED_CORES or (
+                    s["served_after_written_p50_ms"] or 0
+                ) >= SATURATED_LAG_MS
             by_scale[scale] = s
     return out
 

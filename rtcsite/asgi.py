@@ -57,15 +57,11 @@ class MediaHandler(ASGIHandler):
     responses, and a client's disconnect cancelling the view (a held request ends then).
     """
 
-    def __init__(self):
-        super().__init__()
-        self._serve = convert_exception_to_response(self._view)
-
     def load_middleware(self, is_async=False):
         self._view_middleware = []
         self._template_response_middleware = []
         self._exception_middleware = []
-        self._middleware_chain = convert_exception_to_response(self._get_response_async)
+        self._middleware_chain = convert_exception_to_response(self._view)  # no URL resolving
 
     @staticmethod
     async def _view(request):
@@ -85,7 +81,7 @@ class MediaHandler(ASGIHandler):
             return
 
         async def respond():
-            response = await self._serve(request)
+            response = await self._middleware_chain(request)
             response._handler_class = self.__class__
             try:
                 await self.send_response(response, send)

@@ -202,6 +202,10 @@ def anchor_hls_playlist(text: str, output_dir: Path, clock: StreamClock | None) 
     return "\n".join(out) + "\n"
 
 
+ANCHORED_KEPT = 256  # playlist versions kept (a few per live rendition)
+_anchored: dict[tuple, str] = {}
+
+
 def read_anchored_playlist(path: Path) -> str:
     """The media playlist at ``path`` anchored (``anchor_hls_playlist``), cached while the
     playlist and its folder's ``clock.json`` are unchanged: players ask for the same
@@ -225,7 +229,3 @@ def read_anchored_playlist(path: Path) -> str:
                 _anchored.pop(next(iter(_anchored)))  # the oldest
             _anchored[key] = found
     return found
-
-
-ANCHORED_KEPT = 256
-_anchored: dict[tuple, str] = {}

@@ -236,21 +236,13 @@ def _plain(status: int, text: str, **headers: str) -> HttpResponse:
     return response
 
 
-def _late(segment: Segment) -> HttpResponse:
-    return _plain(
-        503,
-        "The segment was not written in time.",
-        Retry_After=str(max(1, math.ceil(segment.mode.segment_target))),
-    )
+def _late(segment: Segment, text: str = "The segment was not written in time.") -> HttpResponse:
+    return _plain(503, text, Retry_After=str(max(1, math.ceil(segment.mode.segment_target))))
 
 
 def _unavailable(segment: Segment, error: Exception) -> HttpResponse:
     """inotify cannot watch here (its limits reached, or not Linux): nothing can be held."""
-    return _plain(
-        503,
-        f"Cannot wait for this segment: {error}",
-        Retry_After=str(max(1, math.ceil(segment.mode.segment_target))),
-    )
+    return _late(segment, f"Cannot wait for this segment: {error}")
 
 
 def _refused(why: str) -> HttpResponse:

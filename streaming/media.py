@@ -200,28 +200,41 @@ def _with_headers(response: HttpResponse, headers: dict[str, str]) -> HttpRespon
     return response
 
 
-def _in_memory(request: HttpRequest, body: bytes, content_type: str, cache: str) -> HttpResponse:
-    """A playlist or manifest built per request, answered like a file (ranges, CORS)."""
-    headers = {
+def _ranged(request: HttpRequest, size: int, headers: dict[str, str]):
+    """The request's byte range over ``size`` bytes: ``(status, start, end)`` with the range
+    and length headers added to ``headers``, or the 416 response."""
+    byte_range = parse_range(request.headers.get("Range"), size)
+    if byte_range is False:
+        response = HttpResponse(status=416, content_type="text/plain")
+        return _with_headers(response, {**headers, "Content-Range": f"bytes */{size}"})
+    if byte_range is None:
+        start, end, status = 0, size - 1, 200
+    else:
+        start, end = byte_range  # type: ignore[misc]
+        status = 206
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    headers["Content-Length"] = str(max(0, end - start + 1))
+    return status, start, end
+
+
+def _media_headers(cache: str) -> dict[str, str]:
+    return {
         **CORS_HEADERS,
         "Cache-Control": cache,
         "Accept-Ranges": "bytes",
         "X-Content-Type-Options": "nosniff",
     }
-    status = 200
-    byte_range = parse_range(request.headers.get("Range"), len(body))
-    if byte_range is False:
-        response = HttpResponse(status=416, content_type="text/plain")
-        return _with_headers(response, {**headers, "Content-Range": f"bytes */{len(body)}"})
-    if byte_range is not None:
-        start, end = byte_range  # type: ignore[misc]
-        headers["Content-Range"] = f"bytes {start}-{end}/{len(body)}"
-        body, status = body[start : end + 1], 206
-    headers["Content-Length"] = str(len(body))
-    response = HttpResponse(
-        b"" if request.method == "HEAD" else body, status=status, content_type=content_type
-    )
-    return _with_headers(response, headers)
+
+
+def _in_memory(request: HttpRequest, body: bytes, content_type: str, cache: str) -> HttpResponse:
+    """A playlist or manifest built per request, answered like a file (ranges, CORS)."""
+    headers = _media_headers(cache)
+    ranged = _ranged(request, len(body), headers)
+    if isinstance(ranged, HttpResponse):
+        return ranged
+    status, start, end = ranged
+    body = b"" if request.method == "HEAD" else body[start : end + 1]
+    return _with_headers(HttpResponse(body, status=status, content_type=content_type), headers)
 
 
 def _low_latency_mpd_text(real: Path, base: Path, time_url: str) -> str | None:
@@ -277,26 +290,13 @@ def _file(request: HttpRequest, real: Path, content_type: str, cache: str) -> Ht
     # O_NOFOLLOW: the file checked by lstat may not have become a link since
     with os.fdopen(os.open(real, os.O_RDONLY | os.O_NOFOLLOW), "rb") as handle:
         found = os.fstat(handle.fileno())
-        size = found.st_size
-        headers = {
-            **CORS_HEADERS,
-            "Cache-Control": cache,
-            "Accept-Ranges": "bytes",
-            "Last-Modified": formatdate(found.st_mtime, usegmt=True),
-            "X-Content-Type-Options": "nosniff",
-        }
-        byte_range = parse_range(request.headers.get("Range"), size)
-        if byte_range is False:
-            response = HttpResponse(status=416, content_type="text/plain")
-            return _with_headers(response, {**headers, "Content-Range": f"bytes */{size}"})
-        if byte_range is None:
-            start, end, status = 0, size - 1, 200
-        else:
-            start, end = byte_range  # type: ignore[misc]
-            status = 206
-            headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+        headers = _media_headers(cache)
+        headers["Last-Modified"] = formatdate(found.st_mtime, usegmt=True)
+        ranged = _ranged(request, found.st_size, headers)
+        if isinstance(ranged, HttpResponse):
+            return ranged
+        status, start, end = ranged
         length = max(0, end - start + 1)
-        headers["Content-Length"] = str(length)
         if request.method == "HEAD" or length == 0:
             return _with_headers(HttpResponse(status=status, content_type=content_type), headers)
         if length <= INLINE_BODY_MAX:

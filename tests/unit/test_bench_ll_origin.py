@@ -111,6 +111,9 @@ def test_a_saturated_origin_is_compared_on_the_few_viewers_extrapolated():
     assert compared["ratio"] == 2.5
     assert "low-latency 0.98 cores at 1200 req/s (saturated)" in headline
     assert "extrapolated from 5" in headline
+    # Below the core limit, but the viewers fell behind: saturated all the same.
+    late = summarise([window("ll", 0.889, 1139, p50=1248.5, viewers=100)])
+    assert late["ll"]["100"]["saturated"]
     assert [r["metric"] for r in rows[:4]] == [
         "origin CPU, 100 low-latency viewers",
         "origin CPU, 100 standard viewers",
